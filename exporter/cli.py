@@ -1,0 +1,196 @@
+"""``memhp-exporter``: Prometheus exporter for Linux memory hot(un)plug."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from .collectors import (COLLECTORS, DEFAULT_BLOCK_LIMIT, BlocksCollector, ConfigCollector, MemhpCollector,
+                         MeminfoCollector, OfflineFailuresCollector, SubCollector, UeventsCollector, ZonesCollector)
+from .fsread import ParseErrors
+from .kmsg import FailureCounts, KmsgWatcher
+from .memory_blocks import read_memory_config
+from .paths import Paths
+from .server import parse_listen_address, serve
+from .uevent_monitor import UeventMonitor
+
+log = logging.getLogger("memhp.exporter")
+
+# 9100-9999 is fully allocated in Prometheus' default port list.
+DEFAULT_LISTEN = ":10301"
+
+
+def _version() -> str:
+    try:
+        return version("memhp")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class ExporterConfig:
+    paths: Paths
+    listen: str = DEFAULT_LISTEN
+    telemetry_path: str = "/metrics"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    collectors: frozenset[str] = field(default_factory=lambda: frozenset(COLLECTORS))
+    block_limit: int = DEFAULT_BLOCK_LIMIT
+    kmsg_replay: bool = False
+    uevent_source: str = "kernel"
+    once: bool = False
+    once_output: str | None = None
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="memhp-exporter",
+        description="Prometheus exporter for Linux memory hot(un)plug: memory blocks, zones, the MOVABLE:KERNEL "
+                    "ratio, offline failures and uevents, read from sysfs and procfs. It never writes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN,
+                   help="Address to serve metrics on, HOST:PORT (empty host: all interfaces).")
+    p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", help="Path of the metrics.")
+    p.add_argument("--web.tls.cert-file", dest="tls_cert", help="TLS certificate (PEM); serve HTTPS with the key.")
+    p.add_argument("--web.tls.key-file", dest="tls_key", help="TLS private key (PEM).")
+    p.add_argument("--path.sysfs", dest="sysfs", default="/sys", help="sysfs mount point.")
+    p.add_argument("--path.procfs", dest="procfs", default="/proc", help="procfs mount point.")
+    p.add_argument("--path.kmsg", dest="kmsg", default="/dev/kmsg",
+                   help="Kernel log device (or a file of log lines) for offline failures.")
+    for name, doc in COLLECTORS.items():
+        p.add_argument(f"--collector.{name}", dest=f"collector_{name}", action=argparse.BooleanOptionalAction,
+                       default=True, help=f"Collector {name}: {doc}.")
+    p.add_argument("--collector.blocks.limit", dest="block_limit", type=int, default=DEFAULT_BLOCK_LIMIT,
+                   help="Most blocks exported one by one; above it, merged ranges (memhp_block_range_blocks). "
+                        "The default covers 512 GiB of 128 MiB blocks.")
+    p.add_argument("--collector.offline_failures.replay", dest="kmsg_replay", action="store_true",
+                   help="Also count failures already in the kernel log at start (they are counted again after "
+                        "every restart).")
+    p.add_argument("--collector.uevents.source", dest="uevent_source", choices=("kernel", "udev"),
+                   default="kernel", help="Netlink source: the kernel's own events (no udevd needed) or udevd's.")
+    p.add_argument("--log.level", dest="log_level", default="info",
+                   choices=("debug", "info", "warning", "error"), help="Log level.")
+    p.add_argument("--once", action="store_true",
+                   help="Print one scrape to stdout (or --once.output) and exit; event collectors "
+                        "(offline_failures, uevents) are off in this mode.")
+    p.add_argument("--once.output", dest="once_output",
+                   help="With --once: write atomically to this file (for node_exporter's textfile collector).")
+    p.add_argument("--version", action="version", version=f"memhp-exporter {_version()}")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ExporterConfig:
+    enabled = frozenset(n for n in COLLECTORS if getattr(args, f"collector_{n}"))
+    if args.block_limit < 0:
+        raise ValueError("--collector.blocks.limit must be >= 0")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ValueError("--web.tls.cert-file and --web.tls.key-file go together")
+    if args.once_output and not args.once:
+        raise ValueError("--once.output needs --once")
+    parse_listen_address(args.listen)
+    if not args.telemetry_path.startswith("/"):
+        raise ValueError("--web.telemetry-path must start with /")
+    return ExporterConfig(
+        paths=Paths(args.sysfs, args.procfs, args.kmsg), listen=args.listen, telemetry_path=args.telemetry_path,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, collectors=enabled, block_limit=args.block_limit,
+        kmsg_replay=args.kmsg_replay, uevent_source=args.uevent_source, once=args.once,
+        once_output=args.once_output)
+
+
+def build_collectors(cfg: ExporterConfig, errors: ParseErrors) -> list[SubCollector]:
+    """Instantiate the enabled collectors, starting background watchers unless --once."""
+    out: list[SubCollector] = []
+    on = cfg.collectors
+    if "config" in on:
+        out.append(ConfigCollector())
+    if "blocks" in on:
+        out.append(BlocksCollector(cfg.block_limit))
+    if "zones" in on:
+        out.append(ZonesCollector())
+    if "meminfo" in on:
+        out.append(MeminfoCollector())
+    if cfg.once:
+        return out
+    if "offline_failures" in on:
+        counts = FailureCounts(cfg.block_limit)
+        memory_dir = cfg.paths.memory
+        watcher = KmsgWatcher(cfg.paths.kmsg, counts,
+                              lambda: read_memory_config(memory_dir, errors).block_size_bytes,
+                              replay=cfg.kmsg_replay).start()
+        out.append(OfflineFailuresCollector(watcher, counts))
+    if "uevents" in on:
+        out.append(UeventsCollector(UeventMonitor(cfg.uevent_source).start()))
+    return out
+
+
+def build_registry(cfg: ExporterConfig, errors: ParseErrors | None = None) -> tuple[CollectorRegistry,
+                                                                                      MemhpCollector]:
+    errors = errors or ParseErrors()
+    registry = CollectorRegistry(auto_describe=False)
+    collector = MemhpCollector(cfg.paths, build_collectors(cfg, errors), errors, _version())
+    registry.register(collector)
+    return registry, collector
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".memhp-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as e:
+        parser.error(str(e))
+    registry, collector = build_registry(cfg)
+    if cfg.once:
+        data = generate_latest(registry)
+        if cfg.once_output:
+            write_atomically(cfg.once_output, data)
+        else:
+            sys.stdout.buffer.write(data)
+        return 0
+    log.info("starting memhp-exporter %s: %s", _version(), cfg)
+    try:
+        httpd = serve(registry, cfg.listen, cfg.telemetry_path, cfg.tls_cert, cfg.tls_key)
+    except OSError as e:
+        log.error("cannot listen on %s: %s", cfg.listen, e)
+        collector.close()
+        return 1
+    log.info("listening on %s%s", cfg.listen, cfg.telemetry_path)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    log.info("shutting down")
+    httpd.shutdown()
+    collector.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The exporter's one registered collector, and the sub-collectors it runs.
+
+Every scrape builds fresh metric families (client_python's custom-collector
+pattern) from one :class:`ScrapeContext`, so each file is read at most once
+per scrape.  A sub-collector that raises loses only its own metrics: its
+``memhp_collector_success`` is 0 and the scrape still answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterable, Sequence
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..fsread import ParseErrors
+from ..paths import Paths
+from ..snapshot import ScrapeContext
+
+log = logging.getLogger(__name__)
+
+
+class SubCollector:
+    """One ``--collector.NAME``: yields metric families from a scrape context."""
+
+    name: str = ""
+    help: str = ""
+    default_enabled = True
+
+    def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop background work (monitors, watchers)."""
+
+
+class MemhpCollector(Collector):
+    def __init__(self, paths: Paths, collectors: Sequence[SubCollector], errors: ParseErrors | None = None,
+                 version: str = "") -> None:
+        self.paths = paths
+        self.collectors = list(collectors)
+        self.errors = errors or ParseErrors()
+        self.version = version
+
+    def describe(self) -> list[Metric]:
+        # Describing would mean scraping; registries must not do that on register.
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        ctx = ScrapeContext(self.paths, self.errors)
+        duration = GaugeMetricFamily("memhp_collector_duration_seconds",
+                                     "Time a collector took in this scrape.", labels=["collector"])
+        success = GaugeMetricFamily("memhp_collector_success",
+                                    "1 if the collector finished without an exception in this scrape.",
+                                    labels=["collector"])
+        for c in self.collectors:
+            start = time.perf_counter()
+            try:
+                # Materialise inside the try: a generator that fails half-way
+                # must not leave half its families in the exposition.
+                families = list(c.collect(ctx))
+                ok = 1.0
+            except Exception:  # noqa: BLE001 - one collector must never break the scrape
+                log.exception("collector %s failed", c.name)
+                families = []
+                ok = 0.0
+            duration.add_metric([c.name], time.perf_counter() - start)
+            success.add_metric([c.name], ok)
+            yield from families
+        yield duration
+        yield success
+        errors = CounterMetricFamily("memhp_parse_errors",
+                                     "Files that could not be read or parsed, by file kind.", labels=["file"])
+        for kind, count in sorted(self.errors.counts().items()):
+            errors.add_metric([kind], count)
+        yield errors
+        info = GaugeMetricFamily("memhp_exporter_build_info", "memhp exporter version.", labels=["version"])
+        info.add_metric([self.version], 1)
+        yield info
+
+    def close(self) -> None:
+        for c in self.collectors:
+            c.close()
+
+
+def node_label(node: int | None) -> str:
+    return "unknown" if node is None else str(node)
+
+
+def gauge(name: str, doc: str, value: float | None) -> list[Metric]:
+    """A single unlabelled gauge, or nothing when the kernel did not say."""
+    if value is None:
+        return []
+    return [GaugeMetricFamily(name, doc, value=value)]

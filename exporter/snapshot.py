@@ -1,0 +1,74 @@
+"""One consistent read of everything memhp knows, for the CLI and the controller.
+
+The exporter's collectors use :class:`ScrapeContext` instead, which reads
+lazily and at most once per scrape what the enabled collectors ask for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from .fsread import ParseErrors
+from .hotplug_params import read_hotplug_params
+from .meminfo import read_meminfo
+from .memory_blocks import read_blocks, read_memory_config
+from .model import HotplugParams, MemoryBlock, MemoryConfig, Node, ZoneInfo
+from .nodes import block_node_map, read_nodes
+from .paths import Paths
+from .zoneinfo import read_zoneinfo
+
+
+class ScrapeContext:
+    """Lazily read, per-scrape cache of the model: no file is read twice."""
+
+    def __init__(self, paths: Paths, errors: ParseErrors, *, details: bool = False) -> None:
+        self.paths = paths
+        self.errors = errors
+        self.details = details
+
+    @cached_property
+    def config(self) -> MemoryConfig:
+        return read_memory_config(self.paths.memory, self.errors)
+
+    @cached_property
+    def params(self) -> HotplugParams:
+        return read_hotplug_params(self.paths.hotplug_params, self.errors)
+
+    @cached_property
+    def nodes(self) -> list[Node]:
+        return read_nodes(self.paths.node, self.errors)
+
+    @cached_property
+    def blocks(self) -> list[MemoryBlock]:
+        node_of = block_node_map(self.nodes) if self.nodes else None
+        return read_blocks(self.paths.memory, self.errors, node_of, details=self.details)
+
+    @cached_property
+    def zoneinfo(self) -> ZoneInfo | None:
+        return read_zoneinfo(self.paths.zoneinfo, self.errors)
+
+    @cached_property
+    def meminfo(self) -> dict[str, int] | None:
+        return read_meminfo(self.paths.meminfo, self.errors)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    config: MemoryConfig
+    params: HotplugParams
+    nodes: list[Node]
+    blocks: list[MemoryBlock]
+    zoneinfo: ZoneInfo | None
+    meminfo: dict[str, int] | None
+
+    def block(self, block_id: int) -> MemoryBlock | None:
+        for b in self.blocks:
+            if b.id == block_id:
+                return b
+        return None
+
+
+def read_snapshot(paths: Paths, errors: ParseErrors | None = None, *, details: bool = False) -> Snapshot:
+    ctx = ScrapeContext(paths, errors or ParseErrors(), details=details)
+    return Snapshot(ctx.config, ctx.params, ctx.nodes, ctx.blocks, ctx.zoneinfo, ctx.meminfo)

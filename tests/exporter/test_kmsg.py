@@ -1,0 +1,71 @@
+"""Offline failures from kernel log lines, followed like tail -f."""
+
+import time
+
+from exporter.kmsg import FailureCounts, KmsgWatcher, parse_failure
+
+LINE = "memory offlining [mem 0x0000000148000000-0x000000014fffffff] failed due to notifier failure"
+KMSG = "7,1234,56789012,-;" + LINE
+
+
+def wait_for(pred, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not met"
+        time.sleep(0.05)
+
+
+def test_parse_both_formats():
+    f = parse_failure(KMSG)
+    assert (f.start, f.end, f.reason) == (0x148000000, 0x14FFFFFFF, "notifier failure")
+    assert list(f.blocks(128 << 20)) == [41]
+    assert parse_failure("[   12.345] " + LINE.replace("notifier failure", "unmovable page")).reason == \
+        "unmovable page"
+    assert parse_failure("memory offlining [mem 0x2-0x1] failed due to x") is None
+    assert parse_failure("random line") is None
+
+
+def test_watcher_counts_only_new_lines_by_default(tmp_path):
+    log = tmp_path / "kmsg"
+    log.write_text(KMSG + "\n")  # already in the buffer at start: not counted
+    counts = FailureCounts(block_limit=2)
+    w = KmsgWatcher(str(log), counts, lambda: 128 << 20, poll_interval=0.05).start()
+    try:
+        wait_for(lambda: w.up)
+        with open(log, "a") as f:
+            f.write(KMSG + "\n" + " SUBSYSTEM=memory\n" + "garbage \xff\n")
+            f.write(LINE.replace("0x0000000148000000-0x000000014fffffff",
+                                 "0x0000000150000000-0x000000015fffffff") + "\n")
+            f.write(LINE.replace("0x0000000148000000-0x000000014fffffff",
+                                 "0x0000000200000000-0x0000000207ffffff") + "\n")
+        wait_for(lambda: sum(counts.snapshot()[0].values()) == 3)
+        by_reason, by_block, _ = counts.snapshot()
+        assert by_reason == {"notifier failure": 3}
+        # blocks 41, 42, 43 and 64: the limit of 2 block series sends the rest to "other"
+        assert by_block == {("41", "notifier failure"): 1, ("42", "notifier failure"): 1,
+                            ("other", "notifier failure"): 2}
+    finally:
+        w.stop()
+
+
+def test_replay_counts_the_existing_buffer(tmp_path):
+    log = tmp_path / "kmsg"
+    log.write_text(KMSG + "\n")
+    counts = FailureCounts(block_limit=10)
+    w = KmsgWatcher(str(log), counts, lambda: 128 << 20, replay=True, poll_interval=0.05).start()
+    try:
+        wait_for(lambda: counts.snapshot()[0] == {"notifier failure": 1})
+    finally:
+        w.stop()
+
+
+def test_unreadable_log_is_down_and_retried(tmp_path):
+    counts = FailureCounts(block_limit=10)
+    w = KmsgWatcher(str(tmp_path / "missing"), counts, lambda: None, poll_interval=0.05).start()
+    try:
+        wait_for(lambda: w.restarts >= 1)
+        assert not w.up
+        (tmp_path / "missing").write_text("")
+        wait_for(lambda: w.up, timeout=15)
+    finally:
+        w.stop()
