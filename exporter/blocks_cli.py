@@ -46,6 +46,12 @@ def _rows(blocks: list[MemoryBlock], all_blocks: bool) -> list[BlockRange]:
     return merge_ranges(blocks)
 
 
+def shown_removable(r: BlockRange) -> bool | None:
+    """``removable`` only means something for online blocks; lsmem shows it for
+    those alone (its JSON says false for the others; we say null)."""
+    return r.removable if r.state == "online" else None
+
+
 def render_json(rows: list[BlockRange], block_size: int) -> str:
     out = []
     for r in rows:
@@ -53,7 +59,7 @@ def render_json(rows: list[BlockRange], block_size: int) -> str:
             "range": f"0x{r.first * block_size:016x}-0x{(r.last + 1) * block_size - 1:016x}",
             "size": human_size(r.count * block_size),
             "state": r.state,
-            "removable": r.removable,
+            "removable": shown_removable(r),
             "block": str(r.first) if r.first == r.last else f"{r.first}-{r.last}",
             "node": r.node,
             "zones": lsmem_zones(r.valid_zones),
@@ -69,7 +75,7 @@ def render_table(rows: list[BlockRange], blocks: list[MemoryBlock], block_size: 
             f"0x{r.first * block_size:016x}-0x{(r.last + 1) * block_size - 1:016x}",
             human_size(r.count * block_size),
             r.state or "?",
-            {True: "yes", False: "no", None: "?"}[r.removable],
+            {True: "yes", False: "no", None: ""}[shown_removable(r)],
             str(r.first) if r.first == r.last else f"{r.first}-{r.last}",
             "?" if r.node is None else str(r.node),
             lsmem_zones(r.valid_zones) or "?",
