@@ -49,9 +49,13 @@ def balance(zones: Iterable[Zone]) -> Balance:
     return Balance(movable, max(kernel, 0))
 
 
+def is_hot_unpluggable(state: str | None, zone: str | None) -> bool:
+    """Online in ZONE_MOVABLE: a candidate for offlining."""
+    return state == "online" and zone == MOVABLE
+
+
 def hot_unpluggable(blocks: Iterable[MemoryBlock]) -> list[MemoryBlock]:
-    """Online blocks in ZONE_MOVABLE: the candidates for offlining."""
-    return [b for b in blocks if b.state == "online" and b.zone == MOVABLE]
+    return [b for b in blocks if is_hot_unpluggable(b.state, b.zone)]
 
 
 @dataclass(frozen=True, slots=True)

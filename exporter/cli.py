@@ -136,7 +136,8 @@ def build_registry(cfg: ExporterConfig, errors: ParseErrors | None = None) -> tu
                                                                                       MemhpCollector]:
     errors = errors or ParseErrors()
     registry = CollectorRegistry(auto_describe=False)
-    collector = MemhpCollector(cfg.paths, build_collectors(cfg, errors), errors, _version())
+    collector = MemhpCollector(cfg.paths, build_collectors(cfg, errors), errors, _version(),
+                               per_block_limit=cfg.block_limit)
     registry.register(collector)
     return registry, collector
 

@@ -48,23 +48,27 @@ class ParseErrors:
             return sum(self._counts.values())
 
 
-def read_attr(
+def read_bytes(
     name: str,
     errors: ParseErrors,
     kind: str,
     *,
     dir_fd: int | None = None,
     limit: int = ATTR_MAX,
-) -> str | None:
-    """One bounded read of a sysfs attribute, stripped; None if absent or bad."""
+) -> bytes | None:
+    """One bounded read of a sysfs attribute, raw; None if absent or bad."""
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+        # O_NONBLOCK: a sysfs attribute never blocks, and neither may a FIFO
+        # planted where an attribute should be (it reads as empty, not forever).
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
     except OSError as e:
         if e.errno not in _MISSING:
             errors.add(kind, f"open: {os.strerror(e.errno or 0)}")
         return None
     try:
         data = os.read(fd, limit + 1)
+    except BlockingIOError:
+        data = b""
     except OSError as e:
         if e.errno not in _MISSING:
             errors.add(kind, f"read: {os.strerror(e.errno or 0)}")
@@ -74,11 +78,29 @@ def read_attr(
     if len(data) > limit:
         errors.add(kind, f"larger than {limit} bytes")
         return None
+    return data
+
+
+def decode_attr(data: bytes | None, errors: ParseErrors, kind: str) -> str | None:
+    if data is None:
+        return None
     try:
         return data.decode("ascii").strip()
     except UnicodeDecodeError:
         errors.add(kind, "not ASCII text")
         return None
+
+
+def read_attr(
+    name: str,
+    errors: ParseErrors,
+    kind: str,
+    *,
+    dir_fd: int | None = None,
+    limit: int = ATTR_MAX,
+) -> str | None:
+    """One bounded read of a sysfs attribute, stripped; None if absent or bad."""
+    return decode_attr(read_bytes(name, errors, kind, dir_fd=dir_fd, limit=limit), errors, kind)
 
 
 def read_file(path: str, errors: ParseErrors, kind: str, *, limit: int = PROCFILE_MAX) -> str | None:

@@ -9,7 +9,6 @@ from .fsread import ParseErrors, read_attr
 from .model import Node
 
 NODE_DIR = re.compile(r"node([0-9]+)\Z")
-BLOCK_LINK = re.compile(r"memory([0-9]+)\Z")
 
 
 def parse_nodelist(text: str | None, errors: ParseErrors, kind: str) -> set[int] | None:
@@ -55,7 +54,7 @@ def read_nodes(node_dir: str, errors: ParseErrors) -> list[Node]:
         except OSError as e:
             errors.add("nodeN", f"listdir: {os.strerror(e.errno or 0)}")
             continue
-        blocks = sorted(int(b.group(1)) for b in map(BLOCK_LINK.match, entries) if b)
+        blocks = sorted(int(e[6:]) for e in entries if e.startswith("memory") and e[6:].isdigit())
 
         def member(key: str) -> bool | None:
             s = lists[key]

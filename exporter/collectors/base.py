@@ -38,8 +38,9 @@ class SubCollector:
 
 class MemhpCollector(Collector):
     def __init__(self, paths: Paths, collectors: Sequence[SubCollector], errors: ParseErrors | None = None,
-                 version: str = "") -> None:
+                 version: str = "", per_block_limit: int | None = None) -> None:
         self.paths = paths
+        self.per_block_limit = per_block_limit
         self.collectors = list(collectors)
         self.errors = errors or ParseErrors()
         self.version = version
@@ -49,7 +50,7 @@ class MemhpCollector(Collector):
         return []
 
     def collect(self) -> Iterable[Metric]:
-        ctx = ScrapeContext(self.paths, self.errors)
+        ctx = ScrapeContext(self.paths, self.errors, removable_limit=self.per_block_limit)
         duration = GaugeMetricFamily("memhp_collector_duration_seconds",
                                      "Time a collector took in this scrape.", labels=["collector"])
         success = GaugeMetricFamily("memhp_collector_success",

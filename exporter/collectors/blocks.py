@@ -10,8 +10,8 @@ from typing import Callable, Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from ..accounting import hot_unpluggable, merge_ranges
-from ..model import BLOCK_STATES, MemoryBlock
+from ..accounting import is_hot_unpluggable, merge_ranges
+from ..model import BLOCK_STATES, NONE_ZONE, MemoryBlock
 from ..snapshot import ScrapeContext
 from .base import SubCollector, node_label
 
@@ -113,15 +113,21 @@ class BlocksCollector(SubCollector):
         return [fam, truncated]
 
     def _aggregates(self, blocks: list[MemoryBlock], size: int | None) -> Iterable[Metric]:
+        # Count raw (node, zones, state) first and turn them into labels once
+        # per distinct key: there are few keys and up to 100k blocks.
+        raw: Counter[tuple[int | None, tuple[str, ...] | None, str | None]] = Counter(
+            (b.node, b.valid_zones, b.state) for b in blocks)
         counts: Counter[tuple[str, str, str]] = Counter()
         unoff: Counter[str] = Counter()
         hot: Counter[str] = Counter()
-        for b in blocks:
-            counts[(node_label(b.node), _zone_label(b), _state_label(b))] += 1
-            if b.state == "online" and not b.offlinable:
-                unoff[node_label(b.node)] += 1
-        for b in hot_unpluggable(blocks):
-            hot[node_label(b.node)] += 1
+        for (node, zones, state), n in raw.items():
+            zone = zones[0] if zones else None
+            key = (node_label(node), zone or "unknown", state or "unknown")
+            counts[key] += n
+            if state == "online" and zone == NONE_ZONE:
+                unoff[key[0]] += n
+            if is_hot_unpluggable(state, zone):
+                hot[key[0]] += n
         nodes = sorted({k[0] for k in counts}, key=_node_sort)
         fam_n = GaugeMetricFamily("memhp_blocks", "Memory blocks by node, zone and state.",
                                   labels=["node", "zone", "state"])
