@@ -30,5 +30,13 @@ class ControllerMetrics:
         self.last_success = Gauge("memhp_controller_last_success_timestamp_seconds",
                                   "Unix time of the last successful action.", registry=r)
         self.queue_depth = Gauge("memhp_controller_queue_depth", "Alerts waiting to be processed.", registry=r)
+        self.internal_errors = Counter("memhp_controller_internal_errors",
+                                       "Unexpected exceptions caught by the worker, by where.", ["where"], registry=r)
+        self.alerts_deduplicated = Counter("memhp_controller_alerts_deduplicated",
+                                           "Alerts dropped because their occurrence already acted or is queued.",
+                                           registry=r)
         self.polls = Counter("memhp_controller_alertmanager_polls", "Alertmanager API polls, by result.",
                              ["result"], registry=r)
+        self.last_poll_success = Gauge("memhp_controller_alertmanager_last_poll_success_timestamp_seconds",
+                                       "Unix time of the last successful Alertmanager poll (pull mode).",
+                                       registry=r)

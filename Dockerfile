@@ -1,0 +1,77 @@
+# memhp: one image, two programs, chosen by the command.
+#
+#   memhp-exporter (the default CMD): reads /sys, /proc and (optionally)
+#     /dev/kmsg; never writes. Runs as the unprivileged user memhp (10301).
+#   memhp-controller: writes /sys/devices/system/memory/memoryN/state. It
+#     must run as uid 0 (the state files are root-owned, mode 0644) with a
+#     WRITABLE bind mount of the host's /sys/devices/system/memory; the
+#     kernel checks no capability for that write, so every capability can
+#     be dropped. See docs/deploy.md, "What each privilege is for".
+#
+#   docker run IMAGE                                  # exporter, :10301
+#   docker run IMAGE memhp-exporter --once --path.sysfs=/host/sys --path.procfs=/host/proc
+#   docker run --user 0 IMAGE memhp-controller --config.file=...
+#
+# Dependencies are pinned by constraints.txt (PIP_CONSTRAINT). This file is
+# linted by hadolint in the test suite; no Docker engine runs on the
+# development machines, so the image itself is not built there.
+
+# ---------------------------------------------------------------- build stage
+FROM python:3.11-slim-bookworm AS build
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_CONSTRAINT=/src/constraints.txt \
+    PIP_ONLY_BINARY=:all:
+
+WORKDIR /src
+COPY constraints.txt pyproject.toml README.md ./
+COPY exporter/ exporter/
+COPY controller/ controller/
+
+# The wheel is built here (setuptools and wheel pinned by the constraints),
+# then installed with its pinned runtime dependencies, all binary wheels, into
+# a venv without pip: the only thing the final stage copies.
+RUN pip wheel --no-deps --no-binary=memhp --wheel-dir /wheels /src \
+ && python -m venv --without-pip /opt/memhp/venv \
+ && pip --python /opt/memhp/venv/bin/python install /wheels/memhp-*.whl
+
+# ---------------------------------------------------------------- final stage
+FROM python:3.11-slim-bookworm
+
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="memhp" \
+      org.opencontainers.image.description="Prometheus exporter (memhp-exporter) and alert-driven remediation controller (memhp-controller) for Linux memory hot(un)plug" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="docker.io/library/python:3.11-slim-bookworm" \
+      io.memhp.exporter.privileges="non-root (uid 10301); read-only /sys and /proc; /dev/kmsg only with --collector.offline_failures, which needs CAP_SYSLOG and, in a container, privileged (device cgroup)" \
+      io.memhp.controller.privileges="uid 0 (root-owned sysfs files); writable bind mount of /sys/devices/system/memory; no capability needed (drop ALL)"
+
+# libudev1: pyudev's netlink monitor (uevents collector), loaded with ctypes.
+# pip, setuptools and wheel are removed: nothing in this stage installs or builds.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libudev1=252.* \
+ && rm -rf /var/lib/apt/lists/* \
+ && python -m pip uninstall --yes pip setuptools wheel \
+ && groupadd --system --gid 10301 memhp \
+ && useradd --system --uid 10301 --gid memhp --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin memhp
+
+COPY --from=build /opt/memhp/venv /opt/memhp/venv
+COPY deploy/docker/healthcheck.py /opt/memhp/healthcheck.py
+
+ENV PATH=/opt/memhp/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+
+# Exporter (default command) and controller (webhook, /metrics, /-/healthy).
+EXPOSE 10301 10302
+
+USER 10301:10301
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
+    CMD ["python", "/opt/memhp/healthcheck.py"]
+
+CMD ["memhp-exporter"]

@@ -1,0 +1,396 @@
+"""The only code in memhp that writes sysfs: one ``memoryN/state`` write at a time.
+
+For one block change (``change()``):
+
+1. read the block's ``state`` (and ``valid_zones``) through the exporter's
+   reader; a block already where it should be is a success without a write
+   (the kernel would answer EINVAL);
+2. each attempt forks a writer child that does a single ``write()`` of the
+   token (``online_movable``, ``offline``, ...) and exits with the errno;
+   the parent waits on a pidfd with the per-attempt deadline, then sends
+   SIGTERM (the kernel abandons offlining with EINTR, "signal backoff") and
+   SIGKILL after a grace period.  The child also dies with the parent
+   (PR_SET_PDEATHSIG), so a ``kill -9`` of the controller cannot leave an
+   offline running;
+3. the state is read again after every attempt; the attempt succeeded iff
+   the block is now in the wanted state (an EINVAL with the state confirmed
+   is "already there", a success);
+4. tenacity bounds the retries: at most ``retry.attempts`` attempts, none
+   started unless it can finish (worst case) within ``retry.total_timeout``,
+   exponential backoff with jitter; EBUSY, EAGAIN, EINTR and timeouts are
+   retried, everything else is final (see :mod:`controller.errnos`);
+5. a journal record is fsynced before and after every attempt.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import select
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from tenacity import (Retrying, retry_if_exception, stop_after_attempt, stop_before_delay,
+                      stop_when_event_set, wait_exponential_jitter)
+from tenacity.nap import sleep_using_event
+
+from exporter.fsread import ParseErrors
+from exporter.memory_blocks import read_block
+from exporter.model import MOVABLE, NONE_ZONE, MemoryBlock
+from exporter.paths import Paths
+
+from .config import RetryConfig
+from .errnos import TIMEOUT, errno_name, is_retryable
+from .journal import Journal
+from .metrics import ControllerMetrics
+
+log = logging.getLogger(__name__)
+
+# token written -> (state wanted afterwards, zone kind wanted: None | "movable" | "kernel")
+OPS: dict[str, tuple[str, str | None]] = {
+    "online": ("online", None),
+    "online_movable": ("online", "movable"),
+    "online_kernel": ("online", "kernel"),
+    "offline": ("offline", None),
+}
+
+Writer = Callable[[str, bytes], None]
+
+_EXIT_SHORT_WRITE = 253
+_EXIT_BAD_ERRNO = 254
+_EXIT_CRASH = 255
+_PR_SET_PDEATHSIG = 1
+try:  # resolved in the parent: no dlopen() after fork
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # pragma: no cover - non-glibc
+    _prctl = None
+
+
+def write_once(path: str, data: bytes) -> None:
+    """The real writer: open, one ``write()``, close; errors raise OSError."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        n = os.write(fd, data)
+    finally:
+        os.close(fd)
+    if n != len(data):
+        raise _ShortWrite()
+
+
+class _ShortWrite(Exception):
+    pass
+
+
+class _Abandon(BaseException):
+    pass
+
+
+def _on_term(signum, frame):
+    raise _Abandon()
+
+
+def _child(path: str, data: bytes, parent: int, writer: Writer) -> None:
+    code = _EXIT_CRASH
+    try:
+        signal.signal(signal.SIGTERM, _on_term)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if _prctl is not None:
+            _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            code = errno.EINTR
+        else:
+            writer(path, data)
+            code = 0
+    except _Abandon:
+        code = errno.EINTR
+    except _ShortWrite:
+        code = _EXIT_SHORT_WRITE
+    except OSError as e:
+        code = e.errno if e.errno and 0 < e.errno < 250 else _EXIT_BAD_ERRNO
+    except BaseException:
+        code = _EXIT_CRASH
+    finally:
+        os._exit(code)
+
+
+@dataclass(frozen=True)
+class ChildOutcome:
+    errno: int | None  # None when the child reported nothing (killed, crashed)
+    timed_out: bool
+    killed: bool  # needed SIGKILL
+    duration: float
+    detail: str = ""
+
+
+# Children that survived SIGKILL plus grace (stuck in an uninterruptible
+# sleep); reaped opportunistically so they do not stay zombies.
+_unreaped: set[int] = set()
+_unreaped_lock = threading.Lock()
+
+
+def _reap_stragglers() -> None:
+    with _unreaped_lock:
+        for pid in list(_unreaped):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                _unreaped.discard(pid)
+
+
+def _wait_exit(pid: int, pidfd: int | None, timeout: float) -> bool:
+    """True once ``pid`` has exited (not yet reaped), False at the deadline."""
+    if pidfd is not None:
+        p = select.poll()
+        p.register(pidfd, select.POLLIN)
+        return bool(p.poll(max(0, int(timeout * 1000))))  # PEP 475: EINTR resumes with the rest
+    deadline = time.monotonic() + timeout
+    ev = threading.Event()
+    while True:  # no pidfd (kernel < 5.3): poll without reaping
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        except ChildProcessError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        ev.wait(0.005)
+
+
+def _signal(pid: int, pidfd: int | None, sig: int) -> None:
+    try:
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def run_writer_child(path: str, data: bytes, timeout: float, grace: float, writer: Writer = write_once) -> ChildOutcome:
+    """Write ``data`` to ``path`` in a child process, bounded by ``timeout`` (+ grace)."""
+    _reap_stragglers()
+    parent = os.getpid()
+    t0 = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        _child(path, data, parent, writer)
+    pidfd = None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    timed_out = killed = False
+    try:
+        if not _wait_exit(pid, pidfd, timeout):
+            timed_out = True
+            _signal(pid, pidfd, signal.SIGTERM)
+            if not _wait_exit(pid, pidfd, grace):
+                killed = True
+                _signal(pid, pidfd, signal.SIGKILL)
+                if not _wait_exit(pid, pidfd, grace):
+                    with _unreaped_lock:
+                        _unreaped.add(pid)
+                    return ChildOutcome(None, True, True, time.monotonic() - t0, "writer survived SIGKILL")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    duration = time.monotonic() - t0
+    if os.WIFSIGNALED(status):
+        return ChildOutcome(None, timed_out, killed, duration, f"writer killed by signal {os.WTERMSIG(status)}")
+    code = os.WEXITSTATUS(status)
+    if code == 0:
+        return ChildOutcome(0, timed_out, killed, duration)
+    if code == _EXIT_SHORT_WRITE:
+        return ChildOutcome(errno.EIO, timed_out, killed, duration, "short write")
+    if code in (_EXIT_BAD_ERRNO, _EXIT_CRASH):
+        return ChildOutcome(None, timed_out, killed, duration, f"writer exited {code}")
+    return ChildOutcome(code, timed_out, killed, duration)
+
+
+# --- block changes ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ActionContext:
+    """Who asked: copied into every journal record of the change."""
+
+    action_id: str
+    rule: str
+    action: str  # metric label: online | offline | rebalance | online-new
+    fingerprint: str = ""
+    starts_at: str = ""
+    source: str = ""
+
+
+@dataclass
+class ChangeResult:
+    block: int
+    op: str
+    result: str  # "ok" (changed) | "already" (nothing to do) | "failed"
+    errno: int | None
+    errno_name: str
+    attempts: int
+    state_before: str | None
+    state_after: str | None
+    zone_after: str | None
+    duration: float
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.result in ("ok", "already")
+
+    @property
+    def changed(self) -> bool:
+        return self.result == "ok"
+
+
+def is_kernel_zone(zone: str | None) -> bool:
+    return zone is not None and zone not in (MOVABLE, NONE_ZONE, "Device")
+
+
+def satisfied(block: MemoryBlock | None, op: str) -> bool:
+    """Is ``block`` already where ``op`` would put it?"""
+    if block is None:
+        return False
+    state, zone_kind = OPS[op]
+    if block.state != state:
+        return False
+    if zone_kind == "movable":
+        return block.zone == MOVABLE
+    if zone_kind == "kernel":
+        return is_kernel_zone(block.zone)
+    return True
+
+
+class _AttemptFailed(Exception):
+    def __init__(self, result: ChangeResult, retryable: bool) -> None:
+        super().__init__(result.errno_name or result.detail)
+        self.result = result
+        self.retryable = retryable
+
+
+def _backoff(r: RetryConfig) -> wait_exponential_jitter:
+    """backoff_initial * 2**(n-1) + uniform(0, jitter), at most backoff_max."""
+    try:  # tenacity >= 9.1 names the first backoff "multiplier"
+        return wait_exponential_jitter(multiplier=r.backoff_initial, max=r.backoff_max, jitter=r.backoff_jitter)
+    except TypeError:  # older tenacity: "initial"
+        return wait_exponential_jitter(initial=r.backoff_initial, max=r.backoff_max, jitter=r.backoff_jitter)
+
+
+class Actuator:
+    def __init__(self, paths: Paths, retry: RetryConfig, journal: Journal, metrics: ControllerMetrics, *,
+                 writer: Writer | None = None, stop: threading.Event | None = None) -> None:
+        self.paths = paths
+        self.retry = retry
+        self.journal = journal
+        self.metrics = metrics
+        self.writer = writer or write_once
+        self.stop = stop or threading.Event()
+        self.errors = ParseErrors()
+
+    def read(self, block_id: int) -> MemoryBlock | None:
+        return read_block(self.paths.memory, block_id, self.errors)
+
+    def _retrying(self) -> Retrying:
+        r = self.retry
+        worst_attempt = r.attempt_timeout + 2 * r.kill_grace
+        return Retrying(
+            stop=(stop_after_attempt(r.attempts)
+                  | stop_before_delay(max(0.0, r.total_timeout - worst_attempt))
+                  | stop_when_event_set(self.stop)),
+            wait=_backoff(r),
+            retry=retry_if_exception(lambda e: isinstance(e, _AttemptFailed) and e.retryable),
+            sleep=sleep_using_event(self.stop),
+            reraise=True,
+            before_sleep=lambda rs: log.info("block change: attempt %d failed (%s), retrying in %.2fs",
+                                             rs.attempt_number, rs.outcome.exception(), rs.upcoming_sleep),
+        )
+
+    def change(self, block_id: int, op: str, ctx: ActionContext) -> ChangeResult:
+        """Bring ``memory<block_id>`` to ``op``; bounded, retried, journalled."""
+        if op not in OPS:
+            raise ValueError(f"unknown op {op!r}")
+        t0 = time.monotonic()
+        first = self.read(block_id)
+        if first is None:
+            res = ChangeResult(block_id, op, "failed", errno.ENOENT, "ENOENT", 0, None, None, None, 0.0,
+                               "no such memory block")
+        elif satisfied(first, op):
+            res = ChangeResult(block_id, op, "already", None, "", 0, first.state, first.state, first.zone, 0.0)
+        elif first.state == OPS[op][0]:
+            # Online in the other zone: the kernel would answer EINVAL; moving a block between
+            # zones takes an offline first (that is what rebalance does).
+            res = ChangeResult(block_id, op, "failed", errno.EINVAL, "EINVAL", 0, first.state, first.state,
+                               first.zone, 0.0, f"already {first.state} in zone {first.zone}")
+        else:
+            counter = [0]
+            try:
+                res = self._retrying()(self._attempt, block_id, op, ctx, counter)
+            except _AttemptFailed as e:
+                res = e.result
+            res.attempts = counter[0]
+            res.state_before = first.state
+        res.duration = time.monotonic() - t0
+        self.journal.append({
+            "type": "block_result", "action_id": ctx.action_id, "rule": ctx.rule, "action": ctx.action,
+            "block": block_id, "op": op, "result": res.result, "errno": res.errno, "errno_name": res.errno_name,
+            "attempts": res.attempts, "state_before": res.state_before, "state_after": res.state_after,
+            "zone_after": res.zone_after, "duration": round(res.duration, 6), "detail": res.detail,
+        })
+        self.metrics.actions.labels(ctx.action, res.result, res.errno_name).inc()
+        self.metrics.action_duration.labels(ctx.action).observe(res.duration)
+        if res.ok:
+            self.metrics.last_success.set(time.time())
+        return res
+
+    def _attempt(self, block_id: int, op: str, ctx: ActionContext, counter: list[int]) -> ChangeResult:
+        counter[0] += 1
+        n = counter[0]
+        before = self.read(block_id)
+        if before is not None and satisfied(before, op):
+            # Done meanwhile (e.g. the previous attempt's write completed as it was killed).
+            return ChangeResult(block_id, op, "already", None, "", n, before.state, before.state, before.zone, 0.0)
+        base = {"action_id": ctx.action_id, "rule": ctx.rule, "action": ctx.action, "block": block_id, "op": op,
+                "attempt": n}
+        self.journal.append({"type": "attempt_start", **base, "fingerprint": ctx.fingerprint,
+                             "starts_at": ctx.starts_at, "source": ctx.source,
+                             "state_before": before.state if before else None,
+                             "zone_before": before.zone if before else None})
+        path = os.path.join(self.paths.memory, f"memory{block_id}", "state")
+        out = run_writer_child(path, op.encode(), self.retry.attempt_timeout, self.retry.kill_grace, self.writer)
+        after = self.read(block_id)
+        state_after = after.state if after else None
+        zone_after = after.zone if after else None
+        if satisfied(after, op):
+            result, retryable = ("ok" if out.errno == 0 else "already"), False
+        elif out.timed_out:
+            result, retryable = "timeout", True
+        elif out.errno == 0:
+            result, retryable = "mismatch", False  # the write "succeeded" but the block is not there
+        else:
+            result, retryable = "failed", is_retryable(out.errno)
+        name = TIMEOUT if result == "timeout" else ("state_mismatch" if result == "mismatch"
+                                                      else errno_name(out.errno) or "unknown")
+        if result in ("ok", "already"):
+            name = "" if result == "ok" else errno_name(out.errno)
+        detail = out.detail or (f"writer reported {errno_name(out.errno)} after SIGTERM" if out.timed_out and out.errno
+                                else "")
+        self.journal.append({"type": "attempt_end", **base, "errno": out.errno, "errno_name": name,
+                             "result": result, "retryable": retryable, "state_after": state_after,
+                             "zone_after": zone_after, "timed_out": out.timed_out, "killed": out.killed,
+                             "duration": round(out.duration, 6), "detail": detail})
+        self.metrics.attempts.labels(ctx.action, result, name).inc()
+        res = ChangeResult(block_id, op, "ok" if result == "ok" else ("already" if result == "already" else "failed"),
+                           out.errno, name, n, before.state if before else None, state_after, zone_after,
+                           out.duration, detail)
+        if res.ok:
+            return res
+        raise _AttemptFailed(res, retryable)

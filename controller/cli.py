@@ -1,0 +1,335 @@
+"""``memhp-controller``: the alert-driven daemon, and ``act``, a safe ``chmem``.
+
+    memhp-controller --config.file policy.yaml --web.auth.bearer-token-file tok
+    memhp-controller --config.file policy.yaml --alertmanager.url http://am:9093 --once
+    memhp-controller act offline --size 1G --dry-run
+    memhp-controller act online --blocks 40-43 --zone movable
+    memhp-controller check-config --config.file policy.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+
+from exporter.paths import Paths
+
+from .config import ConfigError, load_config
+from .engine import Engine
+from .executor import ActionOutcome
+from .journal import JournalError
+from .metrics import ControllerMetrics
+from .policy import Request
+from .units import parse_duration, parse_id_ranges, parse_size
+
+log = logging.getLogger("memhp.controller")
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # an action failed or was only partly done
+EXIT_USAGE = 2  # bad arguments or configuration
+EXIT_REFUSED = 3  # a guard refused
+EXIT_BUSY = 4  # another controller process holds the action lock
+
+DESCRIPTION = """\
+Alert-driven remediation for Linux memory hot(un)plug.
+
+Without a command: run the controller.  It receives Alertmanager webhooks (or
+polls Alertmanager with --alertmanager.url), matches alerts against the rules
+of --config.file and onlines/offlines memory blocks through guards (dry-run,
+pause file, cooldown, hourly and per-action caps, quarantine, reserve, ratio),
+journalling every sysfs write.  Its own metrics are on --web.listen-address.
+
+Commands:
+  act           change blocks by hand through the same guards and actuator
+  check-config  validate --config.file and print the effective configuration
+"""
+
+ACT_DESCRIPTION = """\
+A safe chmem: change memory blocks by hand, through the controller's guards
+(pause file, hourly and per-action caps, quarantine, MemAvailable reserve,
+MOVABLE:KERNEL ratio, dry-run) and its actuator (bounded, retried writes in a
+child process), with every write journalled.
+
+  online     online offline blocks (zone: movable, kernel or auto; default auto:
+             ZONE_MOVABLE while auto_movable_ratio allows, else a kernel zone)
+  offline    offline online blocks (zone: movable by default; kernel or any),
+             highest address first like chmem -d; never a block whose
+             valid_zones is "none"; never below the MemAvailable reserve
+  rebalance  move ZONE_MOVABLE blocks to a kernel zone (offline, then
+             online_kernel where valid_zones offers it), e.g. until
+             --target-ratio MOVABLE:KERNEL is reached
+
+Exactly one of --blocks, --size, --count (or --target-ratio for rebalance)
+names the target: there is no "all".
+
+Exit status: 0 done (or dry-run), 1 failed or partial, 2 usage or
+configuration error, 3 refused by a guard, 4 another controller process is
+acting right now.
+"""
+
+
+def _add_common(p: argparse.ArgumentParser, suppress: bool) -> None:
+    d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    g = p.add_argument_group("common options")
+    g.add_argument("--config.file", dest="config_file", metavar="FILE", default=d(None),
+                   help="policy YAML (rules, guards, retry, journal); default: no rules, default guards")
+    g.add_argument("--path.sysfs", dest="path_sysfs", metavar="DIR", default=d("/sys"),
+                   help="sysfs mount point (default /sys)")
+    g.add_argument("--path.procfs", dest="path_procfs", metavar="DIR", default=d("/proc"),
+                   help="procfs mount point (default /proc)")
+    g.add_argument("--journal.path", dest="journal_path", metavar="FILE", default=d(None),
+                   help="override controller.journal of the config file")
+    g.add_argument("--dry-run", dest="dry_run", action="store_true", default=d(False),
+                   help="plan and journal, never write sysfs (overrides guards.dry_run)")
+    g.add_argument("--log.level", dest="log_level", default=d("info"),
+                   choices=("debug", "info", "warning", "error"), help="default info")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    from .sources.pull import add_pull_arguments
+    from .sources.webhook import add_webhook_arguments
+
+    parser = argparse.ArgumentParser(prog="memhp-controller", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(parser, suppress=False)
+    parser.add_argument("--once", action="store_true",
+                        help="one pull-mode reconcile (needs --alertmanager.url), wait for its actions, exit")
+    parser.add_argument("--once.timeout", dest="once_timeout", type=parse_duration, default=900.0,
+                        metavar="DURATION", help="with --once: longest wait for the actions (default 15m)")
+    add_webhook_arguments(parser)
+    add_pull_arguments(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    act = sub.add_parser("act", help="change blocks by hand through the guards and actuator",
+                         description=ACT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    act.add_argument("action", choices=("online", "offline", "rebalance"))
+    target = act.add_mutually_exclusive_group(required=True)
+    target.add_argument("--blocks", type=parse_id_ranges, metavar="RANGES",
+                        help="block ids, e.g. 40-43 or 40,42,50-51 (as lsmem prints them)")
+    target.add_argument("--size", type=parse_size, metavar="SIZE",
+                        help="amount of memory, a multiple of the block size, e.g. 512M, 1G")
+    target.add_argument("--count", type=int, metavar="N", help="number of blocks")
+    target.add_argument("--target-ratio", dest="target_ratio", type=float, metavar="R",
+                        help="rebalance only: move blocks until MOVABLE:KERNEL <= R (e.g. 3 for 3:1)")
+    act.add_argument("--zone", choices=("movable", "kernel", "auto", "any"),
+                     help="online: movable|kernel|auto (default auto); offline: movable (default)|kernel|any")
+    act.add_argument("--node", type=int, metavar="N", help="only blocks of NUMA node N")
+    act.add_argument("--lock-timeout", dest="lock_timeout", type=parse_duration, default=60.0, metavar="DURATION",
+                     help="how long to wait for a running controller's action to finish (default 60s)")
+    act.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    _add_common(act, suppress=True)
+
+    chk = sub.add_parser("check-config", help="validate --config.file and print the effective configuration",
+                         description="Validate the policy file strictly; print it with defaults filled in.")
+    _add_common(chk, suppress=True)
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        cfg = load_config(args.config_file)
+    except ConfigError as e:
+        print(f"memhp-controller: invalid configuration:\n{e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "check-config":
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return EXIT_OK
+    paths = Paths(sysfs=args.path_sysfs, procfs=args.path_procfs)
+    if args.command == "act":
+        return run_act(args, cfg, paths)
+    return run_daemon(args, cfg, paths, parser)
+
+
+# --- act ------------------------------------------------------------------------------------------
+
+def act_request(args: argparse.Namespace, cfg) -> Request:
+    g = cfg.guards
+    if args.target_ratio is not None and args.action != "rebalance":
+        raise ValueError("--target-ratio is for rebalance only")
+    zone = args.zone
+    if zone == "any" and args.action != "offline":
+        raise ValueError("--zone any is for offline only")
+    if zone == "auto" and args.action == "offline":
+        raise ValueError("offline takes --zone movable, kernel or any")
+    if zone is not None and args.action == "rebalance":
+        raise ValueError("rebalance always moves ZONE_MOVABLE blocks to a kernel zone; no --zone")
+    if args.count is not None and args.count <= 0:
+        raise ValueError("--count must be positive")
+    return Request(action=args.action, count=args.count, size=args.size,
+                   blocks=tuple(args.blocks) if args.blocks is not None else None, zone=zone, node=args.node,
+                   target_ratio=args.target_ratio, max_blocks=g.max_blocks_per_action,
+                   min_available=g.min_available, max_movable_ratio=g.max_movable_ratio)
+
+
+def run_act(args: argparse.Namespace, cfg, paths: Paths) -> int:
+    try:
+        req = act_request(args, cfg)
+    except ValueError as e:
+        print(f"memhp-controller act: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    engine = Engine(cfg, paths, ControllerMetrics(), dry_run=True if args.dry_run else None,
+                    journal_path=args.journal_path, lock_timeout=args.lock_timeout)
+    try:
+        engine.open()
+    except JournalError as e:
+        print(f"memhp-controller act: {e}", file=sys.stderr)
+        return EXIT_BUSY
+    except OSError as e:
+        print(f"memhp-controller act: cannot open journal {engine.journal.path}: {e.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        for r in engine.reconciled:
+            print(f"reconciled an interrupted {r['op']} of memory{r['block']}: {r['outcome']} "
+                  f"(state now {r['state_now']})")
+        try:
+            out = engine.run_manual(req)
+        except JournalError as e:
+            print(f"memhp-controller act: {e}", file=sys.stderr)
+            return EXIT_BUSY
+    finally:
+        engine.close()
+    _print_outcome(out, args, engine)
+    if out.status in ("done", "dry_run"):
+        return EXIT_OK
+    if out.status == "refused":
+        return EXIT_REFUSED
+    return EXIT_FAILED
+
+
+def _print_outcome(out: ActionOutcome, args: argparse.Namespace, engine: Engine) -> None:
+    if args.json:
+        print(json.dumps({
+            "status": out.status, "action_id": out.action_id, "guard": out.guard, "detail": out.detail,
+            "plan": out.plan.describe() if out.plan else None, "notes": out.plan.notes if out.plan else [],
+            "results": [{"block": r.block, "op": r.op, "result": r.result, "errno": r.errno,
+                         "errno_name": r.errno_name, "attempts": r.attempts, "state_before": r.state_before,
+                         "state_after": r.state_after, "zone_after": r.zone_after,
+                         "duration": round(r.duration, 6), "detail": r.detail} for r in out.results],
+            "journal": engine.journal.path,
+        }, indent=2))
+        return
+    if out.plan is not None:
+        print("plan: " + ", ".join(f"memory{s.block} {'+'.join(s.ops)}" for s in out.plan.steps))
+        for n in out.plan.notes:
+            print(f"note: {n}")
+    for r in out.results:
+        extra = f" {r.errno_name}" if r.errno_name else ""
+        print(f"memory{r.block} {r.op}: {r.result}{extra} after {r.attempts} attempt(s), {r.duration:.2f}s; "
+              f"state {r.state_before} -> {r.state_after}" + (f" ({r.zone_after})" if r.zone_after else "")
+              + (f"; {r.detail}" if r.detail else ""))
+    if out.status == "refused":
+        print(f"refused by guard {out.guard}: {out.detail}", file=sys.stderr)
+    elif out.status == "dry_run":
+        print("dry-run: nothing was written")
+    else:
+        print(f"{out.status}" + (f": {out.detail}" if out.detail else "") +
+              (f" (action {out.action_id}, journal {engine.journal.path})" if out.action_id else ""))
+
+
+# --- daemon ---------------------------------------------------------------------------------------
+
+def start_sources(args: argparse.Namespace, engine: Engine, metrics: ControllerMetrics, stop: threading.Event):
+    """Start the webhook/metrics server and, with --alertmanager.url, the poller.
+
+    Returns (webhook server, poller thread or None).  The one place the
+    daemon is wired to ``controller.sources``.
+    """
+    from .sources.pull import PullSource, pull_settings_from_args
+    from .sources.webhook import serve, settings_from_args
+
+    pull_settings = pull_settings_from_args(args)
+    server = serve(settings_from_args(args), engine, metrics)
+    poller = None
+    if pull_settings is not None:
+        source = PullSource(pull_settings, engine, metrics)
+        poller = threading.Thread(target=source.run, args=(stop,), name="memhp-pull", daemon=True)
+        poller.start()
+    return server, poller
+
+
+def run_once(args: argparse.Namespace, engine: Engine, metrics: ControllerMetrics) -> int:
+    from .sources.pull import P_SUCCESS, PullSource, pull_settings_from_args
+
+    settings = pull_settings_from_args(args)
+    if settings is None:
+        print("memhp-controller: --once needs --alertmanager.url (one pull-mode reconcile)", file=sys.stderr)
+        return EXIT_USAGE
+    result = PullSource(settings, engine, metrics).poll_once()
+    log.info("poll: %s (%d firing, %d resolved)%s", result.result, result.firing, result.resolved,
+             f": {result.error}" if result.error else "")
+    if not engine.wait_idle(args.once_timeout):
+        log.error("actions still running after %.0fs", args.once_timeout)
+        return EXIT_FAILED
+    return EXIT_OK if result.result == P_SUCCESS else EXIT_FAILED
+
+
+def run_daemon(args: argparse.Namespace, cfg, paths: Paths, parser: argparse.ArgumentParser) -> int:
+    from .sources.pull import PullConfigError
+    from .sources.webhook import WebhookConfigError
+
+    if not cfg.rules:
+        log.warning("no rules configured: alerts will be received but nothing will act")
+    metrics = ControllerMetrics()
+    engine = Engine(cfg, paths, metrics, dry_run=True if args.dry_run else None, journal_path=args.journal_path)
+    effective = cfg.to_dict()
+    effective["guards"]["dry_run"] = engine.dry_run
+    effective["controller"]["journal"] = engine.journal.path
+    log.info("effective configuration: %s", json.dumps(effective, sort_keys=True))
+    try:
+        engine.open()
+    except (OSError, JournalError) as e:
+        log.error("cannot open the journal %s: %s", engine.journal.path, e)
+        return EXIT_USAGE
+    for r in engine.reconciled:
+        log.warning("reconciled interrupted %s of memory%s: %s", r["op"], r["block"], r["outcome"])
+    engine.start()
+    stop = threading.Event()
+    if args.once:
+        try:
+            return run_once(args, engine, metrics)
+        except PullConfigError as e:
+            print(f"memhp-controller: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        finally:
+            engine.close()
+    try:
+        server, poller = start_sources(args, engine, metrics, stop)
+    except (WebhookConfigError, PullConfigError) as e:
+        engine.close()
+        print(f"memhp-controller: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:
+        engine.close()
+        print(f"memhp-controller: cannot listen on {args.web_listen_address}: {e.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+
+    def on_signal(signum, frame):
+        log.info("signal %d: shutting down", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("controller running (dry-run: %s); %d rule(s)", engine.dry_run, len(cfg.rules))
+    while not stop.wait(3600):
+        pass
+    server.shutdown()
+    engine.close()
+    if poller is not None:
+        poller.join(5)
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Running one action end to end: guards, plan, actuator, journal.
+
+Shared by alert-driven rules (the engine) and the manual ``act`` command,
+so both go through exactly the same guards and the same actuator.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from exporter.fsread import ParseErrors
+from exporter.memory_blocks import read_block, read_memory_config
+from exporter.meminfo import read_meminfo
+from exporter.paths import Paths
+from exporter.snapshot import read_snapshot
+
+from .actuator import ActionContext, Actuator, ChangeResult
+from .config import Config
+from .guards import Guards, Refused
+from .journal import Journal, new_action_id
+from .policy import Plan, PlanRefused, Request, Step, kernel_zone_offered, plan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Why an action runs: an alert occurrence, or ``act``."""
+
+    rule: str
+    fingerprint: str = ""
+    starts_at: str = ""
+    source: str = "manual"
+    cooldown: float = 0.0
+
+    @property
+    def occurrence(self) -> tuple[str, str]:
+        return (self.fingerprint, self.starts_at)
+
+
+@dataclass
+class ActionOutcome:
+    status: str  # done | partial | failed | refused | dry_run | duplicate
+    action_id: str | None = None
+    guard: str | None = None
+    detail: str = ""
+    plan: Plan | None = None
+    results: list[ChangeResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("done", "dry_run", "duplicate")
+
+
+class Executor:
+    def __init__(self, cfg: Config, paths: Paths, journal: Journal, guards: Guards, actuator: Actuator,
+                 stop: threading.Event, *, lock_timeout: float = 60.0) -> None:
+        self.cfg = cfg
+        self.paths = paths
+        self.journal = journal
+        self.guards = guards
+        self.actuator = actuator
+        self.stop = stop
+        self.lock_timeout = lock_timeout
+
+    def execute(self, req: Request, origin: Origin) -> ActionOutcome:
+        with self.journal.action_lock(self.lock_timeout, self.stop):
+            self.guards.refresh()
+            if self.guards.already_acted(origin.occurrence):
+                return ActionOutcome("duplicate", detail="this alert occurrence already acted")
+            return self._execute(req, origin)
+
+    def _refuse(self, guard: str, detail: str, req: Request, origin: Origin, p: Plan | None = None) -> ActionOutcome:
+        self.guards.refuse(guard, detail, rule=origin.rule, action=req.action, fingerprint=origin.fingerprint,
+                           starts_at=origin.starts_at, source=origin.source,
+                           extra={"plan": p.describe()} if p is not None else None)
+        return ActionOutcome("refused", guard=guard, detail=detail, plan=p)
+
+    def _execute(self, req: Request, origin: Origin) -> ActionOutcome:
+        g = self.guards
+        try:
+            g.check_paused()
+            g.check_cooldown(origin.rule, origin.cooldown)
+            snap = read_snapshot(self.paths)
+            p = plan(req, snap, quarantined=g.quarantined(), offlined_deliberately=frozenset(g.state.offlined))
+            g.check_plan(p.blocks, req.max_blocks)
+        except (Refused, PlanRefused) as e:
+            return self._refuse(e.guard, e.detail, req, origin)
+        for note in p.notes:
+            log.info("plan %s (rule %s): %s", req.action, origin.rule, note)
+        if g.dry_run:
+            self.journal.append({"type": "dry_run", "rule": origin.rule, "action": req.action,
+                                 "fingerprint": origin.fingerprint, "starts_at": origin.starts_at,
+                                 "source": origin.source, "plan": p.describe(), "notes": p.notes})
+            g.metrics.guard_refusals.labels("dry_run").inc()
+            log.warning("dry-run: rule %s would %s: %s", origin.rule, req.action,
+                        ", ".join(f"memory{s.block}:{'+'.join(s.ops)}" for s in p.steps))
+            return ActionOutcome("dry_run", plan=p, detail="dry-run: nothing written")
+        action_id = new_action_id()
+        ctx = ActionContext(action_id, origin.rule, req.action, origin.fingerprint, origin.starts_at, origin.source)
+        t0 = time.monotonic()
+        self.journal.append({"type": "action_start", "action_id": action_id, "rule": origin.rule,
+                             "action": req.action, "fingerprint": origin.fingerprint, "starts_at": origin.starts_at,
+                             "source": origin.source, "plan": p.describe(), "notes": p.notes})
+        g.refresh()
+        results: list[ChangeResult] = []
+        stopped = ""
+        quarantined_before = g.quarantined()
+        for step in p.steps:
+            if self.stop.is_set():
+                stopped = "shutting down"
+            elif time.monotonic() - t0 > self.cfg.controller.action_timeout:
+                stopped = f"action_timeout {self.cfg.controller.action_timeout:.0f}s reached"
+            elif g.paused():
+                stopped = "pause file appeared"
+                g.refuse("paused", stopped, rule=origin.rule, action=req.action, fingerprint=origin.fingerprint,
+                         starts_at=origin.starts_at, source=origin.source)
+            elif step.ops[0] == "offline" and not self._reserve_ok(req):
+                stopped = "reserve: MemAvailable would drop below the reserve"
+                g.refuse("reserve", stopped, rule=origin.rule, action=req.action, fingerprint=origin.fingerprint,
+                         starts_at=origin.starts_at, source=origin.source)
+            if stopped:
+                break
+            step_results = self._run_step(step, ctx)
+            results.extend(step_results)
+            if not all(r.ok for r in step_results):
+                stopped = f"memory{step.block} failed"
+                break
+        g.refresh()
+        for b in sorted(g.quarantined() - quarantined_before):
+            g.note_quarantine(b, origin.rule)
+        changed = sorted({r.block for r in results if r.changed})
+        failed = sorted({r.block for r in results if not r.ok})
+        done_steps = {r.block for r in results if r.ok}
+        if not failed and not stopped and all(s.block in done_steps for s in p.steps):
+            status = "done"
+        elif any(r.ok for r in results):
+            status = "partial"
+        else:
+            status = "failed"
+        self.journal.append({"type": "action_end", "action_id": action_id, "rule": origin.rule, "action": req.action,
+                             "result": status, "changed": changed, "failed": failed, "stopped": stopped,
+                             "duration": round(time.monotonic() - t0, 6)})
+        return ActionOutcome(status, action_id, detail=stopped, plan=p, results=results)
+
+    def _reserve_ok(self, req: Request) -> bool:
+        bs = read_snapshot_block_size(self.paths)
+        info = read_meminfo(self.paths.meminfo, ParseErrors()) or {}
+        avail = info.get("MemAvailable")
+        return bs is not None and avail is not None and avail - bs >= req.min_available
+
+    def _run_step(self, step: Step, ctx: ActionContext) -> list[ChangeResult]:
+        if step.ops != ("offline", "online_kernel"):
+            out = []
+            for op in step.ops:
+                r = self.actuator.change(step.block, op, ctx)
+                out.append(r)
+                if not r.ok:
+                    break
+            return out
+        # rebalance: offline from ZONE_MOVABLE, then online to a kernel zone if valid_zones offers one;
+        # otherwise (or if that fails) put the block back where it was.
+        off = self.actuator.change(step.block, "offline", ctx)
+        if not off.ok:
+            return [off]
+        block = read_block(self.paths.memory, step.block, ParseErrors())
+        if block is not None and kernel_zone_offered(block):
+            on = self.actuator.change(step.block, "online_kernel", ctx)
+            if on.ok:
+                return [off, on]
+        else:
+            on = None
+            log.warning("memory%d: no kernel zone in valid_zones %s; restoring it to ZONE_MOVABLE", step.block,
+                        block.valid_zones if block else None)
+        back = self.actuator.change(step.block, "online_movable", ctx)
+        if on is None:
+            # Restored, but the step did not do what was asked: report it as failed.
+            back = ChangeResult(step.block, "online_kernel", "failed", None, "no_kernel_zone", 0, "offline",
+                                back.state_after, back.zone_after, back.duration,
+                                "valid_zones offers no kernel zone; block restored to ZONE_MOVABLE")
+            return [off, back]
+        return [off, on, back]
+
+
+def read_snapshot_block_size(paths: Paths) -> int | None:
+    return read_memory_config(paths.memory, ParseErrors()).block_size_bytes

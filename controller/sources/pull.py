@@ -1,0 +1,329 @@
+"""Pull mode: poll Alertmanager's v2 API for this node's alerts and reconcile.
+
+For fleets where Alertmanager cannot address each node's controller.  Every
+poll asks ``GET /api/v2/alerts?active=true&silenced=false&inhibited=false``
+with ``filter=<node label>="<node name>"`` (plus any extra matchers), then
+reconciles level-triggered:
+
+* every alert returned is submitted as firing, every poll: the engine dedups
+  by occurrence ``(fingerprint, startsAt)``, so repeats never act twice, and a
+  notification lost anywhere is just picked up by the next poll;
+* every occurrence that was returned by the previous successful poll and is
+  gone now (resolved, silenced, inhibited, relabelled) is submitted once as
+  resolved, with ``endsAt`` = now and the annotation ``memhp_resolved_by:
+  pull`` (so a rule can tell a synthesised resolution from Alertmanager's);
+* a failed poll (network, HTTP status, unparsable answer, sink full or
+  unavailable) changes nothing: it is counted in ``polls{result}``, logged,
+  and the next poll starts again from the last good state.
+
+The node filter is mandatory: an empty node name would match every node's
+alerts, so pull mode refuses to start without one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import logging
+import os
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from controller.alert import FIRING, RESOLVED, Alert, AlertSink, SinkFull, SinkUnavailable
+from controller.metrics import ControllerMetrics
+
+from .auth import SecretFile, SecretFileError, parse_basic_auth, parse_bearer_token
+from .common import TimestampError, canonical_end_time, canonical_time, labels_fingerprint, now_time, \
+    parse_duration, string_map
+
+log = logging.getLogger(__name__)
+
+SOURCE = "pull"
+RESOLVED_BY_ANNOTATION = "memhp_resolved_by"
+DEFAULT_INTERVAL = 30.0
+DEFAULT_TIMEOUT = 10.0
+MAX_RESPONSE_BYTES = 32 << 20
+
+# polls{result} values
+P_SUCCESS = "success"
+P_ERROR = "error"  # connection refused, timeout, TLS, HTTP status
+P_BAD_RESPONSE = "bad_response"  # not the JSON the v2 API documents
+P_SINK_FULL = "sink_full"
+P_SINK_UNAVAILABLE = "sink_unavailable"
+POLL_RESULTS = (P_SUCCESS, P_ERROR, P_BAD_RESPONSE, P_SINK_FULL, P_SINK_UNAVAILABLE)
+
+
+class PullConfigError(ValueError):
+    pass
+
+
+class _BadResponse(ValueError):
+    pass
+
+
+def _escape_matcher_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@dataclass(frozen=True)
+class PullSettings:
+    url: str  # Alertmanager base URL, e.g. http://alertmanager:9093 (a path prefix is kept)
+    node_name: str
+    node_label: str = "node"
+    extra_filters: tuple[str, ...] = ()  # more matchers, Alertmanager syntax: severity="page"
+    receiver: str | None = None  # only alerts routed to receivers matching this regex
+    interval: float = DEFAULT_INTERVAL
+    timeout: float = DEFAULT_TIMEOUT
+    bearer_token_file: str | None = None
+    basic_auth_file: str | None = None
+    ca_file: str | None = None
+
+    def validate(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise PullConfigError(f"--alertmanager.url must be an http(s) URL, got {self.url!r}")
+        if not self.node_name:
+            raise PullConfigError("pull mode needs this node's name (--alertmanager.node-name or NODE_NAME): "
+                                  "without it every node's alerts would match")
+        if not self.node_label:
+            raise PullConfigError("--alertmanager.node-label must not be empty")
+        if self.interval <= 0 or self.timeout <= 0:
+            raise PullConfigError("poll interval and timeout must be positive")
+        if self.bearer_token_file and self.basic_auth_file:
+            raise PullConfigError("give a bearer token file or a basic auth file for Alertmanager, not both")
+        if self.ca_file and parts.scheme != "https":
+            raise PullConfigError("--alertmanager.tls.ca-file needs an https URL")
+
+    @property
+    def matchers(self) -> list[str]:
+        return [f'{self.node_label}="{_escape_matcher_value(self.node_name)}"', *self.extra_filters]
+
+    def alerts_url(self) -> str:
+        params: list[tuple[str, str]] = [("active", "true"), ("silenced", "false"), ("inhibited", "false"),
+                                         ("unprocessed", "true")]
+        params += [("filter", m) for m in self.matchers]
+        if self.receiver:
+            params.append(("receiver", self.receiver))
+        return self.url.rstrip("/") + "/api/v2/alerts?" + urlencode(params)
+
+
+def add_pull_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("pull mode (poll Alertmanager's API)")
+    g.add_argument("--alertmanager.url", dest="alertmanager_url", metavar="URL",
+                   help="poll this Alertmanager (e.g. http://alertmanager:9093) for this node's alerts (pull mode; "
+                   "the webhook receiver keeps running)")
+    g.add_argument("--alertmanager.node-label", dest="alertmanager_node_label", default="node", metavar="LABEL",
+                   help="label that names the node an alert is about (default: node)")
+    g.add_argument("--alertmanager.node-name", dest="alertmanager_node_name", metavar="NAME",
+                   default=os.environ.get("NODE_NAME"),
+                   help="this node's value of that label (default: $NODE_NAME); required in pull mode")
+    g.add_argument("--alertmanager.filter", dest="alertmanager_filters", action="append", default=[],
+                   metavar="MATCHER", help='extra matcher, Alertmanager syntax (severity="page"); repeatable')
+    g.add_argument("--alertmanager.receiver", dest="alertmanager_receiver", metavar="REGEX",
+                   help="only alerts routed to receivers matching this regex")
+    g.add_argument("--alertmanager.poll-interval", dest="alertmanager_poll_interval", type=parse_duration,
+                   default=DEFAULT_INTERVAL, metavar="DURATION", help=f"default {DEFAULT_INTERVAL:g}s")
+    g.add_argument("--alertmanager.timeout", dest="alertmanager_timeout", type=parse_duration,
+                   default=DEFAULT_TIMEOUT, metavar="DURATION",
+                   help=f"per-request timeout (default {DEFAULT_TIMEOUT:g}s)")
+    g.add_argument("--alertmanager.bearer-token-file", dest="alertmanager_bearer_token_file", metavar="FILE",
+                   help="send 'Authorization: Bearer <token>' read from FILE")
+    g.add_argument("--alertmanager.basic-auth-file", dest="alertmanager_basic_auth_file", metavar="FILE",
+                   help="send basic auth from FILE (one line 'user:password')")
+    g.add_argument("--alertmanager.tls.ca-file", dest="alertmanager_tls_ca_file", metavar="FILE",
+                   help="CA bundle to verify an https Alertmanager (default: the system's)")
+
+
+def pull_settings_from_args(args: argparse.Namespace) -> PullSettings | None:
+    """None unless --alertmanager.url was given; PullConfigError if unusable."""
+    if not args.alertmanager_url:
+        return None
+    settings = PullSettings(
+        url=args.alertmanager_url,
+        node_name=args.alertmanager_node_name or "",
+        node_label=args.alertmanager_node_label,
+        extra_filters=tuple(args.alertmanager_filters),
+        receiver=args.alertmanager_receiver,
+        interval=args.alertmanager_poll_interval,
+        timeout=args.alertmanager_timeout,
+        bearer_token_file=args.alertmanager_bearer_token_file,
+        basic_auth_file=args.alertmanager_basic_auth_file,
+        ca_file=args.alertmanager_tls_ca_file,
+    )
+    settings.validate()
+    return settings
+
+
+@dataclass(frozen=True)
+class PollResult:
+    result: str  # one of POLL_RESULTS
+    firing: int = 0
+    resolved: int = 0
+    error: str = ""
+
+
+@dataclass
+class _State:
+    active: dict[tuple[str, str], Alert] = field(default_factory=dict)
+
+
+class PullSource:
+    def __init__(self, settings: PullSettings, sink: AlertSink, metrics: ControllerMetrics) -> None:
+        settings.validate()
+        self.settings = settings
+        self.sink = sink
+        self.metrics = metrics
+        self._state = _State()
+        self._lock = threading.Lock()  # poll_once from --once and run() must not interleave
+        try:
+            self._bearer = SecretFile(settings.bearer_token_file, parse_bearer_token) \
+                if settings.bearer_token_file else None
+            self._basic = SecretFile(settings.basic_auth_file, parse_basic_auth) if settings.basic_auth_file else None
+        except SecretFileError as e:
+            raise PullConfigError(str(e)) from None
+        self._ssl = ssl.create_default_context(cafile=settings.ca_file) if settings.url.startswith("https") \
+            else None
+        # No proxies from the environment and no redirects: credentials go to the URL configured, only.
+        handlers: list[Any] = [urllib.request.ProxyHandler({}), _NoRedirect()]
+        if self._ssl is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=self._ssl))
+        self._opener = urllib.request.build_opener(*handlers)
+        for r in POLL_RESULTS:
+            metrics.polls.labels(r)
+
+    @property
+    def active(self) -> dict[tuple[str, str], Alert]:
+        """Occurrences firing at the last successful poll (a copy)."""
+        with self._lock:
+            return dict(self._state.active)
+
+    # -- fetching
+    def build_request(self) -> urllib.request.Request:
+        headers = {"Accept": "application/json", "User-Agent": "memhp-controller"}
+        if self._bearer is not None:
+            headers["Authorization"] = "Bearer " + self._bearer.get().decode()
+        elif self._basic is not None:
+            user, password = self._basic.get()
+            headers["Authorization"] = "Basic " + base64.b64encode(user + b":" + password).decode()
+        return urllib.request.Request(self.settings.alerts_url(), headers=headers, method="GET")
+
+    def fetch(self) -> list[dict[str, Any]]:
+        """The raw alert objects; raises OSError/urllib errors or _BadResponse."""
+        with self._opener.open(self.build_request(), timeout=self.settings.timeout) as resp:
+            body = resp.read(MAX_RESPONSE_BYTES + 1)
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise _BadResponse(f"answer larger than {MAX_RESPONSE_BYTES} bytes")
+        try:
+            data = json.loads(body)
+        except ValueError as e:
+            raise _BadResponse(f"answer is not JSON: {e}") from None
+        if not isinstance(data, list):
+            raise _BadResponse(f"expected a list of alerts, got {type(data).__name__}")
+        return data
+
+    def _to_alert(self, raw: Any) -> Alert | None:
+        """An active, unsilenced, uninhibited alert of this node; None to skip; _BadResponse if malformed."""
+        if not isinstance(raw, dict):
+            raise _BadResponse("alert is not an object")
+        try:
+            labels = string_map(raw.get("labels"), "labels")
+            annotations = string_map(raw.get("annotations", {}), "annotations")
+            status = raw.get("status") or {}
+            if not isinstance(status, dict):
+                raise TypeError("status must be an object")
+            starts_at = canonical_time(raw.get("startsAt") or "")
+            ends_raw = raw.get("endsAt")
+            ends_at = canonical_end_time(ends_raw if isinstance(ends_raw, str) else None)
+            fingerprint = raw.get("fingerprint") or labels_fingerprint(labels)
+            if not isinstance(fingerprint, str):
+                raise TypeError("fingerprint must be a string")
+        except (TypeError, TimestampError) as e:
+            raise _BadResponse(f"malformed alert: {e}") from None
+        name = labels.get("alertname", "")
+        if not name:
+            raise _BadResponse("alert without alertname")
+        # Defence in depth: the query already asked for exactly this.
+        if status.get("state", "active") != "active" or status.get("silencedBy") or status.get("inhibitedBy"):
+            return None
+        if labels.get(self.settings.node_label) != self.settings.node_name:
+            return None
+        return Alert(name=name, status=FIRING, labels=labels, annotations=annotations, starts_at=starts_at,
+                     ends_at=ends_at, fingerprint=fingerprint, source=SOURCE)
+
+    # -- reconciling
+    def poll_once(self) -> PollResult:
+        with self._lock:
+            result = self._poll_locked()
+        self.metrics.polls.labels(result.result).inc()
+        return result
+
+    def _poll_locked(self) -> PollResult:
+        try:
+            raw_alerts = self.fetch()
+            current: dict[tuple[str, str], Alert] = {}
+            for raw in raw_alerts:
+                alert = self._to_alert(raw)
+                if alert is not None:
+                    current[alert.occurrence] = alert
+        except _BadResponse as e:
+            log.warning("Alertmanager poll of %s: bad answer: %s", self.settings.url, e)
+            return PollResult(P_BAD_RESPONSE, error=str(e))
+        except urllib.error.HTTPError as e:
+            log.warning("Alertmanager poll of %s: HTTP %d %s", self.settings.url, e.code, e.reason)
+            return PollResult(P_ERROR, error=f"HTTP {e.code}")
+        except (OSError, http.client.HTTPException, ValueError) as e:  # refused, timeout, TLS, DNS
+            log.warning("Alertmanager poll of %s failed: %s", self.settings.url, e)
+            return PollResult(P_ERROR, error=str(e))
+
+        now = now_time()
+        resolved = [
+            Alert(name=a.name, status=RESOLVED, labels=a.labels,
+                  annotations={**a.annotations, RESOLVED_BY_ANNOTATION: SOURCE}, starts_at=a.starts_at,
+                  ends_at=now, fingerprint=a.fingerprint, source=SOURCE)
+            for occ, a in self._state.active.items() if occ not in current
+        ]
+        firing = list(current.values())
+        batch = resolved + firing  # a re-fired alert's old occurrence resolves before its new one fires
+        if batch:
+            try:
+                self.sink.submit(batch)
+            except SinkFull as e:
+                log.warning("work queue full; %d alert(s) will be submitted again at the next poll", len(batch))
+                return PollResult(P_SINK_FULL, error=str(e))
+            except SinkUnavailable as e:
+                log.warning("controller unavailable (%s); will retry at the next poll", e)
+                return PollResult(P_SINK_UNAVAILABLE, error=str(e))
+            for a in batch:
+                self.metrics.alerts_received.labels(a.source, a.status).inc()
+        self._state.active = current
+        self.metrics.last_poll_success.set_to_current_time()
+        if resolved:
+            log.info("pull: %d alert occurrence(s) gone since the last poll, submitted as resolved: %s",
+                     len(resolved), ", ".join(a.name for a in resolved))
+        return PollResult(P_SUCCESS, firing=len(firing), resolved=len(resolved))
+
+    def run(self, stop_event: threading.Event) -> None:
+        """Poll every ``interval`` until ``stop_event`` is set; never raises from a failed poll."""
+        log.info("pull mode: polling %s every %gs", self.settings.alerts_url(), self.settings.interval)
+        while not stop_event.is_set():
+            started = time.monotonic()
+            try:
+                self.poll_once()
+            except Exception:  # a bug must not end polling: count it, log it, go on
+                log.exception("Alertmanager poll crashed")
+                self.metrics.polls.labels(P_ERROR).inc()
+            elapsed = time.monotonic() - started
+            stop_event.wait(max(0.0, self.settings.interval - elapsed))
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401 (stdlib signature)
+        return None  # a redirect becomes an HTTPError: never forward credentials elsewhere

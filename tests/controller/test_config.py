@@ -1,0 +1,260 @@
+"""Strict policy validation: every error names file:line:column and the key."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from controller.config import ConfigError, Config, describe_keys, load_config, load_config_text, parse_matcher
+from controller.units import parse_duration, parse_id_ranges, parse_size
+
+GOOD = """\
+controller:
+  journal: /var/tmp/j.jsonl
+  queue_size: 10
+guards:
+  dry_run: true
+  max_blocks_per_hour: 12
+  min_available: 1G
+  quarantine:
+    after_failures: 2
+    duration: 30m
+retry:
+  attempts: 4
+  attempt_timeout: 20s
+  backoff_initial: 500ms
+rules:
+  - name: online-hot-added
+    alertname: MemhpHotAddedOffline
+    matchers: ['severity="page"', 'node=~"[0-9]+"']
+    action: online-new
+    count: 4
+    node_label: node
+  - name: give-back
+    alertname: CapacityReturn
+    action: offline
+    size: 512M
+    zone: movable
+    cooldown: 1h
+    min_available: 2G
+  - name: zones
+    alertname: KernelZoneLow
+    action: rebalance
+    target_ratio: 3
+    max_blocks: 4
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        load_config_text(textwrap.dedent(text), "policy.yaml")
+    return e.value.problems
+
+
+def test_good_config_parses_into_dataclasses():
+    cfg = load_config_text(GOOD, "policy.yaml")
+    assert cfg.controller.journal == "/var/tmp/j.jsonl"
+    assert cfg.guards.dry_run is True
+    assert cfg.guards.min_available == 1 << 30
+    assert cfg.guards.quarantine.after_failures == 2 and cfg.guards.quarantine.duration == 1800.0
+    assert cfg.retry.attempts == 4 and cfg.retry.attempt_timeout == 20.0 and cfg.retry.backoff_initial == 0.5
+    assert cfg.retry.kill_grace == 2.0  # default kept
+    r0, r1, r2 = cfg.rules
+    assert (r0.action, r0.count, r0.node_label) == ("online-new", 4, "node")
+    assert [str(m) for m in r0.matchers] == ['severity="page"', 'node=~"[0-9]+"']
+    assert (r1.size, r1.zone, r1.cooldown, r1.min_available) == (512 << 20, "movable", 3600.0, 2 << 30)
+    assert (r2.target_ratio, r2.max_blocks) == (3.0, 4)
+    assert cfg.rule("zones") is r2
+
+
+def test_empty_file_is_all_defaults_without_rules():
+    assert load_config_text("", "x") == Config()
+    assert load_config(None).rules == ()
+
+
+def test_unknown_key_has_line_and_column():
+    p = problems("""\
+        guards:
+          max_blocks_per_hour: 3
+          max_block_per_action: 2
+        """)
+    assert len(p) == 1
+    assert p[0].startswith("policy.yaml:3:3: guards.max_block_per_action: unknown key")
+    assert "max_blocks_per_action" in p[0]  # a suggestion
+
+
+def test_wrong_types_each_reported_with_their_line():
+    p = problems("""\
+        controller:
+          queue_size: "10"
+        guards:
+          dry_run: yes please
+        retry:
+          attempts: 2.5
+        rules:
+          - name: r
+            alertname: A
+            action: online
+            count: 1
+            on_resolved: 1
+        """)
+    assert any(x.startswith("policy.yaml:2:15: controller.queue_size: must be an integer, got a string") for x in p)
+    assert any(x.startswith("policy.yaml:4:12: guards.dry_run: must be a boolean") for x in p)
+    assert any(x.startswith("policy.yaml:6:13: retry.attempts: must be an integer, got a number") for x in p)
+    assert any(x.startswith("policy.yaml:12:18: rules[0].on_resolved: must be a boolean") for x in p)
+
+
+def test_yaml_11_booleans_are_not_strings():
+    # "off" is a YAML 1.1 boolean: a rule named off is a type error, not a silent False.
+    p = problems("""\
+        rules:
+          - name: off
+            alertname: A
+            action: online
+            count: 1
+        """)
+    assert p == ["policy.yaml:2:11: rules[0].name: must be a string, got a boolean (true/false) ('off')"]
+
+
+def test_duplicate_keys_are_errors():
+    p = problems("""\
+        retry:
+          attempts: 3
+          attempts: 5
+        """)
+    assert p == ["policy.yaml:3:3: retry.attempts: duplicate key (first at line 2)"]
+
+
+def test_missing_required_rule_keys():
+    p = problems("""\
+        rules:
+          - name: r
+            count: 1
+        """)
+    assert "policy.yaml:2:5: rules[0].alertname: required key is missing" in p
+    assert "policy.yaml:2:5: rules[0].action: required key is missing" in p
+
+
+def test_bad_values_enum_regex_size_duration():
+    p = problems("""\
+        guards:
+          min_available: 1X
+          cooldown: 5 minutes
+          max_movable_ratio: 7000
+        rules:
+          - name: r
+            alertname: A
+            action: explode
+          - name: s
+            alertname: B
+            action: online
+            count: 1
+            matchers: ['node=~"("', 'bad']
+        """)
+    joined = "\n".join(p)
+    assert "policy.yaml:2:18: guards.min_available: not a size" in joined
+    assert "policy.yaml:3:13: guards.cooldown: not a duration" in joined
+    assert "policy.yaml:4:22: guards.max_movable_ratio: must be a percentage" in joined
+    assert "policy.yaml:8:13: rules[0].action: must be one of online, offline, rebalance, online-new" in joined
+    assert "policy.yaml:13:16: rules[1].matchers: bad regex" in joined
+
+
+def test_cross_field_rules():
+    p = problems("""\
+        guards:
+          max_blocks_per_action: 4
+        rules:
+          - name: both
+            alertname: A
+            action: offline
+            count: 1
+            size: 1G
+          - name: neither
+            alertname: A
+            action: online
+          - name: toomany
+            alertname: A
+            action: offline
+            count: 5
+          - name: both
+            alertname: A
+            action: rebalance
+            zone: movable
+            target_ratio: 2
+          - name: zone
+            alertname: A
+            action: offline
+            count: 1
+            zone: auto
+        """)
+    joined = "\n".join(p)
+    assert "policy.yaml:4:5: rules[0]: action offline needs exactly one of count or size" in joined
+    assert "policy.yaml:9:5: rules[1]: action online needs exactly one of count or size" in joined
+    assert "rules[2].count: 5 exceeds the per-action cap (4)" in joined
+    assert "rules[3].name: duplicate rule name 'both'" in joined
+    assert "rules[3].zone: rebalance always moves" in joined
+    assert "rules[4].zone: for action offline must be one of movable, kernel, any" in joined
+
+
+def test_yaml_syntax_error_has_line():
+    p = problems("guards:\n  dry_run: [true\n")
+    assert len(p) == 1 and p[0].startswith("policy.yaml:3:") and "YAML syntax" in p[0]
+
+
+def test_top_level_must_be_mapping():
+    assert problems("- a\n- b\n") == ["policy.yaml:1:1: (top level): must be a mapping, got a list"]
+
+
+def test_load_config_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_every_key_is_documented():
+    for key, _default, doc in describe_keys():
+        assert doc, f"{key} has no doc"
+
+
+@pytest.mark.parametrize("text,labels,expected", [
+    ('node="0"', {"node": "0"}, True),
+    ('node="0"', {"node": "01"}, False),
+    ('node!="0"', {}, True),  # a missing label is the empty string, as in Alertmanager
+    ('node=~"0|1"', {"node": "1"}, True),
+    ('node=~"0|1"', {"node": "10"}, False),  # anchored
+    ('node!~"0|1"', {"node": "10"}, True),
+    ('sev=""', {}, True),
+    ('sev=page', {"sev": "page"}, True),  # unquoted value
+    (r'msg="a \"q\""', {"msg": 'a "q"'}, True),
+])
+def test_matchers(text, labels, expected):
+    assert parse_matcher(text).matches(labels) is expected
+
+
+def test_units():
+    assert parse_size("1G") == 1 << 30 and parse_size("512M") == 512 << 20 and parse_size("128MiB") == 128 << 20
+    assert parse_size(4096) == 4096
+    for bad in ("", "0", "1X", "-1G", True):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+    assert parse_duration("1h30m") == 5400 and parse_duration("500ms") == 0.5 and parse_duration(2) == 2.0
+    for bad in ("", "5 m", "1y", -1):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    assert parse_id_ranges("40-43,47") == [40, 41, 42, 43, 47]
+    for bad in ("*", "", "all", "3-1", "1-", "0-99999"):
+        with pytest.raises(ValueError):
+            parse_id_ranges(bad)
+
+
+def test_docs_reference_every_key_and_guard():
+    from pathlib import Path
+
+    from controller.guards import __doc__ as guards_doc
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "controller.md").read_text()
+    for key, _default, _ in describe_keys():
+        assert f"`{key}`" in doc, f"docs/controller.md lacks {key}"
+    for guard in ("paused", "cooldown", "empty_target", "max_blocks_per_action", "max_blocks_per_hour",
+                  "quarantine", "reserve", "ratio", "valid_zones_none", "dry_run", "node_label"):
+        assert f"`{guard}`" in doc and guard in guards_doc
