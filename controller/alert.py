@@ -19,7 +19,9 @@ class Alert:
     status: str  # FIRING or RESOLVED: each alert's own status, not the group's
     labels: Mapping[str, str]
     annotations: Mapping[str, str] = field(default_factory=dict)
-    starts_at: str = ""  # RFC 3339, as Alertmanager sent it
+    # RFC 3339 in UTC with millisecond precision (sources normalise it: the
+    # webhook sends nanoseconds, the API milliseconds, for the same episode).
+    starts_at: str = ""
     ends_at: str | None = None
     fingerprint: str = ""  # Alertmanager's; sources compute one from labels if absent
     source: str = "webhook"  # "webhook" | "pull" | "manual"

@@ -293,7 +293,7 @@ def node_view() -> dict:
         stat("auto_movable_ratio", "MOVABLE:KERNEL ceiling of the auto-movable policy (3.01 = 301%).",
              [target(f"memhp_auto_movable_max_ratio{{{i}}}", instant=True)], decimals=2),
         stat("crash_hotplug", "1: the kernel updates the kdump memory map itself after hotplug. 0 or absent "
-             "(kernels before 6.6): user space must reload kdump.",
+             "(older kernels without the file): user space must reload kdump.",
              [target(f"memhp_crash_hotplug{{{i}}} or (absent(memhp_crash_hotplug{{{i}}}) * -1)", instant=True)],
              mappings=value_map({-1: ("absent: reload kdump", "orange"), 0: ("0: reload kdump", "orange"),
                                  1: ("1: kernel updates kdump", "green")})),

@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,8 +26,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 ALERTS_DIR = REPO / "alerts"
-sys.path.insert(0, str(ALERTS_DIR))
-import generate  # noqa: E402  (alerts/generate.py)
+from alerts import generate  # noqa: E402  (alerts/generate.py; repo root on sys.path via tests/conftest.py)
 
 RULE_FILES = sorted(ALERTS_DIR.glob("*.yaml"))
 RULE_FILES = [p for p in RULE_FILES if p.name != "thresholds.yaml"]

@@ -30,8 +30,6 @@ pytest tests/e2e -q`` (other suites boot guests too).
 from __future__ import annotations
 
 import json
-import re
-import sys
 import time
 import urllib.error
 import uuid
@@ -45,8 +43,7 @@ from tests.helpers.prometheus import prometheus_binary, running_prometheus
 from tests.vm.guest import Guest, VMConfig, venv_python
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "alerts"))
-import generate  # noqa: E402  (alerts/generate.py)
+from alerts import generate  # noqa: E402  (alerts/generate.py; repo root on sys.path via tests/conftest.py)
 
 pytestmark = [pytest.mark.vm, pytest.mark.prometheus]
 

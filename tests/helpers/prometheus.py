@@ -321,10 +321,14 @@ def start_prometheus(workdir: Path, scrape_configs: Sequence[dict], rule_files: 
                      scrape_interval: str = "1s", evaluation_interval: str = "1s",
                      alertmanagers: Sequence[str] = (), alertmanager_config: dict | None = None,
                      external_labels: dict | None = None, extra_args: Sequence[str] = (),
-                     ready_timeout: float = 30.0, attempts: int = 3) -> PrometheusServer:
+                     ready_timeout: float = 30.0, attempts: int = 3, tsdb_path: Path | None = None,
+                     retention: str = "1d") -> PrometheusServer:
     """Start Prometheus on a free 127.0.0.1 port, TSDB and config in ``workdir``;
     return once /-/ready answers.  The caller must ``stop()`` it (or use
-    :func:`running_prometheus` / the fixture)."""
+    :func:`running_prometheus` / the fixture).
+
+    ``tsdb_path``: use this (pre-built, e.g. backfilled) TSDB directory instead
+    of a fresh one; give a ``retention`` that covers its blocks' time range."""
     binary = prometheus_binary()
     if binary is None:
         raise PrometheusError(f"{PROMETHEUS} not found (Debian package prometheus; scripts/setup.sh installs it)")
@@ -338,11 +342,11 @@ def start_prometheus(workdir: Path, scrape_configs: Sequence[dict], rule_files: 
     last_error = ""
     for attempt in range(attempts):
         port = free_port()
-        tsdb = workdir / f"tsdb-{attempt}"
+        tsdb = Path(tsdb_path) if tsdb_path is not None else workdir / f"tsdb-{attempt}"
         log_file = workdir / f"prometheus-{attempt}.log"
         argv = [binary, f"--config.file={config_file}", f"--storage.tsdb.path={tsdb}",
                 f"--web.listen-address={LOOPBACK}:{port}", "--web.enable-lifecycle",
-                "--storage.tsdb.retention.time=1d", "--log.level=info", *extra_args]
+                f"--storage.tsdb.retention.time={retention}", "--log.level=info", *extra_args]
         with open(log_file, "wb") as log:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     cwd=workdir, start_new_session=True)

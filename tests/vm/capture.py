@@ -25,10 +25,10 @@ that is a valid ``lsmem --sysroot DIR`` and a valid exporter root
 
 Files that vanish or cannot be read while capturing (hot-remove races) are
 recorded in capture.json's ``unreadable`` list and left out.  A block's
-``uevent`` is not read while the block is ``going-offline``: reading it takes
-the device lock that the offlining writer holds (Debian 6.1 carries the
-uevent_show() locking fix), so the read would block until the offline ends;
-it is listed under ``skipped`` instead.
+``online`` and ``uevent`` are not read while the block is ``going-offline``:
+their show functions take the device lock that the offlining writer holds
+(checked on Debian's 6.1), so the read would block until the offline ends;
+they are listed under ``skipped`` instead.
 """
 
 import argparse
@@ -50,6 +50,7 @@ NODE = "sys/devices/system/node"
 PARAMS = "sys/module/memory_hotplug/parameters"
 BLOCK_ATTRS = ("state", "online", "phys_index", "phys_device", "removable",
                "valid_zones", "uevent")
+DEVICE_LOCKED = ("online", "uevent")   # *_show() takes device_lock()
 MEMORY_TOP = ("block_size_bytes", "auto_online_blocks", "crash_hotplug", "uevent")
 NODE_ATTRS = ("meminfo", "cpulist", "cpumap", "distance", "numastat")
 PROC_FILES = ("zoneinfo", "meminfo", "version", "cmdline")
@@ -122,12 +123,12 @@ class Capture:
             elif re.fullmatch(r"memory\d+", e):
                 self.entries[rel] = ("dir", None, 0o755)
                 for a in BLOCK_ATTRS:
-                    if a == "uevent" and self.entries.get(f"{rel}/state", ("", b""))[1] \
+                    if a in DEVICE_LOCKED and self.entries.get(f"{rel}/state", ("", b""))[1] \
                             == b"going-offline\n":
-                        # Reading uevent takes the device lock, which the
-                        # offlining writer holds: it would block until the
-                        # offline ends.  Leave it out, say so.
-                        self.skipped.append(f"{rel}/uevent: device locked (going-offline)")
+                        # Reading these takes the device lock, which the
+                        # offlining writer holds: the read would block until
+                        # the offline ends.  Leave them out, say so.
+                        self.skipped.append(f"{rel}/{a}: device locked (going-offline)")
                         continue
                     self.file(f"{rel}/{a}")
                 for sub in self.listdir(rel):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import os
-import time
 
 import pytest
 

@@ -725,39 +725,49 @@ class Guest:
         return self.write(f"{NOTIFIER_DIR}/{action}/error", str(err), timeout=None)
 
     @contextlib.contextmanager
-    def stuck_offline(self, block: int, timeout: float = 60):
-        """Hold memory block ``block`` (online, Movable) in ``going-offline``.
-
-        Pins one of its pages (tests/vm/pin_pages.py: vmsplice into a pipe
-        never read), then starts ``echo offline > state`` in the background;
-        yields ``(writer_pid, pin_pid)`` once the block reads going-offline.
-        On exit the writer is SIGKILLed (the kernel gives up with EINTR,
-        "signal backoff"), the pin released, and the block is back online.
-        """
+    def pinned(self, block: int, timeout: float = 60):
+        """Pin one user page inside memory block ``block`` (online, Movable)
+        for the duration of the ``with``: tests/vm/pin_pages.py vmsplice()s
+        it into a pipe that is never read, so offlining the block retries
+        migration until the offlining process gets a fatal signal.
+        Yields the pinning process's pid."""
         tag = f"pin{block}-{time.monotonic_ns()}"
+        log = self.results / f"{tag}.log"
         pin = self.spawn([str(venv_python()), str(REPO / "tests/vm/pin_pages.py"), str(block)],
                          log=f"{GUEST_RESULTS}/{tag}.log")
-        writer = None
         try:
-            log = self.results / f"{tag}.log"
             self.wait_for(lambda: "pinned" in log.read_text() or self.poll(pin) is not None,
                           timeout, f"a page of memory{block} to be pinned")
             if "pinned" not in log.read_text():
                 raise VMError(f"could not pin a page of memory{block}: {log.read_text()}")
-            writer = self.spawn(["sh", "-c", f"echo offline > {MEMORY}/memory{block}/state"])
-            self.wait_for(lambda: self.block_state(block) == "going-offline"
-                          or self.poll(writer) is not None, timeout,
-                          f"memory{block} to be going-offline")
-            if self.block_state(block) != "going-offline":
-                raise VMError(f"offline of memory{block} ended (rc {self.poll(writer)}) "
-                              "instead of retrying")
-            yield writer, pin
+            yield pin
         finally:
-            if writer is not None:
-                self.kill(writer, signal.SIGKILL)
             self.kill(pin, signal.SIGKILL)
-            self.wait_for(lambda: self.block_state(block) in ("online", "offline", None),
-                          timeout, f"memory{block} to leave going-offline")
+
+    @contextlib.contextmanager
+    def stuck_offline(self, block: int, timeout: float = 60):
+        """Hold memory block ``block`` (online, Movable) in ``going-offline``.
+
+        Pins one of its pages (``pinned``), then starts ``echo offline >
+        state`` in the background; yields ``(writer_pid, pin_pid)`` once the
+        block reads going-offline.  On exit the writer is SIGKILLed (the
+        kernel gives up with EINTR, "signal backoff"), the pin released, and
+        the block is back online.
+        """
+        with self.pinned(block, timeout) as pin:
+            writer = self.spawn(["sh", "-c", f"echo offline > {MEMORY}/memory{block}/state"])
+            try:
+                self.wait_for(lambda: self.block_state(block) == "going-offline"
+                              or self.poll(writer) is not None, timeout,
+                              f"memory{block} to be going-offline")
+                if self.block_state(block) != "going-offline":
+                    raise VMError(f"offline of memory{block} ended (rc {self.poll(writer)}) "
+                                  "instead of retrying")
+                yield writer, pin
+            finally:
+                self.kill(writer, signal.SIGKILL)
+                self.wait_for(lambda: self.block_state(block) in ("online", "offline", None),
+                              timeout, f"memory{block} to leave going-offline")
 
     # ------------------------------------------------------------ capture
     def capture(self, name: str, description: str = "", extra: dict | None = None,

@@ -1,0 +1,33 @@
+"""The benchmark keeps working (its numbers are reported in docs/performance.md,
+never asserted: timings are not test results)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_scrape_vs_lsmem_runs(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "bench/scrape_vs_lsmem.py"), "--sizes", "300", "--runs", "1",
+                          "--dir", str(tmp_path / "bench")], check=True, capture_output=True, text=True).stdout
+    row = next(line for line in out.splitlines() if line.startswith("| 300 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[3]) > 0 and cells[5].endswith("MiB")
+    # the exposition of a 300-block tree has per-block series, so it is not tiny
+    assert float(cells[7].split()[0]) > 10
+    assert not (tmp_path / "bench").exists()  # trees cleaned up
+
+
+def test_synthetic_tree_agrees_with_lsmem(tmp_path):
+    sys.path.insert(0, str(REPO / "bench"))
+    from synth_tree import make_tree
+
+    from tests.helpers.trees import lsmem
+    import json
+
+    root = make_tree(tmp_path / "t", 200)
+    listed = json.loads(lsmem(root))["memory"]
+    assert len(listed) == 200
+    assert {m["state"] for m in listed} == {"online", "offline"}
+    assert {m["node"] for m in listed} == {0, 1}
