@@ -77,7 +77,8 @@ def _escape_matcher_value(value: str) -> str:
 class PullSettings:
     url: str  # Alertmanager base URL, e.g. http://alertmanager:9093 (a path prefix is kept)
     node_name: str
-    node_label: str = "node"
+    # Not "node": in memhp's metrics and alerts that label is the NUMA node.
+    node_label: str = "instance"
     extra_filters: tuple[str, ...] = ()  # more matchers, Alertmanager syntax: severity="page"
     receiver: str | None = None  # only alerts routed to receivers matching this regex
     interval: float = DEFAULT_INTERVAL
@@ -120,8 +121,9 @@ def add_pull_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--alertmanager.url", dest="alertmanager_url", metavar="URL",
                    help="poll this Alertmanager (e.g. http://alertmanager:9093) for this node's alerts (pull mode; "
                    "the webhook receiver keeps running)")
-    g.add_argument("--alertmanager.node-label", dest="alertmanager_node_label", default="node", metavar="LABEL",
-                   help="label that names the node an alert is about (default: node)")
+    g.add_argument("--alertmanager.node-label", dest="alertmanager_node_label", default="instance", metavar="LABEL",
+                   help="label that names the host an alert is about (default: instance; not 'node', which is the "
+                   "NUMA node in memhp's alerts)")
     g.add_argument("--alertmanager.node-name", dest="alertmanager_node_name", metavar="NAME",
                    default=os.environ.get("NODE_NAME"),
                    help="this node's value of that label (default: $NODE_NAME); required in pull mode")

@@ -29,7 +29,7 @@ def test_query_asks_for_active_unsilenced_uninhibited_alerts_of_this_node():
     assert url.path == "/api/v2/alerts"
     q = parse_qs(url.query)
     assert q["active"] == ["true"] and q["silenced"] == ["false"] and q["inhibited"] == ["false"]
-    assert q["filter"] == ['node="we\\"ird\\\\node"', 'severity=~"page|warning"']
+    assert q["filter"] == ['instance="we\\"ird\\\\node"', 'severity=~"page|warning"']
     assert q["receiver"] == ["memhp.*"]
 
 
@@ -85,8 +85,8 @@ def test_credentials_sent_from_files(tmp_path):
         PullSource(settings(bearer_token_file=str(tmp_path / "missing")), RecordingSink(), ControllerMetrics())
 
 
-GOOD = {"labels": {"alertname": "A", "node": "n1"}, "annotations": {}, "startsAt": "2024-05-01T10:00:00.123Z",
-        "endsAt": "2024-05-01T10:05:00.123Z", "fingerprint": "e8dbc7c38dc6e332",
+GOOD = {"labels": {"alertname": "A", "instance": "n1"}, "annotations": {}, "startsAt": "2024-05-01T10:00:00.123Z",
+        "endsAt": "2024-05-01T10:05:00.123Z", "fingerprint": "76cc461e732fca71",
         "status": {"state": "active", "silencedBy": [], "inhibitedBy": []}, "receivers": [{"name": "memhp"}],
         "updatedAt": "2024-05-01T10:00:00.123Z", "generatorURL": "http://prom"}
 
@@ -95,17 +95,17 @@ def test_alert_conversion_and_defence_in_depth():
     src = PullSource(settings(), RecordingSink(), ControllerMetrics())
     a = src._to_alert(GOOD)
     assert (a.name, a.status, a.source, a.occurrence) == ("A", "firing", "pull",
-                                                           ("e8dbc7c38dc6e332", "2024-05-01T10:00:00.123Z"))
+                                                           ("76cc461e732fca71", "2024-05-01T10:00:00.123Z"))
     # What the query should already have excluded is skipped, never submitted.
     assert src._to_alert({**GOOD, "status": {"state": "suppressed", "silencedBy": ["x"], "inhibitedBy": []}}) is None
     assert src._to_alert({**GOOD, "status": {"state": "active", "silencedBy": [], "inhibitedBy": ["y"]}}) is None
-    assert src._to_alert({**GOOD, "labels": {"alertname": "A", "node": "n2"}}) is None
+    assert src._to_alert({**GOOD, "labels": {"alertname": "A", "instance": "n2"}}) is None
     # No fingerprint: stamped like Alertmanager's.
-    assert src._to_alert({k: v for k, v in GOOD.items() if k != "fingerprint"}).fingerprint == "e8dbc7c38dc6e332"
+    assert src._to_alert({k: v for k, v in GOOD.items() if k != "fingerprint"}).fingerprint == "76cc461e732fca71"
 
 
 @pytest.mark.parametrize("bad", [
-    "x", {**GOOD, "labels": {"node": "n1"}}, {**GOOD, "labels": {"alertname": "A", "node": 1}},
+    "x", {**GOOD, "labels": {"instance": "n1"}}, {**GOOD, "labels": {"alertname": "A", "instance": 1}},
     {**GOOD, "startsAt": "soon"}, {**GOOD, "status": "active"}, {**GOOD, "fingerprint": 12},
 ])
 def test_malformed_alerts_make_the_whole_answer_bad(bad):

@@ -38,19 +38,19 @@ def names(batch):
 def test_only_this_nodes_alerts_are_submitted_with_alertmanagers_identity(alertmanager):
     am = alertmanager(alertmanager_config())
     odd = 'we"ird\\node'
-    am.post_alerts([api_alert("MemoryBlocksOffline", {"node": "n1"}, annotations={"summary": "s"}),
-                    api_alert("MemoryBlocksOffline", {"node": "n2"}),
-                    api_alert("ZoneKernelLow", {"node": "n10"}),
-                    api_alert("ZoneKernelLow", {"node": odd}),
+    am.post_alerts([api_alert("MemoryBlocksOffline", {"instance": "n1"}, annotations={"summary": "s"}),
+                    api_alert("MemoryBlocksOffline", {"instance": "n2"}),
+                    api_alert("ZoneKernelLow", {"instance": "n10"}),
+                    api_alert("ZoneKernelLow", {"instance": odd}),
                     api_alert("NoNodeLabel")])
     in_am = am.wait_for_alerts(lambda a: len(a) == 5)
     src, sink, metrics = source(am.url)
     result = src.poll_once()
     assert (result.result, result.firing, result.resolved) == ("success", 1, 0)
     (a,) = sink.alerts
-    mine = next(x for x in in_am if x["labels"].get("node") == "n1")
+    mine = next(x for x in in_am if x["labels"].get("instance") == "n1")
     assert (a.name, a.status, a.source) == ("MemoryBlocksOffline", FIRING, "pull")
-    assert a.labels == {"alertname": "MemoryBlocksOffline", "node": "n1"} and a.annotations == {"summary": "s"}
+    assert a.labels == {"alertname": "MemoryBlocksOffline", "instance": "n1"} and a.annotations == {"summary": "s"}
     assert a.occurrence == (mine["fingerprint"], canonical_time(mine["startsAt"]))
     assert polls(metrics, "success") == 1
     assert metrics.registry.get_sample_value(
@@ -58,13 +58,13 @@ def test_only_this_nodes_alerts_are_submitted_with_alertmanagers_identity(alertm
     # A node name that needs escaping in the matcher still selects exactly its alert.
     src_odd, sink_odd, _ = source(am.url, node=odd)
     assert src_odd.poll_once().firing == 1
-    assert [x.labels["node"] for x in sink_odd.alerts] == [odd]
+    assert [x.labels["instance"] for x in sink_odd.alerts] == [odd]
 
 
 def test_level_triggered_repeats_and_one_synthesised_resolution(alertmanager):
     am = alertmanager(alertmanager_config())
-    sent = api_alert("MemoryBlocksOffline", {"node": "n1"})
-    am.post_alerts([sent, api_alert("ZoneKernelLow", {"node": "n1"})])
+    sent = api_alert("MemoryBlocksOffline", {"instance": "n1"})
+    am.post_alerts([sent, api_alert("ZoneKernelLow", {"instance": "n1"})])
     am.wait_for_alerts(lambda a: len(a) == 2)
     src, sink, metrics = source(am.url)
     src.poll_once()
@@ -89,13 +89,13 @@ def test_level_triggered_repeats_and_one_synthesised_resolution(alertmanager):
 
 def test_silenced_alerts_are_not_submitted(alertmanager):
     am = alertmanager(alertmanager_config())
-    am.post_alerts([api_alert("MemoryBlocksOffline", {"node": "n1"}), api_alert("ZoneKernelLow", {"node": "n1"})])
+    am.post_alerts([api_alert("MemoryBlocksOffline", {"instance": "n1"}), api_alert("ZoneKernelLow", {"instance": "n1"})])
     am.wait_for_alerts(lambda a: len(a) == 2)
     src, sink, _ = source(am.url)
     assert src.poll_once().firing == 2
 
-    am.add_silence('alertname="MemoryBlocksOffline"', 'node="n1"')
-    am.post_alerts([api_alert("SilencedFromTheStart", {"node": "n1"})])
+    am.add_silence('alertname="MemoryBlocksOffline"', 'instance="n1"')
+    am.post_alerts([api_alert("SilencedFromTheStart", {"instance": "n1"})])
     am.add_silence('alertname="SilencedFromTheStart"')
     am.wait_for_alerts(lambda a: {x["labels"]["alertname"] for x in a} == {"ZoneKernelLow"},
                        desc="only the unsilenced alert left", silenced="false")
@@ -110,10 +110,10 @@ def test_silenced_alerts_are_not_submitted(alertmanager):
 def test_inhibited_alerts_are_not_submitted(alertmanager):
     config = alertmanager_config(inhibit_rules=[{"source_matchers": ['alertname="MemhpNodeDraining"'],
                                                  "target_matchers": ['alertname="MemhpMovableIdle"'],
-                                                 "equal": ["node"]}])
+                                                 "equal": ["instance"]}])
     am = alertmanager(config)
-    am.post_alerts([api_alert("MemhpMovableIdle", {"node": "n1"}), api_alert("MemhpMovableIdle", {"node": "n2"}),
-                    api_alert("MemhpNodeDraining", {"node": "n1"})])
+    am.post_alerts([api_alert("MemhpMovableIdle", {"instance": "n1"}), api_alert("MemhpMovableIdle", {"instance": "n2"}),
+                    api_alert("MemhpNodeDraining", {"instance": "n1"})])
     am.wait_for_alerts(lambda a: len(a) == 2, desc="n1's MovableIdle inhibited", inhibited="false")
     src1, sink1, _ = source(am.url, node="n1")
     src2, sink2, _ = source(am.url, node="n2")
@@ -125,7 +125,7 @@ def test_inhibited_alerts_are_not_submitted(alertmanager):
 
 def test_refused_submission_changes_nothing_and_is_retried(alertmanager):
     am = alertmanager(alertmanager_config())
-    sent = api_alert("MemoryBlocksOffline", {"node": "n1"})
+    sent = api_alert("MemoryBlocksOffline", {"instance": "n1"})
     am.post_alerts([sent])
     am.wait_for_alerts(lambda a: len(a) == 1)
     src, sink, metrics = source(am.url)
@@ -153,7 +153,7 @@ def test_alertmanager_down_is_counted_and_the_loop_goes_on(alertmanager):
         wait_until(lambda: polls(metrics, "error") >= 3, timeout=10, desc="failed polls counted")
         assert sink.batches == [] and thread.is_alive()
         am = alertmanager(alertmanager_config(), port=port)
-        am.post_alerts([api_alert("MemoryBlocksOffline", {"node": "n1"})])
+        am.post_alerts([api_alert("MemoryBlocksOffline", {"instance": "n1"})])
         sink.wait_for(lambda alerts: [a for a in alerts if a.name == "MemoryBlocksOffline"],
                       desc="the loop recovering once Alertmanager is up")
         assert polls(metrics, "success") >= 1
@@ -172,7 +172,7 @@ def test_webhook_and_pull_see_the_same_occurrence(alertmanager, tmp_path):
     try:
         am = alertmanager(alertmanager_config(webhook_receiver("memhp", handle.webhook_url,
                                                                bearer_token_file=token)))
-        am.post_alerts([api_alert("MemoryBlocksOffline", {"node": "n1"})])
+        am.post_alerts([api_alert("MemoryBlocksOffline", {"instance": "n1"})])
         (pushed,) = hook_sink.wait_for(lambda alerts: alerts[:1], desc="webhook delivery")
         src, pull_sink, _ = source(am.url)
         src.poll_once()
@@ -190,7 +190,7 @@ def test_tls_and_basic_auth_to_alertmanager(alertmanager, tmp_path):
     am = alertmanager(alertmanager_config(), web_config=web_config, ca_file=cert,
                       basic_auth=("memhp", "pull-secret"))
     assert am.url.startswith("https://")
-    am.post_alerts([api_alert("MemoryBlocksOffline", {"node": "n1"})])
+    am.post_alerts([api_alert("MemoryBlocksOffline", {"instance": "n1"})])
     good = tmp_path / "good"
     good.write_text("memhp:pull-secret\n")
     bad = tmp_path / "bad"

@@ -25,7 +25,7 @@ from .kernel import KernelUnavailable, resolve_package
 
 _state: dict = {"bed": None, "error": None, "guests": collections.OrderedDict(),
                 "fresh": [], "boots": []}
-MAX_SHARED = int(os.environ.get("MEMHP_VM_MAX_GUESTS", "2"))
+MAX_SHARED = int(os.environ.get("MEMHP_VM_MAX_GUESTS", "3"))
 
 
 def pytest_report_header(config):

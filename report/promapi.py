@@ -1,0 +1,188 @@
+"""A small, read-only client of the Prometheus HTTP API (``/api/v1``), with
+errors worded for the person running ``memhp report``."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+MAX_POINTS = 11_000          # Prometheus refuses range queries with more points per series
+CHUNK_POINTS = 1_440         # range queries are split into chunks of at most this many points
+NICE_STEPS = [15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800]
+
+_DURATION = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
+_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 365 * 86400}
+
+
+class ReportError(Exception):
+    """Something the user can act on; printed without a traceback."""
+
+
+def parse_duration(text: str) -> float:
+    """A Prometheus duration ("30d", "1h30m", "90s") or plain seconds, in seconds."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        pos, value = 0, 0.0
+        for m in _DURATION.finditer(text):
+            if m.start() != pos:
+                break
+            value += int(m.group(1)) * _UNIT[m.group(2)]
+            pos = m.end()
+        if pos != len(text) or not text:
+            raise ValueError(f"not a duration: {text!r} (use e.g. 30d, 12h, 1h30m, 90s)") from None
+    if not value > 0 or math.isinf(value):
+        raise ValueError(f"duration must be positive: {text!r}")
+    return value
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as a Prometheus duration ("3d", "1h30m", "90s")."""
+    s = int(round(seconds))
+    if s <= 0:
+        return "0s"
+    out = ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if s >= size:
+            out += f"{s // size}{unit}"
+            s %= size
+    return out
+
+
+def parse_time(text: str) -> float:
+    """RFC 3339 or Unix seconds, as Prometheus accepts them."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not a time: {text!r} (RFC 3339, e.g. 2024-05-01T00:00:00Z, or Unix seconds)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def auto_step(range_s: float, requested: float | None, minimum: float = 60.0) -> tuple[float, str | None]:
+    """The query resolution: ``requested`` if it keeps every series under
+    MAX_POINTS points, else the smallest nice step that does (with a note);
+    by default the smallest nice step >= ``minimum`` that does."""
+    need = range_s / MAX_POINTS
+    if requested is not None:
+        if range_s / requested + 1 <= MAX_POINTS:
+            return requested, None
+        step = next((s for s in NICE_STEPS if range_s / s + 1 <= MAX_POINTS), math.ceil(need) + 1)
+        return step, (f"--step {format_duration(requested)} would ask for {int(range_s / requested) + 1} points per "
+                      f"series (Prometheus allows {MAX_POINTS}); using {format_duration(step)}")
+    step = next(s for s in NICE_STEPS if s >= max(minimum, need) and range_s / s + 1 <= MAX_POINTS)
+    return step, None
+
+
+def normalize_selector(text: str | None) -> str:
+    """``'{instance=~"db.*"}'`` (braces optional) -> ``'instance=~"db.*"'``, the
+    matchers to add to every metric selector."""
+    if not text:
+        return ""
+    s = text.strip()
+    if s.startswith("{") and s.endswith("}"):
+        s = s[1:-1]
+    elif "{" in s or "}" in s:
+        raise ValueError(f"--selector must be label matchers in braces, e.g. '{{instance=~\"db.*\"}}': {text!r}")
+    return s.strip().rstrip(",")
+
+
+class Prometheus:
+    """``instant``/``range``/``series`` against ``url``.  ``on_request`` is
+    called after every HTTP request (progress)."""
+
+    def __init__(self, url: str, timeout: float = 60.0, on_request: Callable[[str], None] | None = None) -> None:
+        if not re.match(r"^https?://", url):
+            url = "http://" + url
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.on_request = on_request or (lambda what: None)
+        self.requests = 0
+
+    def _get(self, path: str, params: list[tuple[str, str]], what: str) -> Any:
+        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
+        body = b""
+        try:
+            req = urllib.request.Request(url, headers={"Accept": "application/json"})
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                body = r.read()
+        except urllib.error.HTTPError as e:
+            body = e.read()
+            answer = _json(body)
+            if answer is None:
+                raise ReportError(f"{self.url} answered HTTP {e.code} to {path}: is this a Prometheus server? "
+                                  f"({body[:200]!r})") from None
+            raise ReportError(f"Prometheus refused {what}: {answer.get('errorType', e.code)}: "
+                              f"{answer.get('error', '')}") from None
+        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise ReportError(f"cannot reach Prometheus at {self.url}: {reason}") from None
+        finally:
+            self.requests += 1
+            self.on_request(what)
+        answer = _json(body)
+        if answer is None or "status" not in answer:
+            raise ReportError(f"{self.url}{path} did not answer with the Prometheus API's JSON: is --prometheus "
+                              f"the server's base URL? ({body[:200]!r})")
+        if answer["status"] != "success":
+            raise ReportError(f"Prometheus refused {what}: {answer.get('errorType')}: {answer.get('error')}")
+        return answer["data"]
+
+    def buildinfo(self) -> dict:
+        try:
+            return self._get("/api/v1/status/buildinfo", [], "the build info request")
+        except ReportError as e:
+            if "cannot reach" in str(e):
+                raise
+            return {}
+
+    def instant(self, expr: str, at: float) -> list[dict]:
+        data = self._get("/api/v1/query", [("query", expr), ("time", f"{at:.3f}")], f"query {expr}")
+        if data["resultType"] in ("scalar", "string"):
+            return [{"metric": {}, "value": data["result"]}]
+        return data["result"]
+
+    def range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
+        """A range query split into chunks of at most CHUNK_POINTS points on the
+        grid start + k*step; the chunks' values merged per label set."""
+        merged: dict[tuple, dict] = {}
+        n_points = int((end - start) // step) + 1
+        k = 0
+        while k < n_points:
+            k_end = min(n_points, k + CHUNK_POINTS) - 1
+            s, e = start + k * step, start + k_end * step
+            data = self._get("/api/v1/query_range", [("query", expr), ("start", f"{s:.3f}"), ("end", f"{e:.3f}"),
+                                                     ("step", f"{step:g}")], f"query {expr}")
+            for series in data["result"]:
+                key = tuple(sorted(series["metric"].items()))
+                merged.setdefault(key, {"metric": series["metric"], "values": []})["values"].extend(series["values"])
+            k = k_end + 1
+        return list(merged.values())
+
+    def range_requests(self, start: float, end: float, step: float) -> int:
+        n_points = int((end - start) // step) + 1
+        return -(-n_points // CHUNK_POINTS)
+
+    def series_count(self, match: str) -> int:
+        return len(self._get("/api/v1/series", [("match[]", match)], f"series {match}"))
+
+
+def _json(body: bytes) -> dict | None:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
