@@ -11,3 +11,9 @@ run: setup
 # The whole test suite, the VM test bed and real Prometheus included.
 test: setup
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+# Re-capture the fixture archives (tests/fixtures/*.tar.gz) from Debian's
+# kernel in QEMU; SCENARIOS="imbalanced ..." for a subset (docs/testing.md).
+.PHONY: fixtures
+fixtures: setup
+	.venv/bin/python scripts/refresh-fixtures $(SCENARIOS)

@@ -26,6 +26,9 @@ from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: repo root importable
+from devtools.generated import sync  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 THRESHOLDS = HERE / "thresholds.yaml"
 RULES_FILE = "memhp.rules.yaml"
@@ -406,22 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--thresholds", type=Path, default=THRESHOLDS)
     ap.add_argument("--out", type=Path, default=HERE, help="directory to write the rule files to")
     args = ap.parse_args(argv)
-    stale = []
-    for name, text in render(load_thresholds(args.thresholds)).items():
-        path = args.out / name
-        current = path.read_text() if path.exists() else None
-        if current == text:
-            continue
-        if args.check:
-            stale.append(name)
-        else:
-            path.write_text(text)
-            print(f"wrote {path}")
-    if stale:
-        print(f"out of date: {', '.join(stale)}; run .venv/bin/python alerts/generate.py", file=sys.stderr)
-        return 1
-    return 0
-
+    files = {args.out / name: text for name, text in render(load_thresholds(args.thresholds)).items()}
+    return sync(files, check=args.check, command=".venv/bin/python alerts/generate.py")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,6 +26,9 @@ from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: repo root importable
+from devtools.generated import sync  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 THRESHOLDS = yaml.safe_load((REPO / "alerts" / "thresholds.yaml").read_text())
@@ -432,21 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 if a committed file is out of date")
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args(argv)
-    stale = []
-    for name, text in render().items():
-        path = args.out / name
-        if path.exists() and path.read_text() == text:
-            continue
-        if args.check:
-            stale.append(name)
-        else:
-            path.write_text(text)
-            print(f"wrote {path}")
-    if stale:
-        print(f"out of date: {', '.join(stale)}; run .venv/bin/python dashboards/build.py", file=sys.stderr)
-        return 1
-    return 0
-
+    files = {args.out / name: text for name, text in render().items()}
+    return sync(files, check=args.check, command=".venv/bin/python dashboards/build.py")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -25,6 +25,9 @@ from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: repo root importable
+from devtools.generated import sync  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 ALERTS = REPO / "alerts"
 OUTPUT = REPO / "deploy" / "kubernetes" / "prometheusrule.yaml"
@@ -97,16 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="exit 1 if the committed file differs")
     p.add_argument("--output", type=Path, default=OUTPUT)
     args = p.parse_args(argv)
-    text = render()
-    if args.check:
-        current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-        if current != text:
-            print(f"{args.output} is out of date: run .venv/bin/python deploy/generate.py", file=sys.stderr)
-            return 1
-        return 0
-    args.output.write_text(text, encoding="utf-8")
-    return 0
-
+    return sync({args.output: render()}, check=args.check, command=".venv/bin/python deploy/generate.py")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,6 @@ tests) in a background thread and counts failures by reason and block.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import re
 import select
@@ -26,7 +25,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
-log = logging.getLogger(__name__)
+from .background import RestartingThread
+
 
 FAILURE = re.compile(
     r"memory offlining \[mem (0x[0-9a-fA-F]+)-(0x[0-9a-fA-F]+)\] failed due to ([^\n]{1,80}?)\s*$")
@@ -82,44 +82,23 @@ class FailureCounts:
             return dict(self.by_reason), dict(self.by_block), dict(self.last_time)
 
 
-class KmsgWatcher:
+class KmsgWatcher(RestartingThread):
     """Follows the kernel log in a thread; restarts after errors with backoff."""
+
+    name = "memhp-kmsg"
 
     def __init__(self, path: str, counts: FailureCounts, block_size: Callable[[], int | None],
                  *, replay: bool = False, poll_interval: float = 0.5) -> None:
+        super().__init__()
         self.path = path
         self.counts = counts
         self.block_size = block_size
         self.replay = replay
         self.poll_interval = poll_interval
-        self.up = False
-        self.restarts = 0
         self.lines_seen = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="memhp-kmsg", daemon=True)
 
-    def start(self) -> "KmsgWatcher":
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        backoff = 1.0
-        first = True
-        while not self._stop.is_set():
-            try:
-                self._follow(seek_end=first and not self.replay)
-                backoff = 1.0
-            except OSError as e:
-                self.up = False
-                log.warning("kernel log %s: %s; retrying in %.0fs", self.path, e, backoff)
-                self.restarts += 1
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 60.0)
-            first = False
+    def follow(self, first: bool) -> None:
+        self._follow(seek_end=first and not self.replay)
 
     def _follow(self, seek_end: bool) -> None:
         fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)

@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -66,7 +67,7 @@ def size_bytes(v: int | str) -> int:
 
 def venv_python() -> Path:
     p = REPO / ".venv" / "bin" / "python"
-    return p if p.exists() else Path(os.sys.executable)
+    return p if p.exists() else Path(sys.executable)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -343,6 +344,10 @@ class Guest:
                                   f"--- console tail ---\n{self.console_tail()}") from None
 
     def _launch(self, accel: str, timeout: float):
+        self._sockdir.mkdir(parents=True, exist_ok=True)
+        if self.console_path.exists() and self.console_path.stat().st_size:
+            # keep the log of a failed attempt (e.g. the KVM probe)
+            self.console_path.rename(self.workdir / f"console-{self.accel}.log")
         for p in (self.qmp_path, self.agent_path):
             p.unlink(missing_ok=True)
         self.console_path.write_bytes(b"")

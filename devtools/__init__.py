@@ -1,0 +1,1 @@
+"""Development helpers for files generated from sources in this repository."""
