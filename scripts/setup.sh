@@ -9,6 +9,7 @@ APT_PACKAGES=(
     qemu-system-x86       # the real-kernel test bed (TCG)
     busybox-static cpio   # the guest's initramfs
     prometheus prometheus-alertmanager   # promtool, amtool, real servers in tests
+    chromium              # headless rendering of `memhp report`'s HTML in tests
 )
 
 missing=()

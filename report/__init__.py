@@ -1,0 +1,1 @@
+"""``memhp report``: capacity reviews from Prometheus (see docs/capacity-review.md)."""
