@@ -128,8 +128,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="memhp", description="memhp: memory hot(un)plug tools.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_blocks_parser(sub)
-    from report.cli import add_report_parser  # the report is its own package: a Prometheus consumer, not sysfs
-    add_report_parser(sub)
+    try:  # `memhp report`: its own package (a Prometheus consumer, not sysfs); absent from the container image
+        from report.cli import add_report_parser
+    except ImportError:
+        pass
+    else:
+        add_report_parser(sub)
     return parser
 
 

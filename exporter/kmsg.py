@@ -33,6 +33,11 @@ FAILURE = re.compile(
 # /dev/kmsg record prefix: "prio,seq,usec,flags;"
 KMSG_PREFIX = re.compile(r"^[0-9]+,[0-9]+,[0-9]+,[^;]*;")
 OTHER_BLOCK = "other"
+# offline_pages()'s reasons (mm/memory_hotplug.c, 6.x).  Exported at 0 from
+# the start: a counter series that is born at 1 hides its first increase
+# from increase()/rate(), and so from alerts.
+KNOWN_REASONS = ("multizone range", "memory holes", "failure to isolate range", "notifier failure",
+                 "signal backoff", "unmovable page", "failure to dissolve huge pages")
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,11 @@ class _BlockReader:
                     return None
         online = phys_index = phys_device = None
         if self.details:
-            online = parse_bool(self._text(prefix, "online"), self.errors, "memoryN/online")
+            # Reading ``online`` (like ``uevent``) of a block that is going
+            # offline waits on the device lock until the offline ends, which
+            # can be for ever: derive nothing, read nothing.
+            if state != "going-offline":
+                online = parse_bool(self._text(prefix, "online"), self.errors, "memoryN/online")
             phys_index = parse_int(self._text(prefix, "phys_index"), self.errors, "memoryN/phys_index", base=16)
             phys_device = parse_int(self._text(prefix, "phys_device"), self.errors, "memoryN/phys_device")
         return MemoryBlock(block_id, state, removable, zones, node, online, phys_index, phys_device)

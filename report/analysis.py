@@ -88,9 +88,28 @@ def time_above(points: list[tuple[float, float]], threshold: float, step: float)
             "longest_from": longest[1], "longest_to": longest[2]}
 
 
+def counter_events(series: list[Series], first_boundary: float) -> list[Series]:
+    """Counter samples at bar boundaries -> events per bar, as (bar end, count).
+    A decrease is a counter reset (the new value counts); a series first seen
+    after the first boundary started from 0 within the period (memhp's
+    counters appear with their first event and count from exporter start)."""
+    out = []
+    for s in series:
+        pts = [(t, v) for t, v in sorted(s.points) if not math.isnan(v)]
+        events: list[tuple[float, float]] = []
+        if pts and pts[0][0] > first_boundary + 1e-6:
+            events.append((pts[0][0], pts[0][1]))
+        for (_, prev), (t, v) in zip(pts, pts[1:]):
+            events.append((t, v - prev if v >= prev else v))
+        out.append(Series(s.labels, events))
+    return out
+
+
 def analyze(c: Collected, *, prometheus: str, selector: str, range_s: float, runbook_base: str = RUNBOOK_BASE,
             warnings: list[str] | None = None) -> dict[str, Any]:
     I = c.instant  # noqa: E741
+    c.events = {name: counter_events(c.ranges[name], c.bucket_start)
+                for name in ("failure_counters", "block_failure_counters", "action_counters")}
     ratio_peak, ratio_min, ratio_cur = _by_node(I["ratio_peak"]), _by_node(I["ratio_min"]), _by_node(I["ratio_current"])
     hot_peak, hot_min, hot_cur = _by_node(I["hot_peak"]), _by_node(I["hot_min"]), _by_node(I["hot_current"])
     unoff_peak, unoff_cur = _by_node(I["unofflinable_peak"]), _by_node(I["unofflinable_current"])
@@ -113,9 +132,8 @@ def analyze(c: Collected, *, prometheus: str, selector: str, range_s: float, run
     block_online = {(r["metric"].get("instance", ""), r["metric"].get("block", "")): _val(r) for r in I["block_online"]}
     failed_blocks: dict[tuple[str, str], list[dict]] = defaultdict(list)   # (instance, node) -> blocks
     per_block: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
-    for r in I["block_failures"]:
-        m = r["metric"]
-        n = round(_val(r))
+    for ev in c.events["block_failure_counters"]:
+        m, n = ev.labels, round(sum(v for _, v in ev.points))
         if n > 0:
             per_block[(m.get("instance", ""), m.get("block", ""))][m.get("reason", "")] = n
     for (inst, block), reasons in per_block.items():
@@ -128,14 +146,13 @@ def analyze(c: Collected, *, prometheus: str, selector: str, range_s: float, run
         })
 
     failures: dict[str, dict[str, int]] = defaultdict(dict)
-    for r in I["failures"]:
-        n = round(_val(r))
+    for ev in c.events["failure_counters"]:
+        n = round(sum(v for _, v in ev.points))
         if n > 0:
-            failures[r["metric"].get("instance", "")][r["metric"].get("reason", "")] = n
+            failures[ev.labels.get("instance", "")][ev.labels.get("reason", "")] = n
     actions: dict[str, list[dict]] = defaultdict(list)
-    for r in I["actions"]:
-        m = r["metric"]
-        n = round(_val(r))
+    for ev in c.events["action_counters"]:
+        m, n = ev.labels, round(sum(v for _, v in ev.points))
         if n > 0:
             actions[m.get("instance", "")].append({"action": m.get("action", ""), "result": m.get("result", ""),
                                                    "errno": m.get("errno", ""), "count": n})
@@ -173,7 +190,9 @@ def analyze(c: Collected, *, prometheus: str, selector: str, range_s: float, run
         above3 = time_above(pts, RATIO_WARNING, c.step)
         above4 = time_above(pts, RATIO_CRITICAL, c.step)
         finite = [(t, v) for t, v in pts if not math.isnan(v)]
-        peak_at = max(finite, key=lambda p: p[1])[0] if finite else None
+        # when the ratio never moved, there is no moment of peak to show
+        peak_at = max(finite, key=lambda p: p[1])[0] if finite and max(v for _, v in finite) > min(
+            v for _, v in finite) else None
         blocks = sorted(failed_blocks.get(key, []), key=lambda b: _block_sort(b["block"]))
         bs = block_size.get(inst)
         by_reason: dict[str, float] = defaultdict(float)

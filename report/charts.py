@@ -16,7 +16,7 @@ import matplotlib.dates as mdates  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .collect import KERNEL_ZONES, RATIO_CRITICAL, RATIO_WARNING, Collected  # noqa: E402
+from .collect import KERNEL_ZONES, RATIO_CRITICAL, RATIO_WARNING, Collected, Series  # noqa: E402
 
 DPI = 100
 WIDTH = 1000
@@ -26,6 +26,8 @@ GiB = float(1 << 30)
 
 LAYERS = [("kernel zones (online)", "#4c72b0"), ("ZONE_MOVABLE (online)", "#55a868"),
           ("mixed zones (online)", "#8172b2"), ("offline", "#b8b8b8"), ("going-offline", "#dd8452")]
+NODE_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79",
+               "#637939"]      # no orange or red: those are the 3:1 and 4:1 lines
 REASON_COLORS = ["#c44e52", "#dd8452", "#8172b2", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd"]
 
 
@@ -111,13 +113,13 @@ def ratio_chart(c: Collected, order: list[tuple[str, str]], path: Path) -> dict[
     fig = _figure(400)
     ax = fig.add_subplot()
     top = 0.0
-    for key in keys:
+    for i, key in enumerate(keys):
         y = _on_grid(grid, series[key])
         if np.isfinite(y).any():
             top = max(top, float(np.nanmax(y)))
-        ax.plot(x, y, linewidth=1.4, label=f"{key[0]} node {key[1]}")
-    ax.axhline(RATIO_WARNING, color="#dd8452", linestyle="--", linewidth=1.2, label="3:1 (warning)")
-    ax.axhline(RATIO_CRITICAL, color="#c44e52", linestyle="--", linewidth=1.2, label="4:1 (critical)")
+        ax.plot(x, y, linewidth=1.6, color=NODE_COLORS[i % len(NODE_COLORS)], label=f"{key[0]} node {key[1]}")
+    ax.axhline(RATIO_WARNING, color="#e08a00", linestyle="--", linewidth=1.4, label="3:1 (warning)", zorder=0)
+    ax.axhline(RATIO_CRITICAL, color="#d62728", linestyle="--", linewidth=1.4, label="4:1 (critical)", zorder=0)
     ax.set_ylim(0, max(top, RATIO_CRITICAL) * 1.12)
     ax.set_ylabel("MOVABLE:KERNEL")
     ax.set_title("MOVABLE:KERNEL ratio per node", fontsize=11)
@@ -128,7 +130,13 @@ def ratio_chart(c: Collected, order: list[tuple[str, str]], path: Path) -> dict[
 
 def _bar_chart(c: Collected, name: str, label_of: Any, title: str, ylabel: str, path: Path,
                colors: dict[str, str] | None = None) -> dict[str, Any] | None:
-    series = [s for s in c.ranges[name] if any(v > 0.5 for _, v in s.points if not math.isnan(v))]
+    grouped: dict[str, dict[float, float]] = {}
+    for s in c.events.get(name, []):
+        g = grouped.setdefault(label_of(s), {})
+        for t, v in s.points:
+            g[t] = g.get(t, 0.0) + v
+    series = [Series({"label": k}, sorted(v.items())) for k, v in grouped.items() if any(x > 0 for x in v.values())]
+    label_of = lambda s: s.labels["label"]  # noqa: E731
     if not series:
         return None
     times = sorted({t for s in series for t, _ in s.points})
@@ -136,7 +144,7 @@ def _bar_chart(c: Collected, name: str, label_of: Any, title: str, ylabel: str, 
     fig = _figure(350)
     ax = fig.add_subplot()
     # a bar covers (t - bucket, t]: draw it centred on its middle
-    x = _dates(np.array(times) - c.bucket / 2)
+    x = _dates(np.array(times, dtype=float) - c.bucket / 2)
     width = np.timedelta64(int(c.bucket * 0.9), "s")
     bottom = np.zeros(len(times))
     for i, s in enumerate(sorted(series, key=label_of)):
@@ -167,10 +175,10 @@ def render_charts(c: Collected, report: dict, outdir: Path) -> dict[str, dict[st
     made = {
         "capacity": capacity_chart(c, order, outdir / "capacity.png"),
         "ratio": ratio_chart(c, order, outdir / "ratio.png"),
-        "failures": _bar_chart(c, "failures_by_reason", lambda s: s.labels.get("reason", "?"),
+        "failures": _bar_chart(c, "failure_counters", lambda s: s.labels.get("reason", "?"),
                                "Offline failures by reason (kernel log)", f"failures per {_hours(c.bucket)}",
                                outdir / "failures.png"),
-        "actions": _bar_chart(c, "actions_by_result",
+        "actions": _bar_chart(c, "action_counters",
                               lambda s: f"{s.labels.get('action', '?')} {s.labels.get('result', '?')}",
                               "Controller actions on memory blocks, by result", f"blocks per {_hours(c.bucket)}",
                               outdir / "actions.png",

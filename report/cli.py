@@ -57,7 +57,7 @@ class Progress:
         self.total, self.done, self.t0 = 0, 0, time.monotonic()
 
     def start(self, total: int) -> None:
-        self.total = total
+        self.total = self.done + total   # the probe's requests came first
 
     def tick(self, what: str) -> None:
         self.done += 1
@@ -112,7 +112,11 @@ def _run(args: argparse.Namespace) -> int:
     progress = Progress(sys.stderr, args.progress if args.progress is not None else sys.stderr.isatty())
     prom = Prometheus(args.prometheus, timeout=timeout, on_request=progress.tick)
 
-    from .collect import collect, probe   # heavier imports after the argument checks
+    try:   # heavier imports after the argument checks; charts need the `report` extra
+        from .charts import render_charts
+    except ImportError as e:
+        raise ReportError(f"memhp report needs matplotlib ({e}): pip install 'memhp[report]'") from None
+    from .collect import collect, probe
     probe(prom, selector, start, end)
     data = collect(prom, selector, start, end, step, progress=progress.start)
     progress.finish()
@@ -124,7 +128,6 @@ def _run(args: argparse.Namespace) -> int:
     try:
         out.mkdir(parents=True, exist_ok=True)
         progress.message("drawing charts")
-        from .charts import render_charts
         from .render import build, to_html, to_markdown
         charts = render_charts(data, report, out / "charts")
         report["charts"] = charts

@@ -26,8 +26,6 @@ R_I_STATE = "instance:memhp_blocks_bytes:sum_by_state"
 R_I_HOT = "instance:memhp_hot_unpluggable_bytes:sum"
 R_I_MOV = "instance:memhp_node_movable_accounted_bytes:sum"
 R_I_KER = "instance:memhp_node_kernel_accounted_bytes:sum"
-R_I_FAIL = "instance:memhp_offline_failures:rate5m_by_reason"
-R_I_ACT = "instance:memhp_controller_actions:rate5m_by_action_result"
 
 
 @dataclass
@@ -43,8 +41,10 @@ class Collected:
     end: float
     step: float
     bucket: float
+    bucket_start: float = 0.0
     instant: dict[str, list[dict]] = field(default_factory=dict)
     ranges: dict[str, list[Series]] = field(default_factory=dict)
+    events: dict[str, list[Series]] = field(default_factory=dict)   # counter differences per bar (analysis.py)
 
 
 def sel(metric: str, selector: str, *extra: str) -> str:
@@ -65,9 +65,8 @@ def queries(selector: str, window: str, bucket_s: float) -> tuple[dict[str, str]
     """(instant queries evaluated at the end of the range, range queries as
     (expr, "step"|"bucket")) by name."""
     s = lambda m, *x: sel(m, selector, *x)  # noqa: E731
-    bucket, per_bucket = format_duration(bucket_s), f"{bucket_s:g}"
     block_state_online = s("memhp_block_state", 'state="online"')
-    failing = f"(sum by (instance, block) (increase({s('memhp_block_offline_failures_total')}[{window}])) > 0)"
+    failing = f"(max by (instance, block) (max_over_time({s('memhp_block_offline_failures_total')}[{window}])) > 0)"
     instant = {
         "ratio_peak": f"max_over_time({s(R_RATIO)}[{window}])",
         "ratio_min": f"min_over_time({s(R_RATIO)}[{window}])",
@@ -81,17 +80,12 @@ def queries(selector: str, window: str, bucket_s: float) -> tuple[dict[str, str]
         # raw: a recording rule instance_node:memhp_blocks_unofflinable:sum would serve these
         "unofflinable_peak": f"max by (instance, node) (max_over_time({s('memhp_blocks_unofflinable')}[{window}]))",
         "unofflinable_current": f"max by (instance, node) (last_over_time({s('memhp_blocks_unofflinable')}[{window}]))",
-        # raw: counters over the whole range (the rules only have 5m rates)
-        "failures": f"sum by (instance, reason) (increase({s('memhp_offline_failures_total')}[{window}]))",
-        "block_failures": f"sum by (instance, block, reason) "
-                          f"(increase({s('memhp_block_offline_failures_total')}[{window}])) > 0",
+        # blocks that failed offlining: their node and zone, and whether still online at the end
         "block_info": f"max by (instance, block, node, zone, valid_zones) "
                       f"(last_over_time({s('memhp_block_info')}[{window}])) and on (instance, block) {failing}",
         "block_online": f"max by (instance, block) (last_over_time({block_state_online}[{window}]))"
                         f" and on (instance, block) {failing}",
         "block_size": f"max by (instance) (last_over_time({s('memhp_block_size_bytes')}[{window}]))",
-        "actions": f"sum by (instance, action, result, errno) "
-                   f"(increase({s('memhp_controller_actions_total')}[{window}]))",
         "quarantined_peak": f"max by (instance) (max_over_time({s('memhp_controller_quarantined_blocks')}[{window}]))",
         "quarantined_current": f"max by (instance) "
                                f"(last_over_time({s('memhp_controller_quarantined_blocks')}[{window}]))",
@@ -111,10 +105,15 @@ def queries(selector: str, window: str, bucket_s: float) -> tuple[dict[str, str]
         "fleet_state": (fleet_state, "step"),
         "fleet_hot": (fleet_hot, "step"),
         "fleet_ratio": (fleet_ratio, "step"),
-        # events per bar: the rules' 5m rates averaged over the bar, times its width
-        "failures_by_reason": (f"sum by (reason) (avg_over_time({s(R_I_FAIL)}[{bucket}])) * {per_bucket}", "bucket"),
-        "actions_by_result": (f"sum by (action, result) (avg_over_time({s(R_I_ACT)}[{bucket}])) * {per_bucket}",
-                              "bucket"),
+        # Events (raw counters, sampled at every bar boundary; counted as differences in analysis.py).
+        # Not the rules' 5m rates: rate() never extrapolates a counter below zero, so a rate5m rule
+        # loses part of the first events of a counter that starts at 0 (12% in the test history),
+        # and increase() over a bar has the same edge effects.
+        "failure_counters": (f"sum by (instance, reason) ({s('memhp_offline_failures_total')})", "bucket"),
+        "block_failure_counters": (f"sum by (instance, block, reason) ({s('memhp_block_offline_failures_total')})",
+                                   "bucket"),
+        "action_counters": (f"sum by (instance, action, result, errno) ({s('memhp_controller_actions_total')})",
+                            "bucket"),
     }
     return instant, ranges
 
@@ -147,14 +146,14 @@ def collect(prom: Prometheus, selector: str, start: float, end: float, step: flo
     window = format_duration(end - start)
     bucket = event_bucket(end - start, step)
     instant_q, range_q = queries(selector, window, bucket)
-    # align the bars on whole buckets, the last one ending at (or just after) `end`
-    b_end = math.ceil(end / bucket) * bucket
-    b_start = b_end - math.ceil((end - start) / bucket) * bucket + bucket
+    # counters sampled at end, end - bucket, ..., back to the first boundary at or before start
+    b_end = end
+    b_start = end - math.ceil((end - start) / bucket - 1e-9) * bucket
     if progress:
         total = len(instant_q) + sum(prom.range_requests(start, end, step) if kind == "step"
                                      else prom.range_requests(b_start, b_end, bucket) for _, kind in range_q.values())
         progress(total)
-    out = Collected(start=start, end=end, step=step, bucket=bucket)
+    out = Collected(start=start, end=end, step=step, bucket=bucket, bucket_start=b_start)
     for name, expr in instant_q.items():
         out.instant[name] = prom.instant(expr, end)
     for name, (expr, kind) in range_q.items():

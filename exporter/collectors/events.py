@@ -7,7 +7,7 @@ from typing import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from ..kmsg import FailureCounts, KmsgWatcher
+from ..kmsg import KNOWN_REASONS, FailureCounts, KmsgWatcher
 from ..snapshot import ScrapeContext
 from ..uevent_monitor import UeventMonitor
 from .base import SubCollector
@@ -28,8 +28,8 @@ class OfflineFailuresCollector(SubCollector):
         by_reason, by_block, last = self.counts.snapshot()
         total = CounterMetricFamily("memhp_offline_failures", "Failed offline attempts logged by the kernel, "
                                     "by reason.", labels=["reason"])
-        for reason in sorted(by_reason):
-            total.add_metric([reason], by_reason[reason])
+        for reason in sorted(set(KNOWN_REASONS) | by_reason.keys()):
+            total.add_metric([reason], by_reason.get(reason, 0))
         per_block = CounterMetricFamily("memhp_block_offline_failures",
                                         "Failed offline attempts by block and reason (block='other' past the "
                                         "block limit).", labels=["block", "reason"])

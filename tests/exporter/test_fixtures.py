@@ -45,7 +45,7 @@ def samples(text: str) -> dict[str, float]:
 
 def test_all_scenarios_are_captured():
     assert set(NAMES) >= {"two-node-dimm-offline", "auto-movable-virtio-mem", "movablecore-mixed", "imbalanced",
-                          "memmap-on-memory-partial"}
+                          "memmap-on-memory-partial", "going-offline"}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -66,11 +66,15 @@ def test_golden_passes_promtool(name):
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def _view(doc, online_removable=True):
+LSMEM_STATES = {"on->off": "going-offline"}  # lsmem's short word for the kernel's state
+
+
+def _view(doc):
     rows = []
     for m in json.loads(doc)["memory"]:
-        removable = m["removable"] if m["state"] == "online" else None
-        rows.append((m["block"], m["state"], m["node"], m["zones"], removable))
+        state = LSMEM_STATES.get(m["state"], m["state"])
+        removable = m["removable"] if state == "online" else None
+        rows.append((m["block"], state, m["node"], m["zones"], removable))
     return rows
 
 
@@ -143,3 +147,23 @@ def test_memmap_on_memory_partial(roots):
     assert got['memhp_memmap_on_memory_info{mode="Y"}'] == 1
     assert got['memhp_blocks{node="0",state="offline",zone="Normal"}'] == 2
     assert got['memhp_blocks{node="0",state="online",zone="Movable"}'] == 1
+
+
+def test_going_offline(roots, capsys):
+    root = roots["going-offline"]
+    got = samples(exposition(root))
+    assert got['memhp_block_state{block="35",node="0",state="going-offline"}'] == 1
+    assert got['memhp_block_going_offline_seconds{block="35",node="0"}'] == 0  # first scrape that saw it
+    assert got["memhp_going_offline_observed_total"] == 1
+    assert got['memhp_blocks{node="0",state="going-offline",zone="Movable"}'] == 1
+    # the capture could not read `online` (it blocks on the device lock); the
+    # detailed reader must not even try
+    assert not (root / "sys/devices/system/memory/memory35/online").exists()
+    from exporter.snapshot import read_snapshot
+    from exporter.paths import Paths
+    from exporter.fsread import ParseErrors
+    errors = ParseErrors()
+    snap = read_snapshot(Paths(str(root / "sys"), str(root / "proc")), errors, details=True)
+    b35 = snap.block(35)
+    assert (b35.state, b35.online, b35.zone) == ("going-offline", None, "Movable")
+    assert errors.counts() == {}

@@ -69,3 +69,22 @@ def test_unreadable_log_is_down_and_retried(tmp_path):
         wait_for(lambda: w.up, timeout=15)
     finally:
         w.stop()
+
+
+def test_known_reasons_start_at_zero(tmp_path):
+    """A reason's first failure must be an increase from 0, not a new series at 1."""
+    from prometheus_client import CollectorRegistry
+
+    from exporter.collectors import MemhpCollector
+    from exporter.collectors.events import OfflineFailuresCollector
+    from exporter.kmsg import KNOWN_REASONS
+    from exporter.paths import Paths
+
+    counts = FailureCounts(block_limit=10)
+    w = KmsgWatcher(str(tmp_path / "kmsg"), counts, lambda: 128 << 20)
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(MemhpCollector(Paths(str(tmp_path), str(tmp_path)), [OfflineFailuresCollector(w, counts)]))
+    for reason in KNOWN_REASONS:
+        assert reg.get_sample_value("memhp_offline_failures_total", {"reason": reason}) == 0
+    counts.add(parse_failure(KMSG), 128 << 20, 0.0)
+    assert reg.get_sample_value("memhp_offline_failures_total", {"reason": "notifier failure"}) == 1

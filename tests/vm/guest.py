@@ -124,6 +124,12 @@ class Result:
         return self
 
 
+def _die_with_parent():
+    """In the QEMU child: SIGKILL it if the test process dies (no orphans)."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -356,7 +362,8 @@ class Guest:
         t0 = time.monotonic()
         self._stderr = open(self.workdir / "qemu.stderr", "wb")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._stderr,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
         self.accel = accel
         deadline = t0 + timeout
         while not (self.qmp_path.exists() and self.agent_path.exists()):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import lzma
 import os
+import shlex
 import shutil
 import stat
 import subprocess
@@ -55,6 +56,13 @@ done
 log "modules loaded"
 mkdir -p /host
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose @HOST_TAG@ /host || log "mount hostroot FAILED"
+# Host paths the guest needs (the repo, the interpreter) that live under a
+# directory the guest mounts its own tmpfs over (/tmp, /run): bind them aside
+# now and back into place after the tmpfs mounts.
+n=0
+for keep in @KEEP@; do
+    mkdir -p /keep/$n && mount -o bind /host$keep /keep/$n && n=$((n+1)) || log "bind $keep FAILED"
+done
 mount -t proc proc /host/proc
 mount -t sysfs sysfs /host/sys
 mount -t debugfs debugfs /host/sys/kernel/debug
@@ -64,6 +72,11 @@ mount -t devpts devpts /host/dev/pts
 mount -t tmpfs tmpfs /host/dev/shm
 mount -t tmpfs -o mode=1777 tmpfs /host/tmp
 mount -t tmpfs -o mode=755 tmpfs /host/run
+n=0
+for keep in @KEEP@; do
+    mkdir -p /host$keep && mount -o bind /keep/$n /host$keep || log "rebind $keep FAILED"
+    n=$((n+1))
+done
 mkdir -p /host@RESULTS@
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 @RESULTS_TAG@ /host@RESULTS@ || log "mount results FAILED"
 hostname memhp-guest
@@ -184,6 +197,22 @@ def find_busybox() -> Path:
         "(scripts/setup.sh does)")
 
 
+# Directories the guest mounts its own tmpfs over.
+GUEST_TMPFS = ("/tmp", "/run", "/dev")
+
+
+def hidden_paths(repo: Path, python: Path) -> list[Path]:
+    """Host paths the guest needs that a guest tmpfs would hide (a CI clone
+    under /tmp, say): the repo and the real interpreter's installation."""
+    need = [repo.resolve(), Path(os.path.realpath(python)).parent.parent]
+    out = []
+    for p in need:
+        if any(p == Path(t) or Path(t) in p.parents for t in GUEST_TMPFS):
+            if p not in out:
+                out.append(p)
+    return out
+
+
 def build_initramfs(kernel: Kernel, repo: Path, python: Path, out: Path) -> Path:
     """Write the initramfs to ``out``; return it."""
     mods = resolve_modules(kernel)
@@ -201,7 +230,8 @@ def build_initramfs(kernel: Kernel, repo: Path, python: Path, out: Path) -> Path
             .replace("@HOST_TAG@", HOST_TAG).replace("@RESULTS_TAG@", RESULTS_TAG)
             .replace("@RESULTS@", GUEST_RESULTS).replace("@GUEST_IP@", GUEST_IP)
             .replace("@PORT@", AGENT_PORT_NAME).replace("@REPO@", str(repo))
-            .replace("@PYTHON@", str(python)))
+            .replace("@PYTHON@", str(python))
+            .replace("@KEEP@", " ".join(shlex.quote(str(p)) for p in hidden_paths(repo, python))))
     cp.file("init", init.encode(), 0o755)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

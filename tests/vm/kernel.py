@@ -138,7 +138,12 @@ def fetch_kernel(log=print) -> Kernel:
         k = _cached()
         if k:
             return k
-        raise
+        if os.geteuid() != 0:
+            raise
+        # A fresh machine whose package lists were cleaned: refresh them once.
+        log("memhp: apt-cache cannot resolve the kernel; running apt-get update")
+        _run(["apt-get", "update", "-q"])
+        pkg, version = resolve_package()
     dest = cache_root() / "kernel" / f"{pkg}_{version}"
     if (dest / ".complete").exists():
         return _load(dest, pkg, version)

@@ -23,13 +23,10 @@ class Scenario:
     description: str
     config: VMConfig
     setup: Callable[[Guest], dict]
-    # Optional scenarios are written to tests/fixtures/extra/, outside the
-    # tests/fixtures/*.tar.gz set that the exporter's golden tests iterate.
-    optional: bool = False
 
     @property
     def archive(self) -> str:
-        return f"extra/{self.name}.tar.gz" if self.optional else f"{self.name}.tar.gz"
+        return f"{self.name}.tar.gz"
 
 
 def _online(g: Guest, blocks, state="online_movable"):
@@ -145,5 +142,5 @@ SCENARIOS = {s.name: s for s in [
     Scenario("going-offline",
              "a 512M DIMM onlined movable; its last block held in going-offline "
              "(a page pinned with vmsplice, echo offline > state retrying) while captured",
-             VMConfig(), going_offline, optional=True),
+             VMConfig(), going_offline),
 ]}

@@ -1,0 +1,312 @@
+"""``memhp report`` against real Prometheus serving a known history (raw
+series backfilled with ``promtool tsdb create-blocks-from openmetrics``, the
+recording rules of alerts/memhp.rules.yaml evaluated over it with
+``promtool tsdb create-blocks-from rules``): every figure is compared with
+what history.py put in.  The HTML is rendered by headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.prometheus import free_port
+from tests.report.history import (BLOCK, EXPECTED, EXPECTED_ACTIONS, EXPECTED_FAILURES, EXPECTED_QUARANTINED, GiB,
+                                  HOUR, NODES, RANGE_HOURS)
+
+pytestmark = pytest.mark.prometheus
+
+REPO = Path(__file__).resolve().parents[2]
+RUNBOOKS = REPO / "docs" / "runbooks.md"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def memhp(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The real command line (``memhp`` is exporter.blocks_cli:main)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "exporter.blocks_cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=env, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def report(history_prometheus, history_end, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    r = memhp("report", "--prometheus", history_prometheus.url, "--range", f"{RANGE_HOURS}h",
+              "--end", str(history_end), "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    data = json.loads(r.stdout)
+    assert json.loads((out / "report.json").read_text()) == data
+    sample = os.environ.get("MEMHP_REPORT_SAMPLE")     # docs/capacity-review.md's sample is made this way
+    if sample:
+        shutil.copytree(out, sample, dirs_exist_ok=True)
+    return {"json": data, "out": out, "md": (out / "report.md").read_text(), "stderr": r.stderr}
+
+
+def _node(rep: dict, instance: str, node: str) -> dict:
+    return next(n for n in rep["nodes"] if n["instance"] == instance and n["node"] == node)
+
+
+def test_meta_and_resolution(report, history_end):
+    m = report["json"]["meta"]
+    assert m["end"] == history_end and m["start"] == history_end - RANGE_HOURS * HOUR
+    assert m["range_seconds"] == RANGE_HOURS * HOUR
+    assert m["step_seconds"] == 60          # 3 days / 11,000 points -> the 1m floor
+    assert m["event_bucket_seconds"] == 3600
+    assert m["warnings"] == []
+
+
+@pytest.mark.parametrize("key", sorted(EXPECTED))
+def test_node_figures(report, key):
+    exp, n = EXPECTED[key], _node(report["json"], *key)
+    step_h = report["json"]["meta"]["step_seconds"] / 3600
+    assert n["ratio"]["peak"] == pytest.approx(exp["peak_ratio"])
+    assert n["ratio"]["current"] == pytest.approx(exp["current_ratio"])
+    # time above the lines, at step resolution (one step at either edge of an episode)
+    assert abs(n["hours_above_4"] - exp["hours_above_4"]) <= 2 * step_h
+    assert abs(n["hours_above_3"] - exp["hours_above_3"]) <= 2 * step_h
+    peak, low, cur = exp["hot_unpluggable"]
+    assert n["hot_unpluggable_bytes"] == {"peak": peak, "min": low, "current": cur}
+    assert n["failed_offline_bytes"] == exp["failed_offline_bytes"]
+    assert n["failed_offline_bytes_by_reason"] == exp["failed_offline_bytes_by_reason"]
+    assert n["unofflinable_blocks"]["current"] == exp["unofflinable_blocks"]
+    story = next(s for s in NODES if (s.instance, s.node) == key)
+    assert n["bytes"]["online_kernel"] == story.dma32 + story.normal
+    assert n["bytes"]["online_movable"] == story.movable_online(RANGE_HOURS)
+    assert n["bytes"]["offline"] == story.movable_pool - story.movable_online(RANGE_HOURS)
+
+
+def test_longest_episode_and_peak_time(report, history_end):
+    n = _node(report["json"], "db1", "0")
+    start = history_end - RANGE_HOURS * HOUR
+    assert abs(n["longest_above_4"]["hours"] - 14) <= 2 / 60
+    assert abs(n["ratio"]["peak_at"] - (start + 30 * HOUR)) <= 120     # the 4.5:1 episode began at h30
+
+
+def test_blocks_that_could_not_be_offlined(report):
+    n = _node(report["json"], "db1", "0")
+    blocks = {b["block"]: b for b in n["failed_offline_blocks"]}
+    assert set(blocks) == {"600", "601", "602", "603"}
+    assert blocks["600"]["reasons"] == {"unmovable page": 3}
+    assert blocks["603"]["reasons"] == {"failure to isolate range": 1}
+    assert all(b["zone"] == "Movable" and b["still_online"] for b in blocks.values())
+
+
+def test_failures_actions_quarantine(report):
+    insts = {i["instance"]: i for i in report["json"]["instances"]}
+    assert set(insts) == {"db1", "db2", "db3"}
+    for inst, by_reason in EXPECTED_FAILURES.items():
+        assert insts[inst]["offline_failures_by_reason"] == by_reason
+    assert insts["db2"]["offline_failures_by_reason"] == {} and insts["db3"]["offline_failures"] == 0
+    got = {(i, a["action"], a["result"]): a["count"] for i, row in insts.items() for a in row["actions_by_result"]}
+    assert got == EXPECTED_ACTIONS
+    assert insts["db1"]["failed_actions_by_errno"] == [{"action": "offline", "errno": "EBUSY", "count": 4}]
+    for inst, (peak, cur) in EXPECTED_QUARANTINED.items():
+        assert insts[inst]["quarantined_blocks"] == {"peak": peak, "current": cur}
+    assert insts["db3"]["quarantined_blocks"] == {"peak": None, "current": None}   # no controller there
+
+
+def test_fleet_totals(report):
+    f = report["json"]["fleet"]
+    end_h = RANGE_HOURS
+    assert (f["instances"], f["nodes"]) == (3, 5)
+    assert f["online_bytes"]["current"] == sum(s.dma32 + s.normal + s.movable_online(end_h) for s in NODES)
+    assert f["hot_unpluggable_bytes"]["peak"] == (72 + 16 + 24 + 48 + 64) * GiB
+    assert f["hot_unpluggable_bytes"]["current"] == (32 + 16 + 24 + 48 + 64) * GiB
+    assert f["offline_failures_by_reason"] == {"failure to isolate range": 3, "unmovable page": 5}
+    assert f["failed_offline_bytes"] == 4 * BLOCK
+    assert f["nodes_above_4_in_period"] == 1 and f["nodes_above_3_in_period"] == 2
+    assert f["failed_actions"] == 4
+
+
+def test_risk_ranking(report):
+    ranking = [(r["instance"], r["node"]) for r in report["json"]["ranking"]]
+    assert ranking[0] == ("db1", "0")
+    assert set(ranking[-2:]) == {("db3", "0"), ("db3", "1")}
+    top = _node(report["json"], "db1", "0")["risk"]
+    assert top["score"] == pytest.approx(sum(top["components"].values()), abs=0.1)
+    assert 0 < top["score"] <= 100
+
+
+def test_findings_from_the_data(report):
+    findings = report["json"]["findings"]
+    texts = [f["text"] for f in findings]
+    crit = [f for f in findings if f["severity"] == "critical"]
+    assert len(crit) == 1 and crit[0]["alert"] == "MemhpMovableKernelRatioCritical"
+    assert re.search(r"db1 node 0 spent 14\.0 h above 4:1", crit[0]["text"]), crit[0]["text"]
+    assert any(re.search(r"^512\.0 MiB \(4 memory blocks: 600-603, zone Movable\) requested for removal could "
+                         r"not be offlined on db1 node 0 \(failure to isolate range: 256\.0 MiB, unmovable page: "
+                         r"256\.0 MiB\)", t) for t in texts), texts
+    assert any(re.search(r"db2 node 0 spent 6\.0 h above 3:1", t) for t in texts), texts
+    assert any("quarantined up to 2 memory block" in t for t in texts)
+    assert any("4 controller action(s)" in t and "EBUSY: 4" in t for t in texts)
+    assert not any("db3" in t for t in texts)      # the quiet host has nothing to say
+    # every finding links to an existing runbook section
+    anchors = {h[3:].strip().lower() for h in RUNBOOKS.read_text().splitlines() if h.startswith("## ")}
+    for f in findings:
+        assert f["runbook_url"].endswith("/docs/runbooks.md#" + f["alert"].lower())
+        assert f["alert"].lower() in anchors, f["alert"]
+
+
+def test_markdown_summary(report):
+    md = report["md"]
+    assert md.startswith("# memhp capacity review")
+    assert "| 1 | db1 | 0 | " in md                                  # ranked first
+    row = next(line for line in md.splitlines() if line.startswith("| db1 | 0 | 2.00:1 |"))
+    assert "| 4.50:1 |" in row and "| 19.0 | 14.0 |" in row
+    assert "| db1 | failure to isolate range | 3 |" in md and "| db1 | unmovable page | 5 |" in md
+    assert "| db1 | offline | failed | EBUSY | 4 |" in md
+    assert "| db1 | 0 | 600 | Movable | unmovable page ×3 | yes |" in md
+    assert "(https://github.com/memhp/memhp/blob/main/docs/runbooks.md#memhpmovablekernelratiocritical)" in md
+    for name in ("capacity", "ratio", "failures", "actions"):
+        assert f"(charts/{name}.png)" in md
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", path
+    return struct.unpack(">II", head[16:24])
+
+
+def test_charts_are_real_pngs(report):
+    from PIL import Image
+
+    charts = report["json"]["charts"]
+    assert set(charts) == {"capacity", "ratio", "failures", "actions"}
+    expected = {"ratio": (1000, 400), "failures": (1000, 350), "actions": (1000, 350),
+                "capacity": (1000, 250 * 3 + 50)}            # 5 nodes: 3 rows of 2
+    for name, info in charts.items():
+        path = report["out"] / info["file"]
+        assert _png_size(path) == expected[name] == (info["width"], info["height"])
+        with Image.open(path) as im:
+            im.verify()
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.size == expected[name]
+            assert len(im.convert("RGB").getcolors(maxcolors=1 << 20) or ()) > 5    # not a blank canvas
+
+
+def test_html_is_self_contained(report):
+    html = (report["out"] / "report.html").read_text()
+    assert "<script" not in html and "<link" not in html and "@import" not in html
+    srcs = re.findall(r'\bsrc="([^"]*)"', html)
+    assert len(srcs) == 4 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "url(" not in html
+
+
+def _chromium(args: list[str], page: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    profile = tmp_path / f"chromium-profile-{len(list(tmp_path.iterdir()))}"
+    profile.mkdir()
+    argv = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", *args, page.as_uri()]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def _console(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (scripts/setup.sh installs it)")
+def test_console_detection_works(tmp_path):
+    """The check below would see a console error: a page that logs one."""
+    page = tmp_path / "canary.html"
+    page.write_text('<!DOCTYPE html><p>x</p><script>console.error("canary-7731")</script>')
+    r = _chromium(["--dump-dom"], page, tmp_path)
+    assert any("canary-7731" in line for line in _console(r.stderr)), r.stderr[-2000:]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (scripts/setup.sh installs it)")
+def test_html_renders_in_chromium(report, tmp_path):
+    page = report["out"] / "report.html"
+    r = _chromium(["--dump-dom"], page, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert _console(r.stderr) == [], _console(r.stderr)
+    dom = r.stdout
+    assert "<h1" in dom and "memhp capacity review" in dom
+    assert dom.count('<img id="chart-') == 4
+    assert "db1 node 0 spent 14.0 h above 4:1" in dom
+    shot = report["out"] / "screenshot.png"
+    r = _chromium([f"--screenshot={shot}", "--window-size=1280,2400", "--hide-scrollbars"], page, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert _console(r.stderr) == [], _console(r.stderr)
+    assert _png_size(shot) == (1280, 2400)
+    from PIL import Image
+    with Image.open(shot) as im:
+        colours = im.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50               # text, tables and charts, not a blank page
+    keep = os.environ.get("MEMHP_REPORT_SCREENSHOT")
+    if keep:
+        shutil.copy(shot, keep)
+
+
+def test_step_raised_to_the_point_limit(history_prometheus, history_end, tmp_path):
+    r = memhp("report", "--prometheus", history_prometheus.url, "--range", "3d", "--end", str(history_end),
+              "--step", "10s", "--out", str(tmp_path), "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["meta"]["step_seconds"] == 30                       # 3d at 10s = 25,921 points > 11,000
+    assert "11000" in r.stderr and "using 30s" in r.stderr
+    assert data["meta"]["warnings"] and "30s" in data["meta"]["warnings"][0]
+
+
+def test_selector_and_progress(history_prometheus, history_end, tmp_path):
+    r = memhp("report", "--prometheus", history_prometheus.url, "--range", "3d", "--end", str(history_end),
+              "--selector", '{instance="db2"}', "--out", str(tmp_path), "--json", "--progress")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert {(n["instance"], n["node"]) for n in data["nodes"]} == {("db2", "0")}
+    assert data["fleet"]["hot_unpluggable_bytes"]["peak"] == 26 * GiB         # from the instance: rules
+    assert data["meta"]["selector"] == 'instance="db2"'
+    lines = [line for line in r.stderr.splitlines() if line.startswith("memhp report: [")]
+    assert len(lines) > 10
+    done, total = map(int, re.search(r"\[\s*(\d+)/(\d+)\]", lines[-1]).groups())
+    assert done == total
+    # without --progress and without a terminal: quiet
+    r = memhp("report", "--prometheus", history_prometheus.url, "--range", "3d", "--end", str(history_end),
+              "--selector", '{instance="db2"}', "--out", str(tmp_path / "quiet"))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert "db2 node 0 spent 6.0 h above 3:1" in r.stdout
+
+
+def _fails(r: subprocess.CompletedProcess, *needles: str) -> None:
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("memhp report: error: "), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for n in needles:
+        assert n in r.stderr, r.stderr
+
+
+def test_error_unreachable(tmp_path):
+    port = free_port()   # nothing listens there
+    _fails(memhp("report", "--prometheus", f"http://127.0.0.1:{port}", "--range", "1d", "--out", str(tmp_path)),
+           "cannot reach Prometheus", f"127.0.0.1:{port}")
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_error_empty_selector(history_prometheus, history_end, tmp_path):
+    _fails(memhp("report", "--prometheus", history_prometheus.url, "--range", "3d", "--end", str(history_end),
+                 "--selector", '{instance="nosuchhost"}', "--out", str(tmp_path)),
+           "no memhp series match the selector", 'instance="nosuchhost"')
+
+
+def test_error_range_without_data(history_prometheus, history_end, tmp_path):
+    _fails(memhp("report", "--prometheus", history_prometheus.url, "--range", "2d",
+                 "--end", str(history_end - 20 * 86400), "--out", str(tmp_path)),
+           "no data between", "none has samples in that range")
+
+
+def test_error_bad_arguments(history_prometheus, tmp_path):
+    _fails(memhp("report", "--prometheus", history_prometheus.url, "--range", "3 days", "--out", str(tmp_path)),
+           "not a duration")
+    _fails(memhp("report", "--prometheus", history_prometheus.url, "--range", "1d", "--selector", '{instance=db1}',
+                 "--out", str(tmp_path)), "Prometheus refused")
+    _fails(memhp("report", "--prometheus", history_prometheus.url + "/nonsense", "--range", "1d",
+                 "--out", str(tmp_path)), "is this a Prometheus server")
