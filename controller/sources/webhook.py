@@ -624,11 +624,18 @@ class _Server(ThreadingHTTPServer):
             raise
 
     def process_request_thread(self, request, client_address) -> None:
+        # ThreadingMixIn's version, with the slot freed *before* the socket is
+        # closed: a client that has seen its connection end must find the slot
+        # free (otherwise, with max_concurrency=1, its next request can be
+        # refused as overloaded).
         try:
-            super().process_request_thread(request, client_address)
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
         finally:
             self._count(-1)
             self.slots.release()
+            self.shutdown_request(request)
 
     def handle_error(self, request, client_address) -> None:
         log.exception("error serving %s", client_address)

@@ -477,6 +477,9 @@ def test_tls_handshake_is_under_the_deadline(receiver, tmp_path):
     with r.raw() as s:  # connects and never starts the handshake
         _read_until_closed(s, 5)
     assert time.monotonic() - started < 3
+    # The handler closes the socket at the deadline, a moment before its
+    # thread gives the slot back: wait for that, then the only worker serves.
+    wait_until(lambda: r.handle.in_flight == 0, timeout=5)
     r.ssl_context = ssl.create_default_context(cafile=str(cert))
     assert r.request(body=payload())[0] == 200  # the only worker was freed
 

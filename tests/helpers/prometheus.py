@@ -379,10 +379,11 @@ try:  # the fixture, for conftest.py files: `from tests.helpers.prometheus impor
     @pytest.fixture
     def prometheus_factory(tmp_path_factory):
         """``start(scrape_configs, rule_files=(), **kwargs) -> PrometheusServer``;
-        skips the test when the prometheus binary is missing; stops every
-        server at teardown."""
+        fails the test when the prometheus binary is missing (a broken
+        set-up, never a silent skip); stops every server at teardown."""
         if prometheus_binary() is None:
-            pytest.skip(f"{PROMETHEUS} not installed (scripts/setup.sh installs it)")
+            pytest.fail(f"{PROMETHEUS} not installed: run scripts/setup.sh (Debian package prometheus)",
+                        pytrace=False)
         started: list[PrometheusServer] = []
 
         def start(scrape_configs: Sequence[dict], rule_files: Sequence[Path] = (), **kwargs: Any) -> PrometheusServer:
