@@ -81,24 +81,18 @@ class BlockRange:
 def merge_ranges(blocks: list[MemoryBlock]) -> list[BlockRange]:
     """Merge runs of consecutive block ids with equal state, removable, node and zones."""
     out: list[BlockRange] = []
-
-    def key(b: MemoryBlock):
-        return (b.state, b.removable, b.node, b.valid_zones)
-
-    run: list[MemoryBlock] = []
-    for b in blocks:
-        if run and (b.id != run[-1].id + 1 or key(b) != key(run[-1])):
-            out.append(_range(run))
-            run = []
-        run.append(b)
-    if run:
-        out.append(_range(run))
+    if not blocks:
+        return out
+    first = last = blocks[0]
+    key = (first.state, first.removable, first.node, first.valid_zones)
+    for b in blocks[1:]:
+        k = (b.state, b.removable, b.node, b.valid_zones)
+        if b.id != last.id + 1 or k != key:
+            out.append(BlockRange(first.id, last.id, *key))
+            first, key = b, k
+        last = b
+    out.append(BlockRange(first.id, last.id, *key))
     return out
-
-
-def _range(run: list[MemoryBlock]) -> BlockRange:
-    b = run[0]
-    return BlockRange(b.id, run[-1].id, b.state, b.removable, b.node, b.valid_zones)
 
 
 def format_id_ranges(ids: Iterable[int]) -> str:

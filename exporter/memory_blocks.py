@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 
@@ -188,10 +189,18 @@ def read_blocks(
         ids = list_block_ids(memory_dir, errors)
         want_removable = removable_limit is None or len(ids) <= removable_limit
         reader = _BlockReader(root_fd, errors, node_of, details, want_removable)
-        if details or want_removable or node_of is None:
-            blocks = [reader.read(i) for i in ids]
-        else:
-            blocks = _read_fast(reader, ids, node_of)
+        # Up to 100k acyclic objects in a row: the cyclic collector would only
+        # rescan them again and again while the list grows.
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            if details or want_removable or node_of is None:
+                blocks = [reader.read(i) for i in ids]
+            else:
+                blocks = _read_fast(reader, ids, node_of)
+        finally:
+            if gc_was_on:
+                gc.enable()
         return [b for b in blocks if b is not None]
     finally:
         os.close(root_fd)
