@@ -77,8 +77,21 @@ def test_online_lowest_address_first_and_auto_honours_the_ratio(tree):
     standard_layout(tree, normal=2, movable=4, offline=4)  # offline: 6-9
     p = plan(Request("online", count=4, zone="auto"), snap(tree))
     assert p.blocks == [6, 7, 8, 9]
-    assert [s.ops[0] for s in p.steps] == ["online_movable", "online_movable", "online_kernel", "online_movable"]
-    # after 2 Movable the 3rd goes to Normal (kernel 3 blocks -> room for 9.03 movable), then Movable again
+    assert [s.ops[0] for s in p.steps] == ["online_movable", "online_movable", "online_kernel", "online_kernel"]
+    # after 2 Movable the rest go to Normal: a hot-added block onlined to a kernel zone does not raise the
+    # kernel's KERNEL (present_early_pages), so it makes no room for more Movable -- as the real kernel does
+    # (tests/vm/test_controller_kernel_paths.py::test_online_auto_honours_auto_movable_ratio)
+
+
+def test_auto_movable_ratio_zero_means_never_movable(tree):
+    # auto_movable_ratio=0: the kernel's auto-movable policy never picks ZONE_MOVABLE; 0 is not "unset"
+    standard_layout(tree, normal=2, movable=0, offline=2)
+    tree.set_params(ratio=0)
+    p = plan(Request("online", count=2, zone="auto"), snap(tree))
+    assert [s.ops[0] for s in p.steps] == ["online_kernel", "online_kernel"]
+    with pytest.raises(PlanRefused) as e:
+        plan(Request("online", count=1, zone="movable"), snap(tree))
+    assert e.value.guard == "ratio"
 
 
 def test_online_movable_above_the_ratio_is_refused(tree):

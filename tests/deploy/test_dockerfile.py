@@ -80,7 +80,7 @@ def test_labels_and_version():
 
     assert "version" in PYPROJECT["project"]["dynamic"]
     assert args["VERSION"] == __version__
-    assert labels["org.opencontainers.image.licenses"] == PYPROJECT["project"]["license"]["text"]
+    assert labels["org.opencontainers.image.licenses"] == PYPROJECT["project"]["license"]  # SPDX string
     # The controller's needs are stated on the image itself.
     assert "/sys/devices/system/memory" in labels["io.memhp.controller.privileges"]
 
