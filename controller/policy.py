@@ -122,7 +122,10 @@ class _Ratio:
 def ratio_ceiling(req: Request, snap: Snapshot) -> int:
     if req.max_movable_ratio is not None:
         return req.max_movable_ratio
-    return snap.params.auto_movable_ratio or KERNEL_DEFAULT_RATIO
+    # 0 is a real setting: the kernel's auto-movable policy then never picks ZONE_MOVABLE
+    # (auto_movable_zone_for_pfn: "if (!auto_movable_ratio) goto kernel_zone").
+    kernel = snap.params.auto_movable_ratio
+    return KERNEL_DEFAULT_RATIO if kernel is None else kernel
 
 
 def wanted_blocks(req: Request, block_size: int) -> int:
@@ -241,8 +244,10 @@ def _plan_online(req: Request, snap: Snapshot, bs: int, quarantined: frozenset[i
                 continue
         if token == "online_movable":
             ratio.add(b.node, pages, 0)
-        else:
-            ratio.add(b.node, 0, pages)
+        # A block onlined to a kernel zone adds nothing to KERNEL: the kernel counts only
+        # present_early_pages (boot memory), and an offline block being onlined is, but for boot
+        # memory offlined by hand, hot-added memory.  Counting it would let the rest of this plan
+        # put more into ZONE_MOVABLE than the kernel's own auto-movable policy allows.
         steps.append(Step(b.id, (token,)))
     if req.blocks is None and 0 < len(steps) < n:
         notes.append(f"only {len(steps)} of {n} requested blocks qualify")

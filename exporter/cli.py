@@ -173,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sys.stdout.buffer.write(data)
         return 0
-    log.info("starting memhp-exporter %s: %s", _version(), cfg)
+    log.info("starting memhp-exporter %s: listen=%s%s sysfs=%s procfs=%s kmsg=%s collectors=%s "
+             "blocks.limit=%d tls=%s", _version(), cfg.listen, cfg.telemetry_path, cfg.paths.sysfs,
+             cfg.paths.procfs, cfg.paths.kmsg, ",".join(sorted(cfg.collectors)), cfg.block_limit,
+             "on" if cfg.tls_cert else "off")
     try:
         httpd = serve(registry, cfg.listen, cfg.telemetry_path, cfg.tls_cert, cfg.tls_key)
     except OSError as e:
