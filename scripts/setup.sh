@@ -10,6 +10,9 @@ APT_PACKAGES=(
     busybox-static cpio   # the guest's initramfs
     prometheus prometheus-alertmanager   # promtool, amtool, real servers in tests
     chromium              # headless rendering of `memhp report`'s HTML in tests
+    systemd               # systemd-analyze verify of deploy/systemd units
+    openssl               # self-signed certificates for the TLS tests
+    e2fsprogs             # chattr +i: a real EPERM for the actuator tests
 )
 
 missing=()
