@@ -10,8 +10,8 @@ import re
 
 _SIZE = re.compile(r"\s*([0-9]+)\s*([KMGTP]?)(?:i?B)?\s*\Z", re.IGNORECASE)
 _SIZE_SHIFT = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
-_DURATION_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)")
+_DURATION_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _RANGE = re.compile(r"([0-9]+)(?:-([0-9]+))?\Z")
 
 # The largest id range one --blocks argument may name: a guard against typos
@@ -36,9 +36,13 @@ def parse_size(text: str | int) -> int:
 
 
 def parse_duration(text: str | int | float) -> float:
-    """``"1h30m"`` -> 5400.0; a bare number is seconds.  Negative is refused."""
+    """Prometheus-style ``"1h30m"`` -> 5400.0; a bare number (or numeric string)
+    is seconds.  Negative is refused.  The one duration parser of memhp: the
+    policy file, the command-line flags and ``memhp report`` all use it."""
     if isinstance(text, bool):
         raise ValueError("a duration is a number of seconds or a string such as '30s'")
+    if isinstance(text, str) and re.fullmatch(r"\s*[0-9]+(?:\.[0-9]+)?\s*", text):
+        text = float(text)
     if isinstance(text, (int, float)):
         value = float(text)
     else:

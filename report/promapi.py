@@ -13,12 +13,12 @@ import urllib.request
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from controller import units
+
 MAX_POINTS = 11_000          # Prometheus refuses range queries with more points per series
 CHUNK_POINTS = 1_440         # range queries are split into chunks of at most this many points
 NICE_STEPS = [15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800]
 
-_DURATION = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
-_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 365 * 86400}
 
 
 class ReportError(Exception):
@@ -26,19 +26,9 @@ class ReportError(Exception):
 
 
 def parse_duration(text: str) -> float:
-    """A Prometheus duration ("30d", "1h30m", "90s") or plain seconds, in seconds."""
-    text = text.strip()
-    try:
-        value = float(text)
-    except ValueError:
-        pos, value = 0, 0.0
-        for m in _DURATION.finditer(text):
-            if m.start() != pos:
-                break
-            value += int(m.group(1)) * _UNIT[m.group(2)]
-            pos = m.end()
-        if pos != len(text) or not text:
-            raise ValueError(f"not a duration: {text!r} (use e.g. 30d, 12h, 1h30m, 90s)") from None
+    """A Prometheus duration ("30d", "1h30m", "90s") or plain seconds; a range or
+    step must be positive."""
+    value = units.parse_duration(text)
     if not value > 0 or math.isinf(value):
         raise ValueError(f"duration must be positive: {text!r}")
     return value

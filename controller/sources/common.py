@@ -104,21 +104,3 @@ def string_map(value: Any, what: str) -> dict[str, str]:
         if not isinstance(v, str):
             raise TypeError(f"{what}[{k!r}] must be a string, got {type(v).__name__}")
     return dict(value)
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from ``1.5``, ``500ms``, ``10s``, ``2m``, ``1h`` or ``1m30s`` (Prometheus style)."""
-    text = str(text).strip()
-    try:
-        value = float(text)
-    except ValueError:
-        pass
-    else:
-        if value < 0:
-            raise ValueError(f"negative duration: {text!r}")
-        return value
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"not a duration: {text!r} (e.g. 500ms, 10s, 2m)")
-    return sum(float(n) * units[u] for n, u in parts)

@@ -41,8 +41,8 @@ from controller.alert import FIRING, RESOLVED, Alert, AlertSink, SinkFull, SinkU
 from controller.metrics import ControllerMetrics
 
 from .auth import SecretFile, SecretFileError, parse_basic_auth, parse_bearer_token
-from .common import TimestampError, canonical_end_time, canonical_time, labels_fingerprint, now_time, \
-    parse_duration, string_map
+from ..units import parse_duration
+from .common import TimestampError, canonical_end_time, canonical_time, labels_fingerprint, now_time, string_map
 
 log = logging.getLogger(__name__)
 

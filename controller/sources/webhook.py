@@ -43,7 +43,8 @@ from controller.alert import FIRING, RESOLVED, Alert, AlertSink, SinkFull, SinkU
 from controller.metrics import ControllerMetrics
 
 from .auth import Authenticator, SecretFileError
-from .common import (TimestampError, canonical_end_time, canonical_time, labels_fingerprint, parse_duration,
+from ..units import parse_duration
+from .common import (TimestampError, canonical_end_time, canonical_time, labels_fingerprint,
                      string_map)
 
 log = logging.getLogger(__name__)

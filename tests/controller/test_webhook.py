@@ -19,7 +19,8 @@ import pytest
 
 from controller.alert import FIRING, RESOLVED
 from controller.metrics import ControllerMetrics
-from controller.sources.common import canonical_time, labels_fingerprint, parse_duration
+from controller.sources.common import canonical_time, labels_fingerprint
+from controller.units import parse_duration
 from controller.sources.webhook import (DEFAULT_LISTEN_ADDRESS, WEBHOOK_PATH, PayloadError, WebhookConfigError,
                                         WebhookSettings, add_webhook_arguments, parse_webhook_payload, serve,
                                         settings_from_args, validate_settings)

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import yaml
+
+from .wait import free_port, wait_until  # free_port is re-exported for the tests that import it from here
 
 PROMETHEUS = os.environ.get("MEMHP_PROMETHEUS", "prometheus")
 PROMTOOL = os.environ.get("MEMHP_PROMTOOL", "promtool")
@@ -56,36 +57,12 @@ def prometheus_binary() -> str | None:
     return shutil.which(PROMETHEUS)
 
 
-def free_port(host: str = LOOPBACK) -> int:
-    """A port that was free a moment ago (callers retry if it is taken)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2,
              what: str = "condition", last: Callable[[], Any] | None = None) -> Any:
     """Poll ``predicate`` until it returns something truthy; return it.  On
     timeout raise PrometheusError with ``what`` and (if given) ``last()``."""
-    deadline = time.monotonic() + timeout
-    error: Exception | None = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-            error = None
-        except (OSError, urllib.error.URLError, PrometheusError, ValueError) as e:
-            error = e
-        if time.monotonic() >= deadline:
-            detail = ""
-            if last is not None:
-                with contextlib.suppress(Exception):
-                    detail = f"; last seen: {last()!r}"[:4000]
-            if error is not None:
-                detail += f"; last error: {error!r}"
-            raise PrometheusError(f"timed out after {timeout:g}s waiting for {what}{detail}")
-        time.sleep(interval)
+    return wait_until(predicate, timeout, interval, what, last=last,
+                      catch=(OSError, urllib.error.URLError, PrometheusError, ValueError), error=PrometheusError)
 
 
 def static_job(name: str, targets: Sequence[str], *, labels: dict[str, str] | None = None,

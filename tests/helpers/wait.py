@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
 
 
 def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
-               desc: str = "condition") -> T:
-    """Return the first truthy value of ``condition()``; AssertionError after ``timeout`` seconds.
+               desc: str = "condition", *, last: Callable[[], Any] | None = None,
+               catch: tuple[type[BaseException], ...] = (Exception,),
+               error: Callable[[str], BaseException] = AssertionError) -> T:
+    """Return the first truthy value of ``condition()``; raise ``error`` after ``timeout`` seconds.
 
-    Exceptions raised by ``condition`` count as "not yet" and the last one is
-    reported on timeout.
+    Exceptions in ``catch`` raised by ``condition`` count as "not yet" and the
+    last one is reported on timeout, with ``last()`` if given (what was seen).
     """
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None
@@ -23,11 +26,17 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: floa
             value = condition()
             if value:
                 return value
-        except Exception as e:  # noqa: BLE001 - reported below
+            last_exc = None
+        except catch as e:
             last_exc = e
         if time.monotonic() >= deadline:
-            extra = f" (last error: {last_exc!r})" if last_exc else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {desc}{extra}")
+            extra = ""
+            if last is not None:
+                with contextlib.suppress(Exception):
+                    extra = f"; last seen: {last()!r}"[:4000]
+            if last_exc is not None:
+                extra += f"; last error: {last_exc!r}"
+            raise error(f"timed out after {timeout:g}s waiting for {desc}{extra}")
         time.sleep(interval)
 
 
