@@ -6,6 +6,7 @@ lazily and at most once per scrape what the enabled collectors ask for.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -67,9 +68,10 @@ class Snapshot:
     meminfo: dict[str, int] | None
 
     def block(self, block_id: int) -> MemoryBlock | None:
-        for b in self.blocks:
-            if b.id == block_id:
-                return b
+        # ``blocks`` is sorted by id (read_blocks): no linear scan of 100k blocks.
+        i = bisect_left(self.blocks, block_id, key=lambda b: b.id)
+        if i < len(self.blocks) and self.blocks[i].id == block_id:
+            return self.blocks[i]
         return None
 
 

@@ -167,3 +167,13 @@ def test_going_offline(roots, capsys):
     b35 = snap.block(35)
     assert (b35.state, b35.online, b35.zone) == ("going-offline", None, "Movable")
     assert errors.counts() == {}
+
+
+def test_snapshot_block_lookup(roots):
+    from exporter.paths import Paths
+    from exporter.snapshot import read_snapshot
+
+    root = roots["two-node-dimm-offline"]
+    snap = read_snapshot(Paths(str(root / "sys"), str(root / "proc")))
+    assert [snap.block(b.id) for b in snap.blocks] == snap.blocks
+    assert snap.block(8) is None and snap.block(-1) is None and snap.block(10**6) is None  # holes and outside
