@@ -26,8 +26,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /src
 COPY constraints.txt pyproject.toml README.md ./
+COPY memhp/ memhp/
 COPY exporter/ exporter/
 COPY controller/ controller/
+COPY report/ report/
 
 # The wheel is built here (setuptools and wheel pinned by the constraints),
 # then installed with its pinned runtime dependencies, all binary wheels, into

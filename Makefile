@@ -1,5 +1,8 @@
-# Two entry points, both runnable on a fresh Debian 12 machine as root.
-.PHONY: setup run test
+# Entry points, all runnable on a fresh Debian 12 machine as root.
+#   make test   the README's test command (CI runs exactly this): setup, the
+#               quality gate (lint, typecheck), then the whole suite
+#   make unit   the quick loop: no VM, no Prometheus/Alertmanager servers
+.PHONY: setup run lint typecheck unit test fixtures
 
 setup:
 	./scripts/setup.sh
@@ -8,12 +11,21 @@ setup:
 run: setup
 	.venv/bin/memhp-exporter $(ARGS)
 
-# The whole test suite, the VM test bed and real Prometheus included.
-test: setup
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+typecheck: setup
+	.venv/bin/python scripts/typecheck
+
+unit: setup
+	.venv/bin/python -m pytest -m "not vm and not prometheus" $(PYTEST_ARGS)
+
+# The whole test suite, the VM test bed and real Prometheus included, after the gate.
+test: lint typecheck
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 # Re-capture the fixture archives (tests/fixtures/*.tar.gz) from Debian's
 # kernel in QEMU; SCENARIOS="imbalanced ..." for a subset (docs/testing.md).
-.PHONY: fixtures
 fixtures: setup
 	.venv/bin/python scripts/refresh-fixtures $(SCENARIOS)

@@ -20,8 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synth_tree import REPO, make_tree  # noqa: E402
+from bench.synth_tree import REPO, make_tree
 
 LSMEM = ["lsmem", "-J", "-a", "-o", "RANGE,SIZE,STATE,REMOVABLE,BLOCK,NODE,ZONES"]
 DOC = REPO / "docs" / "performance.md"
@@ -34,7 +33,7 @@ def run_measured(argv: list[str]) -> tuple[float, int, int, float]:
     small wrapper reaps the measured process alone with wait4.
     """
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, *argv], capture_output=True)
+    p = subprocess.run([sys.executable, "-c", _RSS_WRAPPER, *argv], capture_output=True, check=False)
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"{argv[0]} failed: {p.stderr.decode()[-2000:]}")
@@ -56,8 +55,14 @@ sys.exit(os.waitstatus_to_exitcode(status))
 
 def bench(n: int, runs: int, base: Path) -> dict:
     root = make_tree(base / f"tree-{n}", n)
-    exporter = [str(Path(sys.executable).with_name("memhp-exporter")), "--once",
-                "--path.sysfs", str(root / "sys"), "--path.procfs", str(root / "proc")]
+    exporter = [
+        str(Path(sys.executable).with_name("memhp-exporter")),
+        "--once",
+        "--path.sysfs",
+        str(root / "sys"),
+        "--path.procfs",
+        str(root / "proc"),
+    ]
     lsmem = LSMEM + ["--sysroot", str(root)]
     ours, ref = [], []
     for _ in range(runs):  # interleaved, so drift hits both alike
@@ -66,10 +71,18 @@ def bench(n: int, runs: int, base: Path) -> dict:
     med = statistics.median
     wall_ours, wall_ref = med(r[0] for r in ours), med(r[0] for r in ref)
     cpu_ours, cpu_ref = med(r[3] for r in ours), med(r[3] for r in ref)
-    return {"blocks": n, "memhp_s": wall_ours, "lsmem_s": wall_ref, "ratio": wall_ours / wall_ref,
-            "memhp_cpu_s": cpu_ours, "lsmem_cpu_s": cpu_ref, "cpu_ratio": cpu_ours / cpu_ref,
-            "memhp_rss_mib": max(r[1] for r in ours) / 1024, "lsmem_rss_mib": max(r[1] for r in ref) / 1024,
-            "exposition_bytes": ours[0][2]}
+    return {
+        "blocks": n,
+        "memhp_s": wall_ours,
+        "lsmem_s": wall_ref,
+        "ratio": wall_ours / wall_ref,
+        "memhp_cpu_s": cpu_ours,
+        "lsmem_cpu_s": cpu_ref,
+        "cpu_ratio": cpu_ours / cpu_ref,
+        "memhp_rss_mib": max(r[1] for r in ours) / 1024,
+        "lsmem_rss_mib": max(r[1] for r in ref) / 1024,
+        "exposition_bytes": ours[0][2],
+    }
 
 
 def render(results: list[dict], runs: int) -> str:
@@ -78,14 +91,18 @@ def render(results: list[dict], runs: int) -> str:
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
-        lines.append(f"| {r['blocks']:,} | {r['memhp_s'] * 1000:.0f} / {r['memhp_cpu_s'] * 1000:.0f} ms | "
-                     f"{r['lsmem_s'] * 1000:.0f} / {r['lsmem_cpu_s'] * 1000:.0f} ms | {r['ratio']:.2f} | "
-                     f"{r['cpu_ratio']:.2f} | {r['memhp_rss_mib']:.1f} MiB | {r['lsmem_rss_mib']:.1f} MiB | "
-                     f"{r['exposition_bytes'] / 1024:.1f} KiB |")
+        lines.append(
+            f"| {r['blocks']:,} | {r['memhp_s'] * 1000:.0f} / {r['memhp_cpu_s'] * 1000:.0f} ms | "
+            f"{r['lsmem_s'] * 1000:.0f} / {r['lsmem_cpu_s'] * 1000:.0f} ms | {r['ratio']:.2f} | "
+            f"{r['cpu_ratio']:.2f} | {r['memhp_rss_mib']:.1f} MiB | {r['lsmem_rss_mib']:.1f} MiB | "
+            f"{r['exposition_bytes'] / 1024:.1f} KiB |"
+        )
     lines.append("")
-    lines.append(f"Medians of {runs} interleaved runs each, whole processes (Python start-up included), "
-                 f"trees on tmpfs; {platform.python_implementation()} {platform.python_version()}, "
-                 f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}.")
+    lines.append(
+        f"Medians of {runs} interleaved runs each, whole processes (Python start-up included), "
+        f"trees on tmpfs; {platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}."
+    )
     return "\n".join(lines)
 
 
@@ -101,9 +118,12 @@ def main() -> int:
     for n in map(int, args.sizes.split(",")):
         r = bench(n, args.runs, base)
         results.append(r)
-        print(f"{n:>7} blocks: memhp {r['memhp_s']:.3f}s  lsmem {r['lsmem_s']:.3f}s  ratio {r['ratio']:.2f}  "
-              f"cpu ratio {r['cpu_ratio']:.2f}  "
-              f"rss {r['memhp_rss_mib']:.1f} MiB  exposition {r['exposition_bytes']} B", flush=True)
+        print(
+            f"{n:>7} blocks: memhp {r['memhp_s']:.3f}s  lsmem {r['lsmem_s']:.3f}s  ratio {r['ratio']:.2f}  "
+            f"cpu ratio {r['cpu_ratio']:.2f}  "
+            f"rss {r['memhp_rss_mib']:.1f} MiB  exposition {r['exposition_bytes']} B",
+            flush=True,
+        )
     table = render(results, args.runs)
     print(table)
     if args.write_doc:
@@ -113,6 +133,7 @@ def main() -> int:
         _, _, tail = rest.partition(end)
         DOC.write_text(f"{head}{start}\n{table}\n{end}{tail}")
     import shutil
+
     shutil.rmtree(base, ignore_errors=True)
     return 0
 

@@ -37,8 +37,11 @@ def make_tree(root: Path, n_blocks: int) -> Path:
         shutil.rmtree(root)
     root.mkdir(parents=True)
     with tarfile.open(TEMPLATE) as tar:
-        keep = [m for m in tar.getmembers()
-                if not m.name.startswith(("sys/devices/system/memory/memory", "sys/devices/system/node/node"))]
+        keep = [
+            m
+            for m in tar.getmembers()
+            if not m.name.startswith(("sys/devices/system/memory/memory", "sys/devices/system/node/node"))
+        ]
         tar.extractall(root, members=keep, filter="tar")
     mem = root / "sys/devices/system/memory"
     nodes = [root / f"sys/devices/system/node/node{k}" for k in range(NODES)]
@@ -50,9 +53,15 @@ def make_tree(root: Path, n_blocks: int) -> Path:
         d = mem / f"memory{i}"
         d.mkdir()
         node = min(i // per_node, NODES - 1)
-        for name, value in (("state", state), ("online", "1" if state == "online" else "0"),
-                            ("phys_index", f"{i:08x}"), ("phys_device", "0"), ("removable", "1"),
-                            ("valid_zones", zones), ("uevent", "")):
+        for name, value in (
+            ("state", state),
+            ("online", "1" if state == "online" else "0"),
+            ("phys_index", f"{i:08x}"),
+            ("phys_device", "0"),
+            ("removable", "1"),
+            ("valid_zones", zones),
+            ("uevent", ""),
+        ):
             with open(d / name, "w") as f:
                 f.write(value + "\n" if value else "")
         os.symlink(f"../../node/node{node}", d / f"node{node}")

@@ -32,17 +32,23 @@ import select
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from tenacity import (Retrying, retry_if_exception, stop_after_attempt, stop_before_delay,
-                      stop_when_event_set, wait_exponential_jitter)
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    stop_when_event_set,
+    wait_exponential_jitter,
+)
 from tenacity.nap import sleep_using_event
 
-from exporter.fsread import ParseErrors
-from exporter.memory_blocks import read_block
-from exporter.model import MOVABLE, NONE_ZONE, MemoryBlock
-from exporter.paths import Paths
+from memhp.exporter.kernel.fsread import ParseErrors
+from memhp.exporter.kernel.memory_blocks import read_block
+from memhp.exporter.kernel.model import MOVABLE, NONE_ZONE, MemoryBlock
+from memhp.exporter.kernel.paths import Paths
 
 from .config import RetryConfig
 from .errnos import TIMEOUT, errno_name, is_retryable
@@ -65,6 +71,7 @@ _EXIT_SHORT_WRITE = 253
 _EXIT_BAD_ERRNO = 254
 _EXIT_CRASH = 255
 _PR_SET_PDEATHSIG = 1
+_prctl: Callable[..., int] | None
 try:  # resolved in the parent: no dlopen() after fork
     _prctl = ctypes.CDLL(None, use_errno=True).prctl
 except (OSError, AttributeError):  # pragma: no cover - non-glibc
@@ -112,7 +119,7 @@ def _child(path: str, data: bytes, parent: int, writer: Writer) -> None:
         code = _EXIT_SHORT_WRITE
     except OSError as e:
         code = e.errno if e.errno and 0 < e.errno < 250 else _EXIT_BAD_ERRNO
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - the forked child must reach os._exit whatever happens
         code = _EXIT_CRASH
     finally:
         os._exit(code)
@@ -217,6 +224,7 @@ def run_writer_child(path: str, data: bytes, timeout: float, grace: float, write
 
 # --- block changes ----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ActionContext:
     """Who asked: copied into every journal record of the change."""
@@ -286,8 +294,16 @@ def _backoff(r: RetryConfig) -> wait_exponential_jitter:
 
 
 class Actuator:
-    def __init__(self, paths: Paths, retry: RetryConfig, journal: Journal, metrics: ControllerMetrics, *,
-                 writer: Writer | None = None, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        paths: Paths,
+        retry: RetryConfig,
+        journal: Journal,
+        metrics: ControllerMetrics,
+        *,
+        writer: Writer | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.paths = paths
         self.retry = retry
         self.journal = journal
@@ -303,15 +319,21 @@ class Actuator:
         r = self.retry
         worst_attempt = r.attempt_timeout + 2 * r.kill_grace
         return Retrying(
-            stop=(stop_after_attempt(r.attempts)
-                  | stop_before_delay(max(0.0, r.total_timeout - worst_attempt))
-                  | stop_when_event_set(self.stop)),
+            stop=(
+                stop_after_attempt(r.attempts)
+                | stop_before_delay(max(0.0, r.total_timeout - worst_attempt))
+                | stop_when_event_set(self.stop)
+            ),
             wait=_backoff(r),
             retry=retry_if_exception(lambda e: isinstance(e, _AttemptFailed) and e.retryable),
             sleep=sleep_using_event(self.stop),
             reraise=True,
-            before_sleep=lambda rs: log.info("block change: attempt %d failed (%s), retrying in %.2fs",
-                                             rs.attempt_number, rs.outcome.exception(), rs.upcoming_sleep),
+            before_sleep=lambda rs: log.info(
+                "block change: attempt %d failed (%s), retrying in %.2fs",
+                rs.attempt_number,
+                rs.outcome.exception() if rs.outcome else None,
+                rs.upcoming_sleep,
+            ),
         )
 
     def change(self, block_id: int, op: str, ctx: ActionContext) -> ChangeResult:
@@ -321,15 +343,27 @@ class Actuator:
         t0 = time.monotonic()
         first = self.read(block_id)
         if first is None:
-            res = ChangeResult(block_id, op, "failed", errno.ENOENT, "ENOENT", 0, None, None, None, 0.0,
-                               "no such memory block")
+            res = ChangeResult(
+                block_id, op, "failed", errno.ENOENT, "ENOENT", 0, None, None, None, 0.0, "no such memory block"
+            )
         elif satisfied(first, op):
             res = ChangeResult(block_id, op, "already", None, "", 0, first.state, first.state, first.zone, 0.0)
         elif first.state == OPS[op][0]:
             # Online in the other zone: the kernel would answer EINVAL; moving a block between
             # zones takes an offline first (that is what rebalance does).
-            res = ChangeResult(block_id, op, "failed", errno.EINVAL, "EINVAL", 0, first.state, first.state,
-                               first.zone, 0.0, f"already {first.state} in zone {first.zone}")
+            res = ChangeResult(
+                block_id,
+                op,
+                "failed",
+                errno.EINVAL,
+                "EINVAL",
+                0,
+                first.state,
+                first.state,
+                first.zone,
+                0.0,
+                f"already {first.state} in zone {first.zone}",
+            )
         else:
             counter = [0]
             try:
@@ -339,12 +373,25 @@ class Actuator:
             res.attempts = counter[0]
             res.state_before = first.state
         res.duration = time.monotonic() - t0
-        self.journal.append({
-            "type": "block_result", "action_id": ctx.action_id, "rule": ctx.rule, "action": ctx.action,
-            "block": block_id, "op": op, "result": res.result, "errno": res.errno, "errno_name": res.errno_name,
-            "attempts": res.attempts, "state_before": res.state_before, "state_after": res.state_after,
-            "zone_after": res.zone_after, "duration": round(res.duration, 6), "detail": res.detail,
-        })
+        self.journal.append(
+            {
+                "type": "block_result",
+                "action_id": ctx.action_id,
+                "rule": ctx.rule,
+                "action": ctx.action,
+                "block": block_id,
+                "op": op,
+                "result": res.result,
+                "errno": res.errno,
+                "errno_name": res.errno_name,
+                "attempts": res.attempts,
+                "state_before": res.state_before,
+                "state_after": res.state_after,
+                "zone_after": res.zone_after,
+                "duration": round(res.duration, 6),
+                "detail": res.detail,
+            }
+        )
         self.metrics.actions.labels(ctx.action, res.result, res.errno_name).inc()
         self.metrics.action_duration.labels(ctx.action).observe(res.duration)
         if res.ok:
@@ -358,12 +405,25 @@ class Actuator:
         if before is not None and satisfied(before, op):
             # Done meanwhile (e.g. the previous attempt's write completed as it was killed).
             return ChangeResult(block_id, op, "already", None, "", n, before.state, before.state, before.zone, 0.0)
-        base = {"action_id": ctx.action_id, "rule": ctx.rule, "action": ctx.action, "block": block_id, "op": op,
-                "attempt": n}
-        self.journal.append({"type": "attempt_start", **base, "fingerprint": ctx.fingerprint,
-                             "starts_at": ctx.starts_at, "source": ctx.source,
-                             "state_before": before.state if before else None,
-                             "zone_before": before.zone if before else None})
+        base = {
+            "action_id": ctx.action_id,
+            "rule": ctx.rule,
+            "action": ctx.action,
+            "block": block_id,
+            "op": op,
+            "attempt": n,
+        }
+        self.journal.append(
+            {
+                "type": "attempt_start",
+                **base,
+                "fingerprint": ctx.fingerprint,
+                "starts_at": ctx.starts_at,
+                "source": ctx.source,
+                "state_before": before.state if before else None,
+                "zone_before": before.zone if before else None,
+            }
+        )
         path = os.path.join(self.paths.memory, f"memory{block_id}", "state")
         out = run_writer_child(path, op.encode(), self.retry.attempt_timeout, self.retry.kill_grace, self.writer)
         after = self.read(block_id)
@@ -377,20 +437,46 @@ class Actuator:
             result, retryable = "mismatch", False  # the write "succeeded" but the block is not there
         else:
             result, retryable = "failed", is_retryable(out.errno)
-        name = TIMEOUT if result == "timeout" else ("state_mismatch" if result == "mismatch"
-                                                      else errno_name(out.errno) or "unknown")
+        name = (
+            TIMEOUT
+            if result == "timeout"
+            else ("state_mismatch" if result == "mismatch" else errno_name(out.errno) or "unknown")
+        )
         if result in ("ok", "already"):
             name = "" if result == "ok" else errno_name(out.errno)
-        detail = out.detail or (f"writer reported {errno_name(out.errno)} after SIGTERM" if out.timed_out and out.errno
-                                else "")
-        self.journal.append({"type": "attempt_end", **base, "errno": out.errno, "errno_name": name,
-                             "result": result, "retryable": retryable, "state_after": state_after,
-                             "zone_after": zone_after, "timed_out": out.timed_out, "killed": out.killed,
-                             "duration": round(out.duration, 6), "detail": detail})
+        detail = out.detail or (
+            f"writer reported {errno_name(out.errno)} after SIGTERM" if out.timed_out and out.errno else ""
+        )
+        self.journal.append(
+            {
+                "type": "attempt_end",
+                **base,
+                "errno": out.errno,
+                "errno_name": name,
+                "result": result,
+                "retryable": retryable,
+                "state_after": state_after,
+                "zone_after": zone_after,
+                "timed_out": out.timed_out,
+                "killed": out.killed,
+                "duration": round(out.duration, 6),
+                "detail": detail,
+            }
+        )
         self.metrics.attempts.labels(ctx.action, result, name).inc()
-        res = ChangeResult(block_id, op, "ok" if result == "ok" else ("already" if result == "already" else "failed"),
-                           out.errno, name, n, before.state if before else None, state_after, zone_after,
-                           out.duration, detail)
+        res = ChangeResult(
+            block_id,
+            op,
+            "ok" if result == "ok" else ("already" if result == "already" else "failed"),
+            out.errno,
+            name,
+            n,
+            before.state if before else None,
+            state_after,
+            zone_after,
+            out.duration,
+            detail,
+        )
         if res.ok:
             return res
         raise _AttemptFailed(res, retryable)

@@ -6,8 +6,9 @@ webhook, Alertmanager API polling) and the engine that decides and acts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol, Sequence
+from typing import Protocol
 
 FIRING = "firing"
 RESOLVED = "resolved"

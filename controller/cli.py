@@ -1,10 +1,10 @@
 """``memhp-controller``: the alert-driven daemon, and ``act``, a safe ``chmem``.
 
-    memhp-controller --config.file policy.yaml --web.auth.bearer-token-file tok
-    memhp-controller --config.file policy.yaml --alertmanager.url http://am:9093 --once
-    memhp-controller act offline --size 1G --dry-run
-    memhp-controller act online --blocks 40-43 --zone movable
-    memhp-controller check-config --config.file policy.yaml
+memhp-controller --config.file policy.yaml --web.auth.bearer-token-file tok
+memhp-controller --config.file policy.yaml --alertmanager.url http://am:9093 --once
+memhp-controller act offline --size 1G --dry-run
+memhp-controller act online --blocks 40-43 --zone movable
+memhp-controller check-config --config.file policy.yaml
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import signal
 import sys
 import threading
 
-from exporter.paths import Paths
+from memhp.exporter.kernel.paths import Paths
+from memhp.units import parse_duration, parse_id_ranges, parse_size
 
 from .config import ConfigError, load_config
 from .engine import Engine
@@ -24,7 +25,6 @@ from .executor import ActionOutcome
 from .journal import JournalError
 from .metrics import ControllerMetrics
 from .policy import Request
-from .units import parse_duration, parse_id_ranges, parse_size
 
 log = logging.getLogger("memhp.controller")
 
@@ -75,63 +75,128 @@ acting right now.
 def _add_common(p: argparse.ArgumentParser, suppress: bool) -> None:
     d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
     g = p.add_argument_group("common options")
-    g.add_argument("--config.file", dest="config_file", metavar="FILE", default=d(None),
-                   help="policy YAML (rules, guards, retry, journal); default: no rules, default guards")
-    g.add_argument("--path.sysfs", dest="path_sysfs", metavar="DIR", default=d("/sys"),
-                   help="sysfs mount point (default /sys)")
-    g.add_argument("--path.procfs", dest="path_procfs", metavar="DIR", default=d("/proc"),
-                   help="procfs mount point (default /proc)")
-    g.add_argument("--journal.path", dest="journal_path", metavar="FILE", default=d(None),
-                   help="override controller.journal of the config file")
-    g.add_argument("--dry-run", dest="dry_run", action="store_true", default=d(False),
-                   help="plan and journal, never write sysfs (overrides guards.dry_run)")
-    g.add_argument("--log.level", dest="log_level", default=d("info"),
-                   choices=("debug", "info", "warning", "error"), help="default info")
+    g.add_argument(
+        "--config.file",
+        dest="config_file",
+        metavar="FILE",
+        default=d(None),
+        help="policy YAML (rules, guards, retry, journal); default: no rules, default guards",
+    )
+    g.add_argument(
+        "--path.sysfs", dest="path_sysfs", metavar="DIR", default=d("/sys"), help="sysfs mount point (default /sys)"
+    )
+    g.add_argument(
+        "--path.procfs",
+        dest="path_procfs",
+        metavar="DIR",
+        default=d("/proc"),
+        help="procfs mount point (default /proc)",
+    )
+    g.add_argument(
+        "--journal.path",
+        dest="journal_path",
+        metavar="FILE",
+        default=d(None),
+        help="override controller.journal of the config file",
+    )
+    g.add_argument(
+        "--dry-run",
+        dest="dry_run",
+        action="store_true",
+        default=d(False),
+        help="plan and journal, never write sysfs (overrides guards.dry_run)",
+    )
+    g.add_argument(
+        "--log.level",
+        dest="log_level",
+        default=d("info"),
+        choices=("debug", "info", "warning", "error"),
+        help="default info",
+    )
 
 
 def get_parser() -> argparse.ArgumentParser:
     from .sources.pull import add_pull_arguments
     from .sources.webhook import add_webhook_arguments
 
-    parser = argparse.ArgumentParser(prog="memhp-controller", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="memhp-controller", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     _add_common(parser, suppress=False)
-    parser.add_argument("--once", action="store_true",
-                        help="one pull-mode reconcile (needs --alertmanager.url), wait for its actions, exit")
-    parser.add_argument("--once.timeout", dest="once_timeout", type=parse_duration, default=900.0,
-                        metavar="DURATION", help="with --once: longest wait for the actions (default 15m)")
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="one pull-mode reconcile (needs --alertmanager.url), wait for its actions, exit",
+    )
+    parser.add_argument(
+        "--once.timeout",
+        dest="once_timeout",
+        type=parse_duration,
+        default=900.0,
+        metavar="DURATION",
+        help="with --once: longest wait for the actions (default 15m)",
+    )
     add_webhook_arguments(parser)
     add_pull_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    act = sub.add_parser("act", help="change blocks by hand through the guards and actuator",
-                         description=ACT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    act = sub.add_parser(
+        "act",
+        help="change blocks by hand through the guards and actuator",
+        description=ACT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     act.add_argument("action", choices=("online", "offline", "rebalance"))
     target = act.add_mutually_exclusive_group(required=True)
-    target.add_argument("--blocks", type=parse_id_ranges, metavar="RANGES",
-                        help="block ids, e.g. 40-43 or 40,42,50-51 (as lsmem prints them)")
-    target.add_argument("--size", type=parse_size, metavar="SIZE",
-                        help="amount of memory, a multiple of the block size, e.g. 512M, 1G")
+    target.add_argument(
+        "--blocks",
+        type=parse_id_ranges,
+        metavar="RANGES",
+        help="block ids, e.g. 40-43 or 40,42,50-51 (as lsmem prints them)",
+    )
+    target.add_argument(
+        "--size", type=parse_size, metavar="SIZE", help="amount of memory, a multiple of the block size, e.g. 512M, 1G"
+    )
     target.add_argument("--count", type=int, metavar="N", help="number of blocks")
-    target.add_argument("--target-ratio", dest="target_ratio", type=float, metavar="R",
-                        help="rebalance only: move blocks until MOVABLE:KERNEL <= R (e.g. 3 for 3:1)")
-    act.add_argument("--zone", choices=("movable", "kernel", "auto", "any"),
-                     help="online: movable|kernel|auto (default auto); offline: movable (default)|kernel|any")
+    target.add_argument(
+        "--target-ratio",
+        dest="target_ratio",
+        type=float,
+        metavar="R",
+        help="rebalance only: move blocks until MOVABLE:KERNEL <= R (e.g. 3 for 3:1)",
+    )
+    act.add_argument(
+        "--zone",
+        choices=("movable", "kernel", "auto", "any"),
+        help="online: movable|kernel|auto (default auto); offline: movable (default)|kernel|any",
+    )
     act.add_argument("--node", type=int, metavar="N", help="only blocks of NUMA node N")
-    act.add_argument("--lock-timeout", dest="lock_timeout", type=parse_duration, default=60.0, metavar="DURATION",
-                     help="how long to wait for a running controller's action to finish (default 60s)")
+    act.add_argument(
+        "--lock-timeout",
+        dest="lock_timeout",
+        type=parse_duration,
+        default=60.0,
+        metavar="DURATION",
+        help="how long to wait for a running controller's action to finish (default 60s)",
+    )
     act.add_argument("--json", action="store_true", help="print the outcome as JSON")
     _add_common(act, suppress=True)
 
-    chk = sub.add_parser("check-config", help="validate --config.file and print the effective configuration",
-                         description="Validate the policy file strictly; print it with defaults filled in.")
+    chk = sub.add_parser(
+        "check-config",
+        help="validate --config.file and print the effective configuration",
+        description="Validate the policy file strictly; print it with defaults filled in.",
+    )
     _add_common(chk, suppress=True)
     return parser
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # --- act ------------------------------------------------------------------------------------------
 
+
 def act_request(args: argparse.Namespace, cfg) -> Request:
     g = cfg.guards
     if args.target_ratio is not None and args.action != "rebalance":
@@ -167,10 +233,18 @@ def act_request(args: argparse.Namespace, cfg) -> Request:
         raise ValueError("rebalance always moves ZONE_MOVABLE blocks to a kernel zone; no --zone")
     if args.count is not None and args.count <= 0:
         raise ValueError("--count must be positive")
-    return Request(action=args.action, count=args.count, size=args.size,
-                   blocks=tuple(args.blocks) if args.blocks is not None else None, zone=zone, node=args.node,
-                   target_ratio=args.target_ratio, max_blocks=g.max_blocks_per_action,
-                   min_available=g.min_available, max_movable_ratio=g.max_movable_ratio)
+    return Request(
+        action=args.action,
+        count=args.count,
+        size=args.size,
+        blocks=tuple(args.blocks) if args.blocks is not None else None,
+        zone=zone,
+        node=args.node,
+        target_ratio=args.target_ratio,
+        max_blocks=g.max_blocks_per_action,
+        min_available=g.min_available,
+        max_movable_ratio=g.max_movable_ratio,
+    )
 
 
 def run_act(args: argparse.Namespace, cfg, paths: Paths) -> int:
@@ -179,8 +253,14 @@ def run_act(args: argparse.Namespace, cfg, paths: Paths) -> int:
     except ValueError as e:
         print(f"memhp-controller act: {e}", file=sys.stderr)
         return EXIT_USAGE
-    engine = Engine(cfg, paths, ControllerMetrics(), dry_run=True if args.dry_run else None,
-                    journal_path=args.journal_path, lock_timeout=args.lock_timeout)
+    engine = Engine(
+        cfg,
+        paths,
+        ControllerMetrics(),
+        dry_run=True if args.dry_run else None,
+        journal_path=args.journal_path,
+        lock_timeout=args.lock_timeout,
+    )
     try:
         engine.open()
     except JournalError as e:
@@ -191,8 +271,10 @@ def run_act(args: argparse.Namespace, cfg, paths: Paths) -> int:
         return EXIT_USAGE
     try:
         for r in engine.reconciled:
-            print(f"reconciled an interrupted {r['op']} of memory{r['block']}: {r['outcome']} "
-                  f"(state now {r['state_now']})")
+            print(
+                f"reconciled an interrupted {r['op']} of memory{r['block']}: {r['outcome']} "
+                f"(state now {r['state_now']})"
+            )
         try:
             out = engine.run_manual(req)
         except JournalError as e:
@@ -210,15 +292,36 @@ def run_act(args: argparse.Namespace, cfg, paths: Paths) -> int:
 
 def _print_outcome(out: ActionOutcome, args: argparse.Namespace, engine: Engine) -> None:
     if args.json:
-        print(json.dumps({
-            "status": out.status, "action_id": out.action_id, "guard": out.guard, "detail": out.detail,
-            "plan": out.plan.describe() if out.plan else None, "notes": out.plan.notes if out.plan else [],
-            "results": [{"block": r.block, "op": r.op, "result": r.result, "errno": r.errno,
-                         "errno_name": r.errno_name, "attempts": r.attempts, "state_before": r.state_before,
-                         "state_after": r.state_after, "zone_after": r.zone_after,
-                         "duration": round(r.duration, 6), "detail": r.detail} for r in out.results],
-            "journal": engine.journal.path,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "status": out.status,
+                    "action_id": out.action_id,
+                    "guard": out.guard,
+                    "detail": out.detail,
+                    "plan": out.plan.describe() if out.plan else None,
+                    "notes": out.plan.notes if out.plan else [],
+                    "results": [
+                        {
+                            "block": r.block,
+                            "op": r.op,
+                            "result": r.result,
+                            "errno": r.errno,
+                            "errno_name": r.errno_name,
+                            "attempts": r.attempts,
+                            "state_before": r.state_before,
+                            "state_after": r.state_after,
+                            "zone_after": r.zone_after,
+                            "duration": round(r.duration, 6),
+                            "detail": r.detail,
+                        }
+                        for r in out.results
+                    ],
+                    "journal": engine.journal.path,
+                },
+                indent=2,
+            )
+        )
         return
     if out.plan is not None:
         print("plan: " + ", ".join(f"memory{s.block} {'+'.join(s.ops)}" for s in out.plan.steps))
@@ -226,19 +329,26 @@ def _print_outcome(out: ActionOutcome, args: argparse.Namespace, engine: Engine)
             print(f"note: {n}")
     for r in out.results:
         extra = f" {r.errno_name}" if r.errno_name else ""
-        print(f"memory{r.block} {r.op}: {r.result}{extra} after {r.attempts} attempt(s), {r.duration:.2f}s; "
-              f"state {r.state_before} -> {r.state_after}" + (f" ({r.zone_after})" if r.zone_after else "")
-              + (f"; {r.detail}" if r.detail else ""))
+        print(
+            f"memory{r.block} {r.op}: {r.result}{extra} after {r.attempts} attempt(s), {r.duration:.2f}s; "
+            f"state {r.state_before} -> {r.state_after}"
+            + (f" ({r.zone_after})" if r.zone_after else "")
+            + (f"; {r.detail}" if r.detail else "")
+        )
     if out.status == "refused":
         print(f"refused by guard {out.guard}: {out.detail}", file=sys.stderr)
     elif out.status == "dry_run":
         print("dry-run: nothing was written")
     else:
-        print(f"{out.status}" + (f": {out.detail}" if out.detail else "") +
-              (f" (action {out.action_id}, journal {engine.journal.path})" if out.action_id else ""))
+        print(
+            f"{out.status}"
+            + (f": {out.detail}" if out.detail else "")
+            + (f" (action {out.action_id}, journal {engine.journal.path})" if out.action_id else "")
+        )
 
 
 # --- daemon ---------------------------------------------------------------------------------------
+
 
 def start_sources(args: argparse.Namespace, engine: Engine, metrics: ControllerMetrics, stop: threading.Event):
     """Start the webhook/metrics server and, with --alertmanager.url, the poller.
@@ -267,8 +377,13 @@ def run_once(args: argparse.Namespace, engine: Engine, metrics: ControllerMetric
         print("memhp-controller: --once needs --alertmanager.url (one pull-mode reconcile)", file=sys.stderr)
         return EXIT_USAGE
     result = PullSource(settings, engine, metrics).poll_once()
-    log.info("poll: %s (%d firing, %d resolved)%s", result.result, result.firing, result.resolved,
-             f": {result.error}" if result.error else "")
+    log.info(
+        "poll: %s (%d firing, %d resolved)%s",
+        result.result,
+        result.firing,
+        result.resolved,
+        f": {result.error}" if result.error else "",
+    )
     if not engine.wait_idle(args.once_timeout):
         log.error("actions still running after %.0fs", args.once_timeout)
         return EXIT_FAILED

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .units import parse_duration, parse_size
+from memhp.units import parse_duration, parse_size
 
 ACTIONS = ("online", "offline", "rebalance", "online-new")
 ONLINE_ZONES = ("movable", "kernel", "auto")
@@ -40,6 +40,7 @@ class ConfigError(ValueError):
 
 # --- field helpers ----------------------------------------------------------------------------
 
+
 def _positive(v: float) -> None:
     if v <= 0:
         raise ValueError("must be greater than 0")
@@ -55,9 +56,10 @@ def _percent(v: int) -> None:
         raise ValueError("must be a percentage between 1 and 6300 (63:1 is impossible, see memory-hotplug.rst)")
 
 
-def _duration(default: float, doc: str = "", check=_non_negative) -> Any:
-    return field(default=default, metadata={"parse": parse_duration, "check": check, "doc": doc,
-                                            "yaml": (int, float, str)})
+def _duration(default: float | None, doc: str = "", check=_non_negative) -> Any:
+    return field(
+        default=default, metadata={"parse": parse_duration, "check": check, "doc": doc, "yaml": (int, float, str)}
+    )
 
 
 def _size(default: int | None, doc: str = "") -> Any:
@@ -70,7 +72,7 @@ def _int(default: int | None, check=_positive, doc: str = "") -> Any:
 
 # --- matchers ---------------------------------------------------------------------------------
 
-_MATCHER = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*\Z', re.DOTALL)
+_MATCHER = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*\Z", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -128,17 +130,22 @@ def parse_matcher(text: str) -> Matcher:
 
 # --- sections ---------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class RetryConfig:
     """How one block's state change is attempted (the actuator's budget)."""
 
     attempts: int = _int(3, doc="Maximum write attempts per block change (1 = no retry).")
-    attempt_timeout: float = _duration(30.0, "Per-attempt deadline; then the writer child gets SIGTERM.",
-                                       check=_positive)
+    attempt_timeout: float = _duration(
+        30.0, "Per-attempt deadline; then the writer child gets SIGTERM.", check=_positive
+    )
     kill_grace: float = _duration(2.0, "Time between SIGTERM and SIGKILL of a writer child.", check=_positive)
     total_timeout: float = _duration(
-        120.0, "Bound on one block change: no attempt starts unless it can end (worst case attempt_timeout + "
-               "2 x kill_grace) within this time from the first.", check=_positive)
+        120.0,
+        "Bound on one block change: no attempt starts unless it can end (worst case attempt_timeout + "
+        "2 x kill_grace) within this time from the first.",
+        check=_positive,
+    )
     backoff_initial: float = _duration(1.0, "First backoff; doubles per retry.")
     backoff_max: float = _duration(30.0, "Longest backoff between attempts.")
     backoff_jitter: float = _duration(1.0, "Random extra backoff, uniform in [0, jitter].")
@@ -153,46 +160,74 @@ class QuarantineConfig:
 @dataclass(frozen=True)
 class GuardsConfig:
     dry_run: bool = field(default=False, metadata={"doc": "Plan and journal, never write sysfs."})
-    pause_file: str | None = field(default="/run/memhp-controller/pause",
-                                   metadata={"doc": "While this file exists, nothing is changed."})
+    pause_file: str | None = field(
+        default="/run/memhp-controller/pause", metadata={"doc": "While this file exists, nothing is changed."}
+    )
     max_blocks_per_hour: int = _int(16, doc="Blocks changed in any sliding hour, all rules and `act` together.")
     max_blocks_per_action: int = _int(8, doc="Blocks one action may change (a rule's max_blocks may lower it).")
     cooldown: float = _duration(600.0, "Default time between two actions of the same rule.")
     min_available: int = _size(512 << 20, "Offlining never plans below this much MemAvailable.")
     max_movable_ratio: int | None = _int(
-        None, check=_percent,
+        None,
+        check=_percent,
         doc="Ceiling of MOVABLE:KERNEL in percent for any online to ZONE_MOVABLE; default: the kernel's "
-            "auto_movable_ratio (301 if unreadable).")
+        "auto_movable_ratio (301 if unreadable).",
+    )
     quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
 
 
 @dataclass(frozen=True)
 class ControllerConfig:
-    journal: str = field(default="/var/lib/memhp-controller/journal.jsonl",
-                         metadata={"doc": "Append-only JSON Lines journal (also the idempotency store)."})
+    journal: str = field(
+        default="/var/lib/memhp-controller/journal.jsonl",
+        metadata={"doc": "Append-only JSON Lines journal (also the idempotency store)."},
+    )
     queue_size: int = _int(256, doc="Alerts waiting for the worker; beyond it submit() raises SinkFull (429).")
-    action_timeout: float = _duration(900.0, "No new block change of one action starts after this long.",
-                                      check=_positive)
+    action_timeout: float = _duration(
+        900.0, "No new block change of one action starts after this long.", check=_positive
+    )
 
 
 @dataclass(frozen=True)
 class Rule:
-    name: str = field(metadata={"check": lambda v: _name_check(v), "doc": "Unique rule name (journal, metrics)."})
-    alertname: str = field(metadata={"check": lambda v: _nonempty(v), "doc": "The alert's `alertname`, exactly."})
+    name: str = field(
+        metadata={
+            "check": lambda v: _name_check(v),  # noqa: PLW0108 (defined below)
+            "doc": "Unique rule name (journal, metrics).",
+        }
+    )
+    alertname: str = field(
+        metadata={
+            "check": lambda v: _nonempty(v),  # noqa: PLW0108 (defined below)
+            "doc": "The alert's `alertname`, exactly.",
+        }
+    )
     action: Literal["online", "offline", "rebalance", "online-new"] = field(metadata={"doc": "What to do."})
-    matchers: tuple[Matcher, ...] = field(default=(), metadata={
-        "parse": lambda seq: tuple(parse_matcher(s) for s in seq), "yaml": (list,),
-        "doc": 'Further label matchers, Alertmanager syntax: `severity="critical"`, `node=~"0|1"`.'})
+    matchers: tuple[Matcher, ...] = field(
+        default=(),
+        metadata={
+            "parse": lambda seq: tuple(parse_matcher(s) for s in seq),
+            "yaml": (list,),
+            "doc": 'Further label matchers, Alertmanager syntax: `severity="critical"`, `node=~"0|1"`.',
+        },
+    )
     count: int | None = _int(None, doc="Number of blocks (online, offline, online-new, rebalance).")
     size: int | None = _size(None, "Amount of memory, a multiple of the block size (instead of count).")
-    zone: str | None = field(default=None, metadata={
-        "doc": "online/online-new: movable | kernel | auto (default auto). "
-               "offline: movable (default) | kernel | any."})
-    target_ratio: float | None = field(default=None, metadata={
-        "check": _positive, "doc": "rebalance: MOVABLE:KERNEL to reach, e.g. 3 for 3:1."})
+    zone: str | None = field(
+        default=None,
+        metadata={
+            "doc": "online/online-new: movable | kernel | auto (default auto). "
+            "offline: movable (default) | kernel | any."
+        },
+    )
+    target_ratio: float | None = field(
+        default=None, metadata={"check": _positive, "doc": "rebalance: MOVABLE:KERNEL to reach, e.g. 3 for 3:1."}
+    )
     max_blocks: int | None = _int(None, doc="Cap for this rule; at most guards.max_blocks_per_action.")
-    node_label: str | None = field(default=None, metadata={
-        "doc": "Alert label naming the NUMA node to act on (e.g. `node`); an alert without it does not act."})
+    node_label: str | None = field(
+        default=None,
+        metadata={"doc": "Alert label naming the NUMA node to act on (e.g. `node`); an alert without it does not act."},
+    )
     cooldown: float | None = _duration(None, "Overrides guards.cooldown for this rule.")
     min_available: int | None = _size(None, "Overrides guards.min_available for this rule.")
     on_resolved: bool = field(default=False, metadata={"doc": "Act when the alert resolves instead of fires."})
@@ -223,6 +258,7 @@ class Config:
 
     def to_dict(self) -> dict:
         """Plain data for logging the effective configuration."""
+
         def conv(v):
             if isinstance(v, Matcher):
                 return str(v)
@@ -231,18 +267,30 @@ class Config:
             if isinstance(v, (list, tuple)):
                 return [conv(x) for x in v]
             return v
+
         return conv(self)
 
 
 # --- the walker -------------------------------------------------------------------------------
 
 _TAG = {
-    "tag:yaml.org,2002:int": int, "tag:yaml.org,2002:float": float, "tag:yaml.org,2002:bool": bool,
-    "tag:yaml.org,2002:str": str, "tag:yaml.org,2002:null": type(None),
-    "tag:yaml.org,2002:seq": list, "tag:yaml.org,2002:map": dict,
+    "tag:yaml.org,2002:int": int,
+    "tag:yaml.org,2002:float": float,
+    "tag:yaml.org,2002:bool": bool,
+    "tag:yaml.org,2002:str": str,
+    "tag:yaml.org,2002:null": type(None),
+    "tag:yaml.org,2002:seq": list,
+    "tag:yaml.org,2002:map": dict,
 }
-_TYPE_NAME = {int: "an integer", float: "a number", bool: "a boolean (true/false)", str: "a string",
-              type(None): "null", list: "a list", dict: "a mapping"}
+_TYPE_NAME = {
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean (true/false)",
+    str: "a string",
+    type(None): "null",
+    list: "a list",
+    dict: "a mapping",
+}
 
 
 class _Walker:
@@ -266,7 +314,7 @@ class _Walker:
     def plain(self, node: yaml.Node) -> Any:
         return self._constructor.construct_object(node, deep=True)
 
-    def dataclass(self, cls: type, node: yaml.Node | None, key: str) -> Any:
+    def dataclass(self, cls: Any, node: yaml.Node | None, key: str) -> Any:
         if node is None:
             return cls()
         if not isinstance(node, yaml.MappingNode):
@@ -303,8 +351,12 @@ class _Walker:
                 continue
             values[kname] = v
         for name, f in fields.items():
-            if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING \
-                    and name not in seen:
+            if (
+                name not in values
+                and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING
+                and name not in seen
+            ):
                 self.error(node, f"{key}.{name}" if key else name, "required key is missing")
                 ok = False
         if not ok:
@@ -373,7 +425,7 @@ class _Walker:
                 return None
             value = self.plain(node)
             if want is float:
-                value = float(value)
+                value = float(value)  # type: ignore[assignment]
         check = meta.get("check")
         if check is not None and value is not None:
             try:
@@ -390,6 +442,7 @@ def _show(node: yaml.Node) -> str:
 
 # --- cross-field rules ------------------------------------------------------------------------
 
+
 def _check_rules(cfg: Config, rule_nodes: list[yaml.Node], w: _Walker) -> None:
     names: dict[str, int] = {}
     for i, (rule, node) in enumerate(zip(cfg.rules, rule_nodes)):
@@ -400,8 +453,9 @@ def _check_rules(cfg: Config, rule_nodes: list[yaml.Node], w: _Walker) -> None:
         a = rule.action
         if a in ("online", "offline", "online-new"):
             if (rule.count is None) == (rule.size is None):
-                w.error(node, key, f"action {a} needs exactly one of count or size "
-                                   "(an unbounded target set is refused)")
+                w.error(
+                    node, key, f"action {a} needs exactly one of count or size (an unbounded target set is refused)"
+                )
             if rule.target_ratio is not None:
                 w.error(node, f"{key}.target_ratio", f"only for action rebalance, not {a}")
         if a == "rebalance":
@@ -416,8 +470,11 @@ def _check_rules(cfg: Config, rule_nodes: list[yaml.Node], w: _Walker) -> None:
             w.error(node, f"{key}.zone", f"for action {a} must be one of {', '.join(zones)}, got {rule.zone!r}")
         cap = rule.max_blocks or cfg.guards.max_blocks_per_action
         if rule.max_blocks is not None and rule.max_blocks > cfg.guards.max_blocks_per_action:
-            w.error(node, f"{key}.max_blocks",
-                    f"{rule.max_blocks} exceeds guards.max_blocks_per_action ({cfg.guards.max_blocks_per_action})")
+            w.error(
+                node,
+                f"{key}.max_blocks",
+                f"{rule.max_blocks} exceeds guards.max_blocks_per_action ({cfg.guards.max_blocks_per_action})",
+            )
         if rule.count is not None and rule.count > cap:
             w.error(node, f"{key}.count", f"{rule.count} exceeds the per-action cap ({cap})")
         if rule.min_available is not None and a not in ("offline", "rebalance"):
@@ -428,6 +485,7 @@ def _check_rules(cfg: Config, rule_nodes: list[yaml.Node], w: _Walker) -> None:
 
 
 # --- entry points -----------------------------------------------------------------------------
+
 
 def load_config_text(text: str, filename: str = "<config>") -> Config:
     try:
@@ -466,7 +524,7 @@ def load_config(path: str | None) -> Config:
     return load_config_text(text, path)
 
 
-def describe_keys(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+def describe_keys(cls: Any = Config, prefix: str = "") -> list[tuple[str, str, str]]:
     """(dotted key, default, doc) for every key: the source of the docs' reference table."""
     out = []
     for f in dataclasses.fields(cls):
@@ -479,7 +537,10 @@ def describe_keys(cls: type = Config, prefix: str = "") -> list[tuple[str, str, 
         if "parse" not in f.metadata and typing.get_origin(tp) is tuple and args and dataclasses.is_dataclass(args[0]):
             out.extend(describe_keys(args[0], key + "[]."))
             continue
-        default = "required" if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING \
-            else repr(f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        default = (
+            "required"
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            else repr(f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[operator]
+        )
         out.append((key, default, f.metadata.get("doc", "")))
     return out

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
-from exporter.paths import Paths
+from memhp.exporter.kernel.paths import Paths
 
 from .actuator import Actuator, Writer
 from .alert import FIRING, RESOLVED, Alert, SinkFull, SinkUnavailable
@@ -52,7 +52,8 @@ def valid_alert(alert: object) -> str | None:
     if alert.status not in (FIRING, RESOLVED):
         return f"status {alert.status!r}"
     if not isinstance(alert.labels, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in alert.labels.items()):
+        isinstance(k, str) and isinstance(v, str) for k, v in alert.labels.items()
+    ):
         return "labels are not a string mapping"
     if not isinstance(alert.fingerprint, str) or not isinstance(alert.starts_at, str):
         return "fingerprint/startsAt not strings"
@@ -60,9 +61,18 @@ def valid_alert(alert: object) -> str | None:
 
 
 class Engine:
-    def __init__(self, cfg: Config, paths: Paths, metrics: ControllerMetrics | None = None, *,
-                 dry_run: bool | None = None, writer: Writer | None = None, journal_path: str | None = None,
-                 clock=time.time, lock_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        paths: Paths,
+        metrics: ControllerMetrics | None = None,
+        *,
+        dry_run: bool | None = None,
+        writer: Writer | None = None,
+        journal_path: str | None = None,
+        clock=time.time,
+        lock_timeout: float = 60.0,
+    ) -> None:
         self.cfg = cfg
         self.paths = paths
         self.metrics = metrics or ControllerMetrics()
@@ -70,8 +80,9 @@ class Engine:
         self.journal = Journal(journal_path or cfg.controller.journal, clock=clock)
         self.guards = Guards(cfg.guards, self.journal, self.metrics, dry_run=dry_run, clock=clock)
         self.actuator = Actuator(paths, cfg.retry, self.journal, self.metrics, writer=writer, stop=self.stop_event)
-        self.executor = Executor(cfg, paths, self.journal, self.guards, self.actuator, self.stop_event,
-                                 lock_timeout=lock_timeout)
+        self.executor = Executor(
+            cfg, paths, self.journal, self.guards, self.actuator, self.stop_event, lock_timeout=lock_timeout
+        )
         self._queue: queue.Queue = queue.Queue()
         self._qlock = threading.Condition()
         self._inflight = 0
@@ -82,7 +93,7 @@ class Engine:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    def open(self) -> "Engine":
+    def open(self) -> Engine:
         self.journal.open()
         with self.journal.action_lock(self.executor.lock_timeout, self.stop_event):
             self.guards.refresh()  # the whole journal, first time
@@ -91,7 +102,7 @@ class Engine:
             self.guards.refresh()
         return self
 
-    def start(self) -> "Engine":
+    def start(self) -> Engine:
         if self._worker is None:
             self._accepting = True
             self._worker = threading.Thread(target=self._run, name="memhp-controller-worker", daemon=True)
@@ -107,7 +118,7 @@ class Engine:
             self._worker = None
         self.journal.close()
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self.open()
 
     def __exit__(self, *exc) -> None:
@@ -122,7 +133,7 @@ class Engine:
     def submit(self, alerts: Sequence[Alert]) -> None:
         if not self._accepting or self.stop_event.is_set():
             raise SinkUnavailable("controller is not running")
-        work = []
+        work: list[Alert] = []
         for a in alerts:
             try:
                 # alerts_received is counted by the sources, once submit() returned.
@@ -134,8 +145,11 @@ class Engine:
                 if self.match(a) is None:
                     continue
                 key = occurrence_key(a)
-                if self.guards.already_acted(key) or (key[0] and key in self._pending) or \
-                        any(key[0] and occurrence_key(w) == key for w in work):
+                if (
+                    self.guards.already_acted(key)
+                    or (key[0] and key in self._pending)
+                    or any(key[0] and occurrence_key(w) == key for w in work)
+                ):
                     self.metrics.alerts_deduplicated.inc()
                     continue
                 work.append(a)
@@ -165,11 +179,17 @@ class Engine:
 
     def request_for(self, rule: Rule, node: int | None) -> Request:
         g = self.cfg.guards
-        return Request(action=rule.action, count=rule.count, size=rule.size, zone=rule.zone, node=node,
-                       target_ratio=rule.target_ratio,
-                       max_blocks=min(rule.max_blocks or g.max_blocks_per_action, g.max_blocks_per_action),
-                       min_available=rule.min_available if rule.min_available is not None else g.min_available,
-                       max_movable_ratio=g.max_movable_ratio)
+        return Request(
+            action=rule.action,
+            count=rule.count,
+            size=rule.size,
+            zone=rule.zone,
+            node=node,
+            target_ratio=rule.target_ratio,
+            max_blocks=min(rule.max_blocks or g.max_blocks_per_action, g.max_blocks_per_action),
+            min_available=rule.min_available if rule.min_available is not None else g.min_available,
+            max_movable_ratio=g.max_movable_ratio,
+        )
 
     def handle(self, alert: Alert) -> ActionOutcome | None:
         """Synchronously handle one alert (the worker's body; tests call it directly)."""
@@ -181,16 +201,23 @@ class Engine:
         if rule is None:
             return None
         fp, sa = occurrence_key(alert)
-        origin = Origin(rule.name, fp, sa, alert.source,
-                        rule.cooldown if rule.cooldown is not None else self.cfg.guards.cooldown)
+        origin = Origin(
+            rule.name, fp, sa, alert.source, rule.cooldown if rule.cooldown is not None else self.cfg.guards.cooldown
+        )
         node = None
         if rule.node_label:
             raw = alert.labels.get(rule.node_label)
             if raw is None or not raw.isdigit():
-                self.guards.refuse("node_label", f"alert lacks a numeric {rule.node_label!r} label (got {raw!r}); "
-                                                 "acting on every node instead is refused",
-                                   rule=rule.name, action=rule.action, fingerprint=fp, starts_at=sa,
-                                   source=alert.source)
+                self.guards.refuse(
+                    "node_label",
+                    f"alert lacks a numeric {rule.node_label!r} label (got {raw!r}); "
+                    "acting on every node instead is refused",
+                    rule=rule.name,
+                    action=rule.action,
+                    fingerprint=fp,
+                    starts_at=sa,
+                    source=alert.source,
+                )
                 return ActionOutcome("refused", guard="node_label")
             node = int(raw)
         out = self.executor.execute(self.request_for(rule, node), origin)
@@ -216,7 +243,7 @@ class Engine:
                     try:
                         self._pending.discard(occurrence_key(item))
                     except Exception:
-                        pass
+                        log.debug("cannot compute the occurrence key of a finished item", exc_info=True)
                     self._inflight -= 1
                     self.metrics.queue_depth.set(self._queue.qsize())
                     self._qlock.notify_all()

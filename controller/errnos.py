@@ -15,14 +15,14 @@ EHWPOISON = getattr(errno, "EHWPOISON", 133)
 RETRYABLE = {
     errno.EBUSY: "offline_pages(): unmovable/isolation failures, a notifier veto, a concurrent user of the range",
     errno.EAGAIN: "temporary failure (e.g. migration or allocation), try again",
-    errno.EINTR: "offlining abandoned because the writer was signalled (\"signal backoff\")",
+    errno.EINTR: 'offlining abandoned because the writer was signalled ("signal backoff")',
 }
 TIMEOUT = "timeout"  # our own: the writer child outlived its deadline and was killed
 
 # Never retried: another attempt would fail the same way or do harm.
 PERMANENT = {
     errno.EINVAL: "bad request for this block: wrong token, zone not allowed, block spans holes/zones/nodes "
-                  "(valid_zones none); or the block is already in that state (success, when state confirms it)",
+    "(valid_zones none); or the block is already in that state (success, when state confirms it)",
     errno.EPERM: "operation not permitted (lockdown, missing CAP_SYS_ADMIN, immutable fixture)",
     errno.ENOENT: "the block or its state file is gone (hot-removed)",
     errno.EROFS: "sysfs mounted read-only (e.g. in a container)",

@@ -11,11 +11,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from exporter.fsread import ParseErrors
-from exporter.memory_blocks import read_block, read_memory_config
-from exporter.meminfo import read_meminfo
-from exporter.paths import Paths
-from exporter.snapshot import read_snapshot
+from memhp.exporter.kernel.fsread import ParseErrors
+from memhp.exporter.kernel.meminfo import read_meminfo
+from memhp.exporter.kernel.memory_blocks import read_block, read_memory_config
+from memhp.exporter.kernel.paths import Paths
+from memhp.exporter.kernel.snapshot import read_snapshot
 
 from .actuator import ActionContext, Actuator, ChangeResult
 from .config import Config
@@ -56,8 +56,17 @@ class ActionOutcome:
 
 
 class Executor:
-    def __init__(self, cfg: Config, paths: Paths, journal: Journal, guards: Guards, actuator: Actuator,
-                 stop: threading.Event, *, lock_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        paths: Paths,
+        journal: Journal,
+        guards: Guards,
+        actuator: Actuator,
+        stop: threading.Event,
+        *,
+        lock_timeout: float = 60.0,
+    ) -> None:
         self.cfg = cfg
         self.paths = paths
         self.journal = journal
@@ -74,9 +83,16 @@ class Executor:
             return self._execute(req, origin)
 
     def _refuse(self, guard: str, detail: str, req: Request, origin: Origin, p: Plan | None = None) -> ActionOutcome:
-        self.guards.refuse(guard, detail, rule=origin.rule, action=req.action, fingerprint=origin.fingerprint,
-                           starts_at=origin.starts_at, source=origin.source,
-                           extra={"plan": p.describe()} if p is not None else None)
+        self.guards.refuse(
+            guard,
+            detail,
+            rule=origin.rule,
+            action=req.action,
+            fingerprint=origin.fingerprint,
+            starts_at=origin.starts_at,
+            source=origin.source,
+            extra={"plan": p.describe()} if p is not None else None,
+        )
         return ActionOutcome("refused", guard=guard, detail=detail, plan=p)
 
     def _execute(self, req: Request, origin: Origin) -> ActionOutcome:
@@ -92,19 +108,42 @@ class Executor:
         for note in p.notes:
             log.info("plan %s (rule %s): %s", req.action, origin.rule, note)
         if g.dry_run:
-            self.journal.append({"type": "dry_run", "rule": origin.rule, "action": req.action,
-                                 "fingerprint": origin.fingerprint, "starts_at": origin.starts_at,
-                                 "source": origin.source, "plan": p.describe(), "notes": p.notes})
+            self.journal.append(
+                {
+                    "type": "dry_run",
+                    "rule": origin.rule,
+                    "action": req.action,
+                    "fingerprint": origin.fingerprint,
+                    "starts_at": origin.starts_at,
+                    "source": origin.source,
+                    "plan": p.describe(),
+                    "notes": p.notes,
+                }
+            )
             g.metrics.guard_refusals.labels("dry_run").inc()
-            log.warning("dry-run: rule %s would %s: %s", origin.rule, req.action,
-                        ", ".join(f"memory{s.block}:{'+'.join(s.ops)}" for s in p.steps))
+            log.warning(
+                "dry-run: rule %s would %s: %s",
+                origin.rule,
+                req.action,
+                ", ".join(f"memory{s.block}:{'+'.join(s.ops)}" for s in p.steps),
+            )
             return ActionOutcome("dry_run", plan=p, detail="dry-run: nothing written")
         action_id = new_action_id()
         ctx = ActionContext(action_id, origin.rule, req.action, origin.fingerprint, origin.starts_at, origin.source)
         t0 = time.monotonic()
-        self.journal.append({"type": "action_start", "action_id": action_id, "rule": origin.rule,
-                             "action": req.action, "fingerprint": origin.fingerprint, "starts_at": origin.starts_at,
-                             "source": origin.source, "plan": p.describe(), "notes": p.notes})
+        self.journal.append(
+            {
+                "type": "action_start",
+                "action_id": action_id,
+                "rule": origin.rule,
+                "action": req.action,
+                "fingerprint": origin.fingerprint,
+                "starts_at": origin.starts_at,
+                "source": origin.source,
+                "plan": p.describe(),
+                "notes": p.notes,
+            }
+        )
         g.refresh()
         results: list[ChangeResult] = []
         stopped = ""
@@ -116,12 +155,26 @@ class Executor:
                 stopped = f"action_timeout {self.cfg.controller.action_timeout:.0f}s reached"
             elif g.paused():
                 stopped = "pause file appeared"
-                g.refuse("paused", stopped, rule=origin.rule, action=req.action, fingerprint=origin.fingerprint,
-                         starts_at=origin.starts_at, source=origin.source)
+                g.refuse(
+                    "paused",
+                    stopped,
+                    rule=origin.rule,
+                    action=req.action,
+                    fingerprint=origin.fingerprint,
+                    starts_at=origin.starts_at,
+                    source=origin.source,
+                )
             elif step.ops[0] == "offline" and not self._reserve_ok(req):
                 stopped = "reserve: MemAvailable would drop below the reserve"
-                g.refuse("reserve", stopped, rule=origin.rule, action=req.action, fingerprint=origin.fingerprint,
-                         starts_at=origin.starts_at, source=origin.source)
+                g.refuse(
+                    "reserve",
+                    stopped,
+                    rule=origin.rule,
+                    action=req.action,
+                    fingerprint=origin.fingerprint,
+                    starts_at=origin.starts_at,
+                    source=origin.source,
+                )
             if stopped:
                 break
             step_results = self._run_step(step, ctx)
@@ -141,9 +194,19 @@ class Executor:
             status = "partial"
         else:
             status = "failed"
-        self.journal.append({"type": "action_end", "action_id": action_id, "rule": origin.rule, "action": req.action,
-                             "result": status, "changed": changed, "failed": failed, "stopped": stopped,
-                             "duration": round(time.monotonic() - t0, 6)})
+        self.journal.append(
+            {
+                "type": "action_end",
+                "action_id": action_id,
+                "rule": origin.rule,
+                "action": req.action,
+                "result": status,
+                "changed": changed,
+                "failed": failed,
+                "stopped": stopped,
+                "duration": round(time.monotonic() - t0, 6),
+            }
+        )
         return ActionOutcome(status, action_id, detail=stopped, plan=p, results=results)
 
     def _reserve_ok(self, req: Request) -> bool:
@@ -173,14 +236,27 @@ class Executor:
                 return [off, on]
         else:
             on = None
-            log.warning("memory%d: no kernel zone in valid_zones %s; restoring it to ZONE_MOVABLE", step.block,
-                        block.valid_zones if block else None)
+            log.warning(
+                "memory%d: no kernel zone in valid_zones %s; restoring it to ZONE_MOVABLE",
+                step.block,
+                block.valid_zones if block else None,
+            )
         back = self.actuator.change(step.block, "online_movable", ctx)
         if on is None:
             # Restored, but the step did not do what was asked: report it as failed.
-            back = ChangeResult(step.block, "online_kernel", "failed", None, "no_kernel_zone", 0, "offline",
-                                back.state_after, back.zone_after, back.duration,
-                                "valid_zones offers no kernel zone; block restored to ZONE_MOVABLE")
+            back = ChangeResult(
+                step.block,
+                "online_kernel",
+                "failed",
+                None,
+                "no_kernel_zone",
+                0,
+                "offline",
+                back.state_after,
+                back.zone_after,
+                back.duration,
+                "valid_zones offers no kernel zone; block restored to ZONE_MOVABLE",
+            )
             return [off, back]
         return [off, on, back]
 

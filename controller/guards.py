@@ -28,8 +28,9 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from .config import GuardsConfig
 from .journal import Journal
@@ -104,8 +105,15 @@ class GuardState:
 
 
 class Guards:
-    def __init__(self, cfg: GuardsConfig, journal: Journal, metrics: ControllerMetrics, *, dry_run: bool | None = None,
-                 clock=time.time) -> None:
+    def __init__(
+        self,
+        cfg: GuardsConfig,
+        journal: Journal,
+        metrics: ControllerMetrics,
+        *,
+        dry_run: bool | None = None,
+        clock=time.time,
+    ) -> None:
         self.cfg = cfg
         self.journal = journal
         self.metrics = metrics
@@ -133,7 +141,7 @@ class Guards:
     # --- individual guards -----------------------------------------------------------------
 
     def paused(self) -> bool:
-        return bool(self.cfg.pause_file) and os.path.lexists(self.cfg.pause_file)
+        return self.cfg.pause_file is not None and os.path.lexists(self.cfg.pause_file)
 
     def check_paused(self) -> None:
         paused = self.paused()
@@ -147,8 +155,10 @@ class Guards:
             return
         left = last + cooldown - self.clock()
         if left > 0:
-            raise Refused("cooldown", f"rule {rule} acted {self.clock() - last:.0f}s ago; cooldown {cooldown:.0f}s, "
-                                      f"{left:.0f}s left")
+            raise Refused(
+                "cooldown",
+                f"rule {rule} acted {self.clock() - last:.0f}s ago; cooldown {cooldown:.0f}s, {left:.0f}s left",
+            )
 
     def hourly_budget(self) -> int:
         used = self.state.changes_since(self.clock() - HOUR)
@@ -164,8 +174,10 @@ class Guards:
             raise Refused("quarantine", f"block(s) {q} quarantined")
         budget = self.hourly_budget()
         if len(blocks) > budget:
-            raise Refused("max_blocks_per_hour", f"{len(blocks)} blocks planned, {budget} left of "
-                                                 f"{self.cfg.max_blocks_per_hour} per hour")
+            raise Refused(
+                "max_blocks_per_hour",
+                f"{len(blocks)} blocks planned, {budget} left of {self.cfg.max_blocks_per_hour} per hour",
+            )
 
     def quarantined(self) -> frozenset[int]:
         return self.state.quarantined(self.clock())
@@ -175,8 +187,18 @@ class Guards:
 
     # --- bookkeeping -----------------------------------------------------------------------
 
-    def refuse(self, guard: str, detail: str, *, rule: str, action: str, fingerprint: str = "", starts_at: str = "",
-               source: str = "", extra: dict | None = None) -> None:
+    def refuse(
+        self,
+        guard: str,
+        detail: str,
+        *,
+        rule: str,
+        action: str,
+        fingerprint: str = "",
+        starts_at: str = "",
+        source: str = "",
+        extra: dict | None = None,
+    ) -> None:
         """Count the refusal and journal it (once per alert occurrence, rule and guard)."""
         self.metrics.guard_refusals.labels(guard).inc()
         key = (fingerprint, starts_at, rule, guard) if fingerprint else None
@@ -187,8 +209,19 @@ class Guards:
                 self._refusals_journalled.clear()
             self._refusals_journalled.add(key)
         log.warning("refused by guard %s: rule %s: %s", guard, rule, detail)
-        self.journal.append({"type": "refusal", "guard": guard, "detail": detail, "rule": rule, "action": action,
-                             "fingerprint": fingerprint, "starts_at": starts_at, "source": source, **(extra or {})})
+        self.journal.append(
+            {
+                "type": "refusal",
+                "guard": guard,
+                "detail": detail,
+                "rule": rule,
+                "action": action,
+                "fingerprint": fingerprint,
+                "starts_at": starts_at,
+                "source": source,
+                **(extra or {}),
+            }
+        )
 
     def note_quarantine(self, block: int, ctx_rule: str) -> None:
         until = self.state.quarantined_until.get(block)

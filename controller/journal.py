@@ -37,7 +37,8 @@ import os
 import threading
 import time
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class Journal:
 
     # --- writing ---------------------------------------------------------------------------
 
-    def open(self) -> "Journal":
+    def open(self) -> Journal:
         d = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(d, mode=0o750, exist_ok=True)
         created = not os.path.exists(self.path)
@@ -87,7 +88,7 @@ class Journal:
                 os.close(self._fd)
                 self._fd = None
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         return self if self._fd is not None else self.open()
 
     def __exit__(self, *exc) -> None:
@@ -122,8 +123,9 @@ class Journal:
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline or ev.wait(0.05):
-                        raise JournalError(errno.EWOULDBLOCK,
-                                           f"another controller process holds {self.path}.lock") from None
+                        raise JournalError(
+                            errno.EWOULDBLOCK, f"another controller process holds {self.path}.lock"
+                        ) from None
             yield
         finally:
             os.close(fd)
@@ -195,9 +197,9 @@ def unfinished_actions(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in records:
         t = r.get("type")
         if t == "action_start":
-            open_[r.get("action_id")] = r
+            open_[str(r.get("action_id"))] = r
         elif t in ("action_end", "reconcile_action"):
-            open_.pop(r.get("action_id"), None)
+            open_.pop(str(r.get("action_id")), None)
     return list(open_.values())
 
 

@@ -9,34 +9,62 @@ class ControllerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.actions = Counter("memhp_controller_actions", "Actions finished, by action, result and errno name.",
-                               ["action", "result", "errno"], registry=r)
-        self.attempts = Counter("memhp_controller_attempts", "Sysfs write attempts, by action, result and errno name.",
-                                ["action", "result", "errno"], registry=r)
-        self.action_duration = Histogram("memhp_controller_action_duration_seconds",
-                                         "Wall time of one action on one block, retries included.", ["action"],
-                                         buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
-                                         registry=r)
-        self.alerts_received = Counter("memhp_controller_alerts_received", "Alerts received, by source and status.",
-                                       ["source", "status"], registry=r)
-        self.requests_rejected = Counter("memhp_controller_requests_rejected",
-                                         "Webhook requests refused, by reason.", ["reason"], registry=r)
-        self.guard_refusals = Counter("memhp_controller_guard_refusals", "Actions refused by a guard, by guard.",
-                                      ["guard"], registry=r)
-        self.quarantined_blocks = Gauge("memhp_controller_quarantined_blocks",
-                                        "Blocks quarantined after repeated failures.", registry=r)
+        self.actions = Counter(
+            "memhp_controller_actions",
+            "Actions finished, by action, result and errno name.",
+            ["action", "result", "errno"],
+            registry=r,
+        )
+        self.attempts = Counter(
+            "memhp_controller_attempts",
+            "Sysfs write attempts, by action, result and errno name.",
+            ["action", "result", "errno"],
+            registry=r,
+        )
+        self.action_duration = Histogram(
+            "memhp_controller_action_duration_seconds",
+            "Wall time of one action on one block, retries included.",
+            ["action"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.alerts_received = Counter(
+            "memhp_controller_alerts_received",
+            "Alerts received, by source and status.",
+            ["source", "status"],
+            registry=r,
+        )
+        self.requests_rejected = Counter(
+            "memhp_controller_requests_rejected", "Webhook requests refused, by reason.", ["reason"], registry=r
+        )
+        self.guard_refusals = Counter(
+            "memhp_controller_guard_refusals", "Actions refused by a guard, by guard.", ["guard"], registry=r
+        )
+        self.quarantined_blocks = Gauge(
+            "memhp_controller_quarantined_blocks", "Blocks quarantined after repeated failures.", registry=r
+        )
         self.dry_run = Gauge("memhp_controller_dry_run", "1 when the controller only pretends to act.", registry=r)
         self.paused = Gauge("memhp_controller_paused", "1 while the pause file exists.", registry=r)
-        self.last_success = Gauge("memhp_controller_last_success_timestamp_seconds",
-                                  "Unix time of the last successful action.", registry=r)
+        self.last_success = Gauge(
+            "memhp_controller_last_success_timestamp_seconds", "Unix time of the last successful action.", registry=r
+        )
         self.queue_depth = Gauge("memhp_controller_queue_depth", "Alerts waiting to be processed.", registry=r)
-        self.internal_errors = Counter("memhp_controller_internal_errors",
-                                       "Unexpected exceptions caught by the worker, by where.", ["where"], registry=r)
-        self.alerts_deduplicated = Counter("memhp_controller_alerts_deduplicated",
-                                           "Alerts dropped because their occurrence already acted or is queued.",
-                                           registry=r)
-        self.polls = Counter("memhp_controller_alertmanager_polls", "Alertmanager API polls, by result.",
-                             ["result"], registry=r)
-        self.last_poll_success = Gauge("memhp_controller_alertmanager_last_poll_success_timestamp_seconds",
-                                       "Unix time of the last successful Alertmanager poll (pull mode).",
-                                       registry=r)
+        self.internal_errors = Counter(
+            "memhp_controller_internal_errors",
+            "Unexpected exceptions caught by the worker, by where.",
+            ["where"],
+            registry=r,
+        )
+        self.alerts_deduplicated = Counter(
+            "memhp_controller_alerts_deduplicated",
+            "Alerts dropped because their occurrence already acted or is queued.",
+            registry=r,
+        )
+        self.polls = Counter(
+            "memhp_controller_alertmanager_polls", "Alertmanager API polls, by result.", ["result"], registry=r
+        )
+        self.last_poll_success = Gauge(
+            "memhp_controller_alertmanager_last_poll_success_timestamp_seconds",
+            "Unix time of the last successful Alertmanager poll (pull mode).",
+            registry=r,
+        )

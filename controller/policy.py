@@ -1,6 +1,6 @@
 """Deciding: which blocks, in which order, with which ``state`` token.
 
-Pure functions of a :class:`~exporter.snapshot.Snapshot` and a
+Pure functions of a :class:`~memhp.exporter.kernel.snapshot.Snapshot` and a
 :class:`Request`; nothing here reads or writes files.  The rules of
 memory-hotplug.rst that shape the plans:
 
@@ -23,9 +23,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from exporter.accounting import Balance, balance
-from exporter.model import MOVABLE, NONE_ZONE, MemoryBlock
-from exporter.snapshot import Snapshot
+from memhp.exporter.kernel.accounting import Balance, balance
+from memhp.exporter.kernel.model import MOVABLE, NONE_ZONE, MemoryBlock
+from memhp.exporter.kernel.snapshot import Snapshot
 
 KERNEL_DEFAULT_RATIO = 301
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -144,8 +144,13 @@ def wanted_blocks(req: Request, block_size: int) -> int:
     return n
 
 
-def plan(req: Request, snap: Snapshot, *, quarantined: frozenset[int] = frozenset(),
-         offlined_deliberately: frozenset[int] = frozenset()) -> Plan:
+def plan(
+    req: Request,
+    snap: Snapshot,
+    *,
+    quarantined: frozenset[int] = frozenset(),
+    offlined_deliberately: frozenset[int] = frozenset(),
+) -> Plan:
     """The steps for ``req``; raises :class:`PlanRefused` rather than planning nothing or everything."""
     bs = snap.config.block_size_bytes
     if not bs:
@@ -154,13 +159,18 @@ def plan(req: Request, snap: Snapshot, *, quarantined: frozenset[int] = frozense
         if not req.blocks:
             raise PlanRefused("empty_target", "empty block list")
         if len(req.blocks) > req.max_blocks:
-            raise PlanRefused("max_blocks_per_action",
-                              f"{len(req.blocks)} blocks named, the per-action cap is {req.max_blocks}")
+            raise PlanRefused(
+                "max_blocks_per_action", f"{len(req.blocks)} blocks named, the per-action cap is {req.max_blocks}"
+            )
         hit = sorted(set(req.blocks) & quarantined)
         if hit:
             raise PlanRefused("quarantine", f"block(s) {hit} are quarantined")
-    fn = {"online": _plan_online, "online-new": _plan_online, "offline": _plan_offline,
-          "rebalance": _plan_rebalance}.get(req.action)
+    fn = {
+        "online": _plan_online,
+        "online-new": _plan_online,
+        "offline": _plan_offline,
+        "rebalance": _plan_rebalance,
+    }.get(req.action)
     if fn is None:
         raise PlanRefused("request", f"unknown action {req.action!r}")
     p = fn(req, snap, bs, quarantined, offlined_deliberately)
@@ -185,8 +195,9 @@ def _explicit(req: Request, snap: Snapshot) -> list[MemoryBlock]:
     return out
 
 
-def _plan_online(req: Request, snap: Snapshot, bs: int, quarantined: frozenset[int],
-                 offlined_deliberately: frozenset[int]) -> Plan:
+def _plan_online(
+    req: Request, snap: Snapshot, bs: int, quarantined: frozenset[int], offlined_deliberately: frozenset[int]
+) -> Plan:
     zone = req.zone or "auto"
     pages = bs // PAGE_SIZE
     ratio = _Ratio(snap, ratio_ceiling(req, snap))
@@ -196,8 +207,7 @@ def _plan_online(req: Request, snap: Snapshot, bs: int, quarantined: frozenset[i
         n = len(candidates)
     else:
         n = wanted_blocks(req, bs)
-        candidates = [b for b in snap.blocks if b.state == "offline" and _in_scope(b, req)
-                      and b.id not in quarantined]
+        candidates = [b for b in snap.blocks if b.state == "offline" and _in_scope(b, req) and b.id not in quarantined]
         if req.action == "online-new":
             skipped = [b.id for b in candidates if b.id in offlined_deliberately]
             if skipped:
@@ -225,23 +235,29 @@ def _plan_online(req: Request, snap: Snapshot, bs: int, quarantined: frozenset[i
                 _skip(req, notes, f"memory{b.id}: ZONE_MOVABLE not in valid_zones {' '.join(b.valid_zones)}")
                 continue
             if not ratio.allows(b.node, pages):
-                raise PlanRefused("ratio", f"onlining memory{b.id} to ZONE_MOVABLE would exceed MOVABLE:KERNEL "
-                                           f"{ratio.ceiling}% (auto_movable_ratio accounting)")
+                raise PlanRefused(
+                    "ratio",
+                    f"onlining memory{b.id} to ZONE_MOVABLE would exceed MOVABLE:KERNEL "
+                    f"{ratio.ceiling}% (auto_movable_ratio accounting)",
+                )
             token = "online_movable"
         elif zone == "kernel":
             if not kernel_zone_offered(b):
                 _skip(req, notes, f"memory{b.id}: no kernel zone in valid_zones {' '.join(b.valid_zones)}")
                 continue
             token = "online_kernel"
-        else:  # auto: ZONE_MOVABLE while the ratio allows, else a kernel zone
-            if movable_offered(b) and ratio.allows(b.node, pages):
-                token = "online_movable"
-            elif kernel_zone_offered(b):
-                token = "online_kernel"
-            else:
-                _skip(req, notes, f"memory{b.id}: ZONE_MOVABLE would exceed the ratio and no kernel zone "
-                                  f"in valid_zones {' '.join(b.valid_zones)}")
-                continue
+        elif movable_offered(b) and ratio.allows(b.node, pages):
+            token = "online_movable"
+        elif kernel_zone_offered(b):
+            token = "online_kernel"
+        else:
+            _skip(
+                req,
+                notes,
+                f"memory{b.id}: ZONE_MOVABLE would exceed the ratio and no kernel zone "
+                f"in valid_zones {' '.join(b.valid_zones)}",
+            )
+            continue
         if token == "online_movable":
             ratio.add(b.node, pages, 0)
         # A block onlined to a kernel zone adds nothing to KERNEL: the kernel counts only
@@ -259,8 +275,9 @@ def _zone_token(zone: str, b: MemoryBlock) -> str:
         return "online_movable"
     if zone == "kernel":
         return "online_kernel"
-    return "online_movable" if b.zone == MOVABLE else ("online_kernel" if b.zone and is_kernel_zone(b.zone)
-                                                       else "online")
+    return (
+        "online_movable" if b.zone == MOVABLE else ("online_kernel" if b.zone and is_kernel_zone(b.zone) else "online")
+    )
 
 
 def _skip(req: Request, notes: list[str], msg: str) -> None:
@@ -287,8 +304,9 @@ def offline_eligible(b: MemoryBlock, zone: str) -> bool:
     return True
 
 
-def _plan_offline(req: Request, snap: Snapshot, bs: int, quarantined: frozenset[int],
-                  offlined_deliberately: frozenset[int]) -> Plan:
+def _plan_offline(
+    req: Request, snap: Snapshot, bs: int, quarantined: frozenset[int], offlined_deliberately: frozenset[int]
+) -> Plan:
     zone = req.zone or "movable"
     notes: list[str] = []
     budget = _reserve_budget(req, snap, bs)
@@ -297,8 +315,10 @@ def _plan_offline(req: Request, snap: Snapshot, bs: int, quarantined: frozenset[
         candidates = _explicit(req, snap)
         for b in candidates:
             if b.state == "online" and not b.offlinable:
-                raise PlanRefused("valid_zones_none", f"memory{b.id} has valid_zones none (spans zones, nodes or "
-                                                      "holes): it cannot be offlined")
+                raise PlanRefused(
+                    "valid_zones_none",
+                    f"memory{b.id} has valid_zones none (spans zones, nodes or holes): it cannot be offlined",
+                )
             if b.state == "online" and not offline_eligible(b, "any"):
                 raise PlanRefused("request", f"memory{b.id}: state {b.state}, valid_zones {b.valid_zones}")
         n = len(candidates)
@@ -308,28 +328,36 @@ def _plan_offline(req: Request, snap: Snapshot, bs: int, quarantined: frozenset[
                     raise PlanRefused("request", f"memory{b.id} is in zone {b.zone}, not {zone}")
     else:
         n = wanted_blocks(req, bs)
-        candidates = [b for b in snap.blocks if offline_eligible(b, zone) and _in_scope(b, req)
-                      and b.id not in quarantined]
+        candidates = [
+            b for b in snap.blocks if offline_eligible(b, zone) and _in_scope(b, req) and b.id not in quarantined
+        ]
         candidates.sort(key=lambda b: b.id, reverse=True)  # highest address first, as chmem -d
         if not candidates:
-            notes.append(f"no online block in zone {zone}" + (f" on node {req.node}" if req.node is not None else "")
-                         + " that can be offlined")
+            notes.append(
+                f"no online block in zone {zone}"
+                + (f" on node {req.node}" if req.node is not None else "")
+                + " that can be offlined"
+            )
     to_change = [b for b in candidates if b.state == "online"][:n]
     if len(to_change) > budget:
         if req.blocks is not None or budget == 0:
-            raise PlanRefused("reserve", f"offlining {len(to_change)} block(s) would take MemAvailable below the "
-                                         f"reserve of {req.min_available} bytes")
+            raise PlanRefused(
+                "reserve",
+                f"offlining {len(to_change)} block(s) would take MemAvailable below the "
+                f"reserve of {req.min_available} bytes",
+            )
         notes.append(f"reserve allows only {budget} block(s)")
         to_change = to_change[:budget]
     ratio = None
     steps = []
-    for b in (candidates if req.blocks is not None else to_change):
+    for b in candidates if req.blocks is not None else to_change:
         if b.state == "online" and b.zone != MOVABLE:
             # Offlining kernel memory raises MOVABLE:KERNEL: keep it under the ceiling.
             ratio = ratio or _Ratio(snap, ratio_ceiling(req, snap))
             if not ratio.allows(b.node, 0, -pages):
-                raise PlanRefused("ratio", f"offlining kernel-zone memory{b.id} would push MOVABLE:KERNEL above "
-                                           f"{ratio.ceiling}%")
+                raise PlanRefused(
+                    "ratio", f"offlining kernel-zone memory{b.id} would push MOVABLE:KERNEL above {ratio.ceiling}%"
+                )
             ratio.add(b.node, 0, -pages)
         steps.append(Step(b.id, ("offline",)))
     if req.blocks is None and 0 < len(steps) < n:
@@ -348,19 +376,22 @@ def rebalance_needed(b: Balance, target: float, pages: int) -> int:
     return n
 
 
-def _plan_rebalance(req: Request, snap: Snapshot, bs: int, quarantined: frozenset[int],
-                    offlined_deliberately: frozenset[int]) -> Plan:
+def _plan_rebalance(
+    req: Request, snap: Snapshot, bs: int, quarantined: frozenset[int], offlined_deliberately: frozenset[int]
+) -> Plan:
     notes: list[str] = []
     pages = bs // PAGE_SIZE
     if _reserve_budget(req, snap, bs) < 1:
-        raise PlanRefused("reserve", "MemAvailable is within one block of the reserve: a block cannot even be "
-                                     "offlined transiently")
+        raise PlanRefused(
+            "reserve", "MemAvailable is within one block of the reserve: a block cannot even be offlined transiently"
+        )
     if req.blocks is not None:
         candidates = _explicit(req, snap)
         for b in candidates:
             if not (b.state == "online" and b.zone == MOVABLE):
-                raise PlanRefused("request", f"memory{b.id} is not an online ZONE_MOVABLE block "
-                                             f"(state {b.state}, zone {b.zone})")
+                raise PlanRefused(
+                    "request", f"memory{b.id} is not an online ZONE_MOVABLE block (state {b.state}, zone {b.zone})"
+                )
         return Plan(req.action, [Step(b.id, ("offline", "online_kernel")) for b in candidates], notes)
     if req.target_ratio is not None:
         ratio = _Ratio(snap, ratio_ceiling(req, snap))
@@ -370,8 +401,11 @@ def _plan_rebalance(req: Request, snap: Snapshot, bs: int, quarantined: frozense
         n = rebalance_needed(bal, req.target_ratio, pages)
         if n == 0:
             r = bal.ratio
-            raise PlanRefused("empty_target", f"MOVABLE:KERNEL is {r if r is None else round(r, 2)}, "
-                                              f"already at or under the target {req.target_ratio}")
+            raise PlanRefused(
+                "empty_target",
+                f"MOVABLE:KERNEL is {r if r is None else round(r, 2)}, "
+                f"already at or under the target {req.target_ratio}",
+            )
         cap = req.max_blocks
         if req.count is not None or req.size is not None:
             cap = min(cap, wanted_blocks(req, bs))
@@ -380,8 +414,11 @@ def _plan_rebalance(req: Request, snap: Snapshot, bs: int, quarantined: frozense
             n = cap
     else:
         n = wanted_blocks(req, bs)
-    candidates = [b for b in snap.blocks if b.state == "online" and b.zone == MOVABLE and _in_scope(b, req)
-                  and b.id not in quarantined]
+    candidates = [
+        b
+        for b in snap.blocks
+        if b.state == "online" and b.zone == MOVABLE and _in_scope(b, req) and b.id not in quarantined
+    ]
     candidates.sort(key=lambda b: b.id, reverse=True)
     if not candidates:
         notes.append("no online ZONE_MOVABLE block" + (f" on node {req.node}" if req.node is not None else ""))

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from exporter.fsread import ParseErrors
-from exporter.memory_blocks import read_block
-from exporter.paths import Paths
+from memhp.exporter.kernel.fsread import ParseErrors
+from memhp.exporter.kernel.memory_blocks import read_block
+from memhp.exporter.kernel.paths import Paths
 
 from .actuator import OPS, satisfied
 from .journal import Journal, unfinished_actions, unfinished_attempts
@@ -42,18 +42,44 @@ def reconcile(journal: Journal, paths: Paths, records: list[dict[str, Any]]) -> 
             outcome = "not_applied"  # e.g. the offline was abandoned (EINTR) when the writer died
         else:
             outcome = "unknown"
-        r = journal.append({
-            "type": "reconcile", "action_id": rec.get("action_id"), "rule": rec.get("rule"),
-            "action": rec.get("action"), "block": block_id, "op": op, "attempt": rec.get("attempt"),
-            "fingerprint": rec.get("fingerprint", ""), "starts_at": rec.get("starts_at", ""),
-            "state_before": rec.get("state_before"), "state_now": block.state if block else None,
-            "zone_now": block.zone if block else None, "outcome": outcome, "interrupted_at": rec.get("ts"),
-        })
-        log.warning("reconciled interrupted %s of memory%d (action %s, attempt %s): %s, state now %s",
-                    op, block_id, rec.get("action_id"), rec.get("attempt"), outcome, r["state_now"])
+        r = journal.append(
+            {
+                "type": "reconcile",
+                "action_id": rec.get("action_id"),
+                "rule": rec.get("rule"),
+                "action": rec.get("action"),
+                "block": block_id,
+                "op": op,
+                "attempt": rec.get("attempt"),
+                "fingerprint": rec.get("fingerprint", ""),
+                "starts_at": rec.get("starts_at", ""),
+                "state_before": rec.get("state_before"),
+                "state_now": block.state if block else None,
+                "zone_now": block.zone if block else None,
+                "outcome": outcome,
+                "interrupted_at": rec.get("ts"),
+            }
+        )
+        log.warning(
+            "reconciled interrupted %s of memory%d (action %s, attempt %s): %s, state now %s",
+            op,
+            block_id,
+            rec.get("action_id"),
+            rec.get("attempt"),
+            outcome,
+            r["state_now"],
+        )
         out.append(r)
     for rec in unfinished_actions(records):
-        journal.append({"type": "reconcile_action", "action_id": rec.get("action_id"), "rule": rec.get("rule"),
-                        "action": rec.get("action"), "result": "interrupted",
-                        "fingerprint": rec.get("fingerprint", ""), "starts_at": rec.get("starts_at", "")})
+        journal.append(
+            {
+                "type": "reconcile_action",
+                "action_id": rec.get("action_id"),
+                "rule": rec.get("rule"),
+                "action": rec.get("action"),
+                "result": "interrupted",
+                "fingerprint": rec.get("fingerprint", ""),
+                "starts_at": rec.get("starts_at", ""),
+            }
+        )
     return out

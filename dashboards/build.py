@@ -20,14 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: repo root importable
-from devtools.generated import sync  # noqa: E402
+from memhp.generated import sync
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -47,50 +45,110 @@ KZ = THRESHOLDS["kernel_zones_low"]
 
 # --------------------------------------------------------------------------- builders
 
+
 def target(expr: str, legend: str = "", *, instant: bool = False, fmt: str = "time_series") -> dict:
-    return {"datasource": DS, "editorMode": "code", "expr": expr, "format": fmt, "instant": instant,
-            "legendFormat": legend or "__auto", "range": not instant}
+    return {
+        "datasource": DS,
+        "editorMode": "code",
+        "expr": expr,
+        "format": fmt,
+        "instant": instant,
+        "legendFormat": legend or "__auto",
+        "range": not instant,
+    }
 
 
 def thresholds(*steps: tuple[float | None, str]) -> dict:
     return {"mode": "absolute", "steps": [{"color": c, "value": v} for v, c in steps]}
 
 
-def panel(kind: str, title: str, description: str, targets: list[dict], *, w: int = 12, h: int = 8,
-          unit: str = "short", defaults: dict | None = None, options: dict | None = None,
-          overrides: list[dict] | None = None) -> dict:
+def panel(
+    kind: str,
+    title: str,
+    description: str,
+    targets: list[dict],
+    *,
+    w: int = 12,
+    h: int = 8,
+    unit: str = "short",
+    defaults: dict | None = None,
+    options: dict | None = None,
+    overrides: list[dict] | None = None,
+) -> dict:
     fd: dict[str, Any] = {"unit": unit, "thresholds": thresholds((None, "green")), "mappings": []}
     fd.update(defaults or {})
     return {
-        "type": kind, "title": title, "description": description, "datasource": DS,
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DS,
         "targets": [t | {"refId": chr(ord("A") + i)} for i, t in enumerate(targets)],
         "fieldConfig": {"defaults": fd, "overrides": overrides or []},
-        "options": options or {}, "gridPos": {"w": w, "h": h},
+        "options": options or {},
+        "gridPos": {"w": w, "h": h},
     }
 
 
-def timeseries(title: str, description: str, targets: list[dict], *, unit: str = "short", stack: bool = False,
-               bars: bool = False, threshold_lines: dict | None = None, w: int = 12, h: int = 8,
-               overrides: list[dict] | None = None, min_: float | None = None) -> dict:
-    custom: dict[str, Any] = {"drawStyle": "bars" if bars else "line", "lineWidth": 1,
-                              "fillOpacity": 30 if (stack or bars) else 10, "showPoints": "never",
-                              "spanNulls": False, "stacking": {"mode": "normal" if stack else "none", "group": "A"},
-                              "thresholdsStyle": {"mode": "line" if threshold_lines else "off"}}
+def timeseries(
+    title: str,
+    description: str,
+    targets: list[dict],
+    *,
+    unit: str = "short",
+    stack: bool = False,
+    bars: bool = False,
+    threshold_lines: dict | None = None,
+    w: int = 12,
+    h: int = 8,
+    overrides: list[dict] | None = None,
+    min_: float | None = None,
+) -> dict:
+    custom: dict[str, Any] = {
+        "drawStyle": "bars" if bars else "line",
+        "lineWidth": 1,
+        "fillOpacity": 30 if (stack or bars) else 10,
+        "showPoints": "never",
+        "spanNulls": False,
+        "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+        "thresholdsStyle": {"mode": "line" if threshold_lines else "off"},
+    }
     defaults: dict[str, Any] = {"custom": custom, "color": {"mode": "palette-classic"}}
     if threshold_lines:
         defaults["thresholds"] = threshold_lines
     if min_ is not None:
         defaults["min"] = min_
-    options = {"legend": {"displayMode": "table", "placement": "right", "showLegend": True,
-                          "calcs": ["lastNotNull", "max"]},
-               "tooltip": {"mode": "multi", "sort": "desc"}}
-    return panel("timeseries", title, description, targets, unit=unit, defaults=defaults, options=options,
-                 w=w, h=h, overrides=overrides)
+    options = {
+        "legend": {"displayMode": "table", "placement": "right", "showLegend": True, "calcs": ["lastNotNull", "max"]},
+        "tooltip": {"mode": "multi", "sort": "desc"},
+    }
+    return panel(
+        "timeseries",
+        title,
+        description,
+        targets,
+        unit=unit,
+        defaults=defaults,
+        options=options,
+        w=w,
+        h=h,
+        overrides=overrides,
+    )
 
 
-def stat(title: str, description: str, targets: list[dict], *, unit: str = "short", w: int = 4, h: int = 4,
-         steps: dict | None = None, mappings: list[dict] | None = None, no_value: str | None = None,
-         text_mode: str = "value", decimals: int | None = None) -> dict:
+def stat(
+    title: str,
+    description: str,
+    targets: list[dict],
+    *,
+    unit: str = "short",
+    w: int = 4,
+    h: int = 4,
+    steps: dict | None = None,
+    mappings: list[dict] | None = None,
+    no_value: str | None = None,
+    text_mode: str = "value",
+    decimals: int | None = None,
+) -> dict:
     defaults: dict[str, Any] = {"color": {"mode": "thresholds"}}
     if steps:
         defaults["thresholds"] = steps
@@ -100,34 +158,71 @@ def stat(title: str, description: str, targets: list[dict], *, unit: str = "shor
         defaults["noValue"] = no_value
     if decimals is not None:
         defaults["decimals"] = decimals
-    options = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-               "colorMode": "value", "graphMode": "none", "textMode": text_mode, "justifyMode": "auto",
-               "orientation": "auto"}
+    options = {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "colorMode": "value",
+        "graphMode": "none",
+        "textMode": text_mode,
+        "justifyMode": "auto",
+        "orientation": "auto",
+    }
     return panel("stat", title, description, targets, unit=unit, defaults=defaults, options=options, w=w, h=h)
 
 
-def state_timeline(title: str, description: str, targets: list[dict], mappings: list[dict], *, w: int = 24,
-                   h: int = 10) -> dict:
-    defaults = {"color": {"mode": "thresholds"}, "mappings": mappings,
-                "custom": {"fillOpacity": 80, "lineWidth": 0, "spanNulls": False}}
-    options = {"showValue": "never", "rowHeight": 0.9, "mergeValues": True, "alignValue": "left",
-               "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
-               "tooltip": {"mode": "single", "sort": "none"}}
+def state_timeline(
+    title: str, description: str, targets: list[dict], mappings: list[dict], *, w: int = 24, h: int = 10
+) -> dict:
+    defaults = {
+        "color": {"mode": "thresholds"},
+        "mappings": mappings,
+        "custom": {"fillOpacity": 80, "lineWidth": 0, "spanNulls": False},
+    }
+    options = {
+        "showValue": "never",
+        "rowHeight": 0.9,
+        "mergeValues": True,
+        "alignValue": "left",
+        "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+        "tooltip": {"mode": "single", "sort": "none"},
+    }
     return panel("state-timeline", title, description, targets, defaults=defaults, options=options, w=w, h=h)
 
 
-def table(title: str, description: str, targets: list[dict], *, w: int = 12, h: int = 8,
-          exclude: tuple[str, ...] = ("Time", "__name__", "job")) -> dict:
-    p = panel("table", title, description, targets, w=w, h=h,
-              options={"showHeader": True, "cellHeight": "sm", "footer": {"show": False}})
-    p["transformations"] = [{"id": "merge", "options": {}},
-                            {"id": "organize", "options": {"excludeByName": {k: True for k in exclude}}}]
+def table(
+    title: str,
+    description: str,
+    targets: list[dict],
+    *,
+    w: int = 12,
+    h: int = 8,
+    exclude: tuple[str, ...] = ("Time", "__name__", "job"),
+) -> dict:
+    p = panel(
+        "table",
+        title,
+        description,
+        targets,
+        w=w,
+        h=h,
+        options={"showHeader": True, "cellHeight": "sm", "footer": {"show": False}},
+    )
+    p["transformations"] = [
+        {"id": "merge", "options": {}},
+        {"id": "organize", "options": {"excludeByName": dict.fromkeys(exclude, True)}},
+    ]
     return p
 
 
 def value_map(mapping: dict[int, tuple[str, str]]) -> list[dict]:
-    return [{"type": "value", "options": {str(k): {"text": text, "color": color, "index": i}
-                                          for i, (k, (text, color)) in enumerate(sorted(mapping.items()))}}]
+    return [
+        {
+            "type": "value",
+            "options": {
+                str(k): {"text": text, "color": color, "index": i}
+                for i, (k, (text, color)) in enumerate(sorted(mapping.items()))
+            },
+        }
+    ]
 
 
 def row(title: str) -> dict:
@@ -152,39 +247,96 @@ def layout(items: list[dict]) -> list[dict]:
 
 
 def datasource_variable() -> dict:
-    return {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
-            "current": {}, "hide": 0, "refresh": 1, "regex": "", "options": [], "includeAll": False,
-            "multi": False, "skipUrlSync": False}
+    return {
+        "name": "datasource",
+        "label": "Data source",
+        "type": "datasource",
+        "query": "prometheus",
+        "current": {},
+        "hide": 0,
+        "refresh": 1,
+        "regex": "",
+        "options": [],
+        "includeAll": False,
+        "multi": False,
+        "skipUrlSync": False,
+    }
 
 
 def query_variable(name: str, label: str, query: str, *, multi: bool, include_all: bool) -> dict:
-    return {"name": name, "label": label, "type": "query", "datasource": DS, "definition": query,
-            "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery", "qryType": 1},
-            "refresh": 2, "sort": 3, "multi": multi, "includeAll": include_all, "current": {}, "hide": 0,
-            "regex": "", "options": [], "skipUrlSync": False}
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DS,
+        "definition": query,
+        "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery", "qryType": 1},
+        "refresh": 2,
+        "sort": 3,
+        "multi": multi,
+        "includeAll": include_all,
+        "current": {},
+        "hide": 0,
+        "regex": "",
+        "options": [],
+        "skipUrlSync": False,
+    }
 
 
 def controller_annotation() -> dict:
-    return {"name": "Controller actions", "datasource": DS, "enable": True, "hide": False, "iconColor": "purple",
-            "expr": f'sum by (instance, action, result, errno) (increase(memhp_controller_actions_total{{{INSTANCE}}}[2m])) > 0',
-            "step": "1m", "titleFormat": "memhp-controller {{action}}: {{result}}",
-            "textFormat": "{{instance}} errno={{errno}}", "tagKeys": "action,result",
-            "useValueForTime": False}
+    return {
+        "name": "Controller actions",
+        "datasource": DS,
+        "enable": True,
+        "hide": False,
+        "iconColor": "purple",
+        "expr": f"sum by (instance, action, result, errno) (increase(memhp_controller_actions_total{{{INSTANCE}}}[2m])) > 0",
+        "step": "1m",
+        "titleFormat": "memhp-controller {{action}}: {{result}}",
+        "textFormat": "{{instance}} errno={{errno}}",
+        "tagKeys": "action,result",
+        "useValueForTime": False,
+    }
 
 
 def builtin_annotation() -> dict:
-    return {"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True, "hide": True,
-            "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts", "type": "dashboard"}
+    return {
+        "builtIn": 1,
+        "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+        "enable": True,
+        "hide": True,
+        "iconColor": "rgba(0, 211, 255, 1)",
+        "name": "Annotations & Alerts",
+        "type": "dashboard",
+    }
 
 
 def dashboard(uid: str, title: str, description: str, variables: list[dict], items: list[dict]) -> dict:
     return {
-        "uid": uid, "title": title, "description": description, "tags": ["memhp", "memory-hotplug"],
-        "editable": True, "graphTooltip": 1, "timezone": "browser", "refresh": "30s",
-        "time": {"from": "now-6h", "to": "now"}, "schemaVersion": SCHEMA_VERSION, "version": 1,
-        "fiscalYearStartMonth": 0, "liveNow": False, "weekStart": "",
-        "links": [{"title": "memhp dashboards", "type": "dashboards", "tags": ["memhp"], "asDropdown": True,
-                   "includeVars": True, "keepTime": True}],
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["memhp", "memory-hotplug"],
+        "editable": True,
+        "graphTooltip": 1,
+        "timezone": "browser",
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "fiscalYearStartMonth": 0,
+        "liveNow": False,
+        "weekStart": "",
+        "links": [
+            {
+                "title": "memhp dashboards",
+                "type": "dashboards",
+                "tags": ["memhp"],
+                "asDropdown": True,
+                "includeVars": True,
+                "keepTime": True,
+            }
+        ],
         "annotations": {"list": [builtin_annotation(), controller_annotation()]},
         "templating": {"list": variables},
         "panels": layout(items),
@@ -196,231 +348,520 @@ RATIO_STEPS = thresholds((None, "green"), (RATIO_WARN, "orange"), (RATIO_CRIT, "
 
 # --------------------------------------------------------------------------- fleet overview
 
+
 def fleet() -> dict:
     i = INSTANCE
     items = [
         row("Fleet capacity"),
-        stat("Online memory", "Memory in online blocks on the selected hosts (usable by the page allocator).",
-             [target(f'sum(instance:memhp_blocks_bytes:sum_by_state{{{i},state="online"}})', instant=True)],
-             unit="bytes"),
-        stat("Offline memory", "Memory in offline blocks: hot-added and not onlined, or offlined and not yet "
-             "removed. See runbook MemhpBlocksLeftOffline.",
-             [target(f'sum(instance:memhp_blocks_bytes:sum_by_state{{{i},state="offline"}})', instant=True)],
-             unit="bytes", no_value="0", steps=thresholds((None, "green"), (1, "orange"))),
-        stat("Hot-unpluggable", "Memory in online ZONE_MOVABLE blocks: what can be offlined reliably.",
-             [target(f"sum(instance:memhp_hot_unpluggable_bytes:sum{{{i}}})", instant=True)], unit="bytes"),
-        stat("MOVABLE:KERNEL", f"ZONE_MOVABLE (+CMA) against kernel zones (-CMA) over the selected hosts; "
-             f"{RATIO_WARN}:1 warns, {RATIO_CRIT}:1 is critical (per node, see the panel below).",
-             [target(f"sum(instance:memhp_node_movable_accounted_bytes:sum{{{i}}}) / "
-                     f"sum(instance:memhp_node_kernel_accounted_bytes:sum{{{i}}})", instant=True)],
-             steps=RATIO_STEPS, decimals=2),
-        stat("Hosts", "Hosts whose memhp exporter is scraped.",
-             [target(f"count(memhp_exporter_build_info{{{i}}})", instant=True)]),
-        stat("memhp alerts", "memhp alerts pending or firing on the selected hosts, by state.",
-             [target(f'count by (alertstate) (ALERTS{{alertname=~"Memhp.+",{i}}})', "{{alertstate}}",
-                     instant=True)], no_value="0", text_mode="value_and_name",
-             steps=thresholds((None, "orange"))),
+        stat(
+            "Online memory",
+            "Memory in online blocks on the selected hosts (usable by the page allocator).",
+            [target(f'sum(instance:memhp_blocks_bytes:sum_by_state{{{i},state="online"}})', instant=True)],
+            unit="bytes",
+        ),
+        stat(
+            "Offline memory",
+            "Memory in offline blocks: hot-added and not onlined, or offlined and not yet "
+            "removed. See runbook MemhpBlocksLeftOffline.",
+            [target(f'sum(instance:memhp_blocks_bytes:sum_by_state{{{i},state="offline"}})', instant=True)],
+            unit="bytes",
+            no_value="0",
+            steps=thresholds((None, "green"), (1, "orange")),
+        ),
+        stat(
+            "Hot-unpluggable",
+            "Memory in online ZONE_MOVABLE blocks: what can be offlined reliably.",
+            [target(f"sum(instance:memhp_hot_unpluggable_bytes:sum{{{i}}})", instant=True)],
+            unit="bytes",
+        ),
+        stat(
+            "MOVABLE:KERNEL",
+            f"ZONE_MOVABLE (+CMA) against kernel zones (-CMA) over the selected hosts; "
+            f"{RATIO_WARN}:1 warns, {RATIO_CRIT}:1 is critical (per node, see the panel below).",
+            [
+                target(
+                    f"sum(instance:memhp_node_movable_accounted_bytes:sum{{{i}}}) / "
+                    f"sum(instance:memhp_node_kernel_accounted_bytes:sum{{{i}}})",
+                    instant=True,
+                )
+            ],
+            steps=RATIO_STEPS,
+            decimals=2,
+        ),
+        stat(
+            "Hosts",
+            "Hosts whose memhp exporter is scraped.",
+            [target(f"count(memhp_exporter_build_info{{{i}}})", instant=True)],
+        ),
+        stat(
+            "memhp alerts",
+            "memhp alerts pending or firing on the selected hosts, by state.",
+            [target(f'count by (alertstate) (ALERTS{{alertname=~"Memhp.+",{i}}})', "{{alertstate}}", instant=True)],
+            no_value="0",
+            text_mode="value_and_name",
+            steps=thresholds((None, "orange")),
+        ),
         row("Per node"),
-        timeseries("Online and offline memory per node",
-                   "Bytes in online and offline memory blocks per host and NUMA node.",
-                   [target(f"instance_node:memhp_blocks_bytes:sum_by_state{{{i}}}",
-                           "{{instance}} node {{node}} {{state}}")],
-                   unit="bytes", stack=True, min_=0,
-                   overrides=[{"matcher": {"id": "byRegexp", "options": ".* offline$"},
-                               "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}}]}]),
-        timeseries("MOVABLE:KERNEL per node",
-                   f"Per NUMA node, accounted as the kernel's auto-movable policy does. Lines: {RATIO_WARN}:1 "
-                   f"(warning) and {RATIO_CRIT}:1 (critical).",
-                   [target(f"instance_node:memhp_movable_kernel_ratio:ratio{{{i}}}", "{{instance}} node {{node}}")],
-                   threshold_lines=RATIO_STEPS, min_=0),
-        timeseries("Hot-unpluggable memory per node and planned floor",
-                   "Online ZONE_MOVABLE bytes per node, and the planned floor "
-                   "(instance_node:memhp_hot_unpluggable_floor_bytes:effective; 0 = none planned).",
-                   [target(f"instance_node:memhp_hot_unpluggable_bytes:sum{{{i}}}", "{{instance}} node {{node}}"),
-                    target(f"instance_node:memhp_hot_unpluggable_floor_bytes:effective{{{i}}}",
-                           "{{instance}} node {{node}} floor")],
-                   unit="bytes", min_=0,
-                   overrides=[{"matcher": {"id": "byRegexp", "options": ".* floor$"},
-                               "properties": [{"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}}]}]),
-        timeseries("Auto-movable headroom per node",
-                   "Memory that could still be onlined to ZONE_MOVABLE before auto_movable_ratio is reached.",
-                   [target(f"memhp_node_auto_movable_headroom_bytes{{{i}}}", "{{instance}} node {{node}}")],
-                   unit="bytes", min_=0),
+        timeseries(
+            "Online and offline memory per node",
+            "Bytes in online and offline memory blocks per host and NUMA node.",
+            [target(f"instance_node:memhp_blocks_bytes:sum_by_state{{{i}}}", "{{instance}} node {{node}} {{state}}")],
+            unit="bytes",
+            stack=True,
+            min_=0,
+            overrides=[
+                {
+                    "matcher": {"id": "byRegexp", "options": ".* offline$"},
+                    "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}}],
+                }
+            ],
+        ),
+        timeseries(
+            "MOVABLE:KERNEL per node",
+            f"Per NUMA node, accounted as the kernel's auto-movable policy does. Lines: {RATIO_WARN}:1 "
+            f"(warning) and {RATIO_CRIT}:1 (critical).",
+            [target(f"instance_node:memhp_movable_kernel_ratio:ratio{{{i}}}", "{{instance}} node {{node}}")],
+            threshold_lines=RATIO_STEPS,
+            min_=0,
+        ),
+        timeseries(
+            "Hot-unpluggable memory per node and planned floor",
+            "Online ZONE_MOVABLE bytes per node, and the planned floor "
+            "(instance_node:memhp_hot_unpluggable_floor_bytes:effective; 0 = none planned).",
+            [
+                target(f"instance_node:memhp_hot_unpluggable_bytes:sum{{{i}}}", "{{instance}} node {{node}}"),
+                target(
+                    f"instance_node:memhp_hot_unpluggable_floor_bytes:effective{{{i}}}",
+                    "{{instance}} node {{node}} floor",
+                ),
+            ],
+            unit="bytes",
+            min_=0,
+            overrides=[
+                {
+                    "matcher": {"id": "byRegexp", "options": ".* floor$"},
+                    "properties": [{"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}}],
+                }
+            ],
+        ),
+        timeseries(
+            "Auto-movable headroom per node",
+            "Memory that could still be onlined to ZONE_MOVABLE before auto_movable_ratio is reached.",
+            [target(f"memhp_node_auto_movable_headroom_bytes{{{i}}}", "{{instance}} node {{node}}")],
+            unit="bytes",
+            min_=0,
+        ),
         row("Failures and the controller"),
-        timeseries("Offline failures by reason",
-                   "Failed offline attempts logged by the kernel (memory offlining ... failed due to REASON), "
-                   "per second over 5m.",
-                   [target(f"instance:memhp_offline_failures:rate5m_by_reason{{{i}}}", "{{instance}} {{reason}}")],
-                   unit="cps", min_=0),
-        timeseries("Controller actions by result",
-                   "Block changes finished by memhp-controller, per second over 5m: ok, already (nothing to do), "
-                   "failed.",
-                   [target(f"instance:memhp_controller_actions:rate5m_by_action_result{{{i}}}",
-                           "{{instance}} {{action}} {{result}}")],
-                   unit="cps", min_=0,
-                   overrides=[{"matcher": {"id": "byRegexp", "options": ".* failed$"},
-                               "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}}]}]),
-        timeseries("Controller state",
-                   "Quarantined blocks, and whether the controller is paused or in dry-run.",
-                   [target(f"memhp_controller_quarantined_blocks{{{i}}}", "{{instance}} quarantined blocks"),
-                    target(f"memhp_controller_paused{{{i}}}", "{{instance}} paused"),
-                    target(f"memhp_controller_dry_run{{{i}}}", "{{instance}} dry-run")], min_=0),
-        timeseries("Scrape health", "Prometheus' up for the memhp exporter and controller jobs.",
-                   [target(f"up{{{EXPORTER_SEL},{i}}}", "{{instance}} exporter"),
-                    target(f"up{{{CONTROLLER_SEL},{i}}}", "{{instance}} controller")], min_=0),
+        timeseries(
+            "Offline failures by reason",
+            "Failed offline attempts logged by the kernel (memory offlining ... failed due to REASON), "
+            "per second over 5m.",
+            [target(f"instance:memhp_offline_failures:rate5m_by_reason{{{i}}}", "{{instance}} {{reason}}")],
+            unit="cps",
+            min_=0,
+        ),
+        timeseries(
+            "Controller actions by result",
+            "Block changes finished by memhp-controller, per second over 5m: ok, already (nothing to do), failed.",
+            [
+                target(
+                    f"instance:memhp_controller_actions:rate5m_by_action_result{{{i}}}",
+                    "{{instance}} {{action}} {{result}}",
+                )
+            ],
+            unit="cps",
+            min_=0,
+            overrides=[
+                {
+                    "matcher": {"id": "byRegexp", "options": ".* failed$"},
+                    "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}}],
+                }
+            ],
+        ),
+        timeseries(
+            "Controller state",
+            "Quarantined blocks, and whether the controller is paused or in dry-run.",
+            [
+                target(f"memhp_controller_quarantined_blocks{{{i}}}", "{{instance}} quarantined blocks"),
+                target(f"memhp_controller_paused{{{i}}}", "{{instance}} paused"),
+                target(f"memhp_controller_dry_run{{{i}}}", "{{instance}} dry-run"),
+            ],
+            min_=0,
+        ),
+        timeseries(
+            "Scrape health",
+            "Prometheus' up for the memhp exporter and controller jobs.",
+            [
+                target(f"up{{{EXPORTER_SEL},{i}}}", "{{instance}} exporter"),
+                target(f"up{{{CONTROLLER_SEL},{i}}}", "{{instance}} controller"),
+            ],
+            min_=0,
+        ),
     ]
-    variables = [datasource_variable(),
-                 query_variable("instance", "Host", "label_values(memhp_exporter_build_info, instance)",
-                                multi=True, include_all=True)]
-    return dashboard("memhp-fleet", "memhp / Fleet overview",
-                     "Memory hot(un)plug across the fleet: capacity per node, MOVABLE:KERNEL, failures and the "
-                     "remediation controller.", variables, items)
+    variables = [
+        datasource_variable(),
+        query_variable(
+            "instance", "Host", "label_values(memhp_exporter_build_info, instance)", multi=True, include_all=True
+        ),
+    ]
+    return dashboard(
+        "memhp-fleet",
+        "memhp / Fleet overview",
+        "Memory hot(un)plug across the fleet: capacity per node, MOVABLE:KERNEL, failures and the "
+        "remediation controller.",
+        variables,
+        items,
+    )
 
 
 # --------------------------------------------------------------------------- node view
+
 
 def node_view() -> dict:
     i, n = INSTANCE, NODE
     inn = f"{i},{n}"
     zones_code = " or ".join(
         f'max by (block) (memhp_block_info{{{inn},zone="{z}"}}) * {code}'
-        for z, code in (("Movable", 4), ("Normal", 3), ("DMA32", 2), ("DMA", 1), ("none", 0)))
+        for z, code in (("Movable", 4), ("Normal", 3), ("DMA32", 2), ("DMA", 1), ("none", 0))
+    )
     items = [
         row("Configuration"),
-        stat("Block size", "block_size_bytes: the hot(un)plug granularity.",
-             [target(f"memhp_block_size_bytes{{{i}}}", instant=True)], unit="bytes"),
-        stat("Online policy", "memory_hotplug.online_policy (contig-zones or auto-movable).",
-             [target(f"memhp_online_policy_info{{{i}}} == 1", "{{policy}}", instant=True)], text_mode="name"),
-        stat("auto_online_blocks", "Default state of hot-added blocks; offline means user space must online them.",
-             [target(f"memhp_auto_online_blocks_info{{{i}}} == 1", "{{state}}", instant=True)], text_mode="name"),
-        stat("auto_movable_ratio", "MOVABLE:KERNEL ceiling of the auto-movable policy (3.01 = 301%).",
-             [target(f"memhp_auto_movable_max_ratio{{{i}}}", instant=True)], decimals=2),
-        stat("crash_hotplug", "1: the kernel updates the kdump memory map itself after hotplug. 0 or absent "
-             "(older kernels without the file): user space must reload kdump.",
-             [target(f"memhp_crash_hotplug{{{i}}} or (absent(memhp_crash_hotplug{{{i}}}) * -1)", instant=True)],
-             mappings=value_map({-1: ("absent: reload kdump", "orange"), 0: ("0: reload kdump", "orange"),
-                                 1: ("1: kernel updates kdump", "green")})),
-        stat("Per-block series capped", "1 when this host has more blocks than --collector.blocks.limit; block "
-             "ranges are then in the table below instead of per-block series.",
-             [target(f"memhp_block_series_capped{{{i}}}", instant=True)],
-             mappings=value_map({0: ("no", "green"), 1: ("yes: see ranges", "orange")})),
+        stat(
+            "Block size",
+            "block_size_bytes: the hot(un)plug granularity.",
+            [target(f"memhp_block_size_bytes{{{i}}}", instant=True)],
+            unit="bytes",
+        ),
+        stat(
+            "Online policy",
+            "memory_hotplug.online_policy (contig-zones or auto-movable).",
+            [target(f"memhp_online_policy_info{{{i}}} == 1", "{{policy}}", instant=True)],
+            text_mode="name",
+        ),
+        stat(
+            "auto_online_blocks",
+            "Default state of hot-added blocks; offline means user space must online them.",
+            [target(f"memhp_auto_online_blocks_info{{{i}}} == 1", "{{state}}", instant=True)],
+            text_mode="name",
+        ),
+        stat(
+            "auto_movable_ratio",
+            "MOVABLE:KERNEL ceiling of the auto-movable policy (3.01 = 301%).",
+            [target(f"memhp_auto_movable_max_ratio{{{i}}}", instant=True)],
+            decimals=2,
+        ),
+        stat(
+            "crash_hotplug",
+            "1: the kernel updates the kdump memory map itself after hotplug. 0 or absent "
+            "(older kernels without the file): user space must reload kdump.",
+            [target(f"memhp_crash_hotplug{{{i}}} or (absent(memhp_crash_hotplug{{{i}}}) * -1)", instant=True)],
+            mappings=value_map(
+                {
+                    -1: ("absent: reload kdump", "orange"),
+                    0: ("0: reload kdump", "orange"),
+                    1: ("1: kernel updates kdump", "green"),
+                }
+            ),
+        ),
+        stat(
+            "Per-block series capped",
+            "1 when this host has more blocks than --collector.blocks.limit; block "
+            "ranges are then in the table below instead of per-block series.",
+            [target(f"memhp_block_series_capped{{{i}}}", instant=True)],
+            mappings=value_map({0: ("no", "green"), 1: ("yes: see ranges", "orange")}),
+        ),
         row("Capacity and zones"),
-        stat("Offline blocks", "Blocks offline on the selected nodes.",
-             [target(f'sum(memhp_blocks{{{inn},state="offline"}})', instant=True)], no_value="0",
-             steps=thresholds((None, "green"), (1, "orange"))),
-        stat("Unofflinable blocks", "Online blocks with valid_zones none (mixed zones, mixed nodes or holes).",
-             [target(f"sum(memhp_blocks_unofflinable{{{inn}}})", instant=True)], no_value="0"),
-        stat("Hot-unpluggable", "Online ZONE_MOVABLE memory on the selected nodes.",
-             [target(f"sum(instance_node:memhp_hot_unpluggable_bytes:sum{{{inn}}})", instant=True)], unit="bytes"),
-        stat("MOVABLE:KERNEL (worst node)", f"{RATIO_WARN}:1 warns, {RATIO_CRIT}:1 is critical.",
-             [target(f"max(instance_node:memhp_movable_kernel_ratio:ratio{{{inn}}})", instant=True)],
-             steps=RATIO_STEPS, decimals=2),
-        stat("MemAvailable", "The kernel's estimate of memory available without swapping.",
-             [target(f"memhp_memory_available_bytes{{{i}}}", instant=True)], unit="bytes"),
-        stat("MemTotal", "Usable RAM: online memory minus reserved.",
-             [target(f"memhp_memory_total_bytes{{{i}}}", instant=True)], unit="bytes"),
-        timeseries("Memory by zone and state", "Bytes in memory blocks by zone (for offline blocks: the zone "
-                   "the kernel would pick) and state.",
-                   [target(f"sum by (node, zone, state) (memhp_blocks_bytes{{{inn}}})",
-                           "node {{node}} {{zone}} {{state}}")], unit="bytes", stack=True, min_=0),
-        timeseries("MOVABLE:KERNEL", f"Per node, with the {RATIO_WARN}:1 and {RATIO_CRIT}:1 lines.",
-                   [target(f"instance_node:memhp_movable_kernel_ratio:ratio{{{inn}}}", "node {{node}}")],
-                   threshold_lines=RATIO_STEPS, min_=0),
-        timeseries("Zone free memory against watermarks",
-                   "Free memory per populated zone, with its min, low and high watermarks (dashed). Below low "
-                   "kswapd wakes; below min only atomic/reserve allocations succeed.",
-                   [target(f"memhp_zone_free_bytes{{{inn}}} and on (instance, node, zone) "
-                           f"(memhp_zone_populated{{{inn}}} == 1)", "node {{node}} {{zone}} free")] +
-                   [target(f'memhp_zone_watermark_bytes{{{inn},watermark="{wm}"}} and on (instance, node, zone) '
-                           f"(memhp_zone_populated{{{inn}}} == 1)", "node {{node}} {{zone}} " + wm)
-                    for wm in ("min", "low", "high")],
-                   unit="bytes", w=24, h=9, min_=0,
-                   overrides=[{"matcher": {"id": "byRegexp", "options": ".* (min|low|high)$"},
-                               "properties": [{"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [6, 6]}},
-                                              {"id": "custom.fillOpacity", "value": 0}]}]),
-        timeseries("Kernel zones free vs alert line, and free ZONE_MOVABLE",
-                   f"Kernel zones ({KZ['zones'].replace('|', ', ')}) free against "
-                   f"{KZ['low_watermark_factor']} x their low watermark (MemhpKernelZonesLowMovableFree), and "
-                   "ZONE_MOVABLE free, which unmovable allocations cannot use.",
-                   [target(f"instance_node:memhp_kernel_zones_free_bytes:sum{{{inn}}}", "node {{node}} kernel free"),
-                    target(f"{KZ['low_watermark_factor']} * instance_node:memhp_kernel_zones_low_watermark_bytes:sum"
-                           f"{{{inn}}}", "node {{node}} alert line"),
-                    target(f'memhp_zone_free_bytes{{{inn},zone="Movable"}}', "node {{node}} Movable free")],
-                   unit="bytes", min_=0,
-                   overrides=[{"matcher": {"id": "byRegexp", "options": ".* alert line$"},
-                               "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}},
-                                              {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}}]}]),
-        timeseries("Hot-unpluggable and auto-movable headroom",
-                   "Online ZONE_MOVABLE bytes per node, and what may still be onlined movable under "
-                   "auto_movable_ratio.",
-                   [target(f"instance_node:memhp_hot_unpluggable_bytes:sum{{{inn}}}", "node {{node}} hot-unpluggable"),
-                    target(f"memhp_node_auto_movable_headroom_bytes{{{inn}}}", "node {{node}} headroom")],
-                   unit="bytes", min_=0),
+        stat(
+            "Offline blocks",
+            "Blocks offline on the selected nodes.",
+            [target(f'sum(memhp_blocks{{{inn},state="offline"}})', instant=True)],
+            no_value="0",
+            steps=thresholds((None, "green"), (1, "orange")),
+        ),
+        stat(
+            "Unofflinable blocks",
+            "Online blocks with valid_zones none (mixed zones, mixed nodes or holes).",
+            [target(f"sum(memhp_blocks_unofflinable{{{inn}}})", instant=True)],
+            no_value="0",
+        ),
+        stat(
+            "Hot-unpluggable",
+            "Online ZONE_MOVABLE memory on the selected nodes.",
+            [target(f"sum(instance_node:memhp_hot_unpluggable_bytes:sum{{{inn}}})", instant=True)],
+            unit="bytes",
+        ),
+        stat(
+            "MOVABLE:KERNEL (worst node)",
+            f"{RATIO_WARN}:1 warns, {RATIO_CRIT}:1 is critical.",
+            [target(f"max(instance_node:memhp_movable_kernel_ratio:ratio{{{inn}}})", instant=True)],
+            steps=RATIO_STEPS,
+            decimals=2,
+        ),
+        stat(
+            "MemAvailable",
+            "The kernel's estimate of memory available without swapping.",
+            [target(f"memhp_memory_available_bytes{{{i}}}", instant=True)],
+            unit="bytes",
+        ),
+        stat(
+            "MemTotal",
+            "Usable RAM: online memory minus reserved.",
+            [target(f"memhp_memory_total_bytes{{{i}}}", instant=True)],
+            unit="bytes",
+        ),
+        timeseries(
+            "Memory by zone and state",
+            "Bytes in memory blocks by zone (for offline blocks: the zone the kernel would pick) and state.",
+            [target(f"sum by (node, zone, state) (memhp_blocks_bytes{{{inn}}})", "node {{node}} {{zone}} {{state}}")],
+            unit="bytes",
+            stack=True,
+            min_=0,
+        ),
+        timeseries(
+            "MOVABLE:KERNEL",
+            f"Per node, with the {RATIO_WARN}:1 and {RATIO_CRIT}:1 lines.",
+            [target(f"instance_node:memhp_movable_kernel_ratio:ratio{{{inn}}}", "node {{node}}")],
+            threshold_lines=RATIO_STEPS,
+            min_=0,
+        ),
+        timeseries(
+            "Zone free memory against watermarks",
+            "Free memory per populated zone, with its min, low and high watermarks (dashed). Below low "
+            "kswapd wakes; below min only atomic/reserve allocations succeed.",
+            [
+                target(
+                    f"memhp_zone_free_bytes{{{inn}}} and on (instance, node, zone) "
+                    f"(memhp_zone_populated{{{inn}}} == 1)",
+                    "node {{node}} {{zone}} free",
+                )
+            ]
+            + [
+                target(
+                    f'memhp_zone_watermark_bytes{{{inn},watermark="{wm}"}} and on (instance, node, zone) '
+                    f"(memhp_zone_populated{{{inn}}} == 1)",
+                    "node {{node}} {{zone}} " + wm,
+                )
+                for wm in ("min", "low", "high")
+            ],
+            unit="bytes",
+            w=24,
+            h=9,
+            min_=0,
+            overrides=[
+                {
+                    "matcher": {"id": "byRegexp", "options": ".* (min|low|high)$"},
+                    "properties": [
+                        {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [6, 6]}},
+                        {"id": "custom.fillOpacity", "value": 0},
+                    ],
+                }
+            ],
+        ),
+        timeseries(
+            "Kernel zones free vs alert line, and free ZONE_MOVABLE",
+            f"Kernel zones ({KZ['zones'].replace('|', ', ')}) free against "
+            f"{KZ['low_watermark_factor']} x their low watermark (MemhpKernelZonesLowMovableFree), and "
+            "ZONE_MOVABLE free, which unmovable allocations cannot use.",
+            [
+                target(f"instance_node:memhp_kernel_zones_free_bytes:sum{{{inn}}}", "node {{node}} kernel free"),
+                target(
+                    f"{KZ['low_watermark_factor']} * instance_node:memhp_kernel_zones_low_watermark_bytes:sum{{{inn}}}",
+                    "node {{node}} alert line",
+                ),
+                target(f'memhp_zone_free_bytes{{{inn},zone="Movable"}}', "node {{node}} Movable free"),
+            ],
+            unit="bytes",
+            min_=0,
+            overrides=[
+                {
+                    "matcher": {"id": "byRegexp", "options": ".* alert line$"},
+                    "properties": [
+                        {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}},
+                        {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
+                    ],
+                }
+            ],
+        ),
+        timeseries(
+            "Hot-unpluggable and auto-movable headroom",
+            "Online ZONE_MOVABLE bytes per node, and what may still be onlined movable under auto_movable_ratio.",
+            [
+                target(f"instance_node:memhp_hot_unpluggable_bytes:sum{{{inn}}}", "node {{node}} hot-unpluggable"),
+                target(f"memhp_node_auto_movable_headroom_bytes{{{inn}}}", "node {{node}} headroom"),
+            ],
+            unit="bytes",
+            min_=0,
+        ),
         row("Blocks"),
-        state_timeline("Block state", "Every memory block's state over time (per-block series; above the "
-                       "series cap see the ranges table).",
-                       [target(f'max by (block) (memhp_block_state{{{inn},state="online"}}) * 2 + '
-                               f'max by (block) (memhp_block_state{{{inn},state="going-offline"}})', "{{block}}")],
-                       value_map({0: ("offline", "red"), 1: ("going-offline", "orange"), 2: ("online", "green")}),
-                       h=12),
-        state_timeline("Block zone", "Every block's zone over time: the managing zone of an online block, the "
-                       "zone the kernel would pick for an offline one; none = mixed zones/nodes or holes "
-                       "(cannot be offlined).",
-                       [target(zones_code, "{{block}}")],
-                       value_map({0: ("none", "purple"), 1: ("DMA", "blue"), 2: ("DMA32", "blue"),
-                                  3: ("Normal", "yellow"), 4: ("Movable", "green")}), h=12),
-        timeseries("Blocks going offline", f"Seconds each block has been going-offline; MemhpBlockStuckGoingOffline "
-                   f"fires past {GOING_OFFLINE_S}s.",
-                   [target(f"memhp_block_going_offline_seconds{{{inn}}}", "block {{block}}")], unit="s",
-                   threshold_lines=thresholds((None, "green"), (GOING_OFFLINE_S, "red")), min_=0),
-        table("Block ranges (above the per-block series cap)",
-              "lsmem-style merged ranges of blocks with the same node, zone and state.",
-              [target(f"memhp_block_range_blocks{{{inn}}}", instant=True, fmt="table")],
-              exclude=("Time", "__name__", "job", "instance")),
+        state_timeline(
+            "Block state",
+            "Every memory block's state over time (per-block series; above the series cap see the ranges table).",
+            [
+                target(
+                    f'max by (block) (memhp_block_state{{{inn},state="online"}}) * 2 + '
+                    f'max by (block) (memhp_block_state{{{inn},state="going-offline"}})',
+                    "{{block}}",
+                )
+            ],
+            value_map({0: ("offline", "red"), 1: ("going-offline", "orange"), 2: ("online", "green")}),
+            h=12,
+        ),
+        state_timeline(
+            "Block zone",
+            "Every block's zone over time: the managing zone of an online block, the "
+            "zone the kernel would pick for an offline one; none = mixed zones/nodes or holes "
+            "(cannot be offlined).",
+            [target(zones_code, "{{block}}")],
+            value_map(
+                {
+                    0: ("none", "purple"),
+                    1: ("DMA", "blue"),
+                    2: ("DMA32", "blue"),
+                    3: ("Normal", "yellow"),
+                    4: ("Movable", "green"),
+                }
+            ),
+            h=12,
+        ),
+        timeseries(
+            "Blocks going offline",
+            f"Seconds each block has been going-offline; MemhpBlockStuckGoingOffline fires past {GOING_OFFLINE_S}s.",
+            [target(f"memhp_block_going_offline_seconds{{{inn}}}", "block {{block}}")],
+            unit="s",
+            threshold_lines=thresholds((None, "green"), (GOING_OFFLINE_S, "red")),
+            min_=0,
+        ),
+        table(
+            "Block ranges (above the per-block series cap)",
+            "lsmem-style merged ranges of blocks with the same node, zone and state.",
+            [target(f"memhp_block_range_blocks{{{inn}}}", instant=True, fmt="table")],
+            exclude=("Time", "__name__", "job", "instance"),
+        ),
         row("Events"),
-        timeseries("Memory uevents", "Memory block uevents seen by the exporter, by action.",
-                   [target(f"sum by (action) (increase(memhp_uevents_total{{{i}}}[$__rate_interval]))", "{{action}}")],
-                   bars=True, min_=0),
-        timeseries("Offline failures by reason", "Failed offline attempts logged by the kernel, by reason.",
-                   [target(f"sum by (reason) (increase(memhp_offline_failures_total{{{i}}}[$__rate_interval]))",
-                           "{{reason}}")], bars=True, min_=0),
-        table("Offline failures by block", "Failed offline attempts per block and reason since the exporter started.",
-              [target(f"sum by (block, reason) (memhp_block_offline_failures_total{{{i}}})", instant=True,
-                      fmt="table")]),
-        timeseries("Controller actions", "Block changes finished by memhp-controller, by action, result and errno.",
-                   [target(f"sum by (action, result, errno) (increase(memhp_controller_actions_total{{{i}}}"
-                           f"[$__rate_interval]))", "{{action}} {{result}} {{errno}}")], bars=True, min_=0),
-        timeseries("Controller guard refusals", "Actions refused by a guard (cooldown, caps, quarantine, pause...).",
-                   [target(f"sum by (guard) (increase(memhp_controller_guard_refusals_total{{{i}}}"
-                           f"[$__rate_interval]))", "{{guard}}")], bars=True, min_=0),
-        timeseries("Alerts received by the controller", "By source (webhook, pull) and status.",
-                   [target(f"sum by (source, status) (increase(memhp_controller_alerts_received_total{{{i}}}"
-                           f"[$__rate_interval]))", "{{source}} {{status}}")], bars=True, min_=0),
+        timeseries(
+            "Memory uevents",
+            "Memory block uevents seen by the exporter, by action.",
+            [target(f"sum by (action) (increase(memhp_uevents_total{{{i}}}[$__rate_interval]))", "{{action}}")],
+            bars=True,
+            min_=0,
+        ),
+        timeseries(
+            "Offline failures by reason",
+            "Failed offline attempts logged by the kernel, by reason.",
+            [
+                target(
+                    f"sum by (reason) (increase(memhp_offline_failures_total{{{i}}}[$__rate_interval]))", "{{reason}}"
+                )
+            ],
+            bars=True,
+            min_=0,
+        ),
+        table(
+            "Offline failures by block",
+            "Failed offline attempts per block and reason since the exporter started.",
+            [target(f"sum by (block, reason) (memhp_block_offline_failures_total{{{i}}})", instant=True, fmt="table")],
+        ),
+        timeseries(
+            "Controller actions",
+            "Block changes finished by memhp-controller, by action, result and errno.",
+            [
+                target(
+                    f"sum by (action, result, errno) (increase(memhp_controller_actions_total{{{i}}}"
+                    f"[$__rate_interval]))",
+                    "{{action}} {{result}} {{errno}}",
+                )
+            ],
+            bars=True,
+            min_=0,
+        ),
+        timeseries(
+            "Controller guard refusals",
+            "Actions refused by a guard (cooldown, caps, quarantine, pause...).",
+            [
+                target(
+                    f"sum by (guard) (increase(memhp_controller_guard_refusals_total{{{i}}}[$__rate_interval]))",
+                    "{{guard}}",
+                )
+            ],
+            bars=True,
+            min_=0,
+        ),
+        timeseries(
+            "Alerts received by the controller",
+            "By source (webhook, pull) and status.",
+            [
+                target(
+                    f"sum by (source, status) (increase(memhp_controller_alerts_received_total{{{i}}}"
+                    f"[$__rate_interval]))",
+                    "{{source}} {{status}}",
+                )
+            ],
+            bars=True,
+            min_=0,
+        ),
         row("Health"),
-        timeseries("Scrape health", "Prometheus' up for this host's exporter and controller.",
-                   [target(f"up{{{EXPORTER_SEL},{i}}}", "exporter"),
-                    target(f"up{{{CONTROLLER_SEL},{i}}}", "controller")], min_=0, w=8),
-        timeseries("Collector success", "1 when the collector finished without an exception.",
-                   [target(f"memhp_collector_success{{{i}}}", "{{collector}}")], min_=0, w=8),
-        timeseries("Collector duration", "Time each collector took in the last scrape.",
-                   [target(f"memhp_collector_duration_seconds{{{i}}}", "{{collector}}")], unit="s", min_=0, w=8),
-        timeseries("Event sources", "1 while the kernel log watcher and the uevent monitor are following.",
-                   [target(f"memhp_kmsg_watcher_up{{{i}}}", "kmsg"),
-                    target(f"memhp_uevent_monitor_up{{{i}}}", "uevent")], min_=0, w=8),
-        timeseries("Parse errors", "Files that could not be read or parsed, by file kind.",
-                   [target(f"sum by (file) (increase(memhp_parse_errors_total{{{i}}}[$__rate_interval]))",
-                           "{{file}}")], bars=True, min_=0, w=8),
-        timeseries("Controller queue", "Alerts waiting for the controller's worker.",
-                   [target(f"memhp_controller_queue_depth{{{i}}}", "queue depth")], min_=0, w=8),
+        timeseries(
+            "Scrape health",
+            "Prometheus' up for this host's exporter and controller.",
+            [target(f"up{{{EXPORTER_SEL},{i}}}", "exporter"), target(f"up{{{CONTROLLER_SEL},{i}}}", "controller")],
+            min_=0,
+            w=8,
+        ),
+        timeseries(
+            "Collector success",
+            "1 when the collector finished without an exception.",
+            [target(f"memhp_collector_success{{{i}}}", "{{collector}}")],
+            min_=0,
+            w=8,
+        ),
+        timeseries(
+            "Collector duration",
+            "Time each collector took in the last scrape.",
+            [target(f"memhp_collector_duration_seconds{{{i}}}", "{{collector}}")],
+            unit="s",
+            min_=0,
+            w=8,
+        ),
+        timeseries(
+            "Event sources",
+            "1 while the kernel log watcher and the uevent monitor are following.",
+            [target(f"memhp_kmsg_watcher_up{{{i}}}", "kmsg"), target(f"memhp_uevent_monitor_up{{{i}}}", "uevent")],
+            min_=0,
+            w=8,
+        ),
+        timeseries(
+            "Parse errors",
+            "Files that could not be read or parsed, by file kind.",
+            [target(f"sum by (file) (increase(memhp_parse_errors_total{{{i}}}[$__rate_interval]))", "{{file}}")],
+            bars=True,
+            min_=0,
+            w=8,
+        ),
+        timeseries(
+            "Controller queue",
+            "Alerts waiting for the controller's worker.",
+            [target(f"memhp_controller_queue_depth{{{i}}}", "queue depth")],
+            min_=0,
+            w=8,
+        ),
     ]
-    variables = [datasource_variable(),
-                 query_variable("instance", "Host", "label_values(memhp_exporter_build_info, instance)",
-                                multi=False, include_all=False),
-                 query_variable("node", "NUMA node", 'label_values(memhp_blocks{instance=~"$instance"}, node)',
-                                multi=True, include_all=True)]
-    return dashboard("memhp-node", "memhp / Node",
-                     "One host's memory blocks, zones, watermarks, hotplug events, offline failures, the "
-                     "controller's actions (annotations) and the exporter's health.", variables, items)
+    variables = [
+        datasource_variable(),
+        query_variable(
+            "instance", "Host", "label_values(memhp_exporter_build_info, instance)", multi=False, include_all=False
+        ),
+        query_variable(
+            "node", "NUMA node", 'label_values(memhp_blocks{instance=~"$instance"}, node)', multi=True, include_all=True
+        ),
+    ]
+    return dashboard(
+        "memhp-node",
+        "memhp / Node",
+        "One host's memory blocks, zones, watermarks, hotplug events, offline failures, the "
+        "controller's actions (annotations) and the exporter's health.",
+        variables,
+        items,
+    )
 
 
 DASHBOARDS = {"memhp-fleet.json": fleet, "memhp-node.json": node_view}
@@ -437,6 +878,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     files = {args.out / name: text for name, text in render().items()}
     return sync(files, check=args.check, command=".venv/bin/python dashboards/build.py")
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,12 +10,12 @@ import argparse
 import json
 import sys
 
-from .accounting import BlockRange, merge_ranges
-from .fsread import ParseErrors
-from .memory_blocks import read_blocks, read_memory_config
-from .model import MemoryBlock
-from .nodes import block_node_map, read_nodes
-from .paths import Paths
+from .kernel.accounting import BlockRange, merge_ranges
+from .kernel.fsread import ParseErrors
+from .kernel.memory_blocks import read_blocks, read_memory_config
+from .kernel.model import MemoryBlock
+from .kernel.nodes import block_node_map, read_nodes
+from .kernel.paths import Paths
 
 _ZONE_NAMES = {"none": "None", "HighMem": "Highmem"}  # lsmem's spelling
 
@@ -55,15 +55,17 @@ def shown_removable(r: BlockRange) -> bool | None:
 def render_json(rows: list[BlockRange], block_size: int) -> str:
     out = []
     for r in rows:
-        out.append({
-            "range": f"0x{r.first * block_size:016x}-0x{(r.last + 1) * block_size - 1:016x}",
-            "size": human_size(r.count * block_size),
-            "state": r.state,
-            "removable": shown_removable(r),
-            "block": str(r.first) if r.first == r.last else f"{r.first}-{r.last}",
-            "node": r.node,
-            "zones": lsmem_zones(r.valid_zones),
-        })
+        out.append(
+            {
+                "range": f"0x{r.first * block_size:016x}-0x{(r.last + 1) * block_size - 1:016x}",
+                "size": human_size(r.count * block_size),
+                "state": r.state,
+                "removable": shown_removable(r),
+                "block": str(r.first) if r.first == r.last else f"{r.first}-{r.last}",
+                "node": r.node,
+                "zones": lsmem_zones(r.valid_zones),
+            }
+        )
     return json.dumps({"memory": out}, indent=3)
 
 
@@ -71,23 +73,30 @@ def render_table(rows: list[BlockRange], blocks: list[MemoryBlock], block_size: 
     header = ("RANGE", "SIZE", "STATE", "REMOVABLE", "BLOCK", "NODE", "ZONES")
     table = [header]
     for r in rows:
-        table.append((
-            f"0x{r.first * block_size:016x}-0x{(r.last + 1) * block_size - 1:016x}",
-            human_size(r.count * block_size),
-            r.state or "?",
-            {True: "yes", False: "no", None: ""}[shown_removable(r)],
-            str(r.first) if r.first == r.last else f"{r.first}-{r.last}",
-            "?" if r.node is None else str(r.node),
-            lsmem_zones(r.valid_zones) or "?",
-        ))
+        table.append(
+            (
+                f"0x{r.first * block_size:016x}-0x{(r.last + 1) * block_size - 1:016x}",
+                human_size(r.count * block_size),
+                r.state or "?",
+                {True: "yes", False: "no", None: ""}[shown_removable(r)],
+                str(r.first) if r.first == r.last else f"{r.first}-{r.last}",
+                "?" if r.node is None else str(r.node),
+                lsmem_zones(r.valid_zones) or "?",
+            )
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines = [" ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-             for row in table]
+    lines = [
+        " ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+        for row in table
+    ]
     online = sum(1 for b in blocks if b.state == "online") * block_size
     offline = sum(1 for b in blocks if b.state == "offline") * block_size
-    lines += ["", f"Memory block size:    {human_size(block_size):>6}",
-              f"Total online memory:  {human_size(online):>6}",
-              f"Total offline memory: {human_size(offline):>6}"]
+    lines += [
+        "",
+        f"Memory block size:    {human_size(block_size):>6}",
+        f"Total online memory:  {human_size(online):>6}",
+        f"Total offline memory: {human_size(offline):>6}",
+    ]
     going = [b.id for b in blocks if b.state == "going-offline"]
     if going:
         lines.append(f"Going offline:        {len(going)} block(s)")
@@ -95,8 +104,11 @@ def render_table(rows: list[BlockRange], blocks: list[MemoryBlock], block_size: 
 
 
 def add_blocks_parser(sub) -> None:
-    p = sub.add_parser("blocks", help="list memory blocks like lsmem",
-                       description="List memory blocks from sysfs, merged into ranges like lsmem unless --all.")
+    p = sub.add_parser(
+        "blocks",
+        help="list memory blocks like lsmem",
+        description="List memory blocks from sysfs, merged into ranges like lsmem unless --all.",
+    )
     p.add_argument("--path.sysfs", dest="sysfs", default="/sys", help="sysfs mount point (default: /sys)")
     p.add_argument("-a", "--all", action="store_true", help="one line per block, no merging")
     p.add_argument("-J", "--json", action="store_true", help="JSON, with lsmem -J's keys")
@@ -108,8 +120,10 @@ def run_blocks(args: argparse.Namespace) -> int:
     errors = ParseErrors()
     config = read_memory_config(paths.memory, errors)
     if config.block_size_bytes is None:
-        print(f"memhp blocks: cannot read {paths.memory}/block_size_bytes: is this a sysfs with memory "
-              f"hotplug support?", file=sys.stderr)
+        print(
+            f"memhp blocks: cannot read {paths.memory}/block_size_bytes: is this a sysfs with memory hotplug support?",
+            file=sys.stderr,
+        )
         return 1
     nodes = read_nodes(paths.node, errors)
     blocks = read_blocks(paths.memory, errors, block_node_map(nodes) if nodes else None)
@@ -119,32 +133,7 @@ def run_blocks(args: argparse.Namespace) -> int:
     else:
         print(render_table(rows, blocks, config.block_size_bytes))
     for kind, count in sorted(errors.counts().items()):
-        print(f"memhp blocks: warning: {count} unreadable value(s) in {kind}: {errors.last_reason(kind)}",
-              file=sys.stderr)
+        print(
+            f"memhp blocks: warning: {count} unreadable value(s) in {kind}: {errors.last_reason(kind)}", file=sys.stderr
+        )
     return 0
-
-
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="memhp", description="memhp: memory hot(un)plug tools.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_blocks_parser(sub)
-    try:  # `memhp report`: its own package (a Prometheus consumer, not sysfs); absent from the container image
-        from report.cli import add_report_parser
-    except ImportError:
-        pass
-    else:
-        add_report_parser(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except BrokenPipeError:  # `memhp blocks | head`
-        sys.stderr.close()
-        return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

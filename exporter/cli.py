@@ -13,15 +13,26 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from . import __version__
-from .collectors import (COLLECTORS, DEFAULT_BLOCK_LIMIT, BlocksCollector, ConfigCollector, MemhpCollector,
-                         MeminfoCollector, OfflineFailuresCollector, SubCollector, UeventsCollector, ZonesCollector)
-from .fsread import ParseErrors
-from .kmsg import FailureCounts, KmsgWatcher
-from .memory_blocks import read_memory_config
-from .paths import Paths
+from memhp import __version__
+
+from .collectors import (
+    COLLECTORS,
+    DEFAULT_BLOCK_LIMIT,
+    BlocksCollector,
+    ConfigCollector,
+    MemhpCollector,
+    MeminfoCollector,
+    OfflineFailuresCollector,
+    SubCollector,
+    UeventsCollector,
+    ZonesCollector,
+)
+from .events.kmsg import FailureCounts, KmsgWatcher
+from .events.uevent_monitor import UeventMonitor
+from .kernel.fsread import ParseErrors
+from .kernel.memory_blocks import read_memory_config
+from .kernel.paths import Paths
 from .server import parse_listen_address, serve
-from .uevent_monitor import UeventMonitor
 
 log = logging.getLogger("memhp.exporter")
 
@@ -53,35 +64,73 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="memhp-exporter",
         description="Prometheus exporter for Linux memory hot(un)plug: memory blocks, zones, the MOVABLE:KERNEL "
-                    "ratio, offline failures and uevents, read from sysfs and procfs. It never writes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN,
-                   help="Address to serve metrics on, HOST:PORT (empty host: all interfaces).")
+        "ratio, offline failures and uevents, read from sysfs and procfs. It never writes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        default=DEFAULT_LISTEN,
+        help="Address to serve metrics on, HOST:PORT (empty host: all interfaces).",
+    )
     p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", help="Path of the metrics.")
     p.add_argument("--web.tls.cert-file", dest="tls_cert", help="TLS certificate (PEM); serve HTTPS with the key.")
     p.add_argument("--web.tls.key-file", dest="tls_key", help="TLS private key (PEM).")
     p.add_argument("--path.sysfs", dest="sysfs", default="/sys", help="sysfs mount point.")
     p.add_argument("--path.procfs", dest="procfs", default="/proc", help="procfs mount point.")
-    p.add_argument("--path.kmsg", dest="kmsg", default="/dev/kmsg",
-                   help="Kernel log device (or a file of log lines) for offline failures.")
+    p.add_argument(
+        "--path.kmsg",
+        dest="kmsg",
+        default="/dev/kmsg",
+        help="Kernel log device (or a file of log lines) for offline failures.",
+    )
     for name, doc in COLLECTORS.items():
-        p.add_argument(f"--collector.{name}", dest=f"collector_{name}", action=argparse.BooleanOptionalAction,
-                       default=True, help=f"Collector {name}: {doc}.")
-    p.add_argument("--collector.blocks.limit", dest="block_limit", type=int, default=DEFAULT_BLOCK_LIMIT,
-                   help="Most blocks exported one by one; above it, merged ranges (memhp_block_range_blocks). "
-                        "The default covers 512 GiB of 128 MiB blocks.")
-    p.add_argument("--collector.offline_failures.replay", dest="kmsg_replay", action="store_true",
-                   help="Also count failures already in the kernel log at start (they are counted again after "
-                        "every restart).")
-    p.add_argument("--collector.uevents.source", dest="uevent_source", choices=("kernel", "udev"),
-                   default="kernel", help="Netlink source: the kernel's own events (no udevd needed) or udevd's.")
-    p.add_argument("--log.level", dest="log_level", default="info",
-                   choices=("debug", "info", "warning", "error"), help="Log level.")
-    p.add_argument("--once", action="store_true",
-                   help="Print one scrape to stdout (or --once.output) and exit; event collectors "
-                        "(offline_failures, uevents) are off in this mode.")
-    p.add_argument("--once.output", dest="once_output",
-                   help="With --once: write atomically to this file (for node_exporter's textfile collector).")
+        p.add_argument(
+            f"--collector.{name}",
+            dest=f"collector_{name}",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help=f"Collector {name}: {doc}.",
+        )
+    p.add_argument(
+        "--collector.blocks.limit",
+        dest="block_limit",
+        type=int,
+        default=DEFAULT_BLOCK_LIMIT,
+        help="Most blocks exported one by one; above it, merged ranges (memhp_block_range_blocks). "
+        "The default covers 512 GiB of 128 MiB blocks.",
+    )
+    p.add_argument(
+        "--collector.offline_failures.replay",
+        dest="kmsg_replay",
+        action="store_true",
+        help="Also count failures already in the kernel log at start (they are counted again after every restart).",
+    )
+    p.add_argument(
+        "--collector.uevents.source",
+        dest="uevent_source",
+        choices=("kernel", "udev"),
+        default="kernel",
+        help="Netlink source: the kernel's own events (no udevd needed) or udevd's.",
+    )
+    p.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="Log level.",
+    )
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="Print one scrape to stdout (or --once.output) and exit; event collectors "
+        "(offline_failures, uevents) are off in this mode.",
+    )
+    p.add_argument(
+        "--once.output",
+        dest="once_output",
+        help="With --once: write atomically to this file (for node_exporter's textfile collector).",
+    )
     p.add_argument("--version", action="version", version=f"memhp-exporter {_version()}")
     return p
 
@@ -98,10 +147,18 @@ def config_from_args(args: argparse.Namespace) -> ExporterConfig:
     if not args.telemetry_path.startswith("/"):
         raise ValueError("--web.telemetry-path must start with /")
     return ExporterConfig(
-        paths=Paths(args.sysfs, args.procfs, args.kmsg), listen=args.listen, telemetry_path=args.telemetry_path,
-        tls_cert=args.tls_cert, tls_key=args.tls_key, collectors=enabled, block_limit=args.block_limit,
-        kmsg_replay=args.kmsg_replay, uevent_source=args.uevent_source, once=args.once,
-        once_output=args.once_output)
+        paths=Paths(args.sysfs, args.procfs, args.kmsg),
+        listen=args.listen,
+        telemetry_path=args.telemetry_path,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        collectors=enabled,
+        block_limit=args.block_limit,
+        kmsg_replay=args.kmsg_replay,
+        uevent_source=args.uevent_source,
+        once=args.once,
+        once_output=args.once_output,
+    )
 
 
 def build_collectors(cfg: ExporterConfig, errors: ParseErrors) -> list[SubCollector]:
@@ -121,21 +178,24 @@ def build_collectors(cfg: ExporterConfig, errors: ParseErrors) -> list[SubCollec
     if "offline_failures" in on:
         counts = FailureCounts(cfg.block_limit)
         memory_dir = cfg.paths.memory
-        watcher = KmsgWatcher(cfg.paths.kmsg, counts,
-                              lambda: read_memory_config(memory_dir, errors).block_size_bytes,
-                              replay=cfg.kmsg_replay).start()
+        watcher = KmsgWatcher(
+            cfg.paths.kmsg,
+            counts,
+            lambda: read_memory_config(memory_dir, errors).block_size_bytes,
+            replay=cfg.kmsg_replay,
+        ).start()
         out.append(OfflineFailuresCollector(watcher, counts))
     if "uevents" in on:
         out.append(UeventsCollector(UeventMonitor(cfg.uevent_source).start()))
     return out
 
 
-def build_registry(cfg: ExporterConfig, errors: ParseErrors | None = None) -> tuple[CollectorRegistry,
-                                                                                      MemhpCollector]:
+def build_registry(cfg: ExporterConfig, errors: ParseErrors | None = None) -> tuple[CollectorRegistry, MemhpCollector]:
     errors = errors or ParseErrors()
     registry = CollectorRegistry(auto_describe=False)
-    collector = MemhpCollector(cfg.paths, build_collectors(cfg, errors), errors, _version(),
-                               per_block_limit=cfg.block_limit)
+    collector = MemhpCollector(
+        cfg.paths, build_collectors(cfg, errors), errors, _version(), per_block_limit=cfg.block_limit
+    )
     registry.register(collector)
     return registry, collector
 
@@ -159,8 +219,9 @@ def write_atomically(path: str, data: bytes) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     try:
         cfg = config_from_args(args)
     except ValueError as e:
@@ -173,10 +234,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sys.stdout.buffer.write(data)
         return 0
-    log.info("starting memhp-exporter %s: listen=%s%s sysfs=%s procfs=%s kmsg=%s collectors=%s "
-             "blocks.limit=%d tls=%s", _version(), cfg.listen, cfg.telemetry_path, cfg.paths.sysfs,
-             cfg.paths.procfs, cfg.paths.kmsg, ",".join(sorted(cfg.collectors)), cfg.block_limit,
-             "on" if cfg.tls_cert else "off")
+    log.info(
+        "starting memhp-exporter %s: listen=%s%s sysfs=%s procfs=%s kmsg=%s collectors=%s blocks.limit=%d tls=%s",
+        _version(),
+        cfg.listen,
+        cfg.telemetry_path,
+        cfg.paths.sysfs,
+        cfg.paths.procfs,
+        cfg.paths.kmsg,
+        ",".join(sorted(cfg.collectors)),
+        cfg.block_limit,
+        "on" if cfg.tls_cert else "off",
+    )
     try:
         httpd = serve(registry, cfg.listen, cfg.telemetry_path, cfg.tls_cert, cfg.tls_key)
     except OSError as e:

@@ -14,7 +14,7 @@ from prometheus_client.registry import CollectorRegistry
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+    def log_message(self, format, *args):
         pass
 
 
@@ -29,8 +29,10 @@ def parse_listen_address(addr: str) -> tuple[str, int]:
 
 def make_app(registry: CollectorRegistry, telemetry_path: str):
     metrics_app = make_wsgi_app(registry)
-    landing = (f"<html><head><title>memhp exporter</title></head><body><h1>memhp exporter</h1>"
-               f"<p><a href=\"{html.escape(telemetry_path)}\">Metrics</a></p></body></html>").encode()
+    landing = (
+        f"<html><head><title>memhp exporter</title></head><body><h1>memhp exporter</h1>"
+        f'<p><a href="{html.escape(telemetry_path)}">Metrics</a></p></body></html>'
+    ).encode()
 
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "/")
@@ -45,8 +47,13 @@ def make_app(registry: CollectorRegistry, telemetry_path: str):
     return app
 
 
-def serve(registry: CollectorRegistry, listen: str, telemetry_path: str = "/metrics",
-          certfile: str | None = None, keyfile: str | None = None):
+def serve(
+    registry: CollectorRegistry,
+    listen: str,
+    telemetry_path: str = "/metrics",
+    certfile: str | None = None,
+    keyfile: str | None = None,
+):
     """Start serving in a daemon thread; returns the server (``.server_address``, ``.shutdown()``)."""
     host, port = parse_listen_address(listen)
 
@@ -54,7 +61,7 @@ def serve(registry: CollectorRegistry, listen: str, telemetry_path: str = "/metr
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
     httpd = make_server(host, port, make_app(registry, telemetry_path), Server, handler_class=_QuietHandler)
-    if certfile or keyfile:
+    if certfile:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(certfile, keyfile)
         httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .collect import KERNEL_ZONES, RATIO_CRITICAL, RATIO_WARNING, Collected, Series
@@ -14,12 +14,12 @@ RUNBOOK_BASE = "https://github.com/memhp/memhp/blob/main/docs/runbooks.md"
 
 # Risk score: weight and the value at which a component saturates (docs/capacity-review.md).
 RISK = {
-    "ratio_now": (30, RATIO_CRITICAL),        # current MOVABLE:KERNEL, linear up to 4:1
-    "hours_above_4": (25, 24.0),              # time above 4:1, full at one day
-    "hours_above_3": (10, 72.0),              # time above 3:1, full at three days
-    "offline_trouble": (15, 8),               # blocks that failed offlining + blocks that cannot be offlined
-    "quarantined": (10, 1),                   # any quarantined block on the host (peak)
-    "failed_actions": (10, 10),               # controller actions that ended failed on the host
+    "ratio_now": (30, RATIO_CRITICAL),  # current MOVABLE:KERNEL, linear up to 4:1
+    "hours_above_4": (25, 24.0),  # time above 4:1, full at one day
+    "hours_above_3": (10, 72.0),  # time above 3:1, full at three days
+    "offline_trouble": (15, 8),  # blocks that failed offlining + blocks that cannot be offlined
+    "quarantined": (10, 1),  # any quarantined block on the host (peak)
+    "failed_actions": (10, 10),  # controller actions that ended failed on the host
 }
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
@@ -28,7 +28,7 @@ SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -84,15 +84,19 @@ def time_above(points: list[tuple[float, float]], threshold: float, step: float)
         else:
             run = 0
         prev_t = t
-    return {"hours": count * step / 3600, "longest_hours": longest[0] * step / 3600,
-            "longest_from": longest[1], "longest_to": longest[2]}
+    return {
+        "hours": count * step / 3600,
+        "longest_hours": longest[0] * step / 3600,
+        "longest_from": longest[1],
+        "longest_to": longest[2],
+    }
 
 
 def counter_events(series: list[Series], first_boundary: float) -> list[Series]:
     """Counter samples at bar boundaries -> events per bar, as (bar end, count).
     A decrease is a counter reset (the new value counts); a series first seen
     after the first boundary started from 0 within the period (memhp's
-    counters appear with their first event and count from exporter start)."""
+    counters appear with their first event and count from memhp.exporter start)."""
     out = []
     for s in series:
         pts = [(t, v) for t, v in sorted(s.points) if not math.isnan(v)]
@@ -105,11 +109,20 @@ def counter_events(series: list[Series], first_boundary: float) -> list[Series]:
     return out
 
 
-def analyze(c: Collected, *, prometheus: str, selector: str, range_s: float, runbook_base: str = RUNBOOK_BASE,
-            warnings: list[str] | None = None) -> dict[str, Any]:
+def analyze(
+    c: Collected,
+    *,
+    prometheus: str,
+    selector: str,
+    range_s: float,
+    runbook_base: str = RUNBOOK_BASE,
+    warnings: list[str] | None = None,
+) -> dict[str, Any]:
     I = c.instant  # noqa: E741
-    c.events = {name: counter_events(c.ranges[name], c.bucket_start)
-                for name in ("failure_counters", "block_failure_counters", "action_counters")}
+    c.events = {
+        name: counter_events(c.ranges[name], c.bucket_start)
+        for name in ("failure_counters", "block_failure_counters", "action_counters")
+    }
     ratio_peak, ratio_min, ratio_cur = _by_node(I["ratio_peak"]), _by_node(I["ratio_min"]), _by_node(I["ratio_current"])
     hot_peak, hot_min, hot_cur = _by_node(I["hot_peak"]), _by_node(I["hot_min"]), _by_node(I["hot_current"])
     unoff_peak, unoff_cur = _by_node(I["unofflinable_peak"]), _by_node(I["unofflinable_current"])
@@ -130,7 +143,7 @@ def analyze(c: Collected, *, prometheus: str, selector: str, range_s: float, run
         m = r["metric"]
         block_node[(m.get("instance", ""), m.get("block", ""))] = m
     block_online = {(r["metric"].get("instance", ""), r["metric"].get("block", "")): _val(r) for r in I["block_online"]}
-    failed_blocks: dict[tuple[str, str], list[dict]] = defaultdict(list)   # (instance, node) -> blocks
+    failed_blocks: dict[tuple[str, str], list[dict]] = defaultdict(list)  # (instance, node) -> blocks
     per_block: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
     for ev in c.events["block_failure_counters"]:
         m, n = ev.labels, round(sum(v for _, v in ev.points))
@@ -139,11 +152,16 @@ def analyze(c: Collected, *, prometheus: str, selector: str, range_s: float, run
     for (inst, block), reasons in per_block.items():
         info = block_node.get((inst, block), {})
         node = info.get("node", "unknown")
-        failed_blocks[(inst, node)].append({
-            "block": block, "zone": info.get("zone"), "valid_zones": info.get("valid_zones"),
-            "failures": sum(reasons.values()), "reasons": dict(sorted(reasons.items())),
-            "still_online": None if (inst, block) not in block_online else block_online[(inst, block)] >= 1,
-        })
+        failed_blocks[(inst, node)].append(
+            {
+                "block": block,
+                "zone": info.get("zone"),
+                "valid_zones": info.get("valid_zones"),
+                "failures": sum(reasons.values()),
+                "reasons": dict(sorted(reasons.items())),
+                "still_online": None if (inst, block) not in block_online else block_online[(inst, block)] >= 1,
+            }
+        )
 
     failures: dict[str, dict[str, int]] = defaultdict(dict)
     for ev in c.events["failure_counters"]:
@@ -154,12 +172,19 @@ def analyze(c: Collected, *, prometheus: str, selector: str, range_s: float, run
     for ev in c.events["action_counters"]:
         m, n = ev.labels, round(sum(v for _, v in ev.points))
         if n > 0:
-            actions[m.get("instance", "")].append({"action": m.get("action", ""), "result": m.get("result", ""),
-                                                   "errno": m.get("errno", ""), "count": n})
+            actions[m.get("instance", "")].append(
+                {"action": m.get("action", ""), "result": m.get("result", ""), "errno": m.get("errno", ""), "count": n}
+            )
     q_peak, q_cur = _by_instance(I["quarantined_peak"]), _by_instance(I["quarantined_current"])
 
-    keys = sorted(set(ratio_peak) | set(hot_cur) | set(state_cur) | set(zone_cur) | set(unoff_cur)
-                  | {k for k in failed_blocks if k[1] != "unknown"})
+    keys = sorted(
+        set(ratio_peak)
+        | set(hot_cur)
+        | set(state_cur)
+        | set(zone_cur)
+        | set(unoff_cur)
+        | {k for k in failed_blocks if k[1] != "unknown"}
+    )
     instances_all = sorted({k[0] for k in keys} | set(failures) | set(actions) | set(q_peak))
 
     inst_rows: dict[str, dict] = {}
@@ -180,7 +205,7 @@ def analyze(c: Collected, *, prometheus: str, selector: str, range_s: float, run
             "failed_offline_blocks_unknown_node": unknown_blocks,
         }
 
-    nodes = []
+    nodes: list[dict[str, Any]] = []
     for key in keys:
         inst, node = key
         zones = zone_cur.get(key, {})
@@ -191,58 +216,92 @@ def analyze(c: Collected, *, prometheus: str, selector: str, range_s: float, run
         above4 = time_above(pts, RATIO_CRITICAL, c.step)
         finite = [(t, v) for t, v in pts if not math.isnan(v)]
         # when the ratio never moved, there is no moment of peak to show
-        peak_at = max(finite, key=lambda p: p[1])[0] if finite and max(v for _, v in finite) > min(
-            v for _, v in finite) else None
+        peak_at = (
+            max(finite, key=lambda p: p[1])[0]
+            if finite and max(v for _, v in finite) > min(v for _, v in finite)
+            else None
+        )
         blocks = sorted(failed_blocks.get(key, []), key=lambda b: _block_sort(b["block"]))
         bs = block_size.get(inst)
         by_reason: dict[str, float] = defaultdict(float)
         for b in blocks:
             for reason in b["reasons"]:
                 by_reason[reason] += bs or 0
-        nodes.append({
-            "instance": inst, "node": node,
-            "ratio": {"peak": _finite(ratio_peak.get(key)), "min": _finite(ratio_min.get(key)),
-                      "current": _finite(ratio_cur.get(key)), "peak_at": peak_at, "peak_at_iso": iso(peak_at)},
-            "hours_above_3": above3["hours"], "hours_above_4": above4["hours"],
-            "longest_above_4": {"hours": above4["longest_hours"], "from": iso(above4["longest_from"]),
-                                "to": iso(above4["longest_to"])},
-            "longest_above_3": {"hours": above3["longest_hours"], "from": iso(above3["longest_from"]),
-                                "to": iso(above3["longest_to"])},
-            "bytes": {
-                "online": states.get("online"), "offline": states.get("offline", 0.0),
-                "going_offline": states.get("going-offline", 0.0),
-                "offline_peak": peaks.get("offline", 0.0), "going_offline_peak": peaks.get("going-offline", 0.0),
-                "online_movable": zones.get("Movable", 0.0),
-                "online_kernel": sum(v for z, v in zones.items() if z in KERNEL_ZONES),
-                "online_mixed": zones.get("none", 0.0),
-            },
-            "hot_unpluggable_bytes": {"peak": hot_peak.get(key), "min": hot_min.get(key), "current": hot_cur.get(key)},
-            "unofflinable_blocks": {"peak": _int(unoff_peak.get(key)), "current": _int(unoff_cur.get(key))},
-            "failed_offline_blocks": blocks,
-            "failed_offline_bytes": (len(blocks) * bs) if bs else None,
-            "failed_offline_bytes_by_reason": dict(sorted(by_reason.items())) if bs else {},
-            "failed_offline_blocks_still_online": sum(1 for b in blocks if b["still_online"]),
-        })
-    for n in nodes:
-        n["risk"] = risk(n, inst_rows[n["instance"]])
+        nodes.append(
+            {
+                "instance": inst,
+                "node": node,
+                "ratio": {
+                    "peak": _finite(ratio_peak.get(key)),
+                    "min": _finite(ratio_min.get(key)),
+                    "current": _finite(ratio_cur.get(key)),
+                    "peak_at": peak_at,
+                    "peak_at_iso": iso(peak_at),
+                },
+                "hours_above_3": above3["hours"],
+                "hours_above_4": above4["hours"],
+                "longest_above_4": {
+                    "hours": above4["longest_hours"],
+                    "from": iso(above4["longest_from"]),
+                    "to": iso(above4["longest_to"]),
+                },
+                "longest_above_3": {
+                    "hours": above3["longest_hours"],
+                    "from": iso(above3["longest_from"]),
+                    "to": iso(above3["longest_to"]),
+                },
+                "bytes": {
+                    "online": states.get("online"),
+                    "offline": states.get("offline", 0.0),
+                    "going_offline": states.get("going-offline", 0.0),
+                    "offline_peak": peaks.get("offline", 0.0),
+                    "going_offline_peak": peaks.get("going-offline", 0.0),
+                    "online_movable": zones.get("Movable", 0.0),
+                    "online_kernel": sum(v for z, v in zones.items() if z in KERNEL_ZONES),
+                    "online_mixed": zones.get("none", 0.0),
+                },
+                "hot_unpluggable_bytes": {
+                    "peak": hot_peak.get(key),
+                    "min": hot_min.get(key),
+                    "current": hot_cur.get(key),
+                },
+                "unofflinable_blocks": {"peak": _int(unoff_peak.get(key)), "current": _int(unoff_cur.get(key))},
+                "failed_offline_blocks": blocks,
+                "failed_offline_bytes": (len(blocks) * bs) if bs else None,
+                "failed_offline_bytes_by_reason": dict(sorted(by_reason.items())) if bs else {},
+                "failed_offline_blocks_still_online": sum(1 for b in blocks if b["still_online"]),
+            }
+        )
+    for row in nodes:
+        row["risk"] = risk(row, inst_rows[row["instance"]])
     ranking = sorted(nodes, key=lambda n: (-n["risk"]["score"], -(n["ratio"]["peak"] or 0), n["instance"], n["node"]))
-    for i, n in enumerate(ranking, 1):
-        n["risk"]["rank"] = i
+    for i, row in enumerate(ranking, 1):
+        row["risk"]["rank"] = i
 
     fleet = fleet_figures(c, nodes, inst_rows)
     report = {
-        "meta": {"prometheus": prometheus, "selector": selector, "start": c.start, "end": c.end,
-                 "start_iso": iso(c.start), "end_iso": iso(c.end), "range_seconds": range_s,
-                 "step_seconds": c.step, "event_bucket_seconds": c.bucket,
-                 "generated_at": iso(datetime.now(timezone.utc).timestamp()),
-                 "thresholds": {"warning": RATIO_WARNING, "critical": RATIO_CRITICAL},
-                 "risk_weights": {k: {"weight": w, "saturates_at": s} for k, (w, s) in RISK.items()},
-                 "warnings": list(warnings or [])},
+        "meta": {
+            "prometheus": prometheus,
+            "selector": selector,
+            "start": c.start,
+            "end": c.end,
+            "start_iso": iso(c.start),
+            "end_iso": iso(c.end),
+            "range_seconds": range_s,
+            "step_seconds": c.step,
+            "event_bucket_seconds": c.bucket,
+            "generated_at": iso(datetime.now(UTC).timestamp()),
+            "thresholds": {"warning": RATIO_WARNING, "critical": RATIO_CRITICAL},
+            "risk_weights": {k: {"weight": w, "saturates_at": s} for k, (w, s) in RISK.items()},
+            "warnings": list(warnings or []),
+        },
         "fleet": fleet,
         "nodes": nodes,
         "instances": [inst_rows[i] for i in instances_all],
-        "ranking": [{"rank": n["risk"]["rank"], "instance": n["instance"], "node": n["node"],
-                     "score": n["risk"]["score"]} for n in ranking],
+        "ranking": [
+            {"rank": n["risk"]["rank"], "instance": n["instance"], "node": n["node"], "score": n["risk"]["score"]}
+            for n in ranking
+        ],
     }
     report["findings"] = findings(report, runbook_base)
     return report
@@ -295,7 +354,8 @@ def fleet_figures(c: Collected, nodes: list[dict], insts: dict[str, dict]) -> di
         for a in i["actions_by_result"]:
             acts[(a["action"], a["result"])] += a["count"]
     return {
-        "instances": len({n["instance"] for n in nodes}), "nodes": len(nodes),
+        "instances": len({n["instance"] for n in nodes}),
+        "nodes": len(nodes),
         "online_bytes": by_state.get("online", {"current": None, "min": None, "peak": None}),
         "offline_bytes": by_state.get("offline", {"current": 0.0, "min": 0.0, "peak": 0.0}),
         "going_offline_bytes": by_state.get("going-offline", {"current": 0.0, "min": 0.0, "peak": 0.0}),
@@ -334,82 +394,150 @@ def findings(r: dict, runbook_base: str) -> list[dict]:
     out: list[dict] = []
 
     def add(severity: str, alert: str, text: str, instance: str, node: str | None = None, **data: Any) -> None:
-        out.append({"severity": severity, "alert": alert, "runbook_url": f"{runbook_base}#{alert.lower()}",
-                    "text": text, "instance": instance, "node": node, **data})
+        out.append(
+            {
+                "severity": severity,
+                "alert": alert,
+                "runbook_url": f"{runbook_base}#{alert.lower()}",
+                "text": text,
+                "instance": instance,
+                "node": node,
+                **data,
+            }
+        )
 
     for n in sorted(r["nodes"], key=lambda n: n["risk"]["rank"]):
         ratio = n["ratio"]
         if n["hours_above_4"] > 0:
             lo = n["longest_above_4"]
-            add("critical", "MemhpMovableKernelRatioCritical",
+            add(
+                "critical",
+                "MemhpMovableKernelRatioCritical",
                 f"{_where(n)} spent {n['hours_above_4']:.1f} h above 4:1 MOVABLE:KERNEL "
                 f"({n['hours_above_3']:.1f} h above 3:1), peak {fmt_ratio(ratio['peak'])} at {ratio['peak_at_iso']}; "
                 f"longest stretch above 4:1: {lo['hours']:.1f} h from {lo['from']}. Unmovable allocations "
                 f"(memmap, page tables, pinned pages) can only use the kernel zones.",
-                n["instance"], n["node"], hours=n["hours_above_4"])
+                n["instance"],
+                n["node"],
+                hours=n["hours_above_4"],
+            )
         elif n["hours_above_3"] > 0:
-            add("warning", "MemhpMovableKernelRatioHigh",
+            add(
+                "warning",
+                "MemhpMovableKernelRatioHigh",
                 f"{_where(n)} spent {n['hours_above_3']:.1f} h above 3:1 MOVABLE:KERNEL (never above 4:1), "
                 f"peak {fmt_ratio(ratio['peak'])} at {ratio['peak_at_iso']}.",
-                n["instance"], n["node"], hours=n["hours_above_3"])
+                n["instance"],
+                n["node"],
+                hours=n["hours_above_3"],
+            )
         if (ratio["current"] or 0) > RATIO_WARNING:
             crit = ratio["current"] > RATIO_CRITICAL
-            add("critical" if crit else "warning",
+            add(
+                "critical" if crit else "warning",
                 "MemhpMovableKernelRatioCritical" if crit else "MemhpMovableKernelRatioHigh",
                 f"{_where(n)} is at {fmt_ratio(ratio['current'])} MOVABLE:KERNEL at the end of the period: do not "
-                f"online more memory to ZONE_MOVABLE on this node.", n["instance"], n["node"])
+                f"online more memory to ZONE_MOVABLE on this node.",
+                n["instance"],
+                n["node"],
+            )
         if n["failed_offline_blocks"]:
             blocks = n["failed_offline_blocks"]
             reasons = n["failed_offline_bytes_by_reason"]
-            why = ", ".join(f"{reason}: {fmt_bytes(b)}" for reason, b in reasons.items()) or \
-                ", ".join(sorted({x for b in blocks for x in b["reasons"]}))
+            why = ", ".join(f"{reason}: {fmt_bytes(b)}" for reason, b in reasons.items()) or ", ".join(
+                sorted({x for b in blocks for x in b["reasons"]})
+            )
             zones = sorted({b["zone"] for b in blocks if b["zone"]})
             still = n["failed_offline_blocks_still_online"]
-            add("warning", "MemhpOfflineFailuresRising",
+            add(
+                "warning",
+                "MemhpOfflineFailuresRising",
                 f"{fmt_bytes(n['failed_offline_bytes'])} ({len(blocks)} memory block{'s' * (len(blocks) != 1)}: "
                 f"{_blocks_text(blocks)}, zone {'/'.join(zones) or 'unknown'}) requested for removal could not be "
                 f"offlined on {_where(n)} ({why}); {still} of them still online at the end of the period.",
-                n["instance"], n["node"], bytes=n["failed_offline_bytes"])
+                n["instance"],
+                n["node"],
+                bytes=n["failed_offline_bytes"],
+            )
         if (n["unofflinable_blocks"]["peak"] or 0) > 0:
             u = n["unofflinable_blocks"]
-            add("info", "MemhpOfflineFailuresRising",
+            add(
+                "info",
+                "MemhpOfflineFailuresRising",
                 f"{_where(n)} has {u['current']} online memory block(s) the kernel cannot offline (valid_zones "
                 f"none: the block spans zones or nodes, or has holes); peak {u['peak']} in the period. They can never "
-                f"be hot-unplugged.", n["instance"], n["node"], blocks=u["current"])
+                f"be hot-unplugged.",
+                n["instance"],
+                n["node"],
+                blocks=u["current"],
+            )
         hot = n["hot_unpluggable_bytes"]
         if hot["peak"] and hot["min"] is not None and hot["min"] <= 0 < hot["peak"]:
-            add("warning", "MemhpHotUnpluggableBelowFloor",
+            add(
+                "warning",
+                "MemhpHotUnpluggableBelowFloor",
                 f"{_where(n)}'s hot-unpluggable memory (online ZONE_MOVABLE) fell to 0 in the period "
-                f"(peak {fmt_bytes(hot['peak'])}, now {fmt_bytes(hot['current'])}).", n["instance"], n["node"])
+                f"(peak {fmt_bytes(hot['peak'])}, now {fmt_bytes(hot['current'])}).",
+                n["instance"],
+                n["node"],
+            )
         b = n["bytes"]
         if b["going_offline_peak"]:
-            add("warning", "MemhpBlockStuckGoingOffline",
+            add(
+                "warning",
+                "MemhpBlockStuckGoingOffline",
                 f"{_where(n)} had up to {fmt_bytes(b['going_offline_peak'])} in going-offline memory blocks "
-                f"(offline_pages() retrying).", n["instance"], n["node"])
+                f"(offline_pages() retrying).",
+                n["instance"],
+                n["node"],
+            )
         if b["offline"]:
-            add("info", "MemhpBlocksLeftOffline",
+            add(
+                "info",
+                "MemhpBlocksLeftOffline",
                 f"{_where(n)} has {fmt_bytes(b['offline'])} in offline memory blocks at the end of the period: "
                 f"present but neither usable nor counted in MOVABLE:KERNEL (hot-added and not onlined, or handed "
-                f"back and awaiting removal).", n["instance"], n["node"], bytes=b["offline"])
+                f"back and awaiting removal).",
+                n["instance"],
+                n["node"],
+                bytes=b["offline"],
+            )
     for i in r["instances"]:
         q = i["quarantined_blocks"]
         if (q["peak"] or 0) > 0:
-            add("warning", "MemhpControllerBlocksQuarantined",
+            add(
+                "warning",
+                "MemhpControllerBlocksQuarantined",
                 f"{i['instance']}: the controller quarantined up to {q['peak']} memory block(s) after repeated "
-                f"failures ({q['current']} quarantined at the end of the period).", i["instance"])
+                f"failures ({q['current']} quarantined at the end of the period).",
+                i["instance"],
+            )
         if i["failed_actions"]:
-            detail = ", ".join(f"{a['action']} {a['errno'] or 'unknown'}: {a['count']}"
-                               for a in i["failed_actions_by_errno"])
-            add("warning", "MemhpControllerActionsFailing",
+            detail = ", ".join(
+                f"{a['action']} {a['errno'] or 'unknown'}: {a['count']}" for a in i["failed_actions_by_errno"]
+            )
+            add(
+                "warning",
+                "MemhpControllerActionsFailing",
                 f"{i['instance']}: {i['failed_actions']} controller action(s) on memory blocks ended failed "
-                f"({detail}).", i["instance"], count=i["failed_actions"])
+                f"({detail}).",
+                i["instance"],
+                count=i["failed_actions"],
+            )
         unknown = i["failed_offline_blocks_unknown_node"]
-        if unknown or (i["offline_failures"] and not any(n["failed_offline_blocks"] for n in r["nodes"]
-                                                          if n["instance"] == i["instance"])):
+        if unknown or (
+            i["offline_failures"]
+            and not any(n["failed_offline_blocks"] for n in r["nodes"] if n["instance"] == i["instance"])
+        ):
             reasons = ", ".join(f"{k}: {v}" for k, v in i["offline_failures_by_reason"].items())
-            add("warning", "MemhpOfflineFailuresRising",
+            add(
+                "warning",
+                "MemhpOfflineFailuresRising",
                 f"{i['instance']}: the kernel logged {i['offline_failures']} failed offline attempt(s) ({reasons})"
-                + (f"; {len(unknown)} block(s) without a known node" if unknown else "") + ".",
-                i["instance"], count=i["offline_failures"])
+                + (f"; {len(unknown)} block(s) without a known node" if unknown else "")
+                + ".",
+                i["instance"],
+                count=i["offline_failures"],
+            )
     out.sort(key=lambda f: SEVERITY_ORDER[f["severity"]])
     return out

@@ -12,11 +12,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.dates as mdates  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.dates as mdates
+import numpy as np
+from matplotlib.figure import Figure
 
-from .collect import KERNEL_ZONES, RATIO_CRITICAL, RATIO_WARNING, Collected, Series  # noqa: E402
+from .collect import KERNEL_ZONES, RATIO_CRITICAL, RATIO_WARNING, Collected, Series
 
 DPI = 100
 WIDTH = 1000
@@ -24,10 +24,25 @@ MAX_CAPACITY_NODES = 12
 MAX_RATIO_NODES = 10
 GiB = float(1 << 30)
 
-LAYERS = [("kernel zones (online)", "#4c72b0"), ("ZONE_MOVABLE (online)", "#55a868"),
-          ("mixed zones (online)", "#8172b2"), ("offline", "#b8b8b8"), ("going-offline", "#dd8452")]
-NODE_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79",
-               "#637939"]      # no orange or red: those are the 3:1 and 4:1 lines
+LAYERS = [
+    ("kernel zones (online)", "#4c72b0"),
+    ("ZONE_MOVABLE (online)", "#55a868"),
+    ("mixed zones (online)", "#8172b2"),
+    ("offline", "#b8b8b8"),
+    ("going-offline", "#dd8452"),
+]
+NODE_COLORS = [
+    "#1f77b4",
+    "#2ca02c",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#393b79",
+    "#637939",
+]  # no orange or red: those are the 3:1 and 4:1 lines
 REASON_COLORS = ["#c44e52", "#dd8452", "#8172b2", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd"]
 
 
@@ -76,10 +91,14 @@ def capacity_chart(c: Collected, order: list[tuple[str, str]], path: Path) -> di
     grid = _grid(c)
     zone: dict[tuple[str, str], dict[str, list]] = {}
     for s in c.ranges["zone"]:
-        zone.setdefault((s.labels.get("instance", ""), s.labels.get("node", "")), {})[s.labels.get("zone", "")] = s.points
+        zone.setdefault((s.labels.get("instance", ""), s.labels.get("node", "")), {})[s.labels.get("zone", "")] = (
+            s.points
+        )
     state: dict[tuple[str, str], dict[str, list]] = {}
     for s in c.ranges["state"]:
-        state.setdefault((s.labels.get("instance", ""), s.labels.get("node", "")), {})[s.labels.get("state", "")] = s.points
+        state.setdefault((s.labels.get("instance", ""), s.labels.get("node", "")), {})[s.labels.get("state", "")] = (
+            s.points
+        )
     cols = 2 if len(keys) > 1 else 1
     rows = math.ceil(len(keys) / cols)
     fig = _figure(250 * rows + 50)
@@ -89,10 +108,20 @@ def capacity_chart(c: Collected, order: list[tuple[str, str]], path: Path) -> di
         ax = axes[i // cols][i % cols]
         z, st = zone.get(key, {}), state.get(key, {})
         kernel = sum((_on_grid(grid, z.get(k, []), 0.0) for k in KERNEL_ZONES), np.zeros(len(grid)))
-        layers = [kernel, _on_grid(grid, z.get("Movable", []), 0.0), _on_grid(grid, z.get("none", []), 0.0),
-                  _on_grid(grid, st.get("offline", []), 0.0), _on_grid(grid, st.get("going-offline", []), 0.0)]
-        ax.stackplot(x, *[layer / GiB for layer in layers], labels=[n for n, _ in LAYERS],
-                     colors=[col for _, col in LAYERS], linewidth=0)
+        layers = [
+            kernel,
+            _on_grid(grid, z.get("Movable", []), 0.0),
+            _on_grid(grid, z.get("none", []), 0.0),
+            _on_grid(grid, st.get("offline", []), 0.0),
+            _on_grid(grid, st.get("going-offline", []), 0.0),
+        ]
+        ax.stackplot(
+            x,
+            *[layer / GiB for layer in layers],
+            labels=[n for n, _ in LAYERS],
+            colors=[col for _, col in LAYERS],
+            linewidth=0,
+        )
         ax.set_title(f"{key[0]} node {key[1]}", fontsize=10)
         ax.set_ylabel("GiB")
         _time_axis(ax)
@@ -128,8 +157,9 @@ def ratio_chart(c: Collected, order: list[tuple[str, str]], path: Path) -> dict[
     return _save(fig, path)
 
 
-def _bar_chart(c: Collected, name: str, label_of: Any, title: str, ylabel: str, path: Path,
-               colors: dict[str, str] | None = None) -> dict[str, Any] | None:
+def _bar_chart(
+    c: Collected, name: str, label_of: Any, title: str, ylabel: str, path: Path, colors: dict[str, str] | None = None
+) -> dict[str, Any] | None:
     grouped: dict[str, dict[float, float]] = {}
     for s in c.events.get(name, []):
         g = grouped.setdefault(label_of(s), {})
@@ -153,8 +183,14 @@ def _bar_chart(c: Collected, name: str, label_of: Any, title: str, ylabel: str, 
             if not math.isnan(v):
                 y[idx[t]] = max(v, 0.0)
         lbl = label_of(s)
-        ax.bar(x, y, width=width, bottom=bottom, label=lbl,
-               color=(colors or {}).get(lbl, REASON_COLORS[i % len(REASON_COLORS)]))
+        ax.bar(
+            x,
+            y,
+            width=width,
+            bottom=bottom,
+            label=lbl,
+            color=(colors or {}).get(lbl, REASON_COLORS[i % len(REASON_COLORS)]),
+        )
         bottom += y
     ax.set_xlim(_dates(np.array([c.start]))[0], _dates(np.array([c.end]))[0])
     ax.set_ylabel(ylabel)
@@ -175,16 +211,30 @@ def render_charts(c: Collected, report: dict, outdir: Path) -> dict[str, dict[st
     made = {
         "capacity": capacity_chart(c, order, outdir / "capacity.png"),
         "ratio": ratio_chart(c, order, outdir / "ratio.png"),
-        "failures": _bar_chart(c, "failure_counters", lambda s: s.labels.get("reason", "?"),
-                               "Offline failures by reason (kernel log)", f"failures per {_hours(c.bucket)}",
-                               outdir / "failures.png"),
-        "actions": _bar_chart(c, "action_counters",
-                              lambda s: f"{s.labels.get('action', '?')} {s.labels.get('result', '?')}",
-                              "Controller actions on memory blocks, by result", f"blocks per {_hours(c.bucket)}",
-                              outdir / "actions.png",
-                              colors={"online ok": "#55a868", "offline ok": "#4c72b0", "rebalance ok": "#64b5cd",
-                                      "online failed": "#c44e52", "offline failed": "#dd8452",
-                                      "rebalance failed": "#8172b2"}),
+        "failures": _bar_chart(
+            c,
+            "failure_counters",
+            lambda s: s.labels.get("reason", "?"),
+            "Offline failures by reason (kernel log)",
+            f"failures per {_hours(c.bucket)}",
+            outdir / "failures.png",
+        ),
+        "actions": _bar_chart(
+            c,
+            "action_counters",
+            lambda s: f"{s.labels.get('action', '?')} {s.labels.get('result', '?')}",
+            "Controller actions on memory blocks, by result",
+            f"blocks per {_hours(c.bucket)}",
+            outdir / "actions.png",
+            colors={
+                "online ok": "#55a868",
+                "offline ok": "#4c72b0",
+                "rebalance ok": "#64b5cd",
+                "online failed": "#c44e52",
+                "offline failed": "#dd8452",
+                "rebalance failed": "#8172b2",
+            },
+        ),
     }
     for name, info in made.items():
         if info:

@@ -19,30 +19,56 @@ EXAMPLE = """examples:
 
 
 def add_report_parser(sub) -> None:
-    p = sub.add_parser("report", help="capacity review from Prometheus (HTML, Markdown, PNG charts, JSON)",
-                       description="Query Prometheus (memhp's recording rules, alerts/memhp.rules.yaml) over a time "
-                                   "range and write a capacity review: report.html (self-contained), report.md, "
-                                   "report.json and charts/*.png in --out.",
-                       epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "report",
+        help="capacity review from Prometheus (HTML, Markdown, PNG charts, JSON)",
+        description="Query Prometheus (memhp's recording rules, alerts/memhp.rules.yaml) over a time "
+        "range and write a capacity review: report.html (self-contained), report.md, "
+        "report.json and charts/*.png in --out.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus base URL, e.g. http://prom:9090")
-    p.add_argument("--range", default="30d", metavar="DURATION", dest="range_",
-                   help="reviewed period, ending at --end (Prometheus duration: 30d, 1w, 12h; default 30d)")
+    p.add_argument(
+        "--range",
+        default="30d",
+        metavar="DURATION",
+        dest="range_",
+        help="reviewed period, ending at --end (Prometheus duration: 30d, 1w, 12h; default 30d)",
+    )
     p.add_argument("--end", metavar="TIME", help="end of the period: RFC 3339 or Unix seconds (default: now)")
-    p.add_argument("--step", metavar="DURATION",
-                   help="query resolution (default: the smallest of 1m, 2m, 5m, ... that keeps every series under "
-                        "Prometheus' 11,000 points; a smaller --step is raised to that)")
-    p.add_argument("--selector", default="", metavar="'{...}'",
-                   help="label matchers added to every query, e.g. '{instance=~\"db.*\"}' (labels the recording "
-                        "rules keep: instance, node)")
+    p.add_argument(
+        "--step",
+        metavar="DURATION",
+        help="query resolution (default: the smallest of 1m, 2m, 5m, ... that keeps every series under "
+        "Prometheus' 11,000 points; a smaller --step is raised to that)",
+    )
+    p.add_argument(
+        "--selector",
+        default="",
+        metavar="'{...}'",
+        help="label matchers added to every query, e.g. '{instance=~\"db.*\"}' (labels the recording "
+        "rules keep: instance, node)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout (also written to "
-                                                       "DIR/report.json)")
-    p.add_argument("--runbook-url", default=None, metavar="URL",
-                   help="base URL of docs/runbooks.md for the findings' links (default: the alerts' runbook_url)")
+    p.add_argument(
+        "--json", action="store_true", help="print the report as JSON on stdout (also written to DIR/report.json)"
+    )
+    p.add_argument(
+        "--runbook-url",
+        default=None,
+        metavar="URL",
+        help="base URL of docs/runbooks.md for the findings' links (default: the alerts' runbook_url)",
+    )
     p.add_argument("--timeout", default="60s", metavar="DURATION", help="per-request timeout (default 60s)")
     prog = p.add_mutually_exclusive_group()
-    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
-                      help="show progress on stderr (default: only when stderr is a terminal)")
+    prog.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="show progress on stderr (default: only when stderr is a terminal)",
+    )
     prog.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run_report)
 
@@ -57,7 +83,7 @@ class Progress:
         self.total, self.done, self.t0 = 0, 0, time.monotonic()
 
     def start(self, total: int) -> None:
-        self.total = self.done + total   # the probe's requests came first
+        self.total = self.done + total  # the probe's requests came first
 
     def tick(self, what: str) -> None:
         self.done += 1
@@ -112,23 +138,32 @@ def _run(args: argparse.Namespace) -> int:
     progress = Progress(sys.stderr, args.progress if args.progress is not None else sys.stderr.isatty())
     prom = Prometheus(args.prometheus, timeout=timeout, on_request=progress.tick)
 
-    try:   # heavier imports after the argument checks; charts need the `report` extra
+    try:  # heavier imports after the argument checks; charts need the `report` extra
         from .charts import render_charts
     except ImportError as e:
         raise ReportError(f"memhp report needs matplotlib ({e}): pip install 'memhp[report]'") from None
     from .collect import collect, probe
+
     probe(prom, selector, start, end)
     data = collect(prom, selector, start, end, step, progress=progress.start)
     progress.finish()
 
     from .analysis import RUNBOOK_BASE, analyze
-    report = analyze(data, prometheus=prom.url, selector=selector, range_s=range_s,
-                     runbook_base=(args.runbook_url or RUNBOOK_BASE).rstrip("/"), warnings=warnings)
+
+    report = analyze(
+        data,
+        prometheus=prom.url,
+        selector=selector,
+        range_s=range_s,
+        runbook_base=(args.runbook_url or RUNBOOK_BASE).rstrip("/"),
+        warnings=warnings,
+    )
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         progress.message("drawing charts")
         from .render import build, to_html, to_markdown
+
         charts = render_charts(data, report, out / "charts")
         report["charts"] = charts
         doc = build(report, charts)
@@ -144,12 +179,16 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         f = report["fleet"]
-        print(f"memhp report: {f['instances']} host(s), {f['nodes']} NUMA node(s), "
-              f"{format_duration(range_s)} ending {report['meta']['end_iso']}: {len(report['findings'])} finding(s)")
+        print(
+            f"memhp report: {f['instances']} host(s), {f['nodes']} NUMA node(s), "
+            f"{format_duration(range_s)} ending {report['meta']['end_iso']}: {len(report['findings'])} finding(s)"
+        )
         for x in report["findings"][:10]:
             print(f"  [{x['severity']}] {x['text']}")
         if len(report["findings"]) > 10:
             print(f"  ... and {len(report['findings']) - 10} more")
-        print(f"wrote {out / 'report.html'}, {out / 'report.md'}, {out / 'report.json'}, "
-              f"{len(charts)} chart(s) in {out / 'charts'}")
+        print(
+            f"wrote {out / 'report.html'}, {out / 'report.md'}, {out / 'report.json'}, "
+            f"{len(charts)} chart(s) in {out / 'charts'}"
+        )
     return 0

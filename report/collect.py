@@ -8,8 +8,10 @@ serve it, see docs/capacity-review.md).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from datetime import UTC
+from typing import Any
 
 from .promapi import Prometheus, ReportError, format_duration
 
@@ -31,6 +33,7 @@ R_I_KER = "instance:memhp_node_kernel_accounted_bytes:sum"
 @dataclass
 class Series:
     """One range-query series: label set and (t, value) points."""
+
     labels: dict[str, str]
     points: list[tuple[float, float]]
 
@@ -44,7 +47,7 @@ class Collected:
     bucket_start: float = 0.0
     instant: dict[str, list[dict]] = field(default_factory=dict)
     ranges: dict[str, list[Series]] = field(default_factory=dict)
-    events: dict[str, list[Series]] = field(default_factory=dict)   # counter differences per bar (analysis.py)
+    events: dict[str, list[Series]] = field(default_factory=dict)  # counter differences per bar (analysis.py)
 
 
 def sel(metric: str, selector: str, *extra: str) -> str:
@@ -82,15 +85,15 @@ def queries(selector: str, window: str, bucket_s: float) -> tuple[dict[str, str]
         "unofflinable_current": f"max by (instance, node) (last_over_time({s('memhp_blocks_unofflinable')}[{window}]))",
         # blocks that failed offlining: their node and zone, and whether still online at the end
         "block_info": f"max by (instance, block, node, zone, valid_zones) "
-                      f"(last_over_time({s('memhp_block_info')}[{window}])) and on (instance, block) {failing}",
+        f"(last_over_time({s('memhp_block_info')}[{window}])) and on (instance, block) {failing}",
         "block_online": f"max by (instance, block) (last_over_time({block_state_online}[{window}]))"
-                        f" and on (instance, block) {failing}",
+        f" and on (instance, block) {failing}",
         "block_size": f"max by (instance) (last_over_time({s('memhp_block_size_bytes')}[{window}]))",
         "quarantined_peak": f"max by (instance) (max_over_time({s('memhp_controller_quarantined_blocks')}[{window}]))",
         "quarantined_current": f"max by (instance) "
-                               f"(last_over_time({s('memhp_controller_quarantined_blocks')}[{window}]))",
+        f"(last_over_time({s('memhp_controller_quarantined_blocks')}[{window}]))",
     }
-    if selector:   # the cluster: rules cannot be filtered by instance: sum the instance: rules instead
+    if selector:  # the cluster: rules cannot be filtered by instance: sum the instance: rules instead
         fleet_state = f"sum by (state) ({s(R_I_STATE)})"
         fleet_hot = f"sum({s(R_I_HOT)})"
         fleet_ratio = f"sum({s(R_I_MOV)}) / (sum({s(R_I_KER)}) > 0)"
@@ -110,10 +113,14 @@ def queries(selector: str, window: str, bucket_s: float) -> tuple[dict[str, str]
         # loses part of the first events of a counter that starts at 0 (12% in the test history),
         # and increase() over a bar has the same edge effects.
         "failure_counters": (f"sum by (instance, reason) ({s('memhp_offline_failures_total')})", "bucket"),
-        "block_failure_counters": (f"sum by (instance, block, reason) ({s('memhp_block_offline_failures_total')})",
-                                   "bucket"),
-        "action_counters": (f"sum by (instance, action, result, errno) ({s('memhp_controller_actions_total')})",
-                            "bucket"),
+        "block_failure_counters": (
+            f"sum by (instance, block, reason) ({s('memhp_block_offline_failures_total')})",
+            "bucket",
+        ),
+        "action_counters": (
+            f"sum by (instance, action, result, errno) ({s('memhp_controller_actions_total')})",
+            "bucket",
+        ),
     }
     return instant, ranges
 
@@ -126,23 +133,35 @@ def probe(prom: Prometheus, selector: str, start: float, end: float) -> None:
     shown = "{" + selector + "}" if selector else "(no selector)"
     any_memhp = sel("", selector, '__name__=~"memhp_.+|.+:memhp_.+"')
     if prom.series_count(any_memhp) == 0:
-        raise ReportError(f"no memhp series match the selector {shown} in Prometheus at {prom.url}: check the "
-                          f"label matchers (the recording rules keep only instance, node, zone, state, reason, "
-                          f"action and result) and that Prometheus scrapes memhp-exporter")
+        raise ReportError(
+            f"no memhp series match the selector {shown} in Prometheus at {prom.url}: check the "
+            f"label matchers (the recording rules keep only instance, node, zone, state, reason, "
+            f"action and result) and that Prometheus scrapes memhp-exporter"
+        )
     if not prom.instant(f"count(count_over_time({sel(R_STATE, selector)}[{window}]))", end):
         raw = prom.instant(f"count(count_over_time({sel('memhp_blocks_bytes', selector)}[{window}]))", end)
         span = f"between {_iso(start)} and {_iso(end)}"
         if raw:
-            raise ReportError(f"memhp_blocks_bytes has data {span} but the recording rule {R_STATE} has none: load "
-                              f"alerts/memhp.rules.yaml into Prometheus (or backfill it: promtool tsdb "
-                              f"create-blocks-from rules), and select only labels the rules keep")
+            raise ReportError(
+                f"memhp_blocks_bytes has data {span} but the recording rule {R_STATE} has none: load "
+                f"alerts/memhp.rules.yaml into Prometheus (or backfill it: promtool tsdb "
+                f"create-blocks-from rules), and select only labels the rules keep"
+            )
         n = prom.series_count(sel(R_STATE, selector)) or prom.series_count(any_memhp)
-        raise ReportError(f"no data {span} (--range {window}): the selector {shown} matches {n} memhp series, "
-                          f"but none has samples in that range; pick another --end/--range")
+        raise ReportError(
+            f"no data {span} (--range {window}): the selector {shown} matches {n} memhp series, "
+            f"but none has samples in that range; pick another --end/--range"
+        )
 
 
-def collect(prom: Prometheus, selector: str, start: float, end: float, step: float,
-            progress: Callable[[int], None] | None = None) -> Collected:
+def collect(
+    prom: Prometheus,
+    selector: str,
+    start: float,
+    end: float,
+    step: float,
+    progress: Callable[[int], None] | None = None,
+) -> Collected:
     window = format_duration(end - start)
     bucket = event_bucket(end - start, step)
     instant_q, range_q = queries(selector, window, bucket)
@@ -150,8 +169,10 @@ def collect(prom: Prometheus, selector: str, start: float, end: float, step: flo
     b_end = end
     b_start = end - math.ceil((end - start) / bucket - 1e-9) * bucket
     if progress:
-        total = len(instant_q) + sum(prom.range_requests(start, end, step) if kind == "step"
-                                     else prom.range_requests(b_start, b_end, bucket) for _, kind in range_q.values())
+        total = len(instant_q) + sum(
+            prom.range_requests(start, end, step) if kind == "step" else prom.range_requests(b_start, b_end, bucket)
+            for _, kind in range_q.values()
+        )
         progress(total)
     out = Collected(start=start, end=end, step=step, bucket=bucket, bucket_start=b_start)
     for name, expr in instant_q.items():
@@ -173,5 +194,6 @@ def _num(v: Any) -> float:
 
 
 def _iso(ts: float) -> str:
-    from datetime import datetime, timezone
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    from datetime import datetime
+
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")

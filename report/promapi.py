@@ -6,19 +6,18 @@ from __future__ import annotations
 import json
 import math
 import re
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
-from controller import units
+from memhp import units
 
-MAX_POINTS = 11_000          # Prometheus refuses range queries with more points per series
-CHUNK_POINTS = 1_440         # range queries are split into chunks of at most this many points
+MAX_POINTS = 11_000  # Prometheus refuses range queries with more points per series
+CHUNK_POINTS = 1_440  # range queries are split into chunks of at most this many points
 NICE_STEPS = [15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800]
-
 
 
 class ReportError(Exception):
@@ -58,7 +57,7 @@ def parse_time(text: str) -> float:
     except ValueError:
         raise ValueError(f"not a time: {text!r} (RFC 3339, e.g. 2024-05-01T00:00:00Z, or Unix seconds)") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 
@@ -71,8 +70,10 @@ def auto_step(range_s: float, requested: float | None, minimum: float = 60.0) ->
         if range_s / requested + 1 <= MAX_POINTS:
             return requested, None
         step = next((s for s in NICE_STEPS if range_s / s + 1 <= MAX_POINTS), math.ceil(need) + 1)
-        return step, (f"--step {format_duration(requested)} would ask for {int(range_s / requested) + 1} points per "
-                      f"series (Prometheus allows {MAX_POINTS}); using {format_duration(step)}")
+        return step, (
+            f"--step {format_duration(requested)} would ask for {int(range_s / requested) + 1} points per "
+            f"series (Prometheus allows {MAX_POINTS}); using {format_duration(step)}"
+        )
     step = next(s for s in NICE_STEPS if s >= max(minimum, need) and range_s / s + 1 <= MAX_POINTS)
     return step, None
 
@@ -113,11 +114,13 @@ class Prometheus:
             body = e.read()
             answer = _json(body)
             if answer is None:
-                raise ReportError(f"{self.url} answered HTTP {e.code} to {path}: is this a Prometheus server? "
-                                  f"({body[:200]!r})") from None
-            raise ReportError(f"Prometheus refused {what}: {answer.get('errorType', e.code)}: "
-                              f"{answer.get('error', '')}") from None
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as e:
+                raise ReportError(
+                    f"{self.url} answered HTTP {e.code} to {path}: is this a Prometheus server? ({body[:200]!r})"
+                ) from None
+            raise ReportError(
+                f"Prometheus refused {what}: {answer.get('errorType', e.code)}: {answer.get('error', '')}"
+            ) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise ReportError(f"cannot reach Prometheus at {self.url}: {reason}") from None
         finally:
@@ -125,8 +128,10 @@ class Prometheus:
             self.on_request(what)
         answer = _json(body)
         if answer is None or "status" not in answer:
-            raise ReportError(f"{self.url}{path} did not answer with the Prometheus API's JSON: is --prometheus "
-                              f"the server's base URL? ({body[:200]!r})")
+            raise ReportError(
+                f"{self.url}{path} did not answer with the Prometheus API's JSON: is --prometheus "
+                f"the server's base URL? ({body[:200]!r})"
+            )
         if answer["status"] != "success":
             raise ReportError(f"Prometheus refused {what}: {answer.get('errorType')}: {answer.get('error')}")
         return answer["data"]
@@ -154,8 +159,11 @@ class Prometheus:
         while k < n_points:
             k_end = min(n_points, k + CHUNK_POINTS) - 1
             s, e = start + k * step, start + k_end * step
-            data = self._get("/api/v1/query_range", [("query", expr), ("start", f"{s:.3f}"), ("end", f"{e:.3f}"),
-                                                     ("step", f"{step:g}")], f"query {expr}")
+            data = self._get(
+                "/api/v1/query_range",
+                [("query", expr), ("start", f"{s:.3f}"), ("end", f"{e:.3f}"), ("step", f"{step:g}")],
+                f"query {expr}",
+            )
             for series in data["result"]:
                 key = tuple(sorted(series["metric"].items()))
                 merged.setdefault(key, {"metric": series["metric"], "values": []})["values"].extend(series["values"])

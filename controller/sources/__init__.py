@@ -12,13 +12,38 @@ Both hand :class:`controller.alert.Alert` objects to an
 
 from .common import canonical_time, labels_fingerprint
 from .pull import PollResult, PullConfigError, PullSettings, PullSource, add_pull_arguments, pull_settings_from_args
-from .webhook import (DEFAULT_LISTEN_ADDRESS, DEFAULT_PORT, WEBHOOK_PATH, PayloadError, WebhookConfigError,
-                      WebhookServer, WebhookSettings, add_webhook_arguments, parse_webhook_payload, serve,
-                      settings_from_args)
+from .webhook import (
+    DEFAULT_LISTEN_ADDRESS,
+    DEFAULT_PORT,
+    WEBHOOK_PATH,
+    PayloadError,
+    WebhookConfigError,
+    WebhookServer,
+    WebhookSettings,
+    add_webhook_arguments,
+    parse_webhook_payload,
+    serve,
+    settings_from_args,
+)
 
 __all__ = [
-    "DEFAULT_LISTEN_ADDRESS", "DEFAULT_PORT", "WEBHOOK_PATH", "PayloadError", "PollResult", "PullConfigError",
-    "PullSettings", "PullSource", "WebhookConfigError", "WebhookServer", "WebhookSettings", "add_pull_arguments",
-    "add_webhook_arguments", "canonical_time", "labels_fingerprint", "parse_webhook_payload",
-    "pull_settings_from_args", "serve", "settings_from_args",
+    "DEFAULT_LISTEN_ADDRESS",
+    "DEFAULT_PORT",
+    "WEBHOOK_PATH",
+    "PayloadError",
+    "PollResult",
+    "PullConfigError",
+    "PullSettings",
+    "PullSource",
+    "WebhookConfigError",
+    "WebhookServer",
+    "WebhookSettings",
+    "add_pull_arguments",
+    "add_webhook_arguments",
+    "canonical_time",
+    "labels_fingerprint",
+    "parse_webhook_payload",
+    "pull_settings_from_args",
+    "serve",
+    "settings_from_args",
 ]

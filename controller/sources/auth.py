@@ -16,8 +16,9 @@ import logging
 import os
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,9 @@ class SecretFile(Generic[T]):
         except OSError:
             return
         if mode & stat.S_IROTH:
-            log.warning("secret file %s is readable by every user (mode %o); chmod 600 it", self.path,
-                        stat.S_IMODE(mode))
+            log.warning(
+                "secret file %s is readable by every user (mode %o); chmod 600 it", self.path, stat.S_IMODE(mode)
+            )
 
     def get(self) -> T:
         key = self._stat_key()
@@ -121,7 +123,7 @@ class Authenticator:
     basic: SecretFile[tuple[bytes, bytes]] | None = None
 
     @classmethod
-    def from_files(cls, bearer_token_file: str | None, basic_auth_file: str | None) -> "Authenticator":
+    def from_files(cls, bearer_token_file: str | None, basic_auth_file: str | None) -> Authenticator:
         return cls(
             bearer=SecretFile(bearer_token_file, parse_bearer_token) if bearer_token_file else None,
             basic=SecretFile(basic_auth_file, parse_basic_auth) if basic_auth_file else None,

@@ -17,8 +17,9 @@ Idempotency rests on two values every source must fill the same way:
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 _FNV64_OFFSET = 14695981039346656037
 _FNV64_PRIME = 1099511628211
@@ -37,9 +38,7 @@ def labels_fingerprint(labels: Mapping[str, str]) -> str:
     return f"{h:016x}"
 
 
-_RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})$")
 GO_ZERO_TIME_YEAR = 1  # Go's zero time.Time marshals as 0001-01-01T00:00:00Z
 
 
@@ -59,7 +58,7 @@ def parse_rfc3339(value: str) -> datetime:
     year, month, day, hour, minute, second, frac, offset = m.groups()
     micros = int((frac or "0")[:6].ljust(6, "0"))
     if offset in ("Z", "z"):
-        tz = timezone.utc
+        tz = UTC
     else:
         sign = 1 if offset[0] == "+" else -1
         tz = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
@@ -69,12 +68,12 @@ def parse_rfc3339(value: str) -> datetime:
         raise TimestampError(f"not a valid date: {value!r}: {e}") from None
     if dt.year == GO_ZERO_TIME_YEAR:
         return dt  # converting Go's zero time to UTC could underflow; callers test for it
-    return dt.astimezone(timezone.utc)
+    return dt.astimezone(UTC)
 
 
 def format_time(dt: datetime) -> str:
     """The canonical form: UTC, millisecond precision, ``Z``."""
-    dt = dt.astimezone(timezone.utc)
+    dt = dt.astimezone(UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
@@ -93,7 +92,7 @@ def canonical_end_time(value: str | None) -> str | None:
 
 
 def now_time() -> str:
-    return format_time(datetime.now(timezone.utc))
+    return format_time(datetime.now(UTC))
 
 
 def string_map(value: Any, what: str) -> dict[str, str]:

@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from controller.alert import FIRING, RESOLVED, Alert, AlertSink, SinkFull, SinkUnavailable
-from controller.metrics import ControllerMetrics
+from memhp.controller.alert import FIRING, RESOLVED, Alert, AlertSink, SinkFull, SinkUnavailable
+from memhp.controller.metrics import ControllerMetrics
+from memhp.units import parse_duration
 
 from .auth import SecretFile, SecretFileError, parse_basic_auth, parse_bearer_token
-from ..units import parse_duration
 from .common import TimestampError, canonical_end_time, canonical_time, labels_fingerprint, now_time, string_map
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,10 @@ class PullSettings:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise PullConfigError(f"--alertmanager.url must be an http(s) URL, got {self.url!r}")
         if not self.node_name:
-            raise PullConfigError("pull mode needs this node's name (--alertmanager.node-name or NODE_NAME): "
-                                  "without it every node's alerts would match")
+            raise PullConfigError(
+                "pull mode needs this node's name (--alertmanager.node-name or NODE_NAME): "
+                "without it every node's alerts would match"
+            )
         if not self.node_label:
             raise PullConfigError("--alertmanager.node-label must not be empty")
         if self.interval <= 0 or self.timeout <= 0:
@@ -108,8 +110,12 @@ class PullSettings:
         return [f'{self.node_label}="{_escape_matcher_value(self.node_name)}"', *self.extra_filters]
 
     def alerts_url(self) -> str:
-        params: list[tuple[str, str]] = [("active", "true"), ("silenced", "false"), ("inhibited", "false"),
-                                         ("unprocessed", "true")]
+        params: list[tuple[str, str]] = [
+            ("active", "true"),
+            ("silenced", "false"),
+            ("inhibited", "false"),
+            ("unprocessed", "true"),
+        ]
         params += [("filter", m) for m in self.matchers]
         if self.receiver:
             params.append(("receiver", self.receiver))
@@ -118,30 +124,76 @@ class PullSettings:
 
 def add_pull_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("pull mode (poll Alertmanager's API)")
-    g.add_argument("--alertmanager.url", dest="alertmanager_url", metavar="URL",
-                   help="poll this Alertmanager (e.g. http://alertmanager:9093) for this node's alerts (pull mode; "
-                   "the webhook receiver keeps running)")
-    g.add_argument("--alertmanager.node-label", dest="alertmanager_node_label", default="instance", metavar="LABEL",
-                   help="label that names the host an alert is about (default: instance; not 'node', which is the "
-                   "NUMA node in memhp's alerts)")
-    g.add_argument("--alertmanager.node-name", dest="alertmanager_node_name", metavar="NAME",
-                   default=os.environ.get("NODE_NAME"),
-                   help="this node's value of that label (default: $NODE_NAME); required in pull mode")
-    g.add_argument("--alertmanager.filter", dest="alertmanager_filters", action="append", default=[],
-                   metavar="MATCHER", help='extra matcher, Alertmanager syntax (severity="page"); repeatable')
-    g.add_argument("--alertmanager.receiver", dest="alertmanager_receiver", metavar="REGEX",
-                   help="only alerts routed to receivers matching this regex")
-    g.add_argument("--alertmanager.poll-interval", dest="alertmanager_poll_interval", type=parse_duration,
-                   default=DEFAULT_INTERVAL, metavar="DURATION", help=f"default {DEFAULT_INTERVAL:g}s")
-    g.add_argument("--alertmanager.timeout", dest="alertmanager_timeout", type=parse_duration,
-                   default=DEFAULT_TIMEOUT, metavar="DURATION",
-                   help=f"per-request timeout (default {DEFAULT_TIMEOUT:g}s)")
-    g.add_argument("--alertmanager.bearer-token-file", dest="alertmanager_bearer_token_file", metavar="FILE",
-                   help="send 'Authorization: Bearer <token>' read from FILE")
-    g.add_argument("--alertmanager.basic-auth-file", dest="alertmanager_basic_auth_file", metavar="FILE",
-                   help="send basic auth from FILE (one line 'user:password')")
-    g.add_argument("--alertmanager.tls.ca-file", dest="alertmanager_tls_ca_file", metavar="FILE",
-                   help="CA bundle to verify an https Alertmanager (default: the system's)")
+    g.add_argument(
+        "--alertmanager.url",
+        dest="alertmanager_url",
+        metavar="URL",
+        help="poll this Alertmanager (e.g. http://alertmanager:9093) for this node's alerts (pull mode; "
+        "the webhook receiver keeps running)",
+    )
+    g.add_argument(
+        "--alertmanager.node-label",
+        dest="alertmanager_node_label",
+        default="instance",
+        metavar="LABEL",
+        help="label that names the host an alert is about (default: instance; not 'node', which is the "
+        "NUMA node in memhp's alerts)",
+    )
+    g.add_argument(
+        "--alertmanager.node-name",
+        dest="alertmanager_node_name",
+        metavar="NAME",
+        default=os.environ.get("NODE_NAME"),
+        help="this node's value of that label (default: $NODE_NAME); required in pull mode",
+    )
+    g.add_argument(
+        "--alertmanager.filter",
+        dest="alertmanager_filters",
+        action="append",
+        default=[],
+        metavar="MATCHER",
+        help='extra matcher, Alertmanager syntax (severity="page"); repeatable',
+    )
+    g.add_argument(
+        "--alertmanager.receiver",
+        dest="alertmanager_receiver",
+        metavar="REGEX",
+        help="only alerts routed to receivers matching this regex",
+    )
+    g.add_argument(
+        "--alertmanager.poll-interval",
+        dest="alertmanager_poll_interval",
+        type=parse_duration,
+        default=DEFAULT_INTERVAL,
+        metavar="DURATION",
+        help=f"default {DEFAULT_INTERVAL:g}s",
+    )
+    g.add_argument(
+        "--alertmanager.timeout",
+        dest="alertmanager_timeout",
+        type=parse_duration,
+        default=DEFAULT_TIMEOUT,
+        metavar="DURATION",
+        help=f"per-request timeout (default {DEFAULT_TIMEOUT:g}s)",
+    )
+    g.add_argument(
+        "--alertmanager.bearer-token-file",
+        dest="alertmanager_bearer_token_file",
+        metavar="FILE",
+        help="send 'Authorization: Bearer <token>' read from FILE",
+    )
+    g.add_argument(
+        "--alertmanager.basic-auth-file",
+        dest="alertmanager_basic_auth_file",
+        metavar="FILE",
+        help="send basic auth from FILE (one line 'user:password')",
+    )
+    g.add_argument(
+        "--alertmanager.tls.ca-file",
+        dest="alertmanager_tls_ca_file",
+        metavar="FILE",
+        help="CA bundle to verify an https Alertmanager (default: the system's)",
+    )
 
 
 def pull_settings_from_args(args: argparse.Namespace) -> PullSettings | None:
@@ -186,13 +238,13 @@ class PullSource:
         self._state = _State()
         self._lock = threading.Lock()  # poll_once from --once and run() must not interleave
         try:
-            self._bearer = SecretFile(settings.bearer_token_file, parse_bearer_token) \
-                if settings.bearer_token_file else None
+            self._bearer = (
+                SecretFile(settings.bearer_token_file, parse_bearer_token) if settings.bearer_token_file else None
+            )
             self._basic = SecretFile(settings.basic_auth_file, parse_basic_auth) if settings.basic_auth_file else None
         except SecretFileError as e:
             raise PullConfigError(str(e)) from None
-        self._ssl = ssl.create_default_context(cafile=settings.ca_file) if settings.url.startswith("https") \
-            else None
+        self._ssl = ssl.create_default_context(cafile=settings.ca_file) if settings.url.startswith("https") else None
         # No proxies from the environment and no redirects: credentials go to the URL configured, only.
         handlers: list[Any] = [urllib.request.ProxyHandler({}), _NoRedirect()]
         if self._ssl is not None:
@@ -257,8 +309,16 @@ class PullSource:
             return None
         if labels.get(self.settings.node_label) != self.settings.node_name:
             return None
-        return Alert(name=name, status=FIRING, labels=labels, annotations=annotations, starts_at=starts_at,
-                     ends_at=ends_at, fingerprint=fingerprint, source=SOURCE)
+        return Alert(
+            name=name,
+            status=FIRING,
+            labels=labels,
+            annotations=annotations,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            fingerprint=fingerprint,
+            source=SOURCE,
+        )
 
     # -- reconciling
     def poll_once(self) -> PollResult:
@@ -287,10 +347,18 @@ class PullSource:
 
         now = now_time()
         resolved = [
-            Alert(name=a.name, status=RESOLVED, labels=a.labels,
-                  annotations={**a.annotations, RESOLVED_BY_ANNOTATION: SOURCE}, starts_at=a.starts_at,
-                  ends_at=now, fingerprint=a.fingerprint, source=SOURCE)
-            for occ, a in self._state.active.items() if occ not in current
+            Alert(
+                name=a.name,
+                status=RESOLVED,
+                labels=a.labels,
+                annotations={**a.annotations, RESOLVED_BY_ANNOTATION: SOURCE},
+                starts_at=a.starts_at,
+                ends_at=now,
+                fingerprint=a.fingerprint,
+                source=SOURCE,
+            )
+            for occ, a in self._state.active.items()
+            if occ not in current
         ]
         firing = list(current.values())
         batch = resolved + firing  # a re-fired alert's old occurrence resolves before its new one fires
@@ -308,8 +376,11 @@ class PullSource:
         self._state.active = current
         self.metrics.last_poll_success.set_to_current_time()
         if resolved:
-            log.info("pull: %d alert occurrence(s) gone since the last poll, submitted as resolved: %s",
-                     len(resolved), ", ".join(a.name for a in resolved))
+            log.info(
+                "pull: %d alert occurrence(s) gone since the last poll, submitted as resolved: %s",
+                len(resolved),
+                ", ".join(a.name for a in resolved),
+            )
         return PollResult(P_SUCCESS, firing=len(firing), resolved=len(resolved))
 
     def run(self, stop_event: threading.Event) -> None:
@@ -327,5 +398,5 @@ class PullSource:
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401 (stdlib signature)
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         return None  # a redirect becomes an HTTPError: never forward credentials elsewhere

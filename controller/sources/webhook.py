@@ -39,13 +39,12 @@ from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from controller.alert import FIRING, RESOLVED, Alert, AlertSink, SinkFull, SinkUnavailable
-from controller.metrics import ControllerMetrics
+from memhp.controller.alert import FIRING, RESOLVED, Alert, AlertSink, SinkFull, SinkUnavailable
+from memhp.controller.metrics import ControllerMetrics
+from memhp.units import parse_duration
 
 from .auth import Authenticator, SecretFileError
-from ..units import parse_duration
-from .common import (TimestampError, canonical_end_time, canonical_time, labels_fingerprint,
-                     string_map)
+from .common import TimestampError, canonical_end_time, canonical_time, labels_fingerprint, string_map
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +80,9 @@ R_SINK_ERROR = "sink_error"
 
 # Refusals an operator must hear about (a misconfigured or incompatible sender); the
 # others (probes, slow or overloaded clients) are counted and logged at debug level.
-_WORTH_A_WARNING = frozenset({R_BAD_JSON, R_BAD_VERSION, R_INVALID, R_TOO_LARGE, "auth_missing", "auth_failed",
-                              R_SINK_ERROR})
+_WORTH_A_WARNING = frozenset(
+    {R_BAD_JSON, R_BAD_VERSION, R_INVALID, R_TOO_LARGE, "auth_missing", "auth_failed", R_SINK_ERROR}
+)
 
 
 class WebhookConfigError(ValueError):
@@ -146,7 +146,7 @@ def parse_webhook_payload(body: bytes, *, source: str = "webhook") -> list[Alert
         raise PayloadError(R_INVALID, f"payload must be a JSON object, got {type(payload).__name__}")
     version = payload.get("version")
     if version != SUPPORTED_VERSION:
-        raise PayloadError(R_BAD_VERSION, f"unsupported payload version {version!r}; only \"4\" is understood")
+        raise PayloadError(R_BAD_VERSION, f'unsupported payload version {version!r}; only "4" is understood')
     _status(payload, "payload")
     for key in ("receiver", "groupKey", "externalURL"):
         _require_str(payload, key, "payload", required=False)
@@ -161,8 +161,11 @@ def parse_webhook_payload(body: bytes, *, source: str = "webhook") -> list[Alert
     if not raw_alerts:
         raise PayloadError(R_INVALID, "payload.alerts is empty")
     if truncated:
-        log.warning("Alertmanager truncated %d alert(s) from group %r (max_alerts); set max_alerts: 0 "
-                    "on the memhp receiver", truncated, payload.get("groupKey"))
+        log.warning(
+            "Alertmanager truncated %d alert(s) from group %r (max_alerts); set max_alerts: 0 on the memhp receiver",
+            truncated,
+            payload.get("groupKey"),
+        )
     return [_parse_alert(raw, f"alerts[{i}]", source) for i, raw in enumerate(raw_alerts)]
 
 
@@ -184,8 +187,16 @@ def _parse_alert(raw: Any, where: str, source: str) -> Alert:
         ends = canonical_end_time(ends_at)
     except TimestampError as e:
         raise PayloadError(R_INVALID, f"{where}: {e}") from None
-    return Alert(name=name, status=status, labels=labels, annotations=annotations, starts_at=starts,
-                 ends_at=ends, fingerprint=fingerprint, source=source)
+    return Alert(
+        name=name,
+        status=status,
+        labels=labels,
+        annotations=annotations,
+        starts_at=starts,
+        ends_at=ends,
+        fingerprint=fingerprint,
+        source=source,
+    )
 
 
 # --------------------------------------------------------------------------- settings
@@ -244,10 +255,12 @@ def validate_settings(settings: WebhookSettings) -> None:
     if not has_auth and not settings.no_auth:
         raise WebhookConfigError(
             "authentication is required: give --web.auth.bearer-token-file or --web.auth.basic-auth-file "
-            "(or --web.no-auth, on a loopback address only)")
+            "(or --web.no-auth, on a loopback address only)"
+        )
     if settings.no_auth and not is_loopback_host(host):
         raise WebhookConfigError(
-            f"refusing to listen on non-loopback address {settings.listen_address!r} without authentication")
+            f"refusing to listen on non-loopback address {settings.listen_address!r} without authentication"
+        )
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
         raise WebhookConfigError("TLS needs both --web.tls.cert-file and --web.tls.key-file")
     if settings.max_body_bytes <= 0:
@@ -260,27 +273,60 @@ def validate_settings(settings: WebhookSettings) -> None:
 
 def add_webhook_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("webhook receiver and metrics endpoint")
-    g.add_argument("--web.listen-address", dest="web_listen_address", default=DEFAULT_LISTEN_ADDRESS,
-                   metavar="HOST:PORT", help=f"address to listen on (default {DEFAULT_LISTEN_ADDRESS}); "
-                   "an empty host listens on every interface and needs authentication")
-    g.add_argument("--web.auth.bearer-token-file", dest="web_auth_bearer_token_file", metavar="FILE",
-                   help="file holding the bearer token Alertmanager must send (one line)")
-    g.add_argument("--web.auth.basic-auth-file", dest="web_auth_basic_auth_file", metavar="FILE",
-                   help="file holding one line 'user:password' for HTTP basic auth")
-    g.add_argument("--web.no-auth", dest="web_no_auth", action="store_true",
-                   help="serve without authentication (refused unless the listen address is loopback)")
-    g.add_argument("--web.tls.cert-file", dest="web_tls_cert_file", metavar="FILE",
-                   help="PEM certificate (chain) to serve HTTPS")
+    g.add_argument(
+        "--web.listen-address",
+        dest="web_listen_address",
+        default=DEFAULT_LISTEN_ADDRESS,
+        metavar="HOST:PORT",
+        help=f"address to listen on (default {DEFAULT_LISTEN_ADDRESS}); "
+        "an empty host listens on every interface and needs authentication",
+    )
+    g.add_argument(
+        "--web.auth.bearer-token-file",
+        dest="web_auth_bearer_token_file",
+        metavar="FILE",
+        help="file holding the bearer token Alertmanager must send (one line)",
+    )
+    g.add_argument(
+        "--web.auth.basic-auth-file",
+        dest="web_auth_basic_auth_file",
+        metavar="FILE",
+        help="file holding one line 'user:password' for HTTP basic auth",
+    )
+    g.add_argument(
+        "--web.no-auth",
+        dest="web_no_auth",
+        action="store_true",
+        help="serve without authentication (refused unless the listen address is loopback)",
+    )
+    g.add_argument(
+        "--web.tls.cert-file", dest="web_tls_cert_file", metavar="FILE", help="PEM certificate (chain) to serve HTTPS"
+    )
     g.add_argument("--web.tls.key-file", dest="web_tls_key_file", metavar="FILE", help="PEM private key")
-    g.add_argument("--web.max-body-bytes", dest="web_max_body_bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
-                   metavar="N", help=f"largest request body accepted (default {DEFAULT_MAX_BODY_BYTES}); 413 above")
-    g.add_argument("--web.read-timeout", dest="web_read_timeout", type=parse_duration,
-                   default=DEFAULT_READ_TIMEOUT, metavar="DURATION",
-                   help=f"total time to receive one request, TLS handshake included (default "
-                   f"{DEFAULT_READ_TIMEOUT:g}s)")
-    g.add_argument("--web.max-concurrency", dest="web_max_concurrency", type=int,
-                   default=DEFAULT_MAX_CONCURRENCY, metavar="N",
-                   help=f"requests served at once (default {DEFAULT_MAX_CONCURRENCY}); 503 above")
+    g.add_argument(
+        "--web.max-body-bytes",
+        dest="web_max_body_bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        metavar="N",
+        help=f"largest request body accepted (default {DEFAULT_MAX_BODY_BYTES}); 413 above",
+    )
+    g.add_argument(
+        "--web.read-timeout",
+        dest="web_read_timeout",
+        type=parse_duration,
+        default=DEFAULT_READ_TIMEOUT,
+        metavar="DURATION",
+        help=f"total time to receive one request, TLS handshake included (default {DEFAULT_READ_TIMEOUT:g}s)",
+    )
+    g.add_argument(
+        "--web.max-concurrency",
+        dest="web_max_concurrency",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENCY,
+        metavar="N",
+        help=f"requests served at once (default {DEFAULT_MAX_CONCURRENCY}); 503 above",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> WebhookSettings:
@@ -313,7 +359,7 @@ class _DeadlineReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    def readinto(self, buffer) -> int:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             self.timed_out = True
@@ -327,7 +373,7 @@ class _DeadlineReader(io.RawIOBase):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "_Server"
+    server: _Server
     protocol_version = "HTTP/1.0"
     server_version = "memhp-controller"
 
@@ -341,7 +387,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._responded = False
         self._dead = False
         self._unread_body = False
-        self.command = None
+        self.command = None  # type: ignore[assignment]
         self.path = ""
         self.request_version = "HTTP/1.0"
         self.requestline = ""
@@ -349,8 +395,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.settimeout(srv.settings.read_timeout)
         if srv.ssl_context is not None:
             try:
-                self.connection = srv.ssl_context.wrap_socket(self.request, server_side=True,
-                                                              do_handshake_on_connect=False)
+                self.connection = srv.ssl_context.wrap_socket(
+                    self.request, server_side=True, do_handshake_on_connect=False
+                )
                 self.connection.settimeout(max(0.001, deadline - time.monotonic()))
                 self.connection.do_handshake()
             except (OSError, ssl.SSLError) as e:
@@ -404,7 +451,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
@@ -413,17 +460,39 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(code, reason, message or "bad request")
 
     # -- responses
-    def _reply(self, code: int, reason: str | None, message: str, *, extra: dict | None = None,
-               headers: dict[str, str] | None = None, body: bytes | None = None,
-               content_type: str = "application/json") -> None:
+    def _reply(
+        self,
+        code: int,
+        reason: str | None,
+        message: str,
+        *,
+        extra: dict | None = None,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         if reason is not None:
             self.server.reject(reason)
             if reason in _WORTH_A_WARNING:
-                log.warning("refused %s %s from %s with %d (%s): %s", self.command, self.path,
-                            self.client_address[0], code, reason, message)
+                log.warning(
+                    "refused %s %s from %s with %d (%s): %s",
+                    self.command,
+                    self.path,
+                    self.client_address[0],
+                    code,
+                    reason,
+                    message,
+                )
             else:
-                log.debug("refused %s %s from %s with %d (%s): %s", self.command, self.path,
-                          self.client_address[0], code, reason, message)
+                log.debug(
+                    "refused %s %s from %s with %d (%s): %s",
+                    self.command,
+                    self.path,
+                    self.client_address[0],
+                    code,
+                    reason,
+                    message,
+                )
         if body is None:
             doc: dict[str, Any] = {"status": "error" if code >= 400 else "success", "message": message}
             if reason is not None:
@@ -452,8 +521,12 @@ class _Handler(BaseHTTPRequestHandler):
         if reason is None:
             return True
         self._unread_body = self.command == "POST"
-        self._reply(401, reason, "authentication required" if reason == "auth_missing" else "wrong credentials",
-                    headers={"WWW-Authenticate": self.server.auth.challenge})
+        self._reply(
+            401,
+            reason,
+            "authentication required" if reason == "auth_missing" else "wrong credentials",
+            headers={"WWW-Authenticate": self.server.auth.challenge},
+        )
         return False
 
     def _path(self) -> str:
@@ -467,8 +540,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authenticated():
             return
         if path == METRICS_PATH:
-            return self._reply(200, None, "", body=generate_latest(self.server.metrics.registry),
-                               content_type=CONTENT_TYPE_LATEST)
+            return self._reply(
+                200, None, "", body=generate_latest(self.server.metrics.registry), content_type=CONTENT_TYPE_LATEST
+            )
         if path == WEBHOOK_PATH:
             return self._reply(405, R_METHOD, "use POST", headers={"Allow": "POST"})
         return self._reply(404, R_NOT_FOUND, f"no such path {path!r}")
@@ -510,8 +584,9 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         length = int(raw_length)
         if length > limit:
-            self._reply(413, R_TOO_LARGE, f"body of {length} bytes exceeds the limit of {limit}",
-                        extra={"limit": limit})
+            self._reply(
+                413, R_TOO_LARGE, f"body of {length} bytes exceeds the limit of {limit}", extra={"limit": limit}
+            )
             return None
         try:
             body = self.rfile.read(length)
@@ -535,24 +610,35 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             srv.sink.submit(alerts)
         except SinkFull as e:
-            return self._reply(429, R_QUEUE_FULL, f"work queue full: {e}" if str(e) else "work queue full",
-                               headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+            return self._reply(
+                429,
+                R_QUEUE_FULL,
+                f"work queue full: {e}" if str(e) else "work queue full",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
         except SinkUnavailable as e:
-            return self._reply(503, R_SINK_UNAVAILABLE, f"controller unavailable: {e}" if str(e) else
-                               "controller unavailable", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+            return self._reply(
+                503,
+                R_SINK_UNAVAILABLE,
+                f"controller unavailable: {e}" if str(e) else "controller unavailable",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
         except Exception:  # a bug in the engine must not look like a bad request: let Alertmanager retry
             log.exception("sink failed to accept %d alert(s)", len(alerts))
             return self._reply(500, R_SINK_ERROR, "internal error queueing the alerts")
         for a in alerts:
             srv.metrics.alerts_received.labels(a.source, a.status).inc()
         firing = sum(a.status == FIRING for a in alerts)
-        self._reply(200, None, "accepted", extra={"accepted": len(alerts), "firing": firing,
-                                                  "resolved": len(alerts) - firing})
+        self._reply(
+            200, None, "accepted", extra={"accepted": len(alerts), "firing": firing, "resolved": len(alerts) - firing}
+        )
 
 
 _BUSY_BODY = b'{"status": "error", "reason": "overloaded", "message": "too many requests at once"}\n'
-_BUSY_RESPONSE = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                  b"Retry-After: 1\r\nContent-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY)
+_BUSY_RESPONSE = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    b"Retry-After: 1\r\nContent-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY
+)
 
 
 class _SocketWriter(io.BufferedIOBase):
@@ -564,7 +650,7 @@ class _SocketWriter(io.BufferedIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # type: ignore[override]
+    def write(self, b) -> int:
         self._sock.sendall(b)
         with memoryview(b) as view:
             return view.nbytes
@@ -575,8 +661,16 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 128
 
-    def __init__(self, address: tuple, family: int, settings: WebhookSettings, sink: AlertSink,
-                 metrics: ControllerMetrics, auth: Authenticator, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(
+        self,
+        address: tuple,
+        family: int,
+        settings: WebhookSettings,
+        sink: AlertSink,
+        metrics: ControllerMetrics,
+        auth: Authenticator,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
         self.address_family = family
         self.settings = settings
         self.sink = sink
@@ -631,7 +725,7 @@ class _Server(ThreadingHTTPServer):
         # refused as overloaded).
         try:
             self.finish_request(request, client_address)
-        except Exception:
+        except Exception:  # noqa: BLE001 - socketserver's contract: report and keep serving
             self.handle_error(request, client_address)
         finally:
             self._count(-1)
@@ -647,13 +741,14 @@ class WebhookServer:
 
     def __init__(self, server: _Server) -> None:
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="memhp-webhook", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="memhp-webhook", daemon=True
+        )
         self._thread.start()
 
     @property
     def host(self) -> str:
-        return self._server.server_address[0]
+        return str(self._server.server_address[0])
 
     @property
     def port(self) -> int:
@@ -686,6 +781,7 @@ def _ssl_context(settings: WebhookSettings) -> ssl.SSLContext | None:
         return None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    assert settings.tls_cert_file is not None
     try:
         ctx.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
     except (OSError, ssl.SSLError) as e:
@@ -712,12 +808,25 @@ def serve(settings: WebhookSettings, sink: AlertSink, metrics: ControllerMetrics
     else:
         family, address = socket.AF_INET, ("", port)  # every IPv4 interface
     server = _Server(address, family, settings, sink, metrics, auth, ctx)
-    for reason in (R_BAD_JSON, R_BAD_VERSION, R_INVALID, R_TOO_LARGE, "auth_missing", "auth_failed",
-                   R_READ_TIMEOUT, R_QUEUE_FULL, R_SINK_UNAVAILABLE, R_OVERLOADED):
+    for reason in (
+        R_BAD_JSON,
+        R_BAD_VERSION,
+        R_INVALID,
+        R_TOO_LARGE,
+        "auth_missing",
+        "auth_failed",
+        R_READ_TIMEOUT,
+        R_QUEUE_FULL,
+        R_SINK_UNAVAILABLE,
+        R_OVERLOADED,
+    ):
         metrics.requests_rejected.labels(reason)  # export zeros, so rate() works from the start
     handle = WebhookServer(server)
-    log.info("webhook receiver listening on %s (auth: %s)", handle.webhook_url,
-             "none (loopback only)" if settings.no_auth else
-             "+".join(k for k, v in (("bearer", settings.bearer_token_file), ("basic", settings.basic_auth_file))
-                      if v))
+    log.info(
+        "webhook receiver listening on %s (auth: %s)",
+        handle.webhook_url,
+        "none (loopback only)"
+        if settings.no_auth
+        else "+".join(k for k, v in (("bearer", settings.bearer_token_file), ("basic", settings.basic_auth_file)) if v),
+    )
     return handle

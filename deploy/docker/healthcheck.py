@@ -38,7 +38,7 @@ def flag_value(args: list[str], name: str) -> str | None:
         if a == name and i + 1 < len(args):
             return args[i + 1]
         if a.startswith(name + "="):
-            return a[len(name) + 1:]
+            return a[len(name) + 1 :]
     return None
 
 
@@ -47,7 +47,7 @@ def target(args: list[str]) -> str | None:
     program = next((os.path.basename(a) for a in args if os.path.basename(a) in DEFAULTS), None)
     if program is None:
         return None
-    rest = args[[os.path.basename(a) for a in args].index(program) + 1:]
+    rest = args[[os.path.basename(a) for a in args].index(program) + 1 :]
     if any(a in ("--once", "-h", "--help", "--version", "act") for a in rest):
         return None
     default_listen, path = DEFAULTS[program]

@@ -12,12 +12,26 @@ from .zones import ZonesCollector
 # name -> one-line description, in exposition order
 COLLECTORS = {
     c.name: c.help
-    for c in (ConfigCollector, BlocksCollector, ZonesCollector, MeminfoCollector, OfflineFailuresCollector,
-              UeventsCollector)
+    for c in (
+        ConfigCollector,
+        BlocksCollector,
+        ZonesCollector,
+        MeminfoCollector,
+        OfflineFailuresCollector,
+        UeventsCollector,
+    )
 }
 
 __all__ = [
-    "COLLECTORS", "DEFAULT_BLOCK_LIMIT", "BlocksCollector", "ConfigCollector", "GoingOfflineTracker",
-    "MeminfoCollector", "MemhpCollector", "OfflineFailuresCollector", "SubCollector", "UeventsCollector",
+    "COLLECTORS",
+    "DEFAULT_BLOCK_LIMIT",
+    "BlocksCollector",
+    "ConfigCollector",
+    "GoingOfflineTracker",
+    "MemhpCollector",
+    "MeminfoCollector",
+    "OfflineFailuresCollector",
+    "SubCollector",
+    "UeventsCollector",
     "ZonesCollector",
 ]

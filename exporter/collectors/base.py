@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..fsread import ParseErrors
-from ..paths import Paths
-from ..snapshot import ScrapeContext
+from ..kernel.fsread import ParseErrors
+from ..kernel.paths import Paths
+from ..kernel.snapshot import ScrapeContext
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,14 @@ class SubCollector:
 
 
 class MemhpCollector(Collector):
-    def __init__(self, paths: Paths, collectors: Sequence[SubCollector], errors: ParseErrors | None = None,
-                 version: str = "", per_block_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        paths: Paths,
+        collectors: Sequence[SubCollector],
+        errors: ParseErrors | None = None,
+        version: str = "",
+        per_block_limit: int | None = None,
+    ) -> None:
         self.paths = paths
         self.per_block_limit = per_block_limit
         self.collectors = list(collectors)
@@ -51,11 +57,14 @@ class MemhpCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         ctx = ScrapeContext(self.paths, self.errors, removable_limit=self.per_block_limit)
-        duration = GaugeMetricFamily("memhp_collector_duration_seconds",
-                                     "Time a collector took in this scrape.", labels=["collector"])
-        success = GaugeMetricFamily("memhp_collector_success",
-                                    "1 if the collector finished without an exception in this scrape.",
-                                    labels=["collector"])
+        duration = GaugeMetricFamily(
+            "memhp_collector_duration_seconds", "Time a collector took in this scrape.", labels=["collector"]
+        )
+        success = GaugeMetricFamily(
+            "memhp_collector_success",
+            "1 if the collector finished without an exception in this scrape.",
+            labels=["collector"],
+        )
         for c in self.collectors:
             start = time.perf_counter()
             try:
@@ -63,7 +72,7 @@ class MemhpCollector(Collector):
                 # must not leave half its families in the exposition.
                 families = list(c.collect(ctx))
                 ok = 1.0
-            except Exception:  # noqa: BLE001 - one collector must never break the scrape
+            except Exception:
                 log.exception("collector %s failed", c.name)
                 families = []
                 ok = 0.0
@@ -72,8 +81,9 @@ class MemhpCollector(Collector):
             yield from families
         yield duration
         yield success
-        errors = CounterMetricFamily("memhp_parse_errors",
-                                     "Files that could not be read or parsed, by file kind.", labels=["file"])
+        errors = CounterMetricFamily(
+            "memhp_parse_errors", "Files that could not be read or parsed, by file kind.", labels=["file"]
+        )
         for kind, count in sorted(self.errors.counts().items()):
             errors.add_metric([kind], count)
         yield errors

@@ -3,13 +3,13 @@ kernel log, and memory uevents."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from ..kmsg import KNOWN_REASONS, FailureCounts, KmsgWatcher
-from ..snapshot import ScrapeContext
-from ..uevent_monitor import UeventMonitor
+from ..events.kmsg import KNOWN_REASONS, FailureCounts, KmsgWatcher
+from ..events.uevent_monitor import UeventMonitor
+from ..kernel.snapshot import ScrapeContext
 from .base import SubCollector
 
 UEVENT_ACTIONS = ("add", "remove", "online", "offline")
@@ -17,8 +17,10 @@ UEVENT_ACTIONS = ("add", "remove", "online", "offline")
 
 class OfflineFailuresCollector(SubCollector):
     name = "offline_failures"
-    help = ("'memory offlining ... failed due to REASON' lines from /dev/kmsg, by reason and block "
-            "(needs dynamic debug: file memory_hotplug.c +p)")
+    help = (
+        "'memory offlining ... failed due to REASON' lines from /dev/kmsg, by reason and block "
+        "(needs dynamic debug: file memory_hotplug.c +p)"
+    )
 
     def __init__(self, watcher: KmsgWatcher, counts: FailureCounts) -> None:
         self.watcher = watcher
@@ -26,24 +28,34 @@ class OfflineFailuresCollector(SubCollector):
 
     def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
         by_reason, by_block, last = self.counts.snapshot()
-        total = CounterMetricFamily("memhp_offline_failures", "Failed offline attempts logged by the kernel, "
-                                    "by reason.", labels=["reason"])
+        total = CounterMetricFamily(
+            "memhp_offline_failures", "Failed offline attempts logged by the kernel, by reason.", labels=["reason"]
+        )
         for reason in sorted(set(KNOWN_REASONS) | by_reason.keys()):
             total.add_metric([reason], by_reason.get(reason, 0))
-        per_block = CounterMetricFamily("memhp_block_offline_failures",
-                                        "Failed offline attempts by block and reason (block='other' past the "
-                                        "block limit).", labels=["block", "reason"])
+        per_block = CounterMetricFamily(
+            "memhp_block_offline_failures",
+            "Failed offline attempts by block and reason (block='other' past the block limit).",
+            labels=["block", "reason"],
+        )
         for key in sorted(by_block):
             per_block.add_metric(list(key), by_block[key])
-        last_ts = GaugeMetricFamily("memhp_offline_failure_last_timestamp_seconds",
-                                    "Unix time of the last failure seen, by reason.", labels=["reason"])
+        last_ts = GaugeMetricFamily(
+            "memhp_offline_failure_last_timestamp_seconds",
+            "Unix time of the last failure seen, by reason.",
+            labels=["reason"],
+        )
         for reason in sorted(last):
             last_ts.add_metric([reason], last[reason])
         yield from (total, per_block, last_ts)
-        yield GaugeMetricFamily("memhp_kmsg_watcher_up", "1 while the kernel log is being followed.",
-                                value=float(self.watcher.up))
-        yield CounterMetricFamily("memhp_kmsg_watcher_restarts", "Times following the kernel log failed "
-                                  "and was restarted.", value=self.watcher.restarts)
+        yield GaugeMetricFamily(
+            "memhp_kmsg_watcher_up", "1 while the kernel log is being followed.", value=float(self.watcher.up)
+        )
+        yield CounterMetricFamily(
+            "memhp_kmsg_watcher_restarts",
+            "Times following the kernel log failed and was restarted.",
+            value=self.watcher.restarts,
+        )
 
     def close(self) -> None:
         self.watcher.stop()
@@ -62,10 +74,14 @@ class UeventsCollector(SubCollector):
         for action in sorted(set(UEVENT_ACTIONS) | counts.keys()):
             fam.add_metric([action], counts.get(action, 0))
         yield fam
-        yield GaugeMetricFamily("memhp_uevent_monitor_up", "1 while the uevent monitor is listening.",
-                                value=float(self.monitor.up))
-        yield CounterMetricFamily("memhp_uevent_monitor_restarts", "Times the uevent monitor failed and was "
-                                  "restarted.", value=self.monitor.restarts)
+        yield GaugeMetricFamily(
+            "memhp_uevent_monitor_up", "1 while the uevent monitor is listening.", value=float(self.monitor.up)
+        )
+        yield CounterMetricFamily(
+            "memhp_uevent_monitor_restarts",
+            "Times the uevent monitor failed and was restarted.",
+            value=self.monitor.restarts,
+        )
 
     def close(self) -> None:
         self.monitor.stop()

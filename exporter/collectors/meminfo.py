@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from ..snapshot import ScrapeContext
+from ..kernel.snapshot import ScrapeContext
 from .base import SubCollector
 
 _FIELDS = (
     ("MemTotal", "memhp_memory_total_bytes", "MemTotal: usable RAM (online memory minus reserved)."),
     ("MemFree", "memhp_memory_free_bytes", "MemFree."),
-    ("MemAvailable", "memhp_memory_available_bytes",
-     "MemAvailable: the kernel's estimate of memory available without swapping; the controller's offline "
-     "reserve is measured against it."),
+    (
+        "MemAvailable",
+        "memhp_memory_available_bytes",
+        "MemAvailable: the kernel's estimate of memory available without swapping; the controller's offline "
+        "reserve is measured against it.",
+    ),
 )
 
 

@@ -4,12 +4,12 @@ balance as the auto-movable online policy accounts it."""
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from ..accounting import balance
-from ..snapshot import ScrapeContext
+from ..kernel.accounting import balance
+from ..kernel.snapshot import ScrapeContext
 from .base import SubCollector
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -37,11 +37,14 @@ class ZonesCollector(SubCollector):
             return
         ps = self.page_size
         sizes = {field: GaugeMetricFamily(name, doc, labels=["node", "zone"]) for field, name, doc in _SIZES}
-        wmark = GaugeMetricFamily("memhp_zone_watermark_bytes",
-                                  "Zone watermarks: below low kswapd wakes, below min only atomic/reserve "
-                                  "allocations succeed.", labels=["node", "zone", "watermark"])
-        populated = GaugeMetricFamily("memhp_zone_populated", "1 if the zone has present pages.",
-                                      labels=["node", "zone"])
+        wmark = GaugeMetricFamily(
+            "memhp_zone_watermark_bytes",
+            "Zone watermarks: below low kswapd wakes, below min only atomic/reserve allocations succeed.",
+            labels=["node", "zone", "watermark"],
+        )
+        populated = GaugeMetricFamily(
+            "memhp_zone_populated", "1 if the zone has present pages.", labels=["node", "zone"]
+        )
         for z in info.zones:
             labels = [str(z.node), z.name]
             for field, fam in sizes.items():
@@ -65,16 +68,26 @@ class ZonesCollector(SubCollector):
         per_node = {n: balance(zs) for n, zs in sorted(info.by_node().items())}
         system = balance(info.zones)
 
-        movable = GaugeMetricFamily("memhp_node_movable_accounted_bytes",
-                                    "MOVABLE side of the ratio: ZONE_MOVABLE present plus CMA.", labels=["node"])
-        kernel = GaugeMetricFamily("memhp_node_kernel_accounted_bytes",
-                                   "KERNEL side of the ratio: kernel-zone present minus CMA.", labels=["node"])
-        ratio = GaugeMetricFamily("memhp_node_movable_kernel_ratio",
-                                  "MOVABLE:KERNEL per node (3 means 3:1); absent for a node without kernel "
-                                  "memory.", labels=["node"])
-        headroom = GaugeMetricFamily("memhp_node_auto_movable_headroom_bytes",
-                                     "Memory that could still be onlined to ZONE_MOVABLE on this node before "
-                                     "auto_movable_ratio is reached.", labels=["node"])
+        movable = GaugeMetricFamily(
+            "memhp_node_movable_accounted_bytes",
+            "MOVABLE side of the ratio: ZONE_MOVABLE present plus CMA.",
+            labels=["node"],
+        )
+        kernel = GaugeMetricFamily(
+            "memhp_node_kernel_accounted_bytes",
+            "KERNEL side of the ratio: kernel-zone present minus CMA.",
+            labels=["node"],
+        )
+        ratio = GaugeMetricFamily(
+            "memhp_node_movable_kernel_ratio",
+            "MOVABLE:KERNEL per node (3 means 3:1); absent for a node without kernel memory.",
+            labels=["node"],
+        )
+        headroom = GaugeMetricFamily(
+            "memhp_node_auto_movable_headroom_bytes",
+            "Memory that could still be onlined to ZONE_MOVABLE on this node before auto_movable_ratio is reached.",
+            labels=["node"],
+        )
         for n, bal in per_node.items():
             movable.add_metric([str(n)], bal.movable_pages * ps)
             kernel.add_metric([str(n)], bal.kernel_pages * ps)
@@ -83,8 +96,13 @@ class ZonesCollector(SubCollector):
             headroom.add_metric([str(n)], bal.headroom_pages(limit) * ps)
         yield from (movable, kernel, ratio, headroom)
         if system.ratio is not None:
-            yield GaugeMetricFamily("memhp_system_movable_kernel_ratio",
-                                    "MOVABLE:KERNEL across all nodes (3 means 3:1).", value=system.ratio)
-        yield GaugeMetricFamily("memhp_system_auto_movable_headroom_bytes",
-                                "Memory that could still be onlined to ZONE_MOVABLE system-wide before "
-                                "auto_movable_ratio is reached.", value=system.headroom_pages(limit) * ps)
+            yield GaugeMetricFamily(
+                "memhp_system_movable_kernel_ratio",
+                "MOVABLE:KERNEL across all nodes (3 means 3:1).",
+                value=system.ratio,
+            )
+        yield GaugeMetricFamily(
+            "memhp_system_auto_movable_headroom_bytes",
+            "Memory that could still be onlined to ZONE_MOVABLE system-wide before auto_movable_ratio is reached.",
+            value=system.headroom_pages(limit) * ps,
+        )

@@ -82,12 +82,14 @@ def github_anchors(markdown: str) -> set[str]:
 
 # --------------------------------------------------------------------------- generated files
 
+
 def test_committed_rule_files_are_generated_from_thresholds():
     rendered = generate.render()
     assert sorted(rendered) == sorted(p.name for p in RULE_FILES)
     for name, text in rendered.items():
-        assert (ALERTS_DIR / name).read_text() == text, \
-            f"alerts/{name} is out of date: run .venv/bin/python alerts/generate.py"
+        assert (ALERTS_DIR / name).read_text() == text, (
+            f"alerts/{name} is out of date: run .venv/bin/python -m alerts.generate"
+        )
 
 
 def test_generator_check_mode_detects_a_changed_threshold(tmp_path):
@@ -105,6 +107,7 @@ def test_generator_check_mode_detects_a_changed_threshold(tmp_path):
 
 # --------------------------------------------------------------------------- promtool check
 
+
 @needs_promtool
 @pytest.mark.parametrize("rule_file", RULE_FILES, ids=lambda p: p.name)
 def test_promtool_check_rules(rule_file):
@@ -120,14 +123,17 @@ def test_promtool_check_rules_planned_floor_example():
 
 # --------------------------------------------------------------------------- shape of every alert
 
+
 @pytest.mark.parametrize("name", sorted(ALERTS))
 def test_alert_labels_and_annotations(name):
     rule = ALERTS[name]
     assert re.fullmatch(r"Memhp[A-Z][A-Za-z]+", name)
     assert rule["labels"]["severity"] in ("critical", "warning", "info")
     assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}
-    assert rule["annotations"]["runbook_url"] == \
-        f"https://github.com/memhp/memhp/blob/main/docs/runbooks.md#{name.lower()}"
+    assert (
+        rule["annotations"]["runbook_url"]
+        == f"https://github.com/memhp/memhp/blob/main/docs/runbooks.md#{name.lower()}"
+    )
     assert duration_s(rule["for"]) > 0, "every alert needs a for: (flapping, and testable before/after)"
     # Every label the annotations refer to must survive the expression's aggregation:
     # instance always (the node-identifying label the controller's pull mode filters on).
@@ -139,7 +145,7 @@ def test_runbook_has_a_section_per_alert():
     anchors = github_anchors(RUNBOOKS.read_text())
     missing = [n for n in sorted(ALERTS) if n.lower() not in anchors]
     assert not missing, f"docs/runbooks.md lacks sections for {missing}"
-    for name, rule in ALERTS.items():
+    for rule in ALERTS.values():
         assert rule["annotations"]["runbook_url"].split("#", 1)[1] in anchors
 
 
@@ -148,6 +154,7 @@ def test_severities_all_used():
 
 
 # --------------------------------------------------------------------------- promtool unit tests
+
 
 def alert_test_file(name: str) -> Path:
     return PROMTOOL_DIR / f"{name}.yaml"
@@ -159,8 +166,12 @@ def test_every_alert_has_a_unit_test_file_and_no_orphans():
 
 
 def _cases(test_file: Path, name: str) -> list[dict]:
-    return [c | {"_group": i} for i, g in enumerate(load(test_file)["tests"])
-            for c in g.get("alert_rule_test", []) if c["alertname"] == name]
+    return [
+        c | {"_group": i}
+        for i, g in enumerate(load(test_file)["tests"])
+        for c in g.get("alert_rule_test", [])
+        if c["alertname"] == name
+    ]
 
 
 @needs_promtool
@@ -179,8 +190,9 @@ def test_alert_unit_test_covers_before_and_after_for(name):
     quiet = [c for c in cases if not c.get("exp_alerts")]
     assert firing and quiet, f"{name}: needs a case that fires and a case that does not"
     first_fire = min(duration_s(c["eval_time"]) for c in firing)
-    assert any(duration_s(c["eval_time"]) < first_fire for c in quiet), \
+    assert any(duration_s(c["eval_time"]) < first_fire for c in quiet), (
         f"{name}: no 'not firing yet' case before the first firing one"
+    )
     for c in firing:
         for a in c["exp_alerts"]:
             assert a["exp_labels"]["severity"] == ALERTS[name]["labels"]["severity"]
@@ -199,8 +211,10 @@ def test_quiet_case_is_held_back_by_for(name, tmp_path):
     spec = load(src)
     cases = _cases(src, name)
     first_fire = min(duration_s(c["eval_time"]) for c in cases if c.get("exp_alerts"))
-    quiet = max((c for c in cases if not c.get("exp_alerts") and duration_s(c["eval_time"]) < first_fire),
-                key=lambda c: duration_s(c["eval_time"]))
+    quiet = max(
+        (c for c in cases if not c.get("exp_alerts") and duration_s(c["eval_time"]) < first_fire),
+        key=lambda c: duration_s(c["eval_time"]),
+    )
     group = spec["tests"][quiet["_group"]]
     group["alert_rule_test"] = [{k: v for k, v in quiet.items() if k != "_group"}]
     spec["tests"] = [group]
@@ -219,11 +233,13 @@ def test_quiet_case_is_held_back_by_for(name, tmp_path):
     spec["rule_files"] = rule_files
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     r = promtool("test", "rules", "t.yaml", cwd=tmp_path)
-    assert r.returncode != 0 and name in r.stdout + r.stderr, \
+    assert r.returncode != 0 and name in r.stdout + r.stderr, (
         f"{name} at {quiet['eval_time']} is quiet even without for: -- the case does not test for:\n{r.stdout}{r.stderr}"
+    )
 
 
 # --------------------------------------------------------------------------- recording rules
+
 
 def test_recording_rule_names_follow_level_metric_operation():
     assert len(RECORDS) == len(set(RECORDS))

@@ -9,8 +9,23 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_scrape_vs_lsmem_runs(tmp_path):
-    out = subprocess.run([sys.executable, str(REPO / "bench/scrape_vs_lsmem.py"), "--sizes", "300", "--runs", "1",
-                          "--dir", str(tmp_path / "bench")], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.scrape_vs_lsmem",
+            "--sizes",
+            "300",
+            "--runs",
+            "1",
+            "--dir",
+            str(tmp_path / "bench"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    ).stdout
     row = next(line for line in out.splitlines() if line.startswith("| 300 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert float(cells[3]) > 0 and cells[5].endswith("MiB")
@@ -20,11 +35,10 @@ def test_scrape_vs_lsmem_runs(tmp_path):
 
 
 def test_synthetic_tree_agrees_with_lsmem(tmp_path):
-    sys.path.insert(0, str(REPO / "bench"))
-    from synth_tree import make_tree
-
-    from tests.helpers.trees import lsmem
     import json
+
+    from bench.synth_tree import make_tree
+    from tests.helpers.trees import lsmem
 
     root = make_tree(tmp_path / "t", 200)
     listed = json.loads(lsmem(root))["memory"]

@@ -5,8 +5,8 @@ import textwrap
 import pytest
 import yaml
 
-from controller.config import load_config_text
-from controller.engine import Engine
+from memhp.controller.config import load_config_text
+from memhp.controller.engine import Engine
 from tests.controller.sysfs_tree import SysTree, ZoneSpec, kernel_writer
 
 
@@ -38,8 +38,14 @@ def policy_text(tmp_path, rules: str = "", guards: str = "", retry: str = "", co
     doc = {
         "controller": {"journal": f"{tmp_path}/journal.jsonl"},
         "guards": {"pause_file": f"{tmp_path}/pause", "cooldown": "0s", "min_available": "256M"},
-        "retry": {"attempts": 3, "attempt_timeout": "2s", "kill_grace": "500ms", "backoff_initial": "10ms",
-                  "backoff_max": "50ms", "backoff_jitter": "10ms"},
+        "retry": {
+            "attempts": 3,
+            "attempt_timeout": "2s",
+            "kill_grace": "500ms",
+            "backoff_initial": "10ms",
+            "backoff_max": "50ms",
+            "backoff_jitter": "10ms",
+        },
     }
     doc["controller"].update(yaml.safe_load(textwrap.dedent(controller)) or {})
     doc["guards"].update(yaml.safe_load(textwrap.dedent(guards)) or {})
@@ -53,8 +59,15 @@ def policy_text(tmp_path, rules: str = "", guards: str = "", retry: str = "", co
 def make_engine(tree, tmp_path, clock):
     engines = []
 
-    def make(rules: str = "", guards: str = "", retry: str = "", controller: str = "", writer=kernel_writer,
-             dry_run=None, start=False):
+    def make(
+        rules: str = "",
+        guards: str = "",
+        retry: str = "",
+        controller: str = "",
+        writer=kernel_writer,
+        dry_run=None,
+        start=False,
+    ):
         cfg = load_config_text(policy_text(tmp_path, rules, guards, retry, controller), "test-policy.yaml")
         e = Engine(cfg, tree.paths, writer=writer, dry_run=dry_run, clock=clock).open()
         if start:
@@ -79,5 +92,6 @@ def standard_layout(tree: SysTree, normal: int = 8, movable: int = 4, offline: i
     for _ in range(offline):
         tree.add_block(i, "offline", "Movable Normal")
         i += 1
-    tree.set_zoneinfo([ZoneSpec(0, "Normal", normal * tree.pages_per_block),
-                       ZoneSpec(0, "Movable", movable * tree.pages_per_block)])
+    tree.set_zoneinfo(
+        [ZoneSpec(0, "Normal", normal * tree.pages_per_block), ZoneSpec(0, "Movable", movable * tree.pages_per_block)]
+    )

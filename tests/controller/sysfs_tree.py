@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exporter.paths import Paths
+from memhp.exporter.kernel.paths import Paths
 
 PAGE = 4096
 MiB = 1 << 20
@@ -98,16 +98,19 @@ class SysTree:
     def set_meminfo(self, mem_available: int, mem_total: int = 16 << 30) -> None:
         (self.proc / "meminfo").write_text(
             f"MemTotal:       {mem_total // 1024} kB\nMemFree:        {mem_available // 1024} kB\n"
-            f"MemAvailable:   {mem_available // 1024} kB\n")
+            f"MemAvailable:   {mem_available // 1024} kB\n"
+        )
 
     def set_zoneinfo(self, zones: list[ZoneSpec]) -> None:
         out = []
         for z in zones:
-            out.append(f"Node {z.node}, zone {z.name:>8}\n"
-                       f"  pages free     {z.present // 2}\n        min      10\n        low      20\n"
-                       f"        high     30\n        spanned  {z.present}\n        present  {z.present}\n"
-                       f"        managed  {z.present}\n        cma      {z.cma}\n"
-                       f"        protection: (0, 0, 0, 0)\n")
+            out.append(
+                f"Node {z.node}, zone {z.name:>8}\n"
+                f"  pages free     {z.present // 2}\n        min      10\n        low      20\n"
+                f"        high     30\n        spanned  {z.present}\n        present  {z.present}\n"
+                f"        managed  {z.present}\n        cma      {z.cma}\n"
+                f"        protection: (0, 0, 0, 0)\n"
+            )
         (self.proc / "zoneinfo").write_text("".join(out))
 
 
@@ -130,7 +133,7 @@ def kernel_writer(path: str, data: bytes) -> None:
             raise OSError(errno.EINVAL, "Invalid argument")
         new_state, new_zones = "offline", ("Normal Movable" if zones[0] != "Movable" else "Movable Normal")
     elif token in ("online", "online_movable", "online_kernel"):
-        if cur != "online" and cur != "offline":
+        if cur not in {"online", "offline"}:
             raise OSError(errno.EINVAL, "Invalid argument")
         if cur == "online":
             raise OSError(errno.EINVAL, "Invalid argument")
@@ -157,6 +160,8 @@ def kernel_writer(path: str, data: bytes) -> None:
 def errno_writer(code: int):
     """A writer failing with ``code``: only for errnos no fixture file can produce
     (EBUSY, EAGAIN, EINTR, EINVAL, EHWPOISON come from the kernel)."""
+
     def w(path: str, data: bytes) -> None:
         raise OSError(code, os.strerror(code))
+
     return w

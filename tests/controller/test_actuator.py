@@ -19,15 +19,22 @@ from dataclasses import replace
 
 import pytest
 
-from controller.actuator import ActionContext, Actuator, run_writer_child, write_once
-from controller.config import RetryConfig
-from controller.errnos import EHWPOISON, errno_name
-from controller.journal import Journal
-from controller.metrics import ControllerMetrics
+from memhp.controller.actuator import ActionContext, Actuator, run_writer_child, write_once
+from memhp.controller.config import RetryConfig
+from memhp.controller.errnos import EHWPOISON, errno_name
+from memhp.controller.journal import Journal
+from memhp.controller.metrics import ControllerMetrics
 from tests.controller.sysfs_tree import errno_writer, kernel_writer
 
-FAST = RetryConfig(attempts=3, attempt_timeout=0.3, kill_grace=0.5, total_timeout=60.0, backoff_initial=0.01,
-                   backoff_max=0.05, backoff_jitter=0.01)
+FAST = RetryConfig(
+    attempts=3,
+    attempt_timeout=0.3,
+    kill_grace=0.5,
+    total_timeout=60.0,
+    backoff_initial=0.01,
+    backoff_max=0.05,
+    backoff_jitter=0.01,
+)
 CTX = ActionContext("a1", "rule1", "offline", "fp", "2024-01-01T00:00:00.000Z", "webhook")
 
 
@@ -43,8 +50,9 @@ def records(journal, type_=None):
 
 
 def attempts_metric(metrics, action, result, err):
-    v = metrics.registry.get_sample_value("memhp_controller_attempts_total",
-                                          {"action": action, "result": result, "errno": err})
+    v = metrics.registry.get_sample_value(
+        "memhp_controller_attempts_total", {"action": action, "result": result, "errno": err}
+    )
     return v or 0.0
 
 
@@ -69,6 +77,7 @@ def _child_pids() -> list[int]:
 
 
 # --- success and idempotence ---------------------------------------------------------------------
+
 
 def test_offline_writes_once_and_journals_before_and_after(tree, tmp_path):
     tree.add_block(5, "online", "Movable")
@@ -129,6 +138,7 @@ def test_online_in_the_wrong_zone_is_refused_without_a_write(tree, tmp_path):
 
 # --- the FIFO: a write that blocks ---------------------------------------------------------------
 
+
 def test_blocking_write_is_killed_at_the_deadline_and_retried_exactly(tree, tmp_path):
     tree.add_block(9, "online", "Movable")
     tree.make_state_fifo(9)
@@ -146,8 +156,12 @@ def test_blocking_write_is_killed_at_the_deadline_and_retried_exactly(tree, tmp_
         assert FAST.attempt_timeout <= e["duration"] < FAST.attempt_timeout + FAST.kill_grace
     assert elapsed < FAST.attempts * (FAST.attempt_timeout + FAST.kill_grace) + 1.0
     assert attempts_metric(metrics, "offline", "timeout", "timeout") == 3
-    assert metrics.registry.get_sample_value("memhp_controller_actions_total",
-                                             {"action": "offline", "result": "failed", "errno": "timeout"}) == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "memhp_controller_actions_total", {"action": "offline", "result": "failed", "errno": "timeout"}
+        )
+        == 1
+    )
     assert no_children_left()
 
 
@@ -183,6 +197,7 @@ def test_total_timeout_stops_retries_before_the_budget_is_exceeded(tree, tmp_pat
 
 # --- errno classification --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("code", [errno.EBUSY, errno.EAGAIN, errno.EINTR])
 def test_transient_errnos_are_retried_up_to_the_attempt_budget(tree, tmp_path, code):
     tree.add_block(4, "online", "Movable")
@@ -195,8 +210,9 @@ def test_transient_errnos_are_retried_up_to_the_attempt_budget(tree, tmp_path, c
     assert tree.state(4) == "online"
 
 
-@pytest.mark.parametrize("code", [errno.EINVAL, errno.EPERM, errno.EACCES, errno.EROFS, errno.ENOENT, EHWPOISON,
-                                  errno.ENOMEM])
+@pytest.mark.parametrize(
+    "code", [errno.EINVAL, errno.EPERM, errno.EACCES, errno.EROFS, errno.ENOENT, EHWPOISON, errno.ENOMEM]
+)
 def test_permanent_errnos_are_never_retried(tree, tmp_path, code):
     tree.add_block(4, "online", "Movable")
     act, journal, _ = make(tree, tmp_path, writer=errno_writer(code))
@@ -244,12 +260,11 @@ def test_immutable_state_file_gives_eperm(tree, tmp_path):
 
 _AS_CHILD = """
 import json, sys
-sys.path.insert(0, sys.argv[1])
-from controller.actuator import ActionContext, Actuator
-from controller.config import RetryConfig
-from controller.journal import Journal
-from controller.metrics import ControllerMetrics
-from exporter.paths import Paths
+from memhp.controller.actuator import ActionContext, Actuator
+from memhp.controller.config import RetryConfig
+from memhp.controller.journal import Journal
+from memhp.controller.metrics import ControllerMetrics
+from memhp.exporter.kernel.paths import Paths
 j = Journal(sys.argv[4]).open()
 a = Actuator(Paths(sysfs=sys.argv[2], procfs=sys.argv[3]), RetryConfig(attempts=3, attempt_timeout=2, backoff_initial=0,
              backoff_jitter=0), j, ControllerMetrics())
@@ -263,8 +278,22 @@ def _run_actuator_subprocess(tree, tmp_path, preexec=None, wrap=()):
     jdir = tmp_path / "jdir"
     jdir.mkdir(mode=0o777, exist_ok=True)
     os.chmod(jdir, 0o777)
-    p = subprocess.run([*wrap, sys.executable, "-c", _AS_CHILD, repo, str(tree.root / "sys"), str(tree.root / "proc"),
-                        str(jdir / "j.jsonl")], capture_output=True, text=True, preexec_fn=preexec, timeout=60)
+    p = subprocess.run(
+        [
+            *wrap,
+            sys.executable,
+            "-c",
+            _AS_CHILD,
+            repo,
+            str(tree.root / "sys"),
+            str(tree.root / "proc"),
+            str(jdir / "j.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        preexec_fn=preexec,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 
@@ -306,12 +335,14 @@ def test_unprivileged_writer_gets_eacces_from_the_real_file(tree, tmp_path):
 def test_read_only_mount_gives_erofs(tree, tmp_path):
     tree.add_block(4, "online", "Movable")
     mem = str(tree.mem)
-    script = f"mount --bind {mem} {mem} && mount -o remount,bind,ro {mem} && exec \"$@\""
-    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", "true"],
-                           capture_output=True)
+    script = f'mount --bind {mem} {mem} && mount -o remount,bind,ro {mem} && exec "$@"'
+    probe = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", "true"], capture_output=True
+    )
     if probe.returncode != 0:
         pytest.skip(f"no mount namespace here: {probe.stderr.decode().strip()}")
-    out = _run_actuator_subprocess(tree, tmp_path,
-                                   wrap=("unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh"))
+    out = _run_actuator_subprocess(
+        tree, tmp_path, wrap=("unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh")
+    )
     assert out == {"errno_name": "EROFS", "attempts": 1}
     assert tree.state(4) == "online"

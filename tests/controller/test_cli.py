@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import get_parser
+from memhp.controller.cli import get_parser
 from tests.controller.conftest import policy_text, standard_layout
 from tests.helpers.wait import wait_until
 
@@ -23,12 +23,13 @@ BIN = REPO / ".venv" / "bin" / "memhp-controller"
 def controller_cmd() -> list[str]:
     if BIN.exists():
         return [str(BIN)]
-    return [sys.executable, "-m", "controller.cli"]
+    return [sys.executable, "-m", "memhp.controller.cli"]
 
 
 def run(args, timeout=60, **kw):
-    return subprocess.run(controller_cmd() + list(args), capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO, **kw)
+    return subprocess.run(
+        controller_cmd() + list(args), capture_output=True, text=True, timeout=timeout, cwd=REPO, **kw
+    )
 
 
 @pytest.fixture
@@ -36,8 +37,14 @@ def setup(tree, tmp_path):
     standard_layout(tree)
     cfg = tmp_path / "policy.yaml"
     cfg.write_text(policy_text(tmp_path))
-    common = ["--config.file", str(cfg), "--path.sysfs", str(tree.root / "sys"), "--path.procfs",
-              str(tree.root / "proc")]
+    common = [
+        "--config.file",
+        str(cfg),
+        "--path.sysfs",
+        str(tree.root / "sys"),
+        "--path.procfs",
+        str(tree.root / "proc"),
+    ]
     return cfg, common
 
 
@@ -56,13 +63,16 @@ def test_parser_accepts_common_options_before_and_after_act():
     assert (a.command, a.config_file, a.web_listen_address, a.once) == (None, "c.yaml", "127.0.0.1:1", True)
 
 
-@pytest.mark.parametrize("argv", [
-    ["act", "offline"],  # no target
-    ["act", "offline", "--blocks", "*"],  # wildcard
-    ["act", "offline", "--blocks", "1-3", "--size", "1G"],  # two targets
-    ["act", "offline", "--size", "lots"],
-    ["act", "shrink", "--count", "1"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["act", "offline"],  # no target
+        ["act", "offline", "--blocks", "*"],  # wildcard
+        ["act", "offline", "--blocks", "1-3", "--size", "1G"],  # two targets
+        ["act", "offline", "--size", "lots"],
+        ["act", "shrink", "--count", "1"],
+    ],
+)
 def test_parser_refuses_missing_wildcard_or_double_targets(argv, capsys):
     with pytest.raises(SystemExit) as e:
         get_parser().parse_args(argv)
@@ -160,11 +170,16 @@ def test_kill_9_mid_action_then_restart_reconciles(setup, tree, tmp_path, kernel
     cfg, common = setup
     cfg.write_text(policy_text(tmp_path, retry="attempts: 1\nattempt_timeout: 120s"))
     fifo = tree.make_state_fifo(11)  # the offline write blocks, like a stuck offline_pages()
-    proc = subprocess.Popen(controller_cmd() + ["act", "offline", "--blocks", "11", *common], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        controller_cmd() + ["act", "offline", "--blocks", "11", *common],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
-        wait_until(lambda: [r["type"] for r in journal(tmp_path)][-1:] == ["attempt_start"], 30,
-                   desc="the write in progress")
+        wait_until(
+            lambda: [r["type"] for r in journal(tmp_path)][-1:] == ["attempt_start"], 30, desc="the write in progress"
+        )
         assert len(_procs_mentioning(str(cfg))) == 2  # the controller and its writer child
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -206,8 +221,13 @@ RULE_YAML = """\
 
 
 def _alert_doc(fp="abc", starts="2024-05-01T10:00:00.000Z"):
-    return {"labels": {"alertname": "MemhpHotAddedMemoryOffline", "node": "0", "instance": "n1"},
-            "annotations": {}, "startsAt": starts, "endsAt": "0001-01-01T00:00:00Z", "fingerprint": fp}
+    return {
+        "labels": {"alertname": "MemhpHotAddedMemoryOffline", "node": "0", "instance": "n1"},
+        "annotations": {},
+        "startsAt": starts,
+        "endsAt": "0001-01-01T00:00:00Z",
+        "fingerprint": fp,
+    }
 
 
 def test_daemon_acts_on_a_webhook_delivery_and_stops_on_sigterm(setup, tree, tmp_path):
@@ -218,21 +238,39 @@ def test_daemon_acts_on_a_webhook_delivery_and_stops_on_sigterm(setup, tree, tmp
     cfg, common = setup
     cfg.write_text(policy_text(tmp_path, rules=RULE_YAML))
     port = free_port()
-    proc = subprocess.Popen(controller_cmd() + [*common, "--web.no-auth", "--web.listen-address",
-                                                f"127.0.0.1:{port}"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        controller_cmd() + [*common, "--web.no-auth", "--web.listen-address", f"127.0.0.1:{port}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
+
         def healthy():
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/healthy", timeout=2) as r:
                 return r.status == 200
+
         wait_until(healthy, 30, desc="controller listening")
-        body = {"version": "4", "status": "firing", "receiver": "memhp", "groupKey": "k", "truncatedAlerts": 0,
-                "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
-                "alerts": [{**_alert_doc(), "status": "firing", "generatorURL": "http://prom"}]}
+        body = {
+            "version": "4",
+            "status": "firing",
+            "receiver": "memhp",
+            "groupKey": "k",
+            "truncatedAlerts": 0,
+            "groupLabels": {},
+            "commonLabels": {},
+            "commonAnnotations": {},
+            "externalURL": "http://am",
+            "alerts": [{**_alert_doc(), "status": "firing", "generatorURL": "http://prom"}],
+        }
         for _ in range(2):  # a repeat of the same occurrence does not act twice
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/webhook/alertmanager",
-                                         data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/webhook/alertmanager",
+                data=json.dumps(body).encode(),
+                method="POST",
+                headers={"Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(req, timeout=10) as r:
                 assert r.status == 200
         wait_until(lambda: [r["type"] for r in journal(tmp_path)][-1:] == ["action_end"], 30, desc="action done")
@@ -259,8 +297,9 @@ def test_once_polls_alertmanager_acts_and_exits(setup, tree, tmp_path):
     class AM(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             seen.append(self.path)
-            data = json.dumps([{**_alert_doc(), "status": {"state": "active", "silencedBy": [],
-                                                           "inhibitedBy": []}}]).encode()
+            data = json.dumps(
+                [{**_alert_doc(), "status": {"state": "active", "silencedBy": [], "inhibitedBy": []}}]
+            ).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -274,8 +313,19 @@ def test_once_polls_alertmanager_acts_and_exits(setup, tree, tmp_path):
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     try:
-        r = run([*common, "--once", "--alertmanager.url", f"http://127.0.0.1:{srv.server_port}",
-                 "--alertmanager.node-label", "instance", "--alertmanager.node-name", "n1", "--web.no-auth"])
+        r = run(
+            [
+                *common,
+                "--once",
+                "--alertmanager.url",
+                f"http://127.0.0.1:{srv.server_port}",
+                "--alertmanager.node-label",
+                "instance",
+                "--alertmanager.node-name",
+                "n1",
+                "--web.no-auth",
+            ]
+        )
     finally:
         srv.shutdown()
     assert r.returncode == 0, r.stderr

@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from controller.config import ConfigError, Config, describe_keys, load_config, load_config_text, parse_matcher
-from controller.units import parse_duration, parse_id_ranges, parse_size
+from memhp.controller.config import Config, ConfigError, describe_keys, load_config, load_config_text, parse_matcher
+from memhp.units import parse_duration, parse_id_ranges, parse_size
 
 GOOD = """\
 controller:
@@ -216,17 +216,20 @@ def test_every_key_is_documented():
         assert doc, f"{key} has no doc"
 
 
-@pytest.mark.parametrize("text,labels,expected", [
-    ('node="0"', {"node": "0"}, True),
-    ('node="0"', {"node": "01"}, False),
-    ('node!="0"', {}, True),  # a missing label is the empty string, as in Alertmanager
-    ('node=~"0|1"', {"node": "1"}, True),
-    ('node=~"0|1"', {"node": "10"}, False),  # anchored
-    ('node!~"0|1"', {"node": "10"}, True),
-    ('sev=""', {}, True),
-    ('sev=page', {"sev": "page"}, True),  # unquoted value
-    (r'msg="a \"q\""', {"msg": 'a "q"'}, True),
-])
+@pytest.mark.parametrize(
+    "text,labels,expected",
+    [
+        ('node="0"', {"node": "0"}, True),
+        ('node="0"', {"node": "01"}, False),
+        ('node!="0"', {}, True),  # a missing label is the empty string, as in Alertmanager
+        ('node=~"0|1"', {"node": "1"}, True),
+        ('node=~"0|1"', {"node": "10"}, False),  # anchored
+        ('node!~"0|1"', {"node": "10"}, True),
+        ('sev=""', {}, True),
+        ("sev=page", {"sev": "page"}, True),  # unquoted value
+        (r'msg="a \"q\""', {"msg": 'a "q"'}, True),
+    ],
+)
 def test_matchers(text, labels, expected):
     assert parse_matcher(text).matches(labels) is expected
 
@@ -250,11 +253,22 @@ def test_units():
 def test_docs_reference_every_key_and_guard():
     from pathlib import Path
 
-    from controller.guards import __doc__ as guards_doc
+    from memhp.controller.guards import __doc__ as guards_doc
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "controller.md").read_text()
     for key, _default, _ in describe_keys():
         assert f"`{key}`" in doc, f"docs/controller.md lacks {key}"
-    for guard in ("paused", "cooldown", "empty_target", "max_blocks_per_action", "max_blocks_per_hour",
-                  "quarantine", "reserve", "ratio", "valid_zones_none", "dry_run", "node_label"):
+    for guard in (
+        "paused",
+        "cooldown",
+        "empty_target",
+        "max_blocks_per_action",
+        "max_blocks_per_hour",
+        "quarantine",
+        "reserve",
+        "ratio",
+        "valid_zones_none",
+        "dry_run",
+        "node_label",
+    ):
         assert f"`{guard}`" in doc and guard in guards_doc

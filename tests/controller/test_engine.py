@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from controller.alert import Alert, SinkFull, SinkUnavailable
+from memhp.controller.alert import Alert, SinkFull, SinkUnavailable
 from tests.controller.conftest import standard_layout
 from tests.helpers.wait import wait_until
 
@@ -26,10 +26,17 @@ RULES = """\
 """
 
 
-def alert(name="HotAddedMemoryOffline", fp="f1", starts="2024-01-01T00:00:00.000Z", status="firing",
-          source="webhook", **labels):
-    return Alert(name, status, {"alertname": name, "severity": "page", **labels}, fingerprint=fp, starts_at=starts,
-                 source=source)
+def alert(
+    name="HotAddedMemoryOffline",
+    fp="f1",
+    starts="2024-01-01T00:00:00.000Z",
+    status="firing",
+    source="webhook",
+    **labels,
+):
+    return Alert(
+        name, status, {"alertname": name, "severity": "page", **labels}, fingerprint=fp, starts_at=starts, source=source
+    )
 
 
 def actions(engine):
@@ -43,8 +50,12 @@ def test_submitted_alert_acts_through_the_worker(tree, make_engine):
     assert e.wait_idle(30)
     assert [tree.state(i) for i in (12, 13, 14)] == ["online", "online", "offline"]
     (a,) = actions(e)
-    assert (a["rule"], a["fingerprint"], a["starts_at"], a["source"]) == ("grow", "f1", "2024-01-01T00:00:00.000Z",
-                                                                          "webhook")
+    assert (a["rule"], a["fingerprint"], a["starts_at"], a["source"]) == (
+        "grow",
+        "f1",
+        "2024-01-01T00:00:00.000Z",
+        "webhook",
+    )
 
 
 def test_same_occurrence_never_acts_twice_even_across_restarts(tree, make_engine):
@@ -86,14 +97,21 @@ def test_label_matchers_select_rules(tree, make_engine):
 def test_garbage_never_crashes_the_loop(tree, make_engine):
     standard_layout(tree)
     e = make_engine(rules=RULES, start=True)
-    garbage = [None, "alert", Alert(123, "firing", {}), Alert("HotAddedMemoryOffline", "exploded", {}),
-               Alert("HotAddedMemoryOffline", "firing", {"a": 1}), Alert("HotAddedMemoryOffline", "firing", None)]
+    garbage = [
+        None,
+        "alert",
+        Alert(123, "firing", {}),
+        Alert("HotAddedMemoryOffline", "exploded", {}),
+        Alert("HotAddedMemoryOffline", "firing", {"a": 1}),
+        Alert("HotAddedMemoryOffline", "firing", None),
+    ]
     e.submit(garbage)  # must not raise
     e.submit([alert()])
     assert e.wait_idle(30)
     assert len(actions(e)) == 1
-    assert e.metrics.registry.get_sample_value("memhp_controller_internal_errors_total",
-                                               {"where": "invalid_alert"}) == len(garbage)
+    assert e.metrics.registry.get_sample_value(
+        "memhp_controller_internal_errors_total", {"where": "invalid_alert"}
+    ) == len(garbage)
 
 
 def test_an_exception_while_handling_is_counted_and_the_worker_goes_on(tree, make_engine, monkeypatch):
@@ -119,8 +137,12 @@ def test_an_exception_while_handling_is_counted_and_the_worker_goes_on(tree, mak
 def test_full_queue_raises_sinkfull_and_enqueues_nothing(tree, tmp_path, make_engine):
     standard_layout(tree)
     fifo = tree.make_state_fifo(12)  # the first action blocks in its write
-    e = make_engine(rules=RULES.replace("count: 2", "count: 1"), retry="attempts: 1\nattempt_timeout: 20s",
-                    controller="queue_size: 2", start=True)
+    e = make_engine(
+        rules=RULES.replace("count: 2", "count: 1"),
+        retry="attempts: 1\nattempt_timeout: 20s",
+        controller="queue_size: 2",
+        start=True,
+    )
     e.submit([alert(fp="busy")])
     wait_until(lambda: any(r["type"] == "attempt_start" for r in e.journal.read_all()), 10, desc="worker blocked")
     e.submit([alert(fp="q1"), alert(fp="q2")])

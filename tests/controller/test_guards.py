@@ -6,8 +6,8 @@ import errno
 import hashlib
 import os
 
-from controller.alert import Alert
-from controller.policy import Request
+from memhp.controller.alert import Alert
+from memhp.controller.policy import Request
 from tests.controller.conftest import standard_layout
 from tests.controller.sysfs_tree import errno_writer
 
@@ -64,12 +64,15 @@ def test_dry_run_changes_nothing_and_journals_the_plan(tree, make_engine):
 def test_dry_run_from_the_config_file(tree, make_engine):
     standard_layout(tree)
     before = tree_digest(tree)
-    e = make_engine(guards="dry_run: true", rules="""\
+    e = make_engine(
+        guards="dry_run: true",
+        rules="""\
         - name: r
           alertname: MemoryPressure
           action: online-new
           count: 2
-        """)
+        """,
+    )
     assert e.handle(alert()).status == "dry_run"
     assert tree_digest(tree) == before
     # a dry-run does not consume the occurrence: the same alert acts once dry-run is off
@@ -78,13 +81,15 @@ def test_dry_run_from_the_config_file(tree, make_engine):
 
 def test_cooldown_per_rule(tree, make_engine, clock):
     standard_layout(tree)
-    e = make_engine(rules="""\
+    e = make_engine(
+        rules="""\
         - name: shrink
           alertname: MemoryPressure
           action: offline
           count: 1
           cooldown: 10m
-        """)
+        """
+    )
     assert e.handle(alert(fp="a")).status == "done"
     out = e.handle(alert(fp="b"))
     assert (out.status, out.guard) == ("refused", "cooldown")
@@ -150,8 +155,7 @@ def test_block_quarantined_after_repeated_failures_until_it_expires(tree, make_e
 
 def test_success_resets_the_failure_count(tree, make_engine):
     standard_layout(tree)
-    e = make_engine(guards="quarantine: {after_failures: 2}", retry="attempts: 1",
-                    writer=errno_writer(errno.EBUSY))
+    e = make_engine(guards="quarantine: {after_failures: 2}", retry="attempts: 1", writer=errno_writer(errno.EBUSY))
     assert e.run_manual(Request("offline", blocks=(11,))).status == "failed"
     tree.set_block(11, "offline", "Movable Normal")  # someone else succeeded
     assert e.run_manual(Request("offline", blocks=(11,))).status == "done"  # "already": a success
@@ -170,13 +174,15 @@ def test_empty_target_is_an_error_not_a_no_op(tree, make_engine):
 
 def test_node_label_missing_refuses_instead_of_acting_everywhere(tree, make_engine):
     standard_layout(tree)
-    e = make_engine(rules="""\
+    e = make_engine(
+        rules="""\
         - name: per-node
           alertname: MemoryPressure
           action: offline
           count: 1
           node_label: node
-        """)
+        """
+    )
     assert e.handle(alert(fp="x")).guard == "node_label"
     assert e.handle(alert(fp="y", node="zero")).guard == "node_label"
     assert tree.state(11) == "online"
@@ -195,12 +201,14 @@ def test_reserve_and_ratio_refusals_are_counted(tree, make_engine):
 
 def test_refusal_journalled_once_per_occurrence_but_counted_each_time(tree, tmp_path, make_engine):
     standard_layout(tree)
-    e = make_engine(rules="""\
+    e = make_engine(
+        rules="""\
         - name: r
           alertname: MemoryPressure
           action: offline
           count: 1
-        """)
+        """
+    )
     (tmp_path / "pause").touch()
     for _ in range(3):
         assert e.handle(alert()).guard == "paused"

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 
-from controller.journal import Journal, unfinished_actions, unfinished_attempts
+from memhp.controller.journal import Journal, unfinished_actions, unfinished_attempts
 from tests.helpers.wait import wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -74,8 +74,7 @@ def test_unfinished_attempts_and_actions():
 
 _WRITER = """
 import sys
-sys.path.insert(0, sys.argv[1])
-from controller.journal import Journal
+from memhp.controller.journal import Journal
 j = Journal(sys.argv[2]).open()
 i = 0
 while True:
@@ -112,7 +111,8 @@ def test_kill_9_while_appending_loses_and_tears_nothing(tmp_path):
 
 def test_action_lock_excludes_a_second_holder(tmp_path):
     import pytest
-    from controller.journal import JournalError
+
+    from memhp.controller.journal import JournalError
 
     j1 = Journal(str(tmp_path / "j.jsonl")).open()
     j2 = Journal(str(tmp_path / "j.jsonl")).open()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from controller.policy import PlanRefused, Request, plan, rebalance_needed
-from exporter.accounting import Balance
-from exporter.snapshot import read_snapshot
+from memhp.controller.policy import PlanRefused, Request, plan, rebalance_needed
+from memhp.exporter.kernel.accounting import Balance
+from memhp.exporter.kernel.snapshot import read_snapshot
 from tests.controller.conftest import standard_layout
 from tests.controller.sysfs_tree import ZoneSpec
 
@@ -155,8 +155,12 @@ def test_quarantined_blocks_are_skipped_or_refused(tree):
 
 def test_empty_and_unbounded_targets_are_refused(tree):
     standard_layout(tree, offline=0)
-    for req in (Request("online", count=2), Request("online"), Request("offline", blocks=()),
-                Request("offline", count=0)):
+    for req in (
+        Request("online", count=2),
+        Request("online"),
+        Request("offline", blocks=()),
+        Request("offline", count=0),
+    ):
         with pytest.raises(PlanRefused) as e:
             plan(req, snap(tree))
         assert e.value.guard == "empty_target"

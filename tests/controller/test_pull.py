@@ -11,9 +11,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from controller.metrics import ControllerMetrics
-from controller.sources.pull import (PullConfigError, PullSettings, PullSource, _BadResponse, add_pull_arguments,
-                                     pull_settings_from_args)
+from memhp.controller.metrics import ControllerMetrics
+from memhp.controller.sources.pull import (
+    PullConfigError,
+    PullSettings,
+    PullSource,
+    _BadResponse,
+    add_pull_arguments,
+    pull_settings_from_args,
+)
 from tests.helpers.sink import RecordingSink
 
 
@@ -34,19 +40,23 @@ def test_query_asks_for_active_unsilenced_uninhibited_alerts_of_this_node():
 
 
 def test_url_path_prefix_is_kept():
-    assert settings(url="https://am.example/prefix/").alerts_url().startswith(
-        "https://am.example/prefix/api/v2/alerts?")
+    assert (
+        settings(url="https://am.example/prefix/").alerts_url().startswith("https://am.example/prefix/api/v2/alerts?")
+    )
 
 
-@pytest.mark.parametrize("kw,match", [
-    ({"node_name": ""}, "node"),
-    ({"url": "ftp://x"}, "http"),
-    ({"url": "127.0.0.1:9093"}, "http"),
-    ({"node_label": ""}, "node-label"),
-    ({"interval": 0}, "positive"),
-    ({"bearer_token_file": "/a", "basic_auth_file": "/b"}, "not both"),
-    ({"ca_file": "/ca.crt"}, "https"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"node_name": ""}, "node"),
+        ({"url": "ftp://x"}, "http"),
+        ({"url": "127.0.0.1:9093"}, "http"),
+        ({"node_label": ""}, "node-label"),
+        ({"interval": 0}, "positive"),
+        ({"bearer_token_file": "/a", "basic_auth_file": "/b"}, "not both"),
+        ({"ca_file": "/ca.crt"}, "https"),
+    ],
+)
 def test_unusable_settings_refused(kw, match):
     with pytest.raises(PullConfigError, match=match):
         settings(**kw).validate()
@@ -57,13 +67,41 @@ def test_flags(monkeypatch, tmp_path):
     parser = argparse.ArgumentParser()
     add_pull_arguments(parser)
     assert pull_settings_from_args(parser.parse_args([])) is None  # pull mode off
-    s = pull_settings_from_args(parser.parse_args([
-        "--alertmanager.url", "http://127.0.0.1:9093", "--alertmanager.poll-interval", "15s",
-        "--alertmanager.timeout", "500ms", "--alertmanager.filter", 'team="mem"', "--alertmanager.filter", 'a="b"']))
-    assert s == PullSettings(url="http://127.0.0.1:9093", node_name="node-from-env", interval=15.0, timeout=0.5,
-                             extra_filters=('team="mem"', 'a="b"'))
-    s = pull_settings_from_args(parser.parse_args(["--alertmanager.url", "http://x", "--alertmanager.node-name",
-                                                   "n7", "--alertmanager.node-label", "instance"]))
+    s = pull_settings_from_args(
+        parser.parse_args(
+            [
+                "--alertmanager.url",
+                "http://127.0.0.1:9093",
+                "--alertmanager.poll-interval",
+                "15s",
+                "--alertmanager.timeout",
+                "500ms",
+                "--alertmanager.filter",
+                'team="mem"',
+                "--alertmanager.filter",
+                'a="b"',
+            ]
+        )
+    )
+    assert s == PullSettings(
+        url="http://127.0.0.1:9093",
+        node_name="node-from-env",
+        interval=15.0,
+        timeout=0.5,
+        extra_filters=('team="mem"', 'a="b"'),
+    )
+    s = pull_settings_from_args(
+        parser.parse_args(
+            [
+                "--alertmanager.url",
+                "http://x",
+                "--alertmanager.node-name",
+                "n7",
+                "--alertmanager.node-label",
+                "instance",
+            ]
+        )
+    )
     assert (s.node_name, s.node_label) == ("n7", "instance")
     monkeypatch.delenv("NODE_NAME")
     parser = argparse.ArgumentParser()
@@ -85,17 +123,28 @@ def test_credentials_sent_from_files(tmp_path):
         PullSource(settings(bearer_token_file=str(tmp_path / "missing")), RecordingSink(), ControllerMetrics())
 
 
-GOOD = {"labels": {"alertname": "A", "instance": "n1"}, "annotations": {}, "startsAt": "2024-05-01T10:00:00.123Z",
-        "endsAt": "2024-05-01T10:05:00.123Z", "fingerprint": "76cc461e732fca71",
-        "status": {"state": "active", "silencedBy": [], "inhibitedBy": []}, "receivers": [{"name": "memhp"}],
-        "updatedAt": "2024-05-01T10:00:00.123Z", "generatorURL": "http://prom"}
+GOOD = {
+    "labels": {"alertname": "A", "instance": "n1"},
+    "annotations": {},
+    "startsAt": "2024-05-01T10:00:00.123Z",
+    "endsAt": "2024-05-01T10:05:00.123Z",
+    "fingerprint": "76cc461e732fca71",
+    "status": {"state": "active", "silencedBy": [], "inhibitedBy": []},
+    "receivers": [{"name": "memhp"}],
+    "updatedAt": "2024-05-01T10:00:00.123Z",
+    "generatorURL": "http://prom",
+}
 
 
 def test_alert_conversion_and_defence_in_depth():
     src = PullSource(settings(), RecordingSink(), ControllerMetrics())
     a = src._to_alert(GOOD)
-    assert (a.name, a.status, a.source, a.occurrence) == ("A", "firing", "pull",
-                                                           ("76cc461e732fca71", "2024-05-01T10:00:00.123Z"))
+    assert (a.name, a.status, a.source, a.occurrence) == (
+        "A",
+        "firing",
+        "pull",
+        ("76cc461e732fca71", "2024-05-01T10:00:00.123Z"),
+    )
     # What the query should already have excluded is skipped, never submitted.
     assert src._to_alert({**GOOD, "status": {"state": "suppressed", "silencedBy": ["x"], "inhibitedBy": []}}) is None
     assert src._to_alert({**GOOD, "status": {"state": "active", "silencedBy": [], "inhibitedBy": ["y"]}}) is None
@@ -104,10 +153,17 @@ def test_alert_conversion_and_defence_in_depth():
     assert src._to_alert({k: v for k, v in GOOD.items() if k != "fingerprint"}).fingerprint == "76cc461e732fca71"
 
 
-@pytest.mark.parametrize("bad", [
-    "x", {**GOOD, "labels": {"instance": "n1"}}, {**GOOD, "labels": {"alertname": "A", "instance": 1}},
-    {**GOOD, "startsAt": "soon"}, {**GOOD, "status": "active"}, {**GOOD, "fingerprint": 12},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "x",
+        {**GOOD, "labels": {"instance": "n1"}},
+        {**GOOD, "labels": {"alertname": "A", "instance": 1}},
+        {**GOOD, "startsAt": "soon"},
+        {**GOOD, "status": "active"},
+        {**GOOD, "fingerprint": 12},
+    ],
+)
 def test_malformed_alerts_make_the_whole_answer_bad(bad):
     src = PullSource(settings(), RecordingSink(), ControllerMetrics())
     with pytest.raises(_BadResponse):

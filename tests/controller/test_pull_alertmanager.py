@@ -6,13 +6,19 @@ import threading
 
 import pytest
 
-from controller.alert import FIRING, RESOLVED
-from controller.metrics import ControllerMetrics
-from controller.sources.common import canonical_time
-from controller.sources.pull import RESOLVED_BY_ANNOTATION, PullSettings, PullSource
-from controller.sources.webhook import WebhookSettings, serve
-from tests.helpers.alertmanager import (alertmanager, alertmanager_config, api_alert, bcrypt_hash,  # noqa: F401
-                                        requires_alertmanager, resolved, webhook_receiver)
+from memhp.controller.alert import FIRING, RESOLVED
+from memhp.controller.metrics import ControllerMetrics
+from memhp.controller.sources.common import canonical_time
+from memhp.controller.sources.pull import RESOLVED_BY_ANNOTATION, PullSettings, PullSource
+from memhp.controller.sources.webhook import WebhookSettings, serve
+from tests.helpers.alertmanager import (
+    alertmanager_config,
+    api_alert,
+    bcrypt_hash,
+    requires_alertmanager,
+    resolved,
+    webhook_receiver,
+)
 from tests.helpers.sink import RecordingSink
 from tests.helpers.tls import make_self_signed_cert
 from tests.helpers.wait import free_port, wait_until
@@ -26,8 +32,9 @@ def polls(metrics: ControllerMetrics, result: str) -> float:
 
 def source(url: str, node: str = "n1", **kw) -> tuple[PullSource, RecordingSink, ControllerMetrics]:
     sink, metrics = RecordingSink(), ControllerMetrics()
-    settings = PullSettings(url=url, node_name=node, interval=kw.pop("interval", 0.05), timeout=kw.pop("timeout", 5),
-                            **kw)
+    settings = PullSettings(
+        url=url, node_name=node, interval=kw.pop("interval", 0.05), timeout=kw.pop("timeout", 5), **kw
+    )
     return PullSource(settings, sink, metrics), sink, metrics
 
 
@@ -38,11 +45,15 @@ def names(batch):
 def test_only_this_nodes_alerts_are_submitted_with_alertmanagers_identity(alertmanager):
     am = alertmanager(alertmanager_config())
     odd = 'we"ird\\node'
-    am.post_alerts([api_alert("MemoryBlocksOffline", {"instance": "n1"}, annotations={"summary": "s"}),
-                    api_alert("MemoryBlocksOffline", {"instance": "n2"}),
-                    api_alert("ZoneKernelLow", {"instance": "n10"}),
-                    api_alert("ZoneKernelLow", {"instance": odd}),
-                    api_alert("NoNodeLabel")])
+    am.post_alerts(
+        [
+            api_alert("MemoryBlocksOffline", {"instance": "n1"}, annotations={"summary": "s"}),
+            api_alert("MemoryBlocksOffline", {"instance": "n2"}),
+            api_alert("ZoneKernelLow", {"instance": "n10"}),
+            api_alert("ZoneKernelLow", {"instance": odd}),
+            api_alert("NoNodeLabel"),
+        ]
+    )
     in_am = am.wait_for_alerts(lambda a: len(a) == 5)
     src, sink, metrics = source(am.url)
     result = src.poll_once()
@@ -53,8 +64,9 @@ def test_only_this_nodes_alerts_are_submitted_with_alertmanagers_identity(alertm
     assert a.labels == {"alertname": "MemoryBlocksOffline", "instance": "n1"} and a.annotations == {"summary": "s"}
     assert a.occurrence == (mine["fingerprint"], canonical_time(mine["startsAt"]))
     assert polls(metrics, "success") == 1
-    assert metrics.registry.get_sample_value(
-        "memhp_controller_alertmanager_last_poll_success_timestamp_seconds") > 1.7e9
+    assert (
+        metrics.registry.get_sample_value("memhp_controller_alertmanager_last_poll_success_timestamp_seconds") > 1.7e9
+    )
     # A node name that needs escaping in the matcher still selects exactly its alert.
     src_odd, sink_odd, _ = source(am.url, node=odd)
     assert src_odd.poll_once().firing == 1
@@ -89,7 +101,9 @@ def test_level_triggered_repeats_and_one_synthesised_resolution(alertmanager):
 
 def test_silenced_alerts_are_not_submitted(alertmanager):
     am = alertmanager(alertmanager_config())
-    am.post_alerts([api_alert("MemoryBlocksOffline", {"instance": "n1"}), api_alert("ZoneKernelLow", {"instance": "n1"})])
+    am.post_alerts(
+        [api_alert("MemoryBlocksOffline", {"instance": "n1"}), api_alert("ZoneKernelLow", {"instance": "n1"})]
+    )
     am.wait_for_alerts(lambda a: len(a) == 2)
     src, sink, _ = source(am.url)
     assert src.poll_once().firing == 2
@@ -97,8 +111,11 @@ def test_silenced_alerts_are_not_submitted(alertmanager):
     am.add_silence('alertname="MemoryBlocksOffline"', 'instance="n1"')
     am.post_alerts([api_alert("SilencedFromTheStart", {"instance": "n1"})])
     am.add_silence('alertname="SilencedFromTheStart"')
-    am.wait_for_alerts(lambda a: {x["labels"]["alertname"] for x in a} == {"ZoneKernelLow"},
-                       desc="only the unsilenced alert left", silenced="false")
+    am.wait_for_alerts(
+        lambda a: {x["labels"]["alertname"] for x in a} == {"ZoneKernelLow"},
+        desc="only the unsilenced alert left",
+        silenced="false",
+    )
     assert len(am.alerts()) == 3  # all still active in Alertmanager, two of them silenced
     src.poll_once()
     assert names(sink.batches[-1]) == [("MemoryBlocksOffline", RESOLVED), ("ZoneKernelLow", FIRING)]
@@ -108,12 +125,23 @@ def test_silenced_alerts_are_not_submitted(alertmanager):
 
 
 def test_inhibited_alerts_are_not_submitted(alertmanager):
-    config = alertmanager_config(inhibit_rules=[{"source_matchers": ['alertname="MemhpNodeDraining"'],
-                                                 "target_matchers": ['alertname="MemhpMovableIdle"'],
-                                                 "equal": ["instance"]}])
+    config = alertmanager_config(
+        inhibit_rules=[
+            {
+                "source_matchers": ['alertname="MemhpNodeDraining"'],
+                "target_matchers": ['alertname="MemhpMovableIdle"'],
+                "equal": ["instance"],
+            }
+        ]
+    )
     am = alertmanager(config)
-    am.post_alerts([api_alert("MemhpMovableIdle", {"instance": "n1"}), api_alert("MemhpMovableIdle", {"instance": "n2"}),
-                    api_alert("MemhpNodeDraining", {"instance": "n1"})])
+    am.post_alerts(
+        [
+            api_alert("MemhpMovableIdle", {"instance": "n1"}),
+            api_alert("MemhpMovableIdle", {"instance": "n2"}),
+            api_alert("MemhpNodeDraining", {"instance": "n1"}),
+        ]
+    )
     am.wait_for_alerts(lambda a: len(a) == 2, desc="n1's MovableIdle inhibited", inhibited="false")
     src1, sink1, _ = source(am.url, node="n1")
     src2, sink2, _ = source(am.url, node="n2")
@@ -154,8 +182,10 @@ def test_alertmanager_down_is_counted_and_the_loop_goes_on(alertmanager):
         assert sink.batches == [] and thread.is_alive()
         am = alertmanager(alertmanager_config(), port=port)
         am.post_alerts([api_alert("MemoryBlocksOffline", {"instance": "n1"})])
-        sink.wait_for(lambda alerts: [a for a in alerts if a.name == "MemoryBlocksOffline"],
-                      desc="the loop recovering once Alertmanager is up")
+        sink.wait_for(
+            lambda alerts: [a for a in alerts if a.name == "MemoryBlocksOffline"],
+            desc="the loop recovering once Alertmanager is up",
+        )
         assert polls(metrics, "success") >= 1
     finally:
         stop.set()
@@ -167,11 +197,9 @@ def test_webhook_and_pull_see_the_same_occurrence(alertmanager, tmp_path):
     token = tmp_path / "token"
     token.write_text("tok\n")
     hook_sink, hook_metrics = RecordingSink(), ControllerMetrics()
-    handle = serve(WebhookSettings(listen_address="127.0.0.1:0", bearer_token_file=str(token)), hook_sink,
-                   hook_metrics)
+    handle = serve(WebhookSettings(listen_address="127.0.0.1:0", bearer_token_file=str(token)), hook_sink, hook_metrics)
     try:
-        am = alertmanager(alertmanager_config(webhook_receiver("memhp", handle.webhook_url,
-                                                               bearer_token_file=token)))
+        am = alertmanager(alertmanager_config(webhook_receiver("memhp", handle.webhook_url, bearer_token_file=token)))
         am.post_alerts([api_alert("MemoryBlocksOffline", {"instance": "n1"})])
         (pushed,) = hook_sink.wait_for(lambda alerts: alerts[:1], desc="webhook delivery")
         src, pull_sink, _ = source(am.url)
@@ -185,10 +213,11 @@ def test_webhook_and_pull_see_the_same_occurrence(alertmanager, tmp_path):
 
 def test_tls_and_basic_auth_to_alertmanager(alertmanager, tmp_path):
     cert, key = make_self_signed_cert(tmp_path)
-    web_config = {"tls_server_config": {"cert_file": str(cert), "key_file": str(key)},
-                  "basic_auth_users": {"memhp": bcrypt_hash("pull-secret")}}
-    am = alertmanager(alertmanager_config(), web_config=web_config, ca_file=cert,
-                      basic_auth=("memhp", "pull-secret"))
+    web_config = {
+        "tls_server_config": {"cert_file": str(cert), "key_file": str(key)},
+        "basic_auth_users": {"memhp": bcrypt_hash("pull-secret")},
+    }
+    am = alertmanager(alertmanager_config(), web_config=web_config, ca_file=cert, basic_auth=("memhp", "pull-secret"))
     assert am.url.startswith("https://")
     am.post_alerts([api_alert("MemoryBlocksOffline", {"instance": "n1"})])
     good = tmp_path / "good"

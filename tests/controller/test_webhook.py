@@ -17,13 +17,22 @@ from pathlib import Path
 
 import pytest
 
-from controller.alert import FIRING, RESOLVED
-from controller.metrics import ControllerMetrics
-from controller.sources.common import canonical_time, labels_fingerprint
-from controller.units import parse_duration
-from controller.sources.webhook import (DEFAULT_LISTEN_ADDRESS, WEBHOOK_PATH, PayloadError, WebhookConfigError,
-                                        WebhookSettings, add_webhook_arguments, parse_webhook_payload, serve,
-                                        settings_from_args, validate_settings)
+from memhp.controller.alert import FIRING, RESOLVED
+from memhp.controller.metrics import ControllerMetrics
+from memhp.controller.sources.common import canonical_time, labels_fingerprint
+from memhp.controller.sources.webhook import (
+    DEFAULT_LISTEN_ADDRESS,
+    WEBHOOK_PATH,
+    PayloadError,
+    WebhookConfigError,
+    WebhookSettings,
+    add_webhook_arguments,
+    parse_webhook_payload,
+    serve,
+    settings_from_args,
+    validate_settings,
+)
+from memhp.units import parse_duration
 from tests.helpers.sink import RecordingSink
 from tests.helpers.tls import make_self_signed_cert
 from tests.helpers.wait import wait_until
@@ -32,18 +41,32 @@ TOKEN = "t0ken-for-tests-0123456789"
 
 
 def alert(name="MemoryBlocksOffline", status=FIRING, labels=None, **extra):
-    doc = {"status": status, "labels": {"alertname": name, "node": "n1", **(labels or {})},
-           "annotations": {"summary": "s"}, "startsAt": "2024-05-01T10:00:00.123456789Z",
-           "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prom/graph", "fingerprint": "0123456789abcdef"}
+    doc = {
+        "status": status,
+        "labels": {"alertname": name, "node": "n1", **(labels or {})},
+        "annotations": {"summary": "s"},
+        "startsAt": "2024-05-01T10:00:00.123456789Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prom/graph",
+        "fingerprint": "0123456789abcdef",
+    }
     doc.update(extra)
     return doc
 
 
 def payload(*alerts, **extra):
-    doc = {"version": "4", "groupKey": '{}:{alertname="MemoryBlocksOffline"}', "truncatedAlerts": 0,
-           "status": FIRING, "receiver": "memhp", "groupLabels": {"alertname": "MemoryBlocksOffline"},
-           "commonLabels": {"alertname": "MemoryBlocksOffline"}, "commonAnnotations": {},
-           "externalURL": "http://alertmanager:9093", "alerts": list(alerts) or [alert()]}
+    doc = {
+        "version": "4",
+        "groupKey": '{}:{alertname="MemoryBlocksOffline"}',
+        "truncatedAlerts": 0,
+        "status": FIRING,
+        "receiver": "memhp",
+        "groupLabels": {"alertname": "MemoryBlocksOffline"},
+        "commonLabels": {"alertname": "MemoryBlocksOffline"},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": list(alerts) or [alert()],
+    }
     doc.update(extra)
     return doc
 
@@ -153,8 +176,9 @@ def test_refuses_non_loopback_listener_without_auth(address):
 
 def test_non_loopback_with_auth_passes_validation(tmp_path):
     # Validation only: tests never open a non-loopback listener.
-    validate_settings(WebhookSettings(listen_address="0.0.0.0:10302",
-                                      bearer_token_file=str(secret_file(tmp_path / "t", TOKEN))))
+    validate_settings(
+        WebhookSettings(listen_address="0.0.0.0:10302", bearer_token_file=str(secret_file(tmp_path / "t", TOKEN)))
+    )
 
 
 def test_contradictory_or_incomplete_settings(tmp_path):
@@ -162,34 +186,56 @@ def test_contradictory_or_incomplete_settings(tmp_path):
     with pytest.raises(WebhookConfigError, match="contradicts"):
         validate_settings(WebhookSettings(listen_address="127.0.0.1:0", no_auth=True, bearer_token_file=tok))
     with pytest.raises(WebhookConfigError, match="both"):
-        validate_settings(WebhookSettings(listen_address="127.0.0.1:0", bearer_token_file=tok,
-                                          tls_cert_file="/x.crt"))
+        validate_settings(WebhookSettings(listen_address="127.0.0.1:0", bearer_token_file=tok, tls_cert_file="/x.crt"))
     with pytest.raises(WebhookConfigError, match="host:port"):
         validate_settings(WebhookSettings(listen_address="127.0.0.1", bearer_token_file=tok))
 
 
-@pytest.mark.parametrize("content,kind", [("", "bearer"), ("two words", "bearer"), ("a\nb", "bearer"),
-                                          ("nocolon", "basic"), (":pw", "basic"), ("user:", "basic"),
-                                          (None, "bearer")])
+@pytest.mark.parametrize(
+    "content,kind",
+    [
+        ("", "bearer"),
+        ("two words", "bearer"),
+        ("a\nb", "bearer"),
+        ("nocolon", "basic"),
+        (":pw", "basic"),
+        ("user:", "basic"),
+        (None, "bearer"),
+    ],
+)
 def test_bad_secret_files_refused_at_start(tmp_path, content, kind):
     path = tmp_path / "secret"
     if content is not None:
         path.write_text(content)
     key = "bearer_token_file" if kind == "bearer" else "basic_auth_file"
     with pytest.raises(WebhookConfigError):
-        serve(WebhookSettings(listen_address="127.0.0.1:0", **{key: str(path)}), RecordingSink(),
-              ControllerMetrics())
+        serve(WebhookSettings(listen_address="127.0.0.1:0", **{key: str(path)}), RecordingSink(), ControllerMetrics())
 
 
 def test_flags_round_trip(tmp_path):
     parser = argparse.ArgumentParser()
     add_webhook_arguments(parser)
     tok = str(secret_file(tmp_path / "t", TOKEN))
-    args = parser.parse_args(["--web.auth.bearer-token-file", tok, "--web.read-timeout", "500ms",
-                              "--web.max-body-bytes", "2048", "--web.max-concurrency", "3"])
+    args = parser.parse_args(
+        [
+            "--web.auth.bearer-token-file",
+            tok,
+            "--web.read-timeout",
+            "500ms",
+            "--web.max-body-bytes",
+            "2048",
+            "--web.max-concurrency",
+            "3",
+        ]
+    )
     s = settings_from_args(args)
-    assert s == WebhookSettings(listen_address=DEFAULT_LISTEN_ADDRESS, bearer_token_file=tok, read_timeout=0.5,
-                                max_body_bytes=2048, max_concurrency=3)
+    assert s == WebhookSettings(
+        listen_address=DEFAULT_LISTEN_ADDRESS,
+        bearer_token_file=tok,
+        read_timeout=0.5,
+        max_body_bytes=2048,
+        max_concurrency=3,
+    )
     with pytest.raises(WebhookConfigError):
         settings_from_args(parser.parse_args([]))  # no auth at all
     assert settings_from_args(parser.parse_args(["--web.no-auth"])).no_auth
@@ -202,8 +248,14 @@ class Receiver:
     def __init__(self, handle, sink: RecordingSink, metrics: ControllerMetrics, ssl_context=None):
         self.handle, self.sink, self.metrics, self.ssl_context = handle, sink, metrics, ssl_context
 
-    def request(self, method="POST", path=WEBHOOK_PATH, body: bytes | dict | None = None, token: str | None = TOKEN,
-                headers: dict | None = None) -> tuple[int, dict | bytes, http.client.HTTPResponse]:
+    def request(
+        self,
+        method="POST",
+        path=WEBHOOK_PATH,
+        body: bytes | dict | None = None,
+        token: str | None = TOKEN,
+        headers: dict | None = None,
+    ) -> tuple[int, dict | bytes, http.client.HTTPResponse]:
         if isinstance(body, dict):
             body = json.dumps(body).encode()
         hdrs = dict(headers or {})
@@ -255,8 +307,9 @@ def test_valid_delivery_is_accepted_and_counted(receiver):
     assert get("memhp_controller_alerts_received_total", {"source": "webhook", "status": "resolved"}) == 1
 
 
-@pytest.mark.parametrize("case", ["not json", "version 3", "label value not a string", "missing alertname",
-                                  "no alerts"])
+@pytest.mark.parametrize(
+    "case", ["not json", "version 3", "label value not a string", "missing alertname", "no alerts"]
+)
 def test_invalid_bodies_get_400_with_json_error_and_no_action(receiver, case):
     r = receiver()
     body, reason = BAD_PAYLOADS[case]
@@ -269,10 +322,14 @@ def test_invalid_bodies_get_400_with_json_error_and_no_action(receiver, case):
 
 def test_missing_and_wrong_credentials_are_refused(receiver, tmp_path):
     r = receiver()
-    cases = [(None, {}, "auth_missing"), ("wrong", {}, "auth_failed"), (TOKEN + "x", {}, "auth_failed"),
-             (None, {"Authorization": "Basic " + base64.b64encode(f"u:{TOKEN}".encode()).decode()}, "auth_failed"),
-             (None, {"Authorization": f"Token {TOKEN}"}, "auth_missing"),
-             (None, {"Authorization": "Bearer"}, "auth_failed")]
+    cases = [
+        (None, {}, "auth_missing"),
+        ("wrong", {}, "auth_failed"),
+        (TOKEN + "x", {}, "auth_failed"),
+        (None, {"Authorization": "Basic " + base64.b64encode(f"u:{TOKEN}".encode()).decode()}, "auth_failed"),
+        (None, {"Authorization": f"Token {TOKEN}"}, "auth_missing"),
+        (None, {"Authorization": "Bearer"}, "auth_failed"),
+    ]
     for token, headers, reason in cases:
         before = rejected(r.metrics, reason)
         status, doc, resp = r.request(body=payload(), token=token, headers=headers)
@@ -326,8 +383,10 @@ def test_oversized_body_refused_before_it_is_read(receiver):
     r = receiver(max_body_bytes=1000)
     # Declares 64 MiB and sends none of it: the answer must come from the header alone.
     with r.raw() as s:
-        s.sendall(f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
-                  f"Content-Type: application/json\r\nContent-Length: {64 << 20}\r\n\r\n".encode())
+        s.sendall(
+            f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {64 << 20}\r\n\r\n".encode()
+        )
         answer = _read_until_closed(s, 5)
     assert answer.startswith(b"HTTP/1.0 413 ")
     assert b'"reason": "body_too_large"' in answer
@@ -344,8 +403,10 @@ def test_oversized_body_refused_before_it_is_read(receiver):
 def test_chunked_or_lengthless_bodies_refused(receiver):
     r = receiver()
     with r.raw() as s:
-        s.sendall(f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
-                  f"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".encode())
+        s.sendall(
+            f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".encode()
+        )
         assert s.recv(65536).startswith(b"HTTP/1.0 411 ")
     with r.raw() as s:
         s.sendall(f"POST {WEBHOOK_PATH} HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
@@ -403,7 +464,7 @@ def test_slow_headers_are_cut_at_the_deadline(receiver):
             if time.monotonic() - started > 5:
                 break
             try:
-                s.sendall(request[i:i + 1])
+                s.sendall(request[i : i + 1])
             except OSError:
                 break  # the server closed the connection
             try:
@@ -427,8 +488,11 @@ def test_stalled_body_is_cut_at_the_deadline(receiver):
     body = json.dumps(payload()).encode()
     started = time.monotonic()
     with r.raw() as s:
-        s.sendall(f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
-                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
+        s.sendall(
+            f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:10]
+        )
         answer = _read_until_closed(s, 5)
     assert time.monotonic() - started < 3
     assert answer.startswith(b"HTTP/1.0 408 ")

@@ -11,12 +11,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.alert import FIRING, RESOLVED
-from controller.metrics import ControllerMetrics
-from controller.sources.common import canonical_time
-from controller.sources.webhook import WebhookSettings, serve
-from tests.helpers.alertmanager import (alertmanager, alertmanager_config, api_alert, check_config,  # noqa: F401
-                                        requires_alertmanager, resolved, webhook_receiver)
+from memhp.controller.alert import FIRING, RESOLVED
+from memhp.controller.metrics import ControllerMetrics
+from memhp.controller.sources.common import canonical_time
+from memhp.controller.sources.webhook import WebhookSettings, serve
+from tests.helpers.alertmanager import (
+    alertmanager_config,
+    api_alert,
+    check_config,
+    requires_alertmanager,
+    resolved,
+    webhook_receiver,
+)
 from tests.helpers.sink import RecordingSink
 from tests.helpers.tls import make_self_signed_cert
 from tests.helpers.wait import wait_until
@@ -67,10 +73,12 @@ def named(name, status=None):
 
 def test_firing_then_resolved_delivered_with_alertmanagers_identity(receiver, alertmanager):
     r = receiver()
-    am = alertmanager(alertmanager_config(webhook_receiver("memhp", r.handle.webhook_url,
-                                                           bearer_token_file=r.token_file)))
-    sent = api_alert("MemoryBlocksOffline", {"node": "n1", "severity": "warning"},
-                     annotations={"summary": "4 blocks offline"})
+    am = alertmanager(
+        alertmanager_config(webhook_receiver("memhp", r.handle.webhook_url, bearer_token_file=r.token_file))
+    )
+    sent = api_alert(
+        "MemoryBlocksOffline", {"node": "n1", "severity": "warning"}, annotations={"summary": "4 blocks offline"}
+    )
     am.post_alerts([sent])
     (firing,) = r.sink.wait_for(named("MemoryBlocksOffline", FIRING), desc="firing delivery")[:1]
     in_am = am.alerts()[0]
@@ -91,12 +99,16 @@ def test_firing_then_resolved_delivered_with_alertmanagers_identity(receiver, al
 
 def test_a_group_mixing_firing_and_resolved_keeps_each_status(receiver, alertmanager):
     r = receiver()
-    am = alertmanager(alertmanager_config(webhook_receiver("memhp", r.handle.webhook_url,
-                                                           bearer_token_file=r.token_file), group_by=["node"]))
+    am = alertmanager(
+        alertmanager_config(
+            webhook_receiver("memhp", r.handle.webhook_url, bearer_token_file=r.token_file), group_by=["node"]
+        )
+    )
     idle = api_alert("MovableIdle", {"node": "n1"})
     am.post_alerts([api_alert("ZoneKernelLow", {"node": "n1"}), idle])
-    r.sink.wait_for(lambda alerts: {a.name for a in alerts} == {"ZoneKernelLow", "MovableIdle"},
-                    desc="both alerts firing")
+    r.sink.wait_for(
+        lambda alerts: {a.name for a in alerts} == {"ZoneKernelLow", "MovableIdle"}, desc="both alerts firing"
+    )
     am.post_alerts([resolved(idle)])
 
     def mixed_batch(_alerts):
@@ -111,12 +123,19 @@ def test_a_group_mixing_firing_and_resolved_keeps_each_status(receiver, alertman
 
 def test_repeats_reach_the_sink_with_the_same_occurrence(receiver, alertmanager):
     r = receiver()
-    am = alertmanager(alertmanager_config(webhook_receiver("memhp", r.handle.webhook_url,
-                                                           bearer_token_file=r.token_file),
-                                          group_interval="500ms", repeat_interval="1s"))
+    am = alertmanager(
+        alertmanager_config(
+            webhook_receiver("memhp", r.handle.webhook_url, bearer_token_file=r.token_file),
+            group_interval="500ms",
+            repeat_interval="1s",
+        )
+    )
     am.post_alerts([api_alert("MemoryBlocksOffline", {"node": "n1"})])
-    r.sink.wait_for(lambda a: len(named("MemoryBlocksOffline", FIRING)(a)) >= 3, timeout=20,
-                    desc="three deliveries (first + two repeats)")
+    r.sink.wait_for(
+        lambda a: len(named("MemoryBlocksOffline", FIRING)(a)) >= 3,
+        timeout=20,
+        desc="three deliveries (first + two repeats)",
+    )
     deliveries = named("MemoryBlocksOffline")(r.sink.alerts)
     assert all(a.status == FIRING for a in deliveries)
     assert len(r.sink.batches) >= 3  # separate notifications, not one batch
@@ -130,15 +149,24 @@ def test_wrong_or_missing_credentials_are_refused(receiver, alertmanager, tmp_pa
         webhook_receiver("wrong-token", r.handle.webhook_url, bearer_token_file=wrong),
         webhook_receiver("no-credentials", r.handle.webhook_url),
         webhook_receiver("wrong-basic", r.handle.webhook_url, basic_auth=("memhp", wrong)),
-        routes=[{"receiver": "no-credentials", "matchers": ['alertname="B"']},
-                {"receiver": "wrong-basic", "matchers": ['alertname="C"']}])
+        routes=[
+            {"receiver": "no-credentials", "matchers": ['alertname="B"']},
+            {"receiver": "wrong-basic", "matchers": ['alertname="C"']},
+        ],
+    )
     am = alertmanager(config)
     am.post_alerts([api_alert("A", {"node": "n1"}), api_alert("B", {"node": "n1"}), api_alert("C", {"node": "n1"})])
-    wait_until(lambda: rejected(r.metrics, "auth_failed") >= 2 and rejected(r.metrics, "auth_missing") >= 1,
-               timeout=15, desc="Alertmanager's deliveries refused")
+    wait_until(
+        lambda: rejected(r.metrics, "auth_failed") >= 2 and rejected(r.metrics, "auth_missing") >= 1,
+        timeout=15,
+        desc="Alertmanager's deliveries refused",
+    )
     # Alertmanager saw the refusals as failed notifications.
-    wait_until(lambda: am.metric("alertmanager_notifications_failed_total", integration="webhook") >= 3,
-               timeout=15, desc="failures counted by Alertmanager")
+    wait_until(
+        lambda: am.metric("alertmanager_notifications_failed_total", integration="webhook") >= 3,
+        timeout=15,
+        desc="failures counted by Alertmanager",
+    )
     assert r.sink.batches == []
 
 
@@ -146,8 +174,9 @@ def test_basic_auth_from_password_file(receiver, alertmanager, tmp_path):
     basic = secret(tmp_path / "basic", "alertmanager:s3cret pass")
     password = secret(tmp_path / "password", "s3cret pass")
     r = receiver(bearer_token_file=None, basic_auth_file=str(basic))
-    am = alertmanager(alertmanager_config(webhook_receiver("memhp", r.handle.webhook_url,
-                                                           basic_auth=("alertmanager", password))))
+    am = alertmanager(
+        alertmanager_config(webhook_receiver("memhp", r.handle.webhook_url, basic_auth=("alertmanager", password)))
+    )
     am.post_alerts([api_alert("MemoryBlocksOffline", {"node": "n1"})])
     r.sink.wait_for(named("MemoryBlocksOffline", FIRING), desc="delivery with basic auth")
 
@@ -156,8 +185,11 @@ def test_tls_verified_with_the_ca_file(receiver, alertmanager, tmp_path):
     cert, key = make_self_signed_cert(tmp_path)
     r = receiver(tls_cert_file=str(cert), tls_key_file=str(key))
     assert r.handle.webhook_url.startswith("https://")
-    am = alertmanager(alertmanager_config(webhook_receiver("memhp", r.handle.webhook_url,
-                                                           bearer_token_file=r.token_file, ca_file=cert)))
+    am = alertmanager(
+        alertmanager_config(
+            webhook_receiver("memhp", r.handle.webhook_url, bearer_token_file=r.token_file, ca_file=cert)
+        )
+    )
     am.post_alerts([api_alert("MemoryBlocksOffline", {"node": "n1"})])
     r.sink.wait_for(named("MemoryBlocksOffline", FIRING), desc="delivery over TLS")
 
@@ -166,8 +198,11 @@ def test_untrusted_certificate_is_not_sent_the_alerts(receiver, alertmanager, tm
     cert, key = make_self_signed_cert(tmp_path, "server")
     other_ca, _ = make_self_signed_cert(tmp_path, "someone-else")
     r = receiver(tls_cert_file=str(cert), tls_key_file=str(key))
-    am = alertmanager(alertmanager_config(webhook_receiver("memhp", r.handle.webhook_url,
-                                                           bearer_token_file=r.token_file, ca_file=other_ca)))
+    am = alertmanager(
+        alertmanager_config(
+            webhook_receiver("memhp", r.handle.webhook_url, bearer_token_file=r.token_file, ca_file=other_ca)
+        )
+    )
     am.post_alerts([api_alert("MemoryBlocksOffline", {"node": "n1"})])
     wait_until(lambda: rejected(r.metrics, "tls_handshake") >= 1, timeout=15, desc="handshake refused")
     assert r.sink.batches == []
@@ -177,8 +212,9 @@ def test_untrusted_certificate_is_not_sent_the_alerts(receiver, alertmanager, tm
 def test_refused_work_is_resent_by_alertmanager(receiver, alertmanager, state, reason):
     r = receiver()
     setattr(r.sink, state, True)
-    am = alertmanager(alertmanager_config(webhook_receiver("memhp", r.handle.webhook_url,
-                                                           bearer_token_file=r.token_file)))
+    am = alertmanager(
+        alertmanager_config(webhook_receiver("memhp", r.handle.webhook_url, bearer_token_file=r.token_file))
+    )
     am.post_alerts([api_alert("MemoryBlocksOffline", {"node": "n1"})])
     wait_until(lambda: rejected(r.metrics, reason) >= 1, timeout=15, desc=f"a delivery refused with {reason}")
     assert r.sink.batches == []
@@ -188,12 +224,16 @@ def test_refused_work_is_resent_by_alertmanager(receiver, alertmanager, state, r
 
 def test_oversized_notification_refused(receiver, alertmanager):
     r = receiver(max_body_bytes=300)
-    am = alertmanager(alertmanager_config(webhook_receiver("memhp", r.handle.webhook_url,
-                                                           bearer_token_file=r.token_file)))
+    am = alertmanager(
+        alertmanager_config(webhook_receiver("memhp", r.handle.webhook_url, bearer_token_file=r.token_file))
+    )
     am.post_alerts([api_alert("MemoryBlocksOffline", {"node": "n1"}, annotations={"description": "x" * 400})])
     wait_until(lambda: rejected(r.metrics, "body_too_large") >= 1, timeout=15, desc="413 for the notification")
-    wait_until(lambda: am.metric("alertmanager_notifications_failed_total", integration="webhook") >= 1,
-               timeout=15, desc="Alertmanager counting the failure")
+    wait_until(
+        lambda: am.metric("alertmanager_notifications_failed_total", integration="webhook") >= 1,
+        timeout=15,
+        desc="Alertmanager counting the failure",
+    )
     assert r.sink.batches == []
 
 

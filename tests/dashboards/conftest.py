@@ -33,8 +33,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.prometheus import (LOOPBACK, PrometheusServer, free_port, prometheus_binary, start_prometheus,
-                                      wait_for)
+from tests.helpers.prometheus import (
+    LOOPBACK,
+    PrometheusServer,
+    free_port,
+    prometheus_binary,
+    start_prometheus,
+    wait_for,
+)
 from tests.helpers.trees import FIXTURES, unpack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,10 +52,8 @@ CONTROLLER_INSTANCE = "two-node-dimm-offline"  # the controller runs on that "ho
 KMSG_LINES = [
     "7,2101,4100000000,-;memory offlining [mem 0x0000000100000000-0x0000000107ffffff] failed due to "
     "failure to isolate range",
-    "7,2102,4200000000,-;memory offlining [mem 0x0000000108000000-0x000000010fffffff] failed due to "
-    "notifier failure",
-    "7,2103,4300000000,-;memory offlining [mem 0x0000000108000000-0x000000010fffffff] failed due to "
-    "notifier failure",
+    "7,2102,4200000000,-;memory offlining [mem 0x0000000108000000-0x000000010fffffff] failed due to notifier failure",
+    "7,2103,4300000000,-;memory offlining [mem 0x0000000108000000-0x000000010fffffff] failed due to notifier failure",
 ]
 
 
@@ -77,18 +81,25 @@ def start_exporter(instance: str, root: Path, workdir: Path, *extra: str) -> Exp
     for attempt in range(3):
         port = free_port()
         log = workdir / f"exporter-{instance}-{attempt}.log"
-        argv = [str(EXPORTER), f"--web.listen-address={LOOPBACK}:{port}", f"--path.sysfs={root}/sys",
-                f"--path.procfs={root}/proc", *extra]
+        argv = [
+            str(EXPORTER),
+            f"--web.listen-address={LOOPBACK}:{port}",
+            f"--path.sysfs={root}/sys",
+            f"--path.procfs={root}/proc",
+            *extra,
+        ]
         with open(log, "wb") as f:
-            proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         exp = Exporter(instance, f"{LOOPBACK}:{port}", proc, log)
 
-        def up() -> bool:
+        def up(proc=proc, log=log, exp=exp) -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"exporter exited: {log.read_text()[-2000:]}")
             with urllib.request.urlopen(f"http://{exp.address}/metrics", timeout=2) as r:
                 return r.status == 200
+
         try:
             wait_for(up, 20, what=f"exporter {instance} /metrics")
             return exp
@@ -128,8 +139,8 @@ class ControllerEndpoint:
 
 
 def start_controller_endpoint(workdir: Path) -> ControllerEndpoint:
-    from controller.metrics import ControllerMetrics
-    from controller.sources.webhook import WebhookSettings, serve
+    from memhp.controller.metrics import ControllerMetrics
+    from memhp.controller.sources.webhook import WebhookSettings, serve
     from tests.helpers.sink import RecordingSink
 
     token = workdir / "controller-token"
@@ -140,8 +151,9 @@ def start_controller_endpoint(workdir: Path) -> ControllerEndpoint:
     server = None
     for _ in range(3):
         try:
-            server = serve(WebhookSettings(listen_address=f"{LOOPBACK}:{free_port()}", bearer_token_file=str(token)),
-                           sink, metrics)
+            server = serve(
+                WebhookSettings(listen_address=f"{LOOPBACK}:{free_port()}", bearer_token_file=str(token)), sink, metrics
+            )
             break
         except OSError:
             continue
@@ -149,18 +161,38 @@ def start_controller_endpoint(workdir: Path) -> ControllerEndpoint:
     ep = ControllerEndpoint(url=server.url, token_file=token, metrics=metrics, server=server)
     # A real Alertmanager-format delivery through the real receiver (alerts_received_total).
     payload = {
-        "version": "4", "status": "firing", "receiver": "memhp-controller", "groupKey": "{}:{}",
-        "truncatedAlerts": 0, "externalURL": "http://127.0.0.1:9093", "groupLabels": {}, "commonLabels": {},
+        "version": "4",
+        "status": "firing",
+        "receiver": "memhp-controller",
+        "groupKey": "{}:{}",
+        "truncatedAlerts": 0,
+        "externalURL": "http://127.0.0.1:9093",
+        "groupLabels": {},
+        "commonLabels": {},
         "commonAnnotations": {},
-        "alerts": [{"status": "firing", "labels": {"alertname": "MemhpBlocksLeftOffline",
-                                                   "instance": CONTROLLER_INSTANCE, "node": "1",
-                                                   "severity": "warning"},
-                    "annotations": {}, "startsAt": "2026-01-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
-                    "generatorURL": "", "fingerprint": "0123456789abcdef"}],
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {
+                    "alertname": "MemhpBlocksLeftOffline",
+                    "instance": CONTROLLER_INSTANCE,
+                    "node": "1",
+                    "severity": "warning",
+                },
+                "annotations": {},
+                "startsAt": "2026-01-01T00:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "",
+                "fingerprint": "0123456789abcdef",
+            }
+        ],
     }
-    req = urllib.request.Request(server.webhook_url, data=json.dumps(payload).encode(), method="POST",
-                                 headers={"Content-Type": "application/json",
-                                          "Authorization": "Bearer dashboards-test-token"})
+    req = urllib.request.Request(
+        server.webhook_url,
+        data=json.dumps(payload).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": "Bearer dashboards-test-token"},
+    )
     with urllib.request.urlopen(req, timeout=10) as r:
         assert r.status == 200
     assert sink.alerts and sink.alerts[0].name == "MemhpBlocksLeftOffline"
@@ -192,8 +224,10 @@ def stack(tmp_path_factory) -> Stack:
     if prometheus_binary() is None:
         pytest.skip("prometheus not installed (scripts/setup.sh installs it)")
     work = tmp_path_factory.mktemp("dashboards-stack")
-    trees = {name: unpack(FIXTURES / f"{name}.tar.gz", work / name)
-             for name in ("two-node-dimm-offline", "imbalanced", "memmap-on-memory-partial", "auto-movable-virtio-mem")}
+    trees = {
+        name: unpack(FIXTURES / f"{name}.tar.gz", work / name)
+        for name in ("two-node-dimm-offline", "imbalanced", "memmap-on-memory-partial", "auto-movable-virtio-mem")
+    }
     trees["degraded"] = degraded_tree(trees["memmap-on-memory-partial"], work / "degraded")
     kmsg = work / "kmsg"
     kmsg.write_text("\n".join(KMSG_LINES) + "\n")
@@ -211,12 +245,20 @@ def stack(tmp_path_factory) -> Stack:
             exporters.append(start_exporter(name, root, work, *extra))
         controller = start_controller_endpoint(work)
         scrape = [
-            {"job_name": "memhp", "static_configs": [{"targets": [e.address], "labels": {"instance": e.instance}}
-                                                     for e in exporters]},
-            {"job_name": "memhp-controller",
-             "authorization": {"type": "Bearer", "credentials_file": str(controller.token_file)},
-             "static_configs": [{"targets": [f"{controller.server.host}:{controller.server.port}"],
-                                 "labels": {"instance": CONTROLLER_INSTANCE}}]},
+            {
+                "job_name": "memhp",
+                "static_configs": [{"targets": [e.address], "labels": {"instance": e.instance}} for e in exporters],
+            },
+            {
+                "job_name": "memhp-controller",
+                "authorization": {"type": "Bearer", "credentials_file": str(controller.token_file)},
+                "static_configs": [
+                    {
+                        "targets": [f"{controller.server.host}:{controller.server.port}"],
+                        "labels": {"instance": CONTROLLER_INSTANCE},
+                    }
+                ],
+            },
         ]
         prom = start_prometheus(work / "prometheus", scrape, RULE_FILES)
         prom.wait_scraped(timeout=60, scrapes=3)

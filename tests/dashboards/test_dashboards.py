@@ -46,12 +46,14 @@ def variable(dash: dict, name: str) -> dict | None:
 
 # --------------------------------------------------------------------------- files and structure
 
+
 def test_dashboards_are_generated_byte_identical():
     rendered = build.render()
     assert sorted(rendered) == sorted(DASHBOARDS), "a dashboard JSON without a builder, or not built yet"
     for name, text in rendered.items():
-        assert (DASHBOARD_DIR / name).read_text() == text, \
-            f"dashboards/{name} differs from what build.py makes: run .venv/bin/python dashboards/build.py"
+        assert (DASHBOARD_DIR / name).read_text() == text, (
+            f"dashboards/{name} differs from what build.py makes: run .venv/bin/python -m dashboards.build"
+        )
         assert text == json.dumps(json.loads(text), sort_keys=True, indent=2) + "\n"
 
 
@@ -76,7 +78,7 @@ def test_dashboard_structure(name):
     cells: dict[tuple[int, int], str] = {}
     for p in d["panels"]:
         g = p["gridPos"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
         for x in range(g["x"], g["x"] + g["w"]):
             for y in range(g["y"], g["y"] + g["h"]):
                 assert (x, y) not in cells, f"{p['title']} overlaps {cells[(x, y)]}"
@@ -92,27 +94,39 @@ def test_dashboard_structure(name):
     for a in d["annotations"]["list"]:
         if a.get("builtIn"):
             continue
-        assert a["datasource"]["uid"] == "${datasource}" and '$instance' in a["expr"]
+        assert a["datasource"]["uid"] == "${datasource}" and "$instance" in a["expr"]
 
 
 def test_fleet_and_node_views_cover_what_was_asked():
     fleet, node = DASHBOARDS["memhp-fleet.json"], DASHBOARDS["memhp-node.json"]
     fleet_exprs = " ".join(t["expr"] for p in panels(fleet) for t in p["targets"])
-    for needle in ('memhp_blocks_bytes:sum_by_state', "movable_kernel_ratio", "offline_failures",
-                   "memhp_controller_actions"):
+    for needle in (
+        "memhp_blocks_bytes:sum_by_state",
+        "movable_kernel_ratio",
+        "offline_failures",
+        "memhp_controller_actions",
+    ):
         assert needle in fleet_exprs
     ratio = next(p for p in panels(fleet) if p["title"] == "MOVABLE:KERNEL per node")
     steps = [s["value"] for s in ratio["fieldConfig"]["defaults"]["thresholds"]["steps"]]
     assert steps == [None, 3, 4] and ratio["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line"
     node_exprs = " ".join(t["expr"] for p in panels(node) for t in p["targets"])
-    for needle in ("memhp_block_state", "memhp_block_info", "memhp_zone_watermark_bytes", "memhp_uevents_total",
-                   "memhp_offline_failures_total", "memhp_collector_success", "up{"):
+    for needle in (
+        "memhp_block_state",
+        "memhp_block_info",
+        "memhp_zone_watermark_bytes",
+        "memhp_uevents_total",
+        "memhp_offline_failures_total",
+        "memhp_collector_success",
+        "up{",
+    ):
         assert needle in node_exprs
     assert variable(node, "node") is not None
     assert any("memhp_controller_actions_total" in a.get("expr", "") for a in node["annotations"]["list"])
 
 
 # --------------------------------------------------------------------------- against real Prometheus
+
 
 def grafana_regex_escape(value: str) -> str:
     """As Grafana's Prometheus data source escapes multi-value variables: regex
@@ -156,8 +170,14 @@ def test_instance_variable_lists_every_scraped_exporter(stack, variables):
 
 def test_rules_load_and_evaluate_without_errors(stack):
     groups = stack.prometheus.rule_groups()
-    assert {g["name"] for g in groups} >= {"memhp.rules", "memhp.blocks", "memhp.zones", "memhp.config",
-                                           "memhp.exporter", "memhp.controller"}
+    assert {g["name"] for g in groups} >= {
+        "memhp.rules",
+        "memhp.blocks",
+        "memhp.zones",
+        "memhp.config",
+        "memhp.exporter",
+        "memhp.controller",
+    }
     for g in groups:
         for r in g["rules"]:
             assert r["health"] == "ok", (g["name"], r["name"], r.get("lastError"))
@@ -193,5 +213,4 @@ def test_the_check_catches_broken_and_empty_queries(stack, variables):
     with pytest.raises(PromQLError):
         stack.prometheus.query('sum by (node (memhp_blocks{instance=~"x"})')
     assert stack.prometheus.query('memhp_blockz{instance=~".+"}') == []
-    assert stack.prometheus.query(substitute('memhp_blocks{instance=~"$instance"}',
-                                             variables["memhp-node.json"]))
+    assert stack.prometheus.query(substitute('memhp_blocks{instance=~"$instance"}', variables["memhp-node.json"]))

@@ -4,7 +4,6 @@ Dockerfile's instructions and the DaemonSet's containers."""
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 import sys
 from pathlib import Path

@@ -8,14 +8,11 @@ the build stage's commands and the image's commands run on the host."""
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 import subprocess
 import tomllib
 from importlib.metadata import requires
-from pathlib import Path
 
-import pytest
 from packaging.requirements import Requirement
 
 from .conftest import DOCKERFILE, REPO, dockerfile_instructions, exec_form, image_command, stages, tool
@@ -32,8 +29,9 @@ def test_hadolint_passes_without_unjustified_ignores():
     for i, line in enumerate(lines):
         if re.search(r"hadolint\s+ignore", line):
             why = lines[i - 1].strip() if i else ""
-            assert why.startswith("#") and "hadolint" not in why and len(why) > 20, \
+            assert why.startswith("#") and "hadolint" not in why and len(why) > 20, (
                 f"line {i + 1}: hadolint ignore without a justification comment above it"
+            )
     assert not (REPO / ".hadolint.yaml").exists() or "ignored" not in (REPO / ".hadolint.yaml").read_text()
 
 
@@ -76,7 +74,7 @@ def test_labels_and_version():
     for key in ("title", "description", "version", "revision", "licenses"):
         assert f"org.opencontainers.image.{key}" in labels, key
     args = dict(a.split("=", 1) for i, a in final if i == "ARG" and "=" in a)
-    from exporter import __version__  # pyproject.toml's dynamic version
+    from memhp import __version__  # pyproject.toml's dynamic version
 
     assert "version" in PYPROJECT["project"]["dynamic"]
     assert args["VERSION"] == __version__
@@ -89,8 +87,9 @@ def test_both_programs_from_one_image():
     cmd = image_command()
     assert cmd == ["memhp-exporter"], cmd
     final = stages(dockerfile_instructions())[-1]
-    assert not [a for i, a in final if i == "ENTRYPOINT"], \
+    assert not [a for i, a in final if i == "ENTRYPOINT"], (
         "no ENTRYPOINT: the command chooses the program (memhp-exporter, memhp-controller, memhp)"
+    )
     scripts = PYPROJECT["project"]["scripts"]
     assert {"memhp-exporter", "memhp-controller", "memhp"} <= set(scripts)
     exposed = {a for i, a in final if i == "EXPOSE"}
@@ -128,7 +127,7 @@ def test_constraints_pin_exactly_the_runtime_closure():
     pins = _constraints()
     build = {Requirement(r).name.lower() for r in PYPROJECT["build-system"]["requires"]}
     runtime = _runtime_closure()
-    assert set(pins) == runtime | build, (set(pins) ^ (runtime | build))
+    assert set(pins) == runtime | build, set(pins) ^ (runtime | build)
     # Every pin satisfies what pyproject asks for.
     for spec in [*PYPROJECT["project"]["dependencies"], *PYPROJECT["build-system"]["requires"]]:
         req = Requirement(spec)
@@ -162,8 +161,11 @@ def _dockerignore_excludes(rel: str, patterns: list[str]) -> bool:
 
 
 def test_dockerignore_admits_every_copy_source_and_nothing_else():
-    patterns = [ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines()
-                if ln.strip() and not ln.strip().startswith("#")]
+    patterns = [
+        ln.strip()
+        for ln in (REPO / ".dockerignore").read_text().splitlines()
+        if ln.strip() and not ln.strip().startswith("#")
+    ]
     sources = []
     for ins, args in dockerfile_instructions():
         if ins == "COPY" and not args.startswith("--from="):
@@ -177,6 +179,11 @@ def test_dockerignore_admits_every_copy_source_and_nothing_else():
         for f in files:
             rel = f.relative_to(REPO).as_posix()
             assert not _dockerignore_excludes(rel, patterns), f"{rel} is COPYed but .dockerignore excludes it"
-    for rel in (".venv/bin/python", "tests/fixtures/imbalanced.tar.gz", "exporter/__pycache__/cli.cpython-311.pyc",
-                ".git/HEAD", "docs/deploy.md"):
+    for rel in (
+        ".venv/bin/python",
+        "tests/fixtures/imbalanced.tar.gz",
+        "exporter/__pycache__/cli.cpython-311.pyc",
+        ".git/HEAD",
+        "docs/deploy.md",
+    ):
         assert _dockerignore_excludes(rel, patterns), f"{rel} would be sent to the build context"

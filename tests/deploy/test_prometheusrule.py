@@ -13,8 +13,9 @@ from .conftest import REPO, load_all, tool
 
 
 def test_committed_prometheusrule_is_what_the_generator_produces():
-    assert OUTPUT.read_text(encoding="utf-8") == render(), \
-        "deploy/kubernetes/prometheusrule.yaml is stale: run .venv/bin/python deploy/generate.py"
+    assert OUTPUT.read_text(encoding="utf-8") == render(), (
+        "deploy/kubernetes/prometheusrule.yaml is stale: run .venv/bin/python -m deploy.generate"
+    )
     r = subprocess.run([sys.executable, str(REPO / "deploy/generate.py"), "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 

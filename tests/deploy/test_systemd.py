@@ -7,12 +7,11 @@ directory with that path replaced by this checkout's .venv/bin."""
 
 from __future__ import annotations
 
-import configparser
 import subprocess
 
 import pytest
 
-from .conftest import REPO, SYSTEMD, VENV_BIN, env_file_words, k8s_doc, tool
+from .conftest import SYSTEMD, VENV_BIN, env_file_words, k8s_doc, tool
 
 UNITS = ("memhp-exporter.service", "memhp-controller.service")
 INSTALLED_BIN = "/opt/memhp/venv/bin"
@@ -45,8 +44,12 @@ def verifiable(tmp_path):
 
 
 def test_systemd_analyze_verify_accepts_the_units(verifiable):
-    r = subprocess.run([tool("systemd-analyze"), "verify", *[str(verifiable / u) for u in UNITS]],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [tool("systemd-analyze"), "verify", *[str(verifiable / u) for u in UNITS]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     # Unknown keys and bad values are only warnings to verify: none allowed.
     assert r.stderr.strip() == "" and r.stdout.strip() == "", r.stderr + r.stdout
@@ -80,7 +83,7 @@ def test_controller_writes_only_where_it_must():
     # ProtectKernelTunables=yes would make /sys read-only: the controller could not write state.
     assert "ProtectKernelTunables" not in u
     # The policy's journal and pause file are in those directories.
-    from controller.config import load_config
+    from memhp.controller.config import load_config
 
     cfg = load_config(str(SYSTEMD / "controller.yml"))
     assert cfg.controller.journal.startswith("/var/lib/memhp-controller/")
@@ -97,8 +100,9 @@ def test_exporter_reads_only():
     assert u["DeviceAllow"] == ["/dev/kmsg r"]
 
 
-@pytest.mark.parametrize("prog,var", [("memhp-exporter", "MEMHP_EXPORTER_ARGS"),
-                                      ("memhp-controller", "MEMHP_CONTROLLER_ARGS")])
+@pytest.mark.parametrize(
+    "prog,var", [("memhp-exporter", "MEMHP_EXPORTER_ARGS"), ("memhp-controller", "MEMHP_CONTROLLER_ARGS")]
+)
 def test_environment_file_arguments_parse(prog, var, tmp_path):
     text = (SYSTEMD / f"{prog}.default").read_text()
     words = env_file_words(text, var)
@@ -107,7 +111,7 @@ def test_environment_file_arguments_parse(prog, var, tmp_path):
         words = [w.replace("/etc/memhp/controller.yml", str(SYSTEMD / "controller.yml")) for w in words]
         r = subprocess.run([str(VENV_BIN / prog), *words, "check-config"], capture_output=True, text=True)
     else:
-        from exporter.cli import config_from_args, get_parser
+        from memhp.exporter.cli import config_from_args, get_parser
 
         config_from_args(get_parser().parse_args(words))
         r = subprocess.run([str(VENV_BIN / prog), *words, "--help"], capture_output=True, text=True)
@@ -116,7 +120,7 @@ def test_environment_file_arguments_parse(prog, var, tmp_path):
     for line in text.splitlines():
         if line.startswith(f"#{var}="):
             alt = env_file_words(line[1:], var)
-            from controller.cli import get_parser as controller_parser
+            from memhp.controller.cli import get_parser as controller_parser
 
             args = controller_parser().parse_args(alt)
             assert args.alertmanager_url and args.alertmanager_node_label == "instance"

@@ -65,16 +65,20 @@ def tools():
 @pytest.fixture(scope="module")
 def guest(vm_guest_factory, tools) -> Guest:
     g = vm_guest_factory(VMConfig(), fresh=True)  # private: this test hot-adds and leaves DIMMs online
-    assert g.read("/sys/devices/system/memory/auto_online_blocks").strip() == "offline", \
+    assert g.read("/sys/devices/system/memory/auto_online_blocks").strip() == "offline", (
         "the loop needs a kernel that leaves hot-added memory offline"
+    )
     return g
 
 
 @pytest.fixture(scope="module")
 def exporter_port(guest) -> int:
     """memhp-exporter running in the guest; returns the host loopback port forwarded to it."""
-    pid = guest.spawn([str(venv_python()), "-m", "exporter.cli", f"--web.listen-address=:{EXPORTER_PORT}"],
-                      log="/run/memhp/results/e2e-exporter.log", cwd=str(REPO))
+    pid = guest.spawn(
+        [str(venv_python()), "-m", "memhp.exporter.cli", f"--web.listen-address=:{EXPORTER_PORT}"],
+        log="/run/memhp/results/e2e-exporter.log",
+        cwd=str(REPO),
+    )
 
     def ready():
         assert guest.poll(pid) is None, (guest.results / "e2e-exporter.log").read_text()
@@ -83,6 +87,7 @@ def exporter_port(guest) -> int:
         except (urllib.error.URLError, OSError):
             return False
         return status == 200 and "memhp_uevent_monitor_up 1.0" in body
+
     guest.wait_for(ready, SLOW, "the exporter in the guest to serve", interval=0.5)
     yield guest.forward(EXPORTER_PORT)
     guest.kill(pid)
@@ -110,21 +115,47 @@ class GuestController:
         guest.run(["mkdir", "-p", self.dir]).check("mkdir")
         policy = {
             "controller": {"journal": self.journal_path},
-            "guards": {"dry_run": False, "pause_file": f"{self.dir}/pause", "cooldown": "1s",
-                       "max_blocks_per_action": 8, "max_blocks_per_hour": 16, "min_available": "64M"},
-            "rules": [{"name": RULE, "alertname": ALERT, "action": "online-new", "count": 4, "zone": "movable",
-                       "node_label": "node"}],
+            "guards": {
+                "dry_run": False,
+                "pause_file": f"{self.dir}/pause",
+                "cooldown": "1s",
+                "max_blocks_per_action": 8,
+                "max_blocks_per_hour": 16,
+                "min_available": "64M",
+            },
+            "rules": [
+                {
+                    "name": RULE,
+                    "alertname": ALERT,
+                    "action": "online-new",
+                    "count": 4,
+                    "zone": "movable",
+                    "node_label": "node",
+                }
+            ],
         }
         guest.run(f"cat > {self.dir}/policy.yaml", input=yaml.safe_dump(policy)).check("write policy")
         guest.run(f"umask 077 && cat > {self.dir}/token", input=token + "\n").check("write token")
-        argv = [str(venv_python()), "-m", "controller.cli", "--config.file", f"{self.dir}/policy.yaml",
-                f"--web.listen-address=:{CONTROLLER_PORT}", "--web.auth.bearer-token-file", f"{self.dir}/token",
-                "--log.level", "debug"]
+        argv = [
+            str(venv_python()),
+            "-m",
+            "memhp.controller.cli",
+            "--config.file",
+            f"{self.dir}/policy.yaml",
+            f"--web.listen-address=:{CONTROLLER_PORT}",
+            "--web.auth.bearer-token-file",
+            f"{self.dir}/token",
+            "--log.level",
+            "debug",
+        ]
         if mode == "pull":
             # The guest reaches the host's loopback as 10.0.2.2 (QEMU user networking).
-            argv += [f"--alertmanager.url=http://10.0.2.2:{alertmanager_port}",
-                     "--alertmanager.node-label=instance", f"--alertmanager.node-name={INSTANCE}",
-                     "--alertmanager.poll-interval=1s"]
+            argv += [
+                f"--alertmanager.url=http://10.0.2.2:{alertmanager_port}",
+                "--alertmanager.node-label=instance",
+                f"--alertmanager.node-name={INSTANCE}",
+                "--alertmanager.poll-interval=1s",
+            ]
         self.pid = guest.spawn(argv, log=f"/run/memhp/results/{self.log}", cwd=str(REPO))
         guest.wait_for(self._healthy, SLOW, f"the controller ({mode}) in the guest to listen", interval=0.5)
 
@@ -170,9 +201,13 @@ def test_full_loop(mode, guest, exporter_port, tmp_path):
 
     if mode == "webhook":
         am_config = alertmanager_config(
-            webhook_receiver("memhp-controller", f"http://127.0.0.1:{controller_port}/webhook/alertmanager",
-                             bearer_token_file=token_file),
-            group_by=["alertname", "instance", "node"])
+            webhook_receiver(
+                "memhp-controller",
+                f"http://127.0.0.1:{controller_port}/webhook/alertmanager",
+                bearer_token_file=token_file,
+            ),
+            group_by=["alertname", "instance", "node"],
+        )
     else:  # pull: Alertmanager pushes nowhere; the controller must fetch the alert itself
         am_config = alertmanager_config(group_by=["alertname", "instance", "node"])
     am = Alertmanager(am_config, tmp_path / "alertmanager").start()
@@ -182,18 +217,28 @@ def test_full_loop(mode, guest, exporter_port, tmp_path):
         controller = GuestController(guest, mode, token, am.port)
         mark("controller up")
         scrape = [
-            {"job_name": "memhp", "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"],
-                                                      "labels": {"instance": INSTANCE}}]},
-            {"job_name": "memhp-controller",
-             "authorization": {"type": "Bearer", "credentials_file": str(token_file)},
-             "static_configs": [{"targets": [f"127.0.0.1:{controller_port}"], "labels": {"instance": INSTANCE}}]},
+            {
+                "job_name": "memhp",
+                "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"], "labels": {"instance": INSTANCE}}],
+            },
+            {
+                "job_name": "memhp-controller",
+                "authorization": {"type": "Bearer", "credentials_file": str(token_file)},
+                "static_configs": [{"targets": [f"127.0.0.1:{controller_port}"], "labels": {"instance": INSTANCE}}],
+            },
         ]
-        with running_prometheus(tmp_path / "prometheus", scrape, fast_rule_files(tmp_path),
-                                scrape_interval="2s", evaluation_interval="1s",
-                                alertmanagers=[f"127.0.0.1:{am.port}"]) as prom:
+        with running_prometheus(
+            tmp_path / "prometheus",
+            scrape,
+            fast_rule_files(tmp_path),
+            scrape_interval="2s",
+            evaluation_interval="1s",
+            alertmanagers=[f"127.0.0.1:{am.port}"],
+        ) as prom:
             prom.wait_scraped(timeout=SLOW, scrapes=2)
-            assert prom.query(f'memhp_blocks{{instance="{INSTANCE}",state="offline"}}') == [], \
+            assert prom.query(f'memhp_blocks{{instance="{INSTANCE}",state="offline"}}') == [], (
                 "the guest must start with every block online"
+            )
             mark("scraped")
 
             # 1. hot-add a DIMM; the kernel leaves it offline and does not retry.
@@ -204,42 +249,62 @@ def test_full_loop(mode, guest, exporter_port, tmp_path):
             mark("DIMM added")
 
             # 2. Prometheus sees them offline and fires the alert.
-            firing = prom.wait_for(lambda: prom.firing(ALERT, instance=INSTANCE, node="0"), SLOW,
-                                   what=f"{ALERT} firing", last=prom.alerts)
+            firing = prom.wait_for(
+                lambda: prom.firing(ALERT, instance=INSTANCE, node="0"), SLOW, what=f"{ALERT} firing", last=prom.alerts
+            )
             assert firing[0]["labels"]["severity"] == "warning"
             assert firing[0]["annotations"]["runbook_url"].endswith("#memhpblocksleftoffline")
             mark("alert firing")
 
             # 3. Alertmanager has it (and, in webhook mode, delivers it).
             am_alerts = am.wait_for_alerts(
-                lambda alerts: [a for a in alerts if a["labels"]["alertname"] == ALERT], timeout=SLOW,
-                desc=f"{ALERT} in Alertmanager")
+                lambda alerts: [a for a in alerts if a["labels"]["alertname"] == ALERT],
+                timeout=SLOW,
+                desc=f"{ALERT} in Alertmanager",
+            )
             fingerprint = next(a["fingerprint"] for a in am_alerts if a["labels"]["alertname"] == ALERT)
 
             # 4. the controller onlines the blocks in the guest's real kernel.
-            guest.wait_for(lambda: all(guest.block_state(b) == "online" for b in blocks), SLOW,
-                           f"the controller ({mode}) to online blocks {blocks}; log:\n{controller.log_text()}",
-                           interval=0.5)
+            guest.wait_for(
+                lambda: all(guest.block_state(b) == "online" for b in blocks),
+                SLOW,
+                f"the controller ({mode}) to online blocks {blocks}; log:\n{controller.log_text()}",
+                interval=0.5,
+            )
             assert all(guest.valid_zones(b) == "Movable" for b in blocks)
             mark("blocks online")
 
             # 5. the exporter's metric shows them online; the alert resolves.
             sel = f'instance="{INSTANCE}",block=~"{blocks_regex(blocks)}"'
-            prom.wait_for(lambda: len(prom.query(f'memhp_block_state{{{sel},state="online"}} == 1')) == len(blocks),
-                          SLOW, what="memhp_block_state online for the DIMM's blocks")
+            prom.wait_for(
+                lambda: len(prom.query(f'memhp_block_state{{{sel},state="online"}} == 1')) == len(blocks),
+                SLOW,
+                what="memhp_block_state online for the DIMM's blocks",
+            )
             assert prom.query(f'memhp_block_info{{{sel},zone="Movable"}}'), "zone Movable in memhp_block_info"
-            prom.wait_for(lambda: not [a for a in prom.alerts() if a["labels"]["alertname"] == ALERT], SLOW,
-                          what=f"{ALERT} resolved in Prometheus", last=prom.alerts)
-            am.wait_for_alerts(lambda alerts: not [a for a in alerts if a["labels"]["alertname"] == ALERT],
-                               timeout=SLOW, desc=f"{ALERT} resolved in Alertmanager")
+            prom.wait_for(
+                lambda: not [a for a in prom.alerts() if a["labels"]["alertname"] == ALERT],
+                SLOW,
+                what=f"{ALERT} resolved in Prometheus",
+                last=prom.alerts,
+            )
+            am.wait_for_alerts(
+                lambda alerts: not [a for a in alerts if a["labels"]["alertname"] == ALERT],
+                timeout=SLOW,
+                desc=f"{ALERT} resolved in Alertmanager",
+            )
             mark("alert resolved")
 
             # 6. the journal holds the action, attributed to this alert occurrence and source.
             journal = controller.journal()
             starts = [r for r in journal if r["type"] == "action_start"]
             assert len(starts) == 1, journal
-            assert (starts[0]["rule"], starts[0]["action"], starts[0]["fingerprint"], starts[0]["source"]) == \
-                (RULE, "online-new", fingerprint, mode)
+            assert (starts[0]["rule"], starts[0]["action"], starts[0]["fingerprint"], starts[0]["source"]) == (
+                RULE,
+                "online-new",
+                fingerprint,
+                mode,
+            )
             results = {r["block"]: r for r in journal if r["type"] == "block_result"}
             assert sorted(results) == sorted(blocks) and all(r["result"] == "ok" for r in results.values())
             attempts = [r for r in journal if r["type"] == "attempt_start"]
@@ -248,16 +313,25 @@ def test_full_loop(mode, guest, exporter_port, tmp_path):
             ends = [r for r in journal if r["type"] == "attempt_end"]
             assert all(r["state_after"] == "online" and r["zone_after"] == "Movable" for r in ends), ends
             end = [r for r in journal if r["type"] == "action_end"]
-            assert len(end) == 1 and (end[0]["result"], end[0]["changed"], end[0]["failed"]) == \
-                ("done", sorted(blocks), []), end
+            assert len(end) == 1 and (end[0]["result"], end[0]["changed"], end[0]["failed"]) == (
+                "done",
+                sorted(blocks),
+                [],
+            ), end
 
             # ...and the controller's own metrics, scraped by Prometheus through its authenticated endpoint.
-            prom.wait_for(lambda: prom.query(
-                f'memhp_controller_actions_total{{instance="{INSTANCE}",action="online-new",result="ok"}} '
-                f'== {len(blocks)}'), SLOW, what="controller actions counted in Prometheus")
+            prom.wait_for(
+                lambda: prom.query(
+                    f'memhp_controller_actions_total{{instance="{INSTANCE}",action="online-new",result="ok"}} '
+                    f"== {len(blocks)}"
+                ),
+                SLOW,
+                what="controller actions counted in Prometheus",
+            )
             source = "pull" if mode == "pull" else "webhook"
-            assert prom.query(f'memhp_controller_alerts_received_total{{instance="{INSTANCE}",source="{source}",'
-                              f'status="firing"}} > 0')
+            assert prom.query(
+                f'memhp_controller_alerts_received_total{{instance="{INSTANCE}",source="{source}",status="firing"}} > 0'
+            )
             mark("journal and metrics checked")
     finally:
         print(f"full loop ({mode}) timings: {timings}")

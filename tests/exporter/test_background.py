@@ -3,9 +3,9 @@ monitor really listens on netlink here (it only reads)."""
 
 import time
 
-from exporter import background
-from exporter.background import RestartingThread
-from exporter.uevent_monitor import UeventMonitor
+from memhp.exporter.events import background
+from memhp.exporter.events.background import RestartingThread
+from memhp.exporter.events.uevent_monitor import UeventMonitor
 
 
 def wait_for(pred, timeout=15):

@@ -1,18 +1,16 @@
 """Collectors on captured trees, including trees broken on purpose."""
 
 import os
-import shutil
 import threading
 
-import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.cli import ExporterConfig, build_registry
-from exporter.collectors import BlocksCollector, MemhpCollector, SubCollector
-from exporter.collectors.blocks import GoingOfflineTracker
-from exporter.fsread import ParseErrors
-from exporter.paths import Paths
-from exporter.snapshot import read_snapshot
+from memhp.exporter.cli import ExporterConfig, build_registry
+from memhp.exporter.collectors import BlocksCollector, MemhpCollector, SubCollector
+from memhp.exporter.collectors.blocks import GoingOfflineTracker
+from memhp.exporter.kernel.fsread import ParseErrors
+from memhp.exporter.kernel.paths import Paths
+from memhp.exporter.kernel.snapshot import read_snapshot
 from tests.helpers.trees import block_dirs, remove_block, write
 
 
@@ -25,8 +23,11 @@ def test_counts_match_the_tree(host_archive_root):
     reg = registry_for(host_archive_root)
     snap = read_snapshot(Paths(str(host_archive_root / "sys"), str(host_archive_root / "proc")))
     online = [b for b in snap.blocks if b.state == "online"]
-    total = sum(reg.get_sample_value("memhp_blocks", {"node": str(b.node), "zone": z, "state": "online"}) or 0
-                for z in {b.zone for b in online} for b in online[:1])
+    total = sum(
+        reg.get_sample_value("memhp_blocks", {"node": str(b.node), "zone": z, "state": "online"}) or 0
+        for z in {b.zone for b in online}
+        for b in online[:1]
+    )
     by_zone = {}
     for b in online:
         by_zone[(str(b.node), b.zone)] = by_zone.get((str(b.node), b.zone), 0) + 1
@@ -36,8 +37,9 @@ def test_counts_match_the_tree(host_archive_root):
     size = snap.config.block_size_bytes
     assert reg.get_sample_value("memhp_block_size_bytes") == size
     b0 = snap.blocks[0]
-    assert reg.get_sample_value("memhp_block_state", {"block": str(b0.id), "node": str(b0.node),
-                                                      "state": b0.state}) == 1
+    assert (
+        reg.get_sample_value("memhp_block_state", {"block": str(b0.id), "node": str(b0.node), "state": b0.state}) == 1
+    )
     assert reg.get_sample_value("memhp_collector_success", {"collector": "blocks"}) == 1
 
 
@@ -64,15 +66,21 @@ def test_garbage_values_are_counted_and_skipped(host_tree):
     write(host_tree / "sys/devices/system/memory/block_size_bytes", "zz\n")
     write(host_tree / "proc/zoneinfo", "Node 0, zone Normal\n  pages free xyz\n")
     reg = registry_for(host_tree)
-    for kind in ("memoryN/state", "memoryN/valid_zones", "memoryN/removable", "memory/block_size_bytes",
-                 "proc/zoneinfo"):
+    for kind in (
+        "memoryN/state",
+        "memoryN/valid_zones",
+        "memoryN/removable",
+        "memory/block_size_bytes",
+        "proc/zoneinfo",
+    ):
         assert reg.get_sample_value("memhp_parse_errors_total", {"file": kind}) >= 1, kind
     for c in ("config", "blocks", "zones", "meminfo"):
         assert reg.get_sample_value("memhp_collector_success", {"collector": c}) == 1
     # Unknown values never become 0: no block size means no bytes metrics at all.
     assert reg.get_sample_value("memhp_block_size_bytes") is None
-    unknown = [s for m in reg.collect() for s in m.samples
-               if s.name == "memhp_blocks" and s.labels["state"] == "unknown"]
+    unknown = [
+        s for m in reg.collect() for s in m.samples if s.name == "memhp_blocks" and s.labels["state"] == "unknown"
+    ]
     assert sum(s.value for s in unknown) == 2  # block 0 (garbage) and block 3 (unreadable)
     assert reg.get_sample_value("memhp_blocks", {"node": "0", "zone": "unknown", "state": "online"}) == 1
 
@@ -89,7 +97,7 @@ def test_vanished_blocks_are_skipped_not_errors(host_tree):
 
 def test_block_removed_between_listdir_and_read(host_tree, monkeypatch):
     """Hot-remove races: the block disappears after the directory was listed."""
-    from exporter import memory_blocks
+    from memhp.exporter.kernel import memory_blocks
 
     victim = block_dirs(host_tree)[5]
     real = memory_blocks.list_block_ids
@@ -123,7 +131,7 @@ def test_one_failing_collector_does_not_break_the_scrape(host_archive_root):
 
 
 def test_going_offline_age_and_episodes():
-    from exporter.model import MemoryBlock
+    from memhp.exporter.kernel.model import MemoryBlock
 
     now = [100.0]
     t = GoingOfflineTracker(clock=lambda: now[0])

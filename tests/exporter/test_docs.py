@@ -6,12 +6,12 @@ import re
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.cli import ExporterConfig, build_registry
-from exporter.collectors import MemhpCollector
-from exporter.collectors.events import OfflineFailuresCollector, UeventsCollector
-from exporter.kmsg import FailureCounts, KmsgWatcher
-from exporter.paths import Paths
-from exporter.uevent_monitor import UeventMonitor
+from memhp.exporter.cli import ExporterConfig, build_registry
+from memhp.exporter.collectors import MemhpCollector
+from memhp.exporter.collectors.events import OfflineFailuresCollector, UeventsCollector
+from memhp.exporter.events.kmsg import FailureCounts, KmsgWatcher
+from memhp.exporter.events.uevent_monitor import UeventMonitor
+from memhp.exporter.kernel.paths import Paths
 from tests.helpers.trees import FIXTURES, REPO, block_dirs, unpack
 
 DOC = (REPO / "docs" / "metrics.md").read_text()
@@ -38,8 +38,9 @@ def emitted(tmp_path_factory):
     # the event collectors are off in --once mode: collect them directly
     watcher = KmsgWatcher("/nonexistent", FailureCounts(1), lambda: None)
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(MemhpCollector(paths, [OfflineFailuresCollector(watcher, watcher.counts),
-                                        UeventsCollector(UeventMonitor())]))
+    reg.register(
+        MemhpCollector(paths, [OfflineFailuresCollector(watcher, watcher.counts), UeventsCollector(UeventMonitor())])
+    )
     names |= _names(reg)
     return names
 

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from exporter.blocks_cli import main as memhp_main
+from memhp.cli import main as memhp_main
 from tests.helpers.trees import FIXTURES, fixture_archives, lsmem, unpack
 
 GOLDEN = FIXTURES / "golden"
@@ -24,13 +24,27 @@ NAMES = [a.name.removesuffix(".tar.gz") for a in fixture_archives()]
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
     base = tmp_path_factory.mktemp("fixtures")
-    return {a.name.removesuffix(".tar.gz"): unpack(a, base / a.name.removesuffix(".tar.gz"))
-            for a in fixture_archives()}
+    return {
+        a.name.removesuffix(".tar.gz"): unpack(a, base / a.name.removesuffix(".tar.gz")) for a in fixture_archives()
+    }
 
 
 def exposition(root) -> str:
-    out = subprocess.run([sys.executable, "-m", "exporter.cli", "--once", "--path.sysfs", str(root / "sys"),
-                          "--path.procfs", str(root / "proc")], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "memhp.exporter.cli",
+            "--once",
+            "--path.sysfs",
+            str(root / "sys"),
+            "--path.procfs",
+            str(root / "proc"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return "".join(line for line in out.stdout.splitlines(keepends=True) if not VOLATILE.match(line))
 
 
@@ -44,8 +58,14 @@ def samples(text: str) -> dict[str, float]:
 
 
 def test_all_scenarios_are_captured():
-    assert set(NAMES) >= {"two-node-dimm-offline", "auto-movable-virtio-mem", "movablecore-mixed", "imbalanced",
-                          "memmap-on-memory-partial", "going-offline"}
+    assert set(NAMES) >= {
+        "two-node-dimm-offline",
+        "auto-movable-virtio-mem",
+        "movablecore-mixed",
+        "imbalanced",
+        "memmap-on-memory-partial",
+        "going-offline",
+    }
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -61,8 +81,9 @@ def test_golden_metrics(name, roots, request):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_golden_passes_promtool(name):
-    check = subprocess.run(["promtool", "check", "metrics"], stdin=open(GOLDEN / f"{name}.prom"),
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        ["promtool", "check", "metrics"], stdin=open(GOLDEN / f"{name}.prom"), capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -159,9 +180,10 @@ def test_going_offline(roots, capsys):
     # the capture could not read `online` (it blocks on the device lock); the
     # detailed reader must not even try
     assert not (root / "sys/devices/system/memory/memory35/online").exists()
-    from exporter.snapshot import read_snapshot
-    from exporter.paths import Paths
-    from exporter.fsread import ParseErrors
+    from memhp.exporter.kernel.fsread import ParseErrors
+    from memhp.exporter.kernel.paths import Paths
+    from memhp.exporter.kernel.snapshot import read_snapshot
+
     errors = ParseErrors()
     snap = read_snapshot(Paths(str(root / "sys"), str(root / "proc")), errors, details=True)
     b35 = snap.block(35)
@@ -170,8 +192,8 @@ def test_going_offline(roots, capsys):
 
 
 def test_snapshot_block_lookup(roots):
-    from exporter.paths import Paths
-    from exporter.snapshot import read_snapshot
+    from memhp.exporter.kernel.paths import Paths
+    from memhp.exporter.kernel.snapshot import read_snapshot
 
     root = roots["two-node-dimm-offline"]
     snap = read_snapshot(Paths(str(root / "sys"), str(root / "proc")))

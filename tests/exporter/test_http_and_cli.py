@@ -9,11 +9,11 @@ import urllib.request
 
 import pytest
 
-from exporter.cli import get_parser, main
-from exporter.collectors import COLLECTORS
-from exporter.server import parse_listen_address, serve
-from tests.helpers.trees import block_dirs, remove_block
+from memhp.exporter.cli import get_parser, main
+from memhp.exporter.collectors import COLLECTORS
+from memhp.exporter.server import parse_listen_address, serve
 from tests.exporter.test_collectors import registry_for
+from tests.helpers.trees import block_dirs, remove_block
 
 
 def _get(url):
@@ -61,20 +61,32 @@ def test_listen_address_parsing():
 
 def test_help_documents_every_flag():
     text = get_parser().format_help()
-    for flag in ("--web.listen-address", "--web.telemetry-path", "--path.sysfs", "--path.procfs",
-                 "--web.tls.cert-file", "--web.tls.key-file", "--log.level", "--once", "--once.output",
-                 "--collector.blocks.limit"):
+    for flag in (
+        "--web.listen-address",
+        "--web.telemetry-path",
+        "--path.sysfs",
+        "--path.procfs",
+        "--web.tls.cert-file",
+        "--web.tls.key-file",
+        "--log.level",
+        "--once",
+        "--once.output",
+        "--collector.blocks.limit",
+    ):
         assert flag in text
     for name in COLLECTORS:
         assert f"--collector.{name}" in text and f"--no-collector.{name}" in text
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--once.output", "x"], "--once.output needs --once"),
-    (["--web.tls.cert-file", "c"], "go together"),
-    (["--collector.blocks.limit", "-1"], ">= 0"),
-    (["--web.listen-address", "nope"], "HOST:PORT"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--once.output", "x"], "--once.output needs --once"),
+        (["--web.tls.cert-file", "c"], "go together"),
+        (["--collector.blocks.limit", "-1"], ">= 0"),
+        (["--web.listen-address", "nope"], "HOST:PORT"),
+    ],
+)
 def test_bad_flags_are_clear_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -84,8 +96,18 @@ def test_bad_flags_are_clear_errors(argv, message, capsys):
 def test_once_output_is_atomic_textfile(host_archive_root, tmp_path):
     out = tmp_path / "memhp.prom"
     out.write_text("old\n")
-    rc = main(["--once", "--once.output", str(out), "--path.sysfs", str(host_archive_root / "sys"),
-               "--path.procfs", str(host_archive_root / "proc"), "--no-collector.zones"])
+    rc = main(
+        [
+            "--once",
+            "--once.output",
+            str(out),
+            "--path.sysfs",
+            str(host_archive_root / "sys"),
+            "--path.procfs",
+            str(host_archive_root / "proc"),
+            "--no-collector.zones",
+        ]
+    )
     assert rc == 0
     text = out.read_text()
     assert text.startswith("# HELP") and "memhp_zone_" not in text and "memhp_blocks{" in text
@@ -101,11 +123,21 @@ def test_served_process_end_to_end(host_archive_root, tmp_path):
         port = s.getsockname()[1]
     kmsg = tmp_path / "kmsg"
     kmsg.write_text("")
-    proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "memhp-exporter"),
-                             "--web.listen-address", f"127.0.0.1:{port}",
-                             "--path.sysfs", str(host_archive_root / "sys"),
-                             "--path.procfs", str(host_archive_root / "proc"), "--path.kmsg", str(kmsg),
-                             "--no-collector.uevents"], stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            os.path.join(os.path.dirname(sys.executable), "memhp-exporter"),
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+            "--path.sysfs",
+            str(host_archive_root / "sys"),
+            "--path.procfs",
+            str(host_archive_root / "proc"),
+            "--path.kmsg",
+            str(kmsg),
+            "--no-collector.uevents",
+        ],
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:

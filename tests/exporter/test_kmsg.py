@@ -2,7 +2,7 @@
 
 import time
 
-from exporter.kmsg import FailureCounts, KmsgWatcher, parse_failure
+from memhp.exporter.events.kmsg import FailureCounts, KmsgWatcher, parse_failure
 
 LINE = "memory offlining [mem 0x0000000148000000-0x000000014fffffff] failed due to notifier failure"
 KMSG = "7,1234,56789012,-;" + LINE
@@ -19,8 +19,7 @@ def test_parse_both_formats():
     f = parse_failure(KMSG)
     assert (f.start, f.end, f.reason) == (0x148000000, 0x14FFFFFFF, "notifier failure")
     assert list(f.blocks(128 << 20)) == [41]
-    assert parse_failure("[   12.345] " + LINE.replace("notifier failure", "unmovable page")).reason == \
-        "unmovable page"
+    assert parse_failure("[   12.345] " + LINE.replace("notifier failure", "unmovable page")).reason == "unmovable page"
     assert parse_failure("memory offlining [mem 0x2-0x1] failed due to x") is None
     assert parse_failure("random line") is None
 
@@ -34,16 +33,21 @@ def test_watcher_counts_only_new_lines_by_default(tmp_path):
         wait_for(lambda: w.up)
         with open(log, "a") as f:
             f.write(KMSG + "\n" + " SUBSYSTEM=memory\n" + "garbage \xff\n")
-            f.write(LINE.replace("0x0000000148000000-0x000000014fffffff",
-                                 "0x0000000150000000-0x000000015fffffff") + "\n")
-            f.write(LINE.replace("0x0000000148000000-0x000000014fffffff",
-                                 "0x0000000200000000-0x0000000207ffffff") + "\n")
+            f.write(
+                LINE.replace("0x0000000148000000-0x000000014fffffff", "0x0000000150000000-0x000000015fffffff") + "\n"
+            )
+            f.write(
+                LINE.replace("0x0000000148000000-0x000000014fffffff", "0x0000000200000000-0x0000000207ffffff") + "\n"
+            )
         wait_for(lambda: sum(counts.snapshot()[0].values()) == 3)
         by_reason, by_block, _ = counts.snapshot()
         assert by_reason == {"notifier failure": 3}
         # blocks 41, 42, 43 and 64: the limit of 2 block series sends the rest to "other"
-        assert by_block == {("41", "notifier failure"): 1, ("42", "notifier failure"): 1,
-                            ("other", "notifier failure"): 2}
+        assert by_block == {
+            ("41", "notifier failure"): 1,
+            ("42", "notifier failure"): 1,
+            ("other", "notifier failure"): 2,
+        }
     finally:
         w.stop()
 
@@ -75,10 +79,10 @@ def test_known_reasons_start_at_zero(tmp_path):
     """A reason's first failure must be an increase from 0, not a new series at 1."""
     from prometheus_client import CollectorRegistry
 
-    from exporter.collectors import MemhpCollector
-    from exporter.collectors.events import OfflineFailuresCollector
-    from exporter.kmsg import KNOWN_REASONS
-    from exporter.paths import Paths
+    from memhp.exporter.collectors import MemhpCollector
+    from memhp.exporter.collectors.events import OfflineFailuresCollector
+    from memhp.exporter.events.kmsg import KNOWN_REASONS
+    from memhp.exporter.kernel.paths import Paths
 
     counts = FailureCounts(block_limit=10)
     w = KmsgWatcher(str(tmp_path / "kmsg"), counts, lambda: 128 << 20)

@@ -1,10 +1,10 @@
 """The typed parsing layer, on real kernel text and on the traps in it."""
 
-from exporter.fsread import ParseErrors, parse_bool, parse_int, read_attr
-from exporter.meminfo import parse_meminfo
-from exporter.memory_blocks import parse_state, parse_valid_zones
-from exporter.nodes import parse_nodelist
-from exporter.zoneinfo import parse_zoneinfo, read_zoneinfo
+from memhp.exporter.kernel.fsread import ParseErrors, parse_bool, parse_int, read_attr
+from memhp.exporter.kernel.meminfo import parse_meminfo
+from memhp.exporter.kernel.memory_blocks import parse_state, parse_valid_zones
+from memhp.exporter.kernel.nodes import parse_nodelist
+from memhp.exporter.kernel.zoneinfo import parse_zoneinfo, read_zoneinfo
 
 # Shape of a 6.x /proc/zoneinfo: per-node stats under the first zone, per-CPU
 # pagesets whose "high:" and "vm stats threshold" must not leak into the zone.

@@ -1,6 +1,5 @@
 """Property tests: no sysfs/procfs content, however broken, escapes a scrape."""
 
-import os
 import shutil
 from pathlib import Path
 
@@ -8,14 +7,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.cli import ExporterConfig, build_registry
-from exporter.fsread import ParseErrors
-from exporter.kmsg import parse_failure
-from exporter.meminfo import parse_meminfo
-from exporter.memory_blocks import parse_state, parse_valid_zones
-from exporter.nodes import parse_nodelist
-from exporter.paths import Paths
-from exporter.zoneinfo import parse_zoneinfo
+from memhp.exporter.cli import ExporterConfig, build_registry
+from memhp.exporter.events.kmsg import parse_failure
+from memhp.exporter.kernel.fsread import ParseErrors
+from memhp.exporter.kernel.meminfo import parse_meminfo
+from memhp.exporter.kernel.memory_blocks import parse_state, parse_valid_zones
+from memhp.exporter.kernel.nodes import parse_nodelist
+from memhp.exporter.kernel.paths import Paths
+from memhp.exporter.kernel.zoneinfo import parse_zoneinfo
 from tests.helpers.trees import FIXTURES, unpack
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -37,10 +36,26 @@ def test_text_parsers_never_raise(s):
 
 
 @SETTINGS
-@given(st.lists(st.sampled_from(["Node 0, zone Normal", "Node x, zone", "  pages free 12", "  pagesets",
-                                 "        min 3", "  per-node stats", "      nr_x 5", "    cpu: 0",
-                                 "              high: 9", "  start_pfn: 1", "        protection: (0, 1)"]),
-                max_size=40))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "Node 0, zone Normal",
+                "Node x, zone",
+                "  pages free 12",
+                "  pagesets",
+                "        min 3",
+                "  per-node stats",
+                "      nr_x 5",
+                "    cpu: 0",
+                "              high: 9",
+                "  start_pfn: 1",
+                "        protection: (0, 1)",
+            ]
+        ),
+        max_size=40,
+    )
+)
 def test_zoneinfo_shuffled_structure_never_raises(lines):
     info = parse_zoneinfo("\n".join(lines), ParseErrors())
     for z in info.zones:
@@ -86,8 +101,13 @@ def _corrupt(path: Path, how: str, payload: bytes, root: Path):
     if how == "directory":
         path.mkdir()
         return
-    data = {"bytes": payload, "text": payload.decode("latin-1").encode("utf-8", "replace"), "empty": b"",
-            "huge": b"1" * (70 << 10), "non_utf8": b"\xff\xfe" + payload}[how]
+    data = {
+        "bytes": payload,
+        "text": payload.decode("latin-1").encode("utf-8", "replace"),
+        "empty": b"",
+        "huge": b"1" * (70 << 10),
+        "non_utf8": b"\xff\xfe" + payload,
+    }[how]
     path.write_bytes(data)
 
 
@@ -103,8 +123,9 @@ def test_no_corruption_escapes_a_scrape(tree, tmp_path_factory, target, how, pay
     cfg = ExporterConfig(paths=Paths(str(root / "sys"), str(root / "proc")), once=True)
     reg, _ = build_registry(cfg, errors)
     families = list(reg.collect())  # must not raise
-    success = {s.labels["collector"]: s.value for f in families for s in f.samples
-               if s.name == "memhp_collector_success"}
+    success = {
+        s.labels["collector"]: s.value for f in families for s in f.samples if s.name == "memhp_collector_success"
+    }
     assert success == {"config": 1.0, "blocks": 1.0, "zones": 1.0, "meminfo": 1.0}
     kind_counted = errors.total() > 0
     if how in ("non_utf8", "directory") or (how == "huge" and target.startswith("sys/")):

@@ -5,9 +5,9 @@ import json
 import subprocess
 import sys
 
-from exporter.blocks_cli import main as memhp_main
-from exporter.fsread import ParseErrors
-from exporter.meminfo import read_meminfo
+from memhp.cli import main as memhp_main
+from memhp.exporter.kernel.fsread import ParseErrors
+from memhp.exporter.kernel.meminfo import read_meminfo
 from tests.helpers.trees import lsmem
 
 
@@ -24,13 +24,19 @@ def test_blocks_listing_agrees_with_lsmem_on_this_machine(capsys):
 def test_merged_listing_agrees_with_lsmem_on_this_machine(capsys):
     assert memhp_main(["blocks", "--json"]) == 0
     ours = json.loads(capsys.readouterr().out)["memory"]
-    ref = json.loads(subprocess.run(["lsmem", "-J", "-o", "RANGE,SIZE,STATE,REMOVABLE,BLOCK,NODE,ZONES"],
-                                    check=True, capture_output=True, text=True).stdout)["memory"]
+    ref = json.loads(
+        subprocess.run(
+            ["lsmem", "-J", "-o", "RANGE,SIZE,STATE,REMOVABLE,BLOCK,NODE,ZONES"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )["memory"]
     assert ours == ref  # range, size, and merging too
 
 
 def test_once_on_this_machine_passes_promtool(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "exporter.cli", "--once"], check=True, capture_output=True)
+    out = subprocess.run([sys.executable, "-m", "memhp.exporter.cli", "--once"], check=True, capture_output=True)
     assert b"memhp_block_size_bytes" in out.stdout
     check = subprocess.run(["promtool", "check", "metrics"], input=out.stdout, capture_output=True)
     assert check.returncode == 0, check.stdout + check.stderr

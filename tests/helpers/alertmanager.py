@@ -24,9 +24,10 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import pytest
 import yaml
@@ -49,8 +50,10 @@ def _require_alertmanager() -> None:
     # Real Alertmanager is part of what these tests prove: its absence is a
     # broken set-up, reported as a failure, never a silent skip.
     if not have_alertmanager():
-        pytest.fail(f"{ALERTMANAGER} or {AMTOOL} missing: run scripts/setup.sh "
-                    "(Debian package prometheus-alertmanager)", pytrace=False)
+        pytest.fail(
+            f"{ALERTMANAGER} or {AMTOOL} missing: run scripts/setup.sh (Debian package prometheus-alertmanager)",
+            pytrace=False,
+        )
 
 
 # Kept as a marker so test modules can say what they need; the check itself
@@ -59,29 +62,45 @@ requires_alertmanager = pytest.mark.prometheus
 
 
 def rfc3339(dt: datetime | None = None) -> str:
-    dt = (dt or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    dt = (dt or datetime.now(UTC)).astimezone(UTC)
     return dt.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def api_alert(name: str, labels: Mapping[str, str] | None = None, *, annotations: Mapping[str, str] | None = None,
-              starts_at: datetime | None = None, ends_at: datetime | None = None,
-              generator_url: str = "http://127.0.0.1/test") -> dict[str, Any]:
+def api_alert(
+    name: str,
+    labels: Mapping[str, str] | None = None,
+    *,
+    annotations: Mapping[str, str] | None = None,
+    starts_at: datetime | None = None,
+    ends_at: datetime | None = None,
+    generator_url: str = "http://127.0.0.1/test",
+) -> dict[str, Any]:
     """One alert in the shape ``POST /api/v2/alerts`` takes (a postableAlert).
 
     Like Prometheus, it always carries ``startsAt`` (now unless given): resend
     the same dict through :func:`resolved` to end that very occurrence.
     """
-    alert: dict[str, Any] = {"labels": {"alertname": name, **(labels or {})},
-                             "annotations": dict(annotations or {}), "generatorURL": generator_url,
-                             "startsAt": rfc3339(starts_at)}
+    alert: dict[str, Any] = {
+        "labels": {"alertname": name, **(labels or {})},
+        "annotations": dict(annotations or {}),
+        "generatorURL": generator_url,
+        "startsAt": rfc3339(starts_at),
+    }
     if ends_at is not None:
         alert["endsAt"] = rfc3339(ends_at)
     return alert
 
 
-def webhook_receiver(name: str, url: str, *, bearer_token_file: str | Path | None = None,
-                     basic_auth: tuple[str, str | Path] | None = None, ca_file: str | Path | None = None,
-                     insecure_skip_verify: bool = False, send_resolved: bool = True) -> dict[str, Any]:
+def webhook_receiver(
+    name: str,
+    url: str,
+    *,
+    bearer_token_file: str | Path | None = None,
+    basic_auth: tuple[str, str | Path] | None = None,
+    ca_file: str | Path | None = None,
+    insecure_skip_verify: bool = False,
+    send_resolved: bool = True,
+) -> dict[str, Any]:
     """A receiver with one webhook_config; secrets always by file (``*_file`` fields)."""
     http_config: dict[str, Any] = {"follow_redirects": False}
     if bearer_token_file is not None:
@@ -93,17 +112,27 @@ def webhook_receiver(name: str, url: str, *, bearer_token_file: str | Path | Non
         if ca_file is not None:
             tls["ca_file"] = str(ca_file)
         http_config["tls_config"] = tls
-    return {"name": name, "webhook_configs": [{"url": url, "send_resolved": send_resolved, "max_alerts": 0,
-                                               "http_config": http_config}]}
+    return {
+        "name": name,
+        "webhook_configs": [{"url": url, "send_resolved": send_resolved, "max_alerts": 0, "http_config": http_config}],
+    }
 
 
-def alertmanager_config(*receivers: dict[str, Any], group_by: list[str] | None = None,
-                        inhibit_rules: list[dict[str, Any]] | None = None, routes: list[dict[str, Any]] | None = None,
-                        **route_overrides: Any) -> dict[str, Any]:
+def alertmanager_config(
+    *receivers: dict[str, Any],
+    group_by: list[str] | None = None,
+    inhibit_rules: list[dict[str, Any]] | None = None,
+    routes: list[dict[str, Any]] | None = None,
+    **route_overrides: Any,
+) -> dict[str, Any]:
     """A complete config; the first receiver is the default route's (a blackhole if none given)."""
     receivers_list = list(receivers) or [{"name": "blackhole"}]
-    route: dict[str, Any] = {"receiver": receivers_list[0]["name"], "group_by": group_by or ["alertname", "node"],
-                             **FAST_ROUTE, **route_overrides}
+    route: dict[str, Any] = {
+        "receiver": receivers_list[0]["name"],
+        "group_by": group_by or ["alertname", "node"],
+        **FAST_ROUTE,
+        **route_overrides,
+    }
     if routes:
         route["routes"] = routes
     config: dict[str, Any] = {"route": route, "receivers": receivers_list}
@@ -116,6 +145,7 @@ def bcrypt_hash(password: str) -> str:
     """A bcrypt hash for ``basic_auth_users`` in Alertmanager's web config (libcrypt via the
     stdlib ``crypt`` module, deprecated but present in Python 3.11/3.12)."""
     import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
@@ -134,9 +164,17 @@ def check_config(path: str | Path) -> str:
 
 
 class Alertmanager:
-    def __init__(self, config: Mapping[str, Any] | str, workdir: Path, *, port: int | None = None,
-                 web_config: Mapping[str, Any] | None = None, ca_file: str | Path | None = None,
-                 basic_auth: tuple[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        config: Mapping[str, Any] | str,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        web_config: Mapping[str, Any] | None = None,
+        ca_file: str | Path | None = None,
+        basic_auth: tuple[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         """``web_config`` is Alertmanager's --web.config.file (tls_server_config, basic_auth_users);
         ``ca_file``/``basic_auth`` are what this helper's own requests then need."""
         self.workdir = Path(workdir)
@@ -174,9 +212,9 @@ class Alertmanager:
     def url(self) -> str:
         return f"{self.scheme}://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "Alertmanager":
+    def start(self, timeout: float = 30.0) -> Alertmanager:
         check_config(self.config_path)
-        for attempt in range(3):
+        for _attempt in range(3):
             self.port = self._fixed_port or free_port()
             if self._start_once(timeout):
                 return self
@@ -186,9 +224,15 @@ class Alertmanager:
 
     def _start_once(self, timeout: float) -> bool:
         self.storage.mkdir(exist_ok=True)
-        args = [ALERTMANAGER, f"--config.file={self.config_path}", f"--storage.path={self.storage}",
-                f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
-                "--log.level=debug", *self.extra_args]
+        args = [
+            ALERTMANAGER,
+            f"--config.file={self.config_path}",
+            f"--storage.path={self.storage}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",
+            "--log.level=debug",
+            *self.extra_args,
+        ]
         if self.web_config_path is not None:
             args.append(f"--web.config.file={self.web_config_path}")
         self._log = open(self.log_path, "ab")
@@ -223,7 +267,7 @@ class Alertmanager:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> "Alertmanager":
+    def __enter__(self) -> Alertmanager:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -258,11 +302,17 @@ class Alertmanager:
 
     def alerts(self, **params: str) -> list[dict[str, Any]]:
         from urllib.parse import urlencode
+
         query = ("?" + urlencode(params, doseq=True)) if params else ""
         return self.api("GET", "/api/v2/alerts" + query)
 
-    def wait_for_alerts(self, predicate: Callable[[list[dict[str, Any]]], object], timeout: float = 15.0,
-                        desc: str = "alerts in Alertmanager", **params: str) -> list[dict[str, Any]]:
+    def wait_for_alerts(
+        self,
+        predicate: Callable[[list[dict[str, Any]]], object],
+        timeout: float = 15.0,
+        desc: str = "alerts in Alertmanager",
+        **params: str,
+    ) -> list[dict[str, Any]]:
         """Poll ``GET /api/v2/alerts`` (with ``params``) until ``predicate`` holds; return that answer."""
         seen: list[list[dict[str, Any]]] = []
 
@@ -276,22 +326,39 @@ class Alertmanager:
 
     def add_silence(self, *matchers: str, duration: str = "1h", comment: str = "memhp test") -> str:
         """``amtool silence add``; returns the silence id."""
-        proc = subprocess.run([AMTOOL, f"--alertmanager.url={self.url}", "silence", "add",
-                               f"--duration={duration}", f"--comment={comment}", "--author=memhp-tests",
-                               *matchers], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            [
+                AMTOOL,
+                f"--alertmanager.url={self.url}",
+                "silence",
+                "add",
+                f"--duration={duration}",
+                f"--comment={comment}",
+                "--author=memhp-tests",
+                *matchers,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if proc.returncode != 0:
             raise AssertionError(f"amtool silence add failed: {proc.stdout}{proc.stderr}")
         return proc.stdout.strip()
 
     def expire_silence(self, silence_id: str) -> None:
-        proc = subprocess.run([AMTOOL, f"--alertmanager.url={self.url}", "silence", "expire", silence_id],
-                              capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(
+            [AMTOOL, f"--alertmanager.url={self.url}", "silence", "expire", silence_id],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if proc.returncode != 0:
             raise AssertionError(f"amtool silence expire failed: {proc.stdout}{proc.stderr}")
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a metric's samples (from Alertmanager's own /metrics) matching ``labels``."""
         from prometheus_client.parser import text_string_to_metric_families
+
         status, data = self._request("GET", "/metrics")
         assert status == 200, status
         total = 0.0

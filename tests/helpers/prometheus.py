@@ -28,9 +28,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import yaml
 
@@ -57,17 +58,37 @@ def prometheus_binary() -> str | None:
     return shutil.which(PROMETHEUS)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.2,
-             what: str = "condition", last: Callable[[], Any] | None = None) -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float,
+    interval: float = 0.2,
+    what: str = "condition",
+    last: Callable[[], Any] | None = None,
+) -> Any:
     """Poll ``predicate`` until it returns something truthy; return it.  On
     timeout raise PrometheusError with ``what`` and (if given) ``last()``."""
-    return wait_until(predicate, timeout, interval, what, last=last,
-                      catch=(OSError, urllib.error.URLError, PrometheusError, ValueError), error=PrometheusError)
+    return wait_until(
+        predicate,
+        timeout,
+        interval,
+        what,
+        last=last,
+        catch=(OSError, urllib.error.URLError, PrometheusError, ValueError),
+        error=PrometheusError,
+    )
 
 
-def static_job(name: str, targets: Sequence[str], *, labels: dict[str, str] | None = None,
-               metrics_path: str = "/metrics", scheme: str = "http", bearer_token_file: str | None = None,
-               instance: str | None = None, **extra: Any) -> dict:
+def static_job(
+    name: str,
+    targets: Sequence[str],
+    *,
+    labels: dict[str, str] | None = None,
+    metrics_path: str = "/metrics",
+    scheme: str = "http",
+    bearer_token_file: str | None = None,
+    instance: str | None = None,
+    **extra: Any,
+) -> dict:
     """One ``scrape_configs`` entry.  ``instance`` sets the instance label of
     every target (memhp's convention: the host name, the same for the exporter
     and the controller of one host, see docs/alerts.md)."""
@@ -77,8 +98,7 @@ def static_job(name: str, targets: Sequence[str], *, labels: dict[str, str] | No
         lbls["instance"] = instance
     if lbls:
         static["labels"] = lbls
-    job: dict[str, Any] = {"job_name": name, "metrics_path": metrics_path, "scheme": scheme,
-                           "static_configs": [static]}
+    job: dict[str, Any] = {"job_name": name, "metrics_path": metrics_path, "scheme": scheme, "static_configs": [static]}
     if bearer_token_file:
         job["authorization"] = {"type": "Bearer", "credentials_file": str(bearer_token_file)}
     job.update(extra)
@@ -128,13 +148,15 @@ class PrometheusServer:
         return data["result"]
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
-        data = self._data("/api/v1/query_range",
-                          {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}, expr)
+        data = self._data(
+            "/api/v1/query_range",
+            {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"},
+            expr,
+        )
         return data["result"]
 
     def label_values(self, label: str, match: Sequence[str] = ()) -> list[str]:
-        return self._data(f"/api/v1/label/{urllib.parse.quote(label)}/values",
-                          [("match[]", m) for m in match])
+        return self._data(f"/api/v1/label/{urllib.parse.quote(label)}/values", [("match[]", m) for m in match])
 
     def series(self, match: Sequence[str]) -> list[dict]:
         return self._data("/api/v1/series", [("match[]", m) for m in match])
@@ -149,8 +171,13 @@ class PrometheusServer:
         return self._data("/api/v1/alerts")["alerts"]
 
     def firing(self, alertname: str, **labels: str) -> list[dict]:
-        return [a for a in self.alerts() if a["labels"].get("alertname") == alertname and a["state"] == "firing"
-                and all(a["labels"].get(k) == v for k, v in labels.items())]
+        return [
+            a
+            for a in self.alerts()
+            if a["labels"].get("alertname") == alertname
+            and a["state"] == "firing"
+            and all(a["labels"].get(k) == v for k, v in labels.items())
+        ]
 
     def alertmanagers(self) -> list[dict]:
         return self._data("/api/v1/alertmanagers")["activeAlertmanagers"]
@@ -163,12 +190,18 @@ class PrometheusServer:
             return False
 
     # -- waits
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition",
-                 last: Callable[[], Any] | None = None) -> Any:
+    def wait_for(
+        self,
+        predicate: Callable[[], Any],
+        timeout: float = 60.0,
+        what: str = "condition",
+        last: Callable[[], Any] | None = None,
+    ) -> Any:
         def checked() -> Any:
             if self.proc.poll() is not None:
                 raise PrometheusError(f"prometheus exited with {self.proc.returncode}: {self.log_tail()}")
             return predicate()
+
         try:
             return wait_for(checked, timeout, what=what, last=last)
         except PrometheusError as e:
@@ -204,8 +237,12 @@ class PrometheusServer:
                     ok = False
             return ok
 
-        self.wait_for(check, timeout, what=f"targets scraped {scrapes}x",
-                      last=lambda: [(t["scrapeUrl"], t["health"], t.get("lastError")) for t in self.targets()])
+        self.wait_for(
+            check,
+            timeout,
+            what=f"targets scraped {scrapes}x",
+            last=lambda: [(t["scrapeUrl"], t["health"], t.get("lastError")) for t in self.targets()],
+        )
 
     def wait_rules_evaluated(self, timeout: float = 60.0, evaluations: int = 1) -> None:
         """Wait until every rule group has been evaluated ``evaluations`` times
@@ -219,18 +256,22 @@ class PrometheusServer:
             if not groups:
                 return False
             for g in groups:
-                key = f'{g["file"]}:{g["name"]}'
+                key = f"{g['file']}:{g['name']}"
                 stamp = g.get("lastEvaluation", "")
-                if stamp and not stamp.startswith("0001") and _rfc3339(stamp) >= since \
-                        and last_stamp.get(key) != stamp:
+                if stamp and not stamp.startswith("0001") and _rfc3339(stamp) >= since and last_stamp.get(key) != stamp:
                     last_stamp[key] = stamp
                     seen[key] = seen.get(key, 0) + 1
-            return all(seen.get(f'{g["file"]}:{g["name"]}', 0) >= evaluations for g in groups)
+            return all(seen.get(f"{g['file']}:{g['name']}", 0) >= evaluations for g in groups)
 
-        self.wait_for(check, timeout, what=f"rule groups evaluated {evaluations}x",
-                      last=lambda: [(g["name"], g.get("lastEvaluation"), [r.get("lastError") for r in g["rules"]
-                                                                           if r.get("lastError")])
-                                    for g in self.rule_groups()])
+        self.wait_for(
+            check,
+            timeout,
+            what=f"rule groups evaluated {evaluations}x",
+            last=lambda: [
+                (g["name"], g.get("lastEvaluation"), [r.get("lastError") for r in g["rules"] if r.get("lastError")])
+                for g in self.rule_groups()
+            ],
+        )
 
     # -- lifecycle
     def log_tail(self, lines: int = 40) -> str:
@@ -258,22 +299,33 @@ class PrometheusServer:
 def _rfc3339(stamp: str) -> float:
     """Prometheus' RFC 3339 timestamps (nanoseconds, Z or offset) as Unix time."""
     from datetime import datetime
+
     s = stamp.replace("Z", "+00:00")
     head, _, rest = s.partition(".")
     if rest:
         frac = "".join(c for c in rest if c.isdigit())
-        tz = rest[len(frac):]
+        tz = rest[len(frac) :]
         s = f"{head}.{frac[:6]}{tz}"
     return datetime.fromisoformat(s).timestamp()
 
 
-def write_config(path: Path, scrape_configs: Sequence[dict], rule_files: Sequence[Path], *,
-                 scrape_interval: str = "1s", evaluation_interval: str = "1s",
-                 alertmanagers: Sequence[str] = (), alertmanager_config: dict | None = None,
-                 external_labels: dict | None = None) -> None:
+def write_config(
+    path: Path,
+    scrape_configs: Sequence[dict],
+    rule_files: Sequence[Path],
+    *,
+    scrape_interval: str = "1s",
+    evaluation_interval: str = "1s",
+    alertmanagers: Sequence[str] = (),
+    alertmanager_config: dict | None = None,
+    external_labels: dict | None = None,
+) -> None:
     cfg: dict[str, Any] = {
-        "global": {"scrape_interval": scrape_interval, "scrape_timeout": scrape_interval,
-                   "evaluation_interval": evaluation_interval},
+        "global": {
+            "scrape_interval": scrape_interval,
+            "scrape_timeout": scrape_interval,
+            "evaluation_interval": evaluation_interval,
+        },
         "rule_files": [str(p) for p in rule_files],
         "scrape_configs": list(scrape_configs),
     }
@@ -294,12 +346,22 @@ def check_config(config_file: Path) -> None:
         raise PrometheusError(f"promtool check config failed:\n{r.stdout}{r.stderr}")
 
 
-def start_prometheus(workdir: Path, scrape_configs: Sequence[dict], rule_files: Sequence[Path] = (), *,
-                     scrape_interval: str = "1s", evaluation_interval: str = "1s",
-                     alertmanagers: Sequence[str] = (), alertmanager_config: dict | None = None,
-                     external_labels: dict | None = None, extra_args: Sequence[str] = (),
-                     ready_timeout: float = 30.0, attempts: int = 3, tsdb_path: Path | None = None,
-                     retention: str = "1d") -> PrometheusServer:
+def start_prometheus(
+    workdir: Path,
+    scrape_configs: Sequence[dict],
+    rule_files: Sequence[Path] = (),
+    *,
+    scrape_interval: str = "1s",
+    evaluation_interval: str = "1s",
+    alertmanagers: Sequence[str] = (),
+    alertmanager_config: dict | None = None,
+    external_labels: dict | None = None,
+    extra_args: Sequence[str] = (),
+    ready_timeout: float = 30.0,
+    attempts: int = 3,
+    tsdb_path: Path | None = None,
+    retention: str = "1d",
+) -> PrometheusServer:
     """Start Prometheus on a free 127.0.0.1 port, TSDB and config in ``workdir``;
     return once /-/ready answers.  The caller must ``stop()`` it (or use
     :func:`running_prometheus` / the fixture).
@@ -312,23 +374,50 @@ def start_prometheus(workdir: Path, scrape_configs: Sequence[dict], rule_files: 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     config_file = workdir / "prometheus.yml"
-    write_config(config_file, scrape_configs, rule_files, scrape_interval=scrape_interval,
-                 evaluation_interval=evaluation_interval, alertmanagers=alertmanagers,
-                 alertmanager_config=alertmanager_config, external_labels=external_labels)
+    write_config(
+        config_file,
+        scrape_configs,
+        rule_files,
+        scrape_interval=scrape_interval,
+        evaluation_interval=evaluation_interval,
+        alertmanagers=alertmanagers,
+        alertmanager_config=alertmanager_config,
+        external_labels=external_labels,
+    )
     check_config(config_file)
     last_error = ""
     for attempt in range(attempts):
         port = free_port()
         tsdb = Path(tsdb_path) if tsdb_path is not None else workdir / f"tsdb-{attempt}"
         log_file = workdir / f"prometheus-{attempt}.log"
-        argv = [binary, f"--config.file={config_file}", f"--storage.tsdb.path={tsdb}",
-                f"--web.listen-address={LOOPBACK}:{port}", "--web.enable-lifecycle",
-                f"--storage.tsdb.retention.time={retention}", "--log.level=info", *extra_args]
+        argv = [
+            binary,
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={tsdb}",
+            f"--web.listen-address={LOOPBACK}:{port}",
+            "--web.enable-lifecycle",
+            f"--storage.tsdb.retention.time={retention}",
+            "--log.level=info",
+            *extra_args,
+        ]
         with open(log_file, "wb") as log:
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=workdir, start_new_session=True)
-        server = PrometheusServer(url=f"http://{LOOPBACK}:{port}", port=port, workdir=workdir, proc=proc,
-                                  config_file=config_file, log_file=log_file, rule_files=list(map(Path, rule_files)))
+            proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=workdir,
+                start_new_session=True,
+            )
+        server = PrometheusServer(
+            url=f"http://{LOOPBACK}:{port}",
+            port=port,
+            workdir=workdir,
+            proc=proc,
+            config_file=config_file,
+            log_file=log_file,
+            rule_files=list(map(Path, rule_files)),
+        )
         try:
             server.wait_ready(ready_timeout)
             return server
@@ -341,8 +430,9 @@ def start_prometheus(workdir: Path, scrape_configs: Sequence[dict], rule_files: 
 
 
 @contextlib.contextmanager
-def running_prometheus(workdir: Path, scrape_configs: Sequence[dict], rule_files: Sequence[Path] = (),
-                       **kwargs: Any) -> Iterator[PrometheusServer]:
+def running_prometheus(
+    workdir: Path, scrape_configs: Sequence[dict], rule_files: Sequence[Path] = (), **kwargs: Any
+) -> Iterator[PrometheusServer]:
     server = start_prometheus(workdir, scrape_configs, rule_files, **kwargs)
     try:
         yield server
@@ -359,8 +449,7 @@ try:  # the fixture, for conftest.py files: `from tests.helpers.prometheus impor
         fails the test when the prometheus binary is missing (a broken
         set-up, never a silent skip); stops every server at teardown."""
         if prometheus_binary() is None:
-            pytest.fail(f"{PROMETHEUS} not installed: run scripts/setup.sh (Debian package prometheus)",
-                        pytrace=False)
+            pytest.fail(f"{PROMETHEUS} not installed: run scripts/setup.sh (Debian package prometheus)", pytrace=False)
         started: list[PrometheusServer] = []
 
         def start(scrape_configs: Sequence[dict], rule_files: Sequence[Path] = (), **kwargs: Any) -> PrometheusServer:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-from controller.alert import Alert, SinkFull, SinkUnavailable
+from memhp.controller.alert import Alert, SinkFull, SinkUnavailable
 
 T = TypeVar("T")
 
@@ -50,6 +51,8 @@ class RecordingSink:
                     return result
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AssertionError(f"timed out after {timeout}s waiting for {desc}; sink has: "
-                                         f"{[(a.name, a.status, a.labels) for a in alerts]}")
+                    raise AssertionError(
+                        f"timed out after {timeout}s waiting for {desc}; sink has: "
+                        f"{[(a.name, a.status, a.labels) for a in alerts]}"
+                    )
                 self._cond.wait(remaining)

@@ -5,15 +5,22 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
-def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
-               desc: str = "condition", *, last: Callable[[], Any] | None = None,
-               catch: tuple[type[BaseException], ...] = (Exception,),
-               error: Callable[[str], BaseException] = AssertionError) -> T:
+def wait_until(
+    condition: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    desc: str = "condition",
+    *,
+    last: Callable[[], Any] | None = None,
+    catch: tuple[type[BaseException], ...] = (Exception,),
+    error: Callable[[str], BaseException] = AssertionError,
+) -> T:
     """Return the first truthy value of ``condition()``; raise ``error`` after ``timeout`` seconds.
 
     Exceptions in ``catch`` raised by ``condition`` count as "not yet" and the

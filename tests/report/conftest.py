@@ -31,8 +31,11 @@ def history_prometheus(tmp_path_factory, history_end):
         # every block is loaded before /-/ready: the history's first and last hours answer
         first = history_end - (RANGE_HOURS + LEAD_HOURS) * HOUR
         for at in (first + 120, history_end):
-            prom.wait_for(lambda at=at: prom.query("count(instance_node:memhp_movable_kernel_ratio:ratio)", at=at),
-                          timeout=30, what=f"the history at {at}")
+            prom.wait_for(
+                lambda at=at: prom.query("count(instance_node:memhp_movable_kernel_ratio:ratio)", at=at),
+                timeout=30,
+                what=f"the history at {at}",
+            )
         yield prom
     finally:
         prom.stop()

@@ -33,9 +33,9 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import yaml
 
@@ -49,8 +49,8 @@ MiB = 1 << 20
 BLOCK = 128 * MiB
 HOUR = 3600
 RANGE_HOURS = 72
-LEAD_HOURS = 1          # data before the reviewed range, so the range starts inside the history
-INTERVAL = 60           # scrape and rule evaluation interval, seconds
+LEAD_HOURS = 1  # data before the reviewed range, so the range starts inside the history
+INTERVAL = 60  # scrape and rule evaluation interval, seconds
 
 
 def _steps(*points: tuple[float, float]) -> Callable[[float], float]:
@@ -63,6 +63,7 @@ def _steps(*points: tuple[float, float]) -> Callable[[float], float]:
             if h >= start:
                 v = value
         return v
+
     return f
 
 
@@ -72,6 +73,7 @@ def _counter(events: list[tuple[float, float]]) -> Callable[[float], float]:
 
     def f(h: float) -> float:
         return sum(n for at, n in ev if h >= at)
+
     return f
 
 
@@ -87,8 +89,14 @@ class NodeStory:
 
 
 NODES = [
-    NodeStory("db1", "0", 2 * GiB, 14 * GiB, 80 * GiB,
-              _steps((-99, 32 * GiB), (28, 56 * GiB), (30, 72 * GiB), (44, 52 * GiB), (47, 32 * GiB))),
+    NodeStory(
+        "db1",
+        "0",
+        2 * GiB,
+        14 * GiB,
+        80 * GiB,
+        _steps((-99, 32 * GiB), (28, 56 * GiB), (30, 72 * GiB), (44, 52 * GiB), (47, 32 * GiB)),
+    ),
     NodeStory("db1", "1", 2 * GiB, 14 * GiB, 16 * GiB, _steps((-99, 16 * GiB)), unofflinable=1),
     NodeStory("db2", "0", 1 * GiB, 7 * GiB, 32 * GiB, _steps((-99, 24 * GiB), (60, 26 * GiB), (66, 24 * GiB))),
     NodeStory("db3", "0", 2 * GiB, 30 * GiB, 48 * GiB, _steps((-99, 48 * GiB))),
@@ -115,33 +123,72 @@ QUARANTINED = {"db1": _steps((-99, 0), (45, 2), (46, 0)), "db2": _steps((-99, 0)
 
 # What the report must find (the tests compare against these).
 EXPECTED = {
-    ("db1", "0"): {"peak_ratio": 4.5, "current_ratio": 2.0, "hours_above_3": 19, "hours_above_4": 14,
-                   "hot_unpluggable": (72 * GiB, 32 * GiB, 32 * GiB), "failed_offline_bytes": 4 * BLOCK,
-                   "failed_offline_bytes_by_reason": {"unmovable page": 2 * BLOCK,
-                                                      "failure to isolate range": 2 * BLOCK},
-                   "unofflinable_blocks": 0},
-    ("db1", "1"): {"peak_ratio": 1.0, "current_ratio": 1.0, "hours_above_3": 0, "hours_above_4": 0,
-                   "hot_unpluggable": (16 * GiB, 16 * GiB, 16 * GiB), "failed_offline_bytes": 0,
-                   "failed_offline_bytes_by_reason": {}, "unofflinable_blocks": 1},
-    ("db2", "0"): {"peak_ratio": 3.25, "current_ratio": 3.0, "hours_above_3": 6, "hours_above_4": 0,
-                   "hot_unpluggable": (26 * GiB, 24 * GiB, 24 * GiB), "failed_offline_bytes": 0,
-                   "failed_offline_bytes_by_reason": {}, "unofflinable_blocks": 0},
-    ("db3", "0"): {"peak_ratio": 1.5, "current_ratio": 1.5, "hours_above_3": 0, "hours_above_4": 0,
-                   "hot_unpluggable": (48 * GiB, 48 * GiB, 48 * GiB), "failed_offline_bytes": 0,
-                   "failed_offline_bytes_by_reason": {}, "unofflinable_blocks": 0},
-    ("db3", "1"): {"peak_ratio": 2.0, "current_ratio": 2.0, "hours_above_3": 0, "hours_above_4": 0,
-                   "hot_unpluggable": (64 * GiB, 64 * GiB, 64 * GiB), "failed_offline_bytes": 0,
-                   "failed_offline_bytes_by_reason": {}, "unofflinable_blocks": 0},
+    ("db1", "0"): {
+        "peak_ratio": 4.5,
+        "current_ratio": 2.0,
+        "hours_above_3": 19,
+        "hours_above_4": 14,
+        "hot_unpluggable": (72 * GiB, 32 * GiB, 32 * GiB),
+        "failed_offline_bytes": 4 * BLOCK,
+        "failed_offline_bytes_by_reason": {"unmovable page": 2 * BLOCK, "failure to isolate range": 2 * BLOCK},
+        "unofflinable_blocks": 0,
+    },
+    ("db1", "1"): {
+        "peak_ratio": 1.0,
+        "current_ratio": 1.0,
+        "hours_above_3": 0,
+        "hours_above_4": 0,
+        "hot_unpluggable": (16 * GiB, 16 * GiB, 16 * GiB),
+        "failed_offline_bytes": 0,
+        "failed_offline_bytes_by_reason": {},
+        "unofflinable_blocks": 1,
+    },
+    ("db2", "0"): {
+        "peak_ratio": 3.25,
+        "current_ratio": 3.0,
+        "hours_above_3": 6,
+        "hours_above_4": 0,
+        "hot_unpluggable": (26 * GiB, 24 * GiB, 24 * GiB),
+        "failed_offline_bytes": 0,
+        "failed_offline_bytes_by_reason": {},
+        "unofflinable_blocks": 0,
+    },
+    ("db3", "0"): {
+        "peak_ratio": 1.5,
+        "current_ratio": 1.5,
+        "hours_above_3": 0,
+        "hours_above_4": 0,
+        "hot_unpluggable": (48 * GiB, 48 * GiB, 48 * GiB),
+        "failed_offline_bytes": 0,
+        "failed_offline_bytes_by_reason": {},
+        "unofflinable_blocks": 0,
+    },
+    ("db3", "1"): {
+        "peak_ratio": 2.0,
+        "current_ratio": 2.0,
+        "hours_above_3": 0,
+        "hours_above_4": 0,
+        "hot_unpluggable": (64 * GiB, 64 * GiB, 64 * GiB),
+        "failed_offline_bytes": 0,
+        "failed_offline_bytes_by_reason": {},
+        "unofflinable_blocks": 0,
+    },
 }
 EXPECTED_FAILURES = {"db1": {"unmovable page": 5, "failure to isolate range": 3}}
-EXPECTED_ACTIONS = {("db1", "online", "ok"): 320, ("db1", "offline", "ok"): 320, ("db1", "offline", "failed"): 4,
-                    ("db2", "online", "ok"): 16, ("db2", "offline", "ok"): 16}
+EXPECTED_ACTIONS = {
+    ("db1", "online", "ok"): 320,
+    ("db1", "offline", "ok"): 320,
+    ("db1", "offline", "failed"): 4,
+    ("db2", "online", "ok"): 16,
+    ("db2", "offline", "ok"): 16,
+}
 EXPECTED_QUARANTINED = {"db1": (2, 0), "db2": (0, 0)}  # (peak, current)
 
 
 def _labels(**kv: str) -> str:
     def esc(v: str) -> str:
         return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
     return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in kv.items()) + "}"
 
 
@@ -169,19 +216,44 @@ def openmetrics(end: int) -> Iterator[str]:
     for n in NODES:
         base = {**exp, "instance": n.instance, "node": n.node}
         mo = n.movable_online
-        add("memhp_blocks_bytes", "gauge", "memhp_blocks_bytes", {**base, "zone": "DMA32", "state": "online"},
-            lambda h, v=n.dma32: v)
-        add("memhp_blocks_bytes", "gauge", "memhp_blocks_bytes", {**base, "zone": "Normal", "state": "online"},
-            lambda h, v=n.normal: v)
+        add(
+            "memhp_blocks_bytes",
+            "gauge",
+            "memhp_blocks_bytes",
+            {**base, "zone": "DMA32", "state": "online"},
+            lambda h, v=n.dma32: v,
+        )
+        add(
+            "memhp_blocks_bytes",
+            "gauge",
+            "memhp_blocks_bytes",
+            {**base, "zone": "Normal", "state": "online"},
+            lambda h, v=n.normal: v,
+        )
         add("memhp_blocks_bytes", "gauge", "memhp_blocks_bytes", {**base, "zone": "Movable", "state": "online"}, mo)
         if n.movable_pool > mo(-99) or any(n.movable_pool > mo(h) for h in range(0, RANGE_HOURS)):
-            add("memhp_blocks_bytes", "gauge", "memhp_blocks_bytes", {**base, "zone": "Movable", "state": "offline"},
-                lambda h, p=n.movable_pool, mo=mo: p - mo(h))
+            add(
+                "memhp_blocks_bytes",
+                "gauge",
+                "memhp_blocks_bytes",
+                {**base, "zone": "Movable", "state": "offline"},
+                lambda h, p=n.movable_pool, mo=mo: p - mo(h),
+            )
         add("memhp_node_movable_accounted_bytes", "gauge", "memhp_node_movable_accounted_bytes", base, mo)
-        add("memhp_node_kernel_accounted_bytes", "gauge", "memhp_node_kernel_accounted_bytes", base,
-            lambda h, v=n.dma32 + n.normal: v)
-        add("memhp_node_movable_kernel_ratio", "gauge", "memhp_node_movable_kernel_ratio", base,
-            lambda h, mo=mo, k=n.dma32 + n.normal: mo(h) / k)
+        add(
+            "memhp_node_kernel_accounted_bytes",
+            "gauge",
+            "memhp_node_kernel_accounted_bytes",
+            base,
+            lambda h, v=n.dma32 + n.normal: v,
+        )
+        add(
+            "memhp_node_movable_kernel_ratio",
+            "gauge",
+            "memhp_node_movable_kernel_ratio",
+            base,
+            lambda h, mo=mo, k=n.dma32 + n.normal: mo(h) / k,
+        )
         add("memhp_hot_unpluggable_bytes", "gauge", "memhp_hot_unpluggable_bytes", base, mo)
         add("memhp_blocks_unofflinable", "gauge", "memhp_blocks_unofflinable", base, lambda h, v=n.unofflinable: v)
     for inst in sorted({n.instance for n in NODES}):
@@ -189,25 +261,61 @@ def openmetrics(end: int) -> Iterator[str]:
     by_reason: dict[str, list[tuple[float, float]]] = {}
     for block, reason, hours in BLOCK_FAILURES:
         lbl = {**exp, "instance": "db1", "block": block, "reason": reason}
-        add("memhp_block_offline_failures", "counter", "memhp_block_offline_failures_total", lbl,
-            _counter([(h, 1) for h in hours]))
+        add(
+            "memhp_block_offline_failures",
+            "counter",
+            "memhp_block_offline_failures_total",
+            lbl,
+            _counter([(h, 1) for h in hours]),
+        )
         by_reason.setdefault(reason, []).extend((h, 1) for h in hours)
-        add("memhp_block_info", "gauge", "memhp_block_info",
-            {**exp, "instance": "db1", "block": block, "node": "0", "zone": "Movable", "valid_zones": "Movable",
-             "removable": "1"}, lambda h: 1)
+        add(
+            "memhp_block_info",
+            "gauge",
+            "memhp_block_info",
+            {
+                **exp,
+                "instance": "db1",
+                "block": block,
+                "node": "0",
+                "zone": "Movable",
+                "valid_zones": "Movable",
+                "removable": "1",
+            },
+            lambda h: 1,
+        )
         for state in ("online", "offline", "going-offline"):
-            add("memhp_block_state", "gauge", "memhp_block_state",
+            add(
+                "memhp_block_state",
+                "gauge",
+                "memhp_block_state",
                 {**exp, "instance": "db1", "block": block, "node": "0", "state": state},
-                lambda h, s=state: 1 if s == "online" else 0)
+                lambda h, s=state: 1 if s == "online" else 0,
+            )
     for reason, events in sorted(by_reason.items()):
-        add("memhp_offline_failures", "counter", "memhp_offline_failures_total",
-            {**exp, "instance": "db1", "reason": reason}, _counter(events))
+        add(
+            "memhp_offline_failures",
+            "counter",
+            "memhp_offline_failures_total",
+            {**exp, "instance": "db1", "reason": reason},
+            _counter(events),
+        )
     for inst, action, result, errno, events in ACTIONS:
-        add("memhp_controller_actions", "counter", "memhp_controller_actions_total",
-            {**ctl, "instance": inst, "action": action, "result": result, "errno": errno}, _counter(events))
+        add(
+            "memhp_controller_actions",
+            "counter",
+            "memhp_controller_actions_total",
+            {**ctl, "instance": inst, "action": action, "result": result, "errno": errno},
+            _counter(events),
+        )
     for inst, f in QUARANTINED.items():
-        add("memhp_controller_quarantined_blocks", "gauge", "memhp_controller_quarantined_blocks",
-            {**ctl, "instance": inst}, f)
+        add(
+            "memhp_controller_quarantined_blocks",
+            "gauge",
+            "memhp_controller_quarantined_blocks",
+            {**ctl, "instance": inst},
+            f,
+        )
 
     for (family, kind), series in families.items():
         yield f"# TYPE {family} {kind}"
@@ -228,8 +336,10 @@ def rule_levels(rules_file: Path) -> list[list[dict]]:
         name = rule["record"]
         if name not in level:
             deps = {m for m in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rule["expr"]) if m in names and m != name}
-            level[name] = 1 + max((lvl(next(r for r in rules if r["record"] == d), seen + (name,))
-                                   for d in deps if d not in seen), default=-1)
+            level[name] = 1 + max(
+                (lvl(next(r for r in rules if r["record"] == d), seen + (name,)) for d in deps if d not in seen),
+                default=-1,
+            )
         return level[name]
 
     out: list[list[dict]] = []
@@ -266,9 +376,22 @@ def build_tsdb(workdir: Path, end: int, rules_file: Path = RULES) -> Path:
         out = workdir / f"rules-blocks-{i}"
         prom = start_prometheus(workdir / f"backfill-prometheus-{i}", [], tsdb_path=tsdb, retention="30d")
         try:
-            _run([PROMTOOL, "tsdb", "create-blocks-from", "rules", "-q", f"--url={prom.url}", f"--start={first}",
-                  f"--end={end}", f"--eval-interval={INTERVAL}s", f"--output-dir={out}", str(level_file)],
-                 f"rules backfill (level {i})")
+            _run(
+                [
+                    PROMTOOL,
+                    "tsdb",
+                    "create-blocks-from",
+                    "rules",
+                    "-q",
+                    f"--url={prom.url}",
+                    f"--start={first}",
+                    f"--end={end}",
+                    f"--eval-interval={INTERVAL}s",
+                    f"--output-dir={out}",
+                    str(level_file),
+                ],
+                f"rules backfill (level {i})",
+            )
         finally:
             prom.stop()
         for block in out.iterdir():

@@ -18,8 +18,17 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.prometheus import free_port
-from tests.report.history import (BLOCK, EXPECTED, EXPECTED_ACTIONS, EXPECTED_FAILURES, EXPECTED_QUARANTINED, GiB,
-                                  HOUR, NODES, RANGE_HOURS)
+from tests.report.history import (
+    BLOCK,
+    EXPECTED,
+    EXPECTED_ACTIONS,
+    EXPECTED_FAILURES,
+    EXPECTED_QUARANTINED,
+    HOUR,
+    NODES,
+    RANGE_HOURS,
+    GiB,
+)
 
 pytestmark = pytest.mark.prometheus
 
@@ -29,22 +38,39 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def memhp(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """The real command line (``memhp`` is exporter.blocks_cli:main)."""
+    """The real command line (``memhp`` is memhp.cli:main)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "exporter.blocks_cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, env=env, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "memhp.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture(scope="module")
 def report(history_prometheus, history_end, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    r = memhp("report", "--prometheus", history_prometheus.url, "--range", f"{RANGE_HOURS}h",
-              "--end", str(history_end), "--out", str(out), "--json")
+    r = memhp(
+        "report",
+        "--prometheus",
+        history_prometheus.url,
+        "--range",
+        f"{RANGE_HOURS}h",
+        "--end",
+        str(history_end),
+        "--out",
+        str(out),
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     data = json.loads(r.stdout)
     assert json.loads((out / "report.json").read_text()) == data
-    sample = os.environ.get("MEMHP_REPORT_SAMPLE")     # docs/capacity-review.md's sample is made this way
+    sample = os.environ.get("MEMHP_REPORT_SAMPLE")  # docs/capacity-review.md's sample is made this way
     if sample:
         shutil.copytree(out, sample, dirs_exist_ok=True)
     return {"json": data, "out": out, "md": (out / "report.md").read_text(), "stderr": r.stderr}
@@ -58,7 +84,7 @@ def test_meta_and_resolution(report, history_end):
     m = report["json"]["meta"]
     assert m["end"] == history_end and m["start"] == history_end - RANGE_HOURS * HOUR
     assert m["range_seconds"] == RANGE_HOURS * HOUR
-    assert m["step_seconds"] == 60          # 3 days / 11,000 points -> the 1m floor
+    assert m["step_seconds"] == 60  # 3 days / 11,000 points -> the 1m floor
     assert m["event_bucket_seconds"] == 3600
     assert m["warnings"] == []
 
@@ -87,7 +113,7 @@ def test_longest_episode_and_peak_time(report, history_end):
     n = _node(report["json"], "db1", "0")
     start = history_end - RANGE_HOURS * HOUR
     assert abs(n["longest_above_4"]["hours"] - 14) <= 2 / 60
-    assert abs(n["ratio"]["peak_at"] - (start + 30 * HOUR)) <= 120     # the 4.5:1 episode began at h30
+    assert abs(n["ratio"]["peak_at"] - (start + 30 * HOUR)) <= 120  # the 4.5:1 episode began at h30
 
 
 def test_blocks_that_could_not_be_offlined(report):
@@ -110,7 +136,7 @@ def test_failures_actions_quarantine(report):
     assert insts["db1"]["failed_actions_by_errno"] == [{"action": "offline", "errno": "EBUSY", "count": 4}]
     for inst, (peak, cur) in EXPECTED_QUARANTINED.items():
         assert insts[inst]["quarantined_blocks"] == {"peak": peak, "current": cur}
-    assert insts["db3"]["quarantined_blocks"] == {"peak": None, "current": None}   # no controller there
+    assert insts["db3"]["quarantined_blocks"] == {"peak": None, "current": None}  # no controller there
 
 
 def test_fleet_totals(report):
@@ -141,13 +167,19 @@ def test_findings_from_the_data(report):
     crit = [f for f in findings if f["severity"] == "critical"]
     assert len(crit) == 1 and crit[0]["alert"] == "MemhpMovableKernelRatioCritical"
     assert re.search(r"db1 node 0 spent 14\.0 h above 4:1", crit[0]["text"]), crit[0]["text"]
-    assert any(re.search(r"^512\.0 MiB \(4 memory blocks: 600-603, zone Movable\) requested for removal could "
-                         r"not be offlined on db1 node 0 \(failure to isolate range: 256\.0 MiB, unmovable page: "
-                         r"256\.0 MiB\)", t) for t in texts), texts
+    assert any(
+        re.search(
+            r"^512\.0 MiB \(4 memory blocks: 600-603, zone Movable\) requested for removal could "
+            r"not be offlined on db1 node 0 \(failure to isolate range: 256\.0 MiB, unmovable page: "
+            r"256\.0 MiB\)",
+            t,
+        )
+        for t in texts
+    ), texts
     assert any(re.search(r"db2 node 0 spent 6\.0 h above 3:1", t) for t in texts), texts
     assert any("quarantined up to 2 memory block" in t for t in texts)
     assert any("4 controller action(s)" in t and "EBUSY: 4" in t for t in texts)
-    assert not any("db3" in t for t in texts)      # the quiet host has nothing to say
+    assert not any("db3" in t for t in texts)  # the quiet host has nothing to say
     # every finding links to an existing runbook section
     anchors = {h[3:].strip().lower() for h in RUNBOOKS.read_text().splitlines() if h.startswith("## ")}
     for f in findings:
@@ -158,7 +190,7 @@ def test_findings_from_the_data(report):
 def test_markdown_summary(report):
     md = report["md"]
     assert md.startswith("# memhp capacity review")
-    assert "| 1 | db1 | 0 | " in md                                  # ranked first
+    assert "| 1 | db1 | 0 | " in md  # ranked first
     row = next(line for line in md.splitlines() if line.startswith("| db1 | 0 | 2.00:1 |"))
     assert "| 4.50:1 |" in row and "| 19.0 | 14.0 |" in row
     assert "| db1 | failure to isolate range | 3 |" in md and "| db1 | unmovable page | 5 |" in md
@@ -180,8 +212,12 @@ def test_charts_are_real_pngs(report):
 
     charts = report["json"]["charts"]
     assert set(charts) == {"capacity", "ratio", "failures", "actions"}
-    expected = {"ratio": (1000, 400), "failures": (1000, 350), "actions": (1000, 350),
-                "capacity": (1000, 250 * 3 + 50)}            # 5 nodes: 3 rows of 2
+    expected = {
+        "ratio": (1000, 400),
+        "failures": (1000, 350),
+        "actions": (1000, 350),
+        "capacity": (1000, 250 * 3 + 50),
+    }  # 5 nodes: 3 rows of 2
     for name, info in charts.items():
         path = report["out"] / info["file"]
         assert _png_size(path) == expected[name] == (info["width"], info["height"])
@@ -189,7 +225,7 @@ def test_charts_are_real_pngs(report):
             im.verify()
         with Image.open(path) as im:
             assert im.format == "PNG" and im.size == expected[name]
-            assert len(im.convert("RGB").getcolors(maxcolors=1 << 20) or ()) > 5    # not a blank canvas
+            assert len(im.convert("RGB").getcolors(maxcolors=1 << 20) or ()) > 5  # not a blank canvas
 
 
 def test_html_is_self_contained(report):
@@ -203,9 +239,22 @@ def test_html_is_self_contained(report):
 def _chromium(args: list[str], page: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     profile = tmp_path / f"chromium-profile-{len(list(tmp_path.iterdir()))}"
     profile.mkdir()
-    argv = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", *args, page.as_uri()]
+    argv = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        *args,
+        page.as_uri(),
+    ]
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
@@ -238,39 +287,76 @@ def test_html_renders_in_chromium(report, tmp_path):
     assert _console(r.stderr) == [], _console(r.stderr)
     assert _png_size(shot) == (1280, 2400)
     from PIL import Image
+
     with Image.open(shot) as im:
         colours = im.convert("RGB").getcolors(maxcolors=1 << 20)
-    assert colours is not None and len(colours) > 50               # text, tables and charts, not a blank page
+    assert colours is not None and len(colours) > 50  # text, tables and charts, not a blank page
     keep = os.environ.get("MEMHP_REPORT_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
 
 
 def test_step_raised_to_the_point_limit(history_prometheus, history_end, tmp_path):
-    r = memhp("report", "--prometheus", history_prometheus.url, "--range", "3d", "--end", str(history_end),
-              "--step", "10s", "--out", str(tmp_path), "--json")
+    r = memhp(
+        "report",
+        "--prometheus",
+        history_prometheus.url,
+        "--range",
+        "3d",
+        "--end",
+        str(history_end),
+        "--step",
+        "10s",
+        "--out",
+        str(tmp_path),
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
-    assert data["meta"]["step_seconds"] == 30                       # 3d at 10s = 25,921 points > 11,000
+    assert data["meta"]["step_seconds"] == 30  # 3d at 10s = 25,921 points > 11,000
     assert "11000" in r.stderr and "using 30s" in r.stderr
     assert data["meta"]["warnings"] and "30s" in data["meta"]["warnings"][0]
 
 
 def test_selector_and_progress(history_prometheus, history_end, tmp_path):
-    r = memhp("report", "--prometheus", history_prometheus.url, "--range", "3d", "--end", str(history_end),
-              "--selector", '{instance="db2"}', "--out", str(tmp_path), "--json", "--progress")
+    r = memhp(
+        "report",
+        "--prometheus",
+        history_prometheus.url,
+        "--range",
+        "3d",
+        "--end",
+        str(history_end),
+        "--selector",
+        '{instance="db2"}',
+        "--out",
+        str(tmp_path),
+        "--json",
+        "--progress",
+    )
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert {(n["instance"], n["node"]) for n in data["nodes"]} == {("db2", "0")}
-    assert data["fleet"]["hot_unpluggable_bytes"]["peak"] == 26 * GiB         # from the instance: rules
+    assert data["fleet"]["hot_unpluggable_bytes"]["peak"] == 26 * GiB  # from the instance: rules
     assert data["meta"]["selector"] == 'instance="db2"'
     lines = [line for line in r.stderr.splitlines() if line.startswith("memhp report: [")]
     assert len(lines) > 10
     done, total = map(int, re.search(r"\[\s*(\d+)/(\d+)\]", lines[-1]).groups())
     assert done == total
     # without --progress and without a terminal: quiet
-    r = memhp("report", "--prometheus", history_prometheus.url, "--range", "3d", "--end", str(history_end),
-              "--selector", '{instance="db2"}', "--out", str(tmp_path / "quiet"))
+    r = memhp(
+        "report",
+        "--prometheus",
+        history_prometheus.url,
+        "--range",
+        "3d",
+        "--end",
+        str(history_end),
+        "--selector",
+        '{instance="db2"}',
+        "--out",
+        str(tmp_path / "quiet"),
+    )
     assert r.returncode == 0 and r.stderr == "", r.stderr
     assert "db2 node 0 spent 6.0 h above 3:1" in r.stdout
 
@@ -285,28 +371,73 @@ def _fails(r: subprocess.CompletedProcess, *needles: str) -> None:
 
 
 def test_error_unreachable(tmp_path):
-    port = free_port()   # nothing listens there
-    _fails(memhp("report", "--prometheus", f"http://127.0.0.1:{port}", "--range", "1d", "--out", str(tmp_path)),
-           "cannot reach Prometheus", f"127.0.0.1:{port}")
+    port = free_port()  # nothing listens there
+    _fails(
+        memhp("report", "--prometheus", f"http://127.0.0.1:{port}", "--range", "1d", "--out", str(tmp_path)),
+        "cannot reach Prometheus",
+        f"127.0.0.1:{port}",
+    )
     assert not (tmp_path / "report.html").exists()
 
 
 def test_error_empty_selector(history_prometheus, history_end, tmp_path):
-    _fails(memhp("report", "--prometheus", history_prometheus.url, "--range", "3d", "--end", str(history_end),
-                 "--selector", '{instance="nosuchhost"}', "--out", str(tmp_path)),
-           "no memhp series match the selector", 'instance="nosuchhost"')
+    _fails(
+        memhp(
+            "report",
+            "--prometheus",
+            history_prometheus.url,
+            "--range",
+            "3d",
+            "--end",
+            str(history_end),
+            "--selector",
+            '{instance="nosuchhost"}',
+            "--out",
+            str(tmp_path),
+        ),
+        "no memhp series match the selector",
+        'instance="nosuchhost"',
+    )
 
 
 def test_error_range_without_data(history_prometheus, history_end, tmp_path):
-    _fails(memhp("report", "--prometheus", history_prometheus.url, "--range", "2d",
-                 "--end", str(history_end - 20 * 86400), "--out", str(tmp_path)),
-           "no data between", "none has samples in that range")
+    _fails(
+        memhp(
+            "report",
+            "--prometheus",
+            history_prometheus.url,
+            "--range",
+            "2d",
+            "--end",
+            str(history_end - 20 * 86400),
+            "--out",
+            str(tmp_path),
+        ),
+        "no data between",
+        "none has samples in that range",
+    )
 
 
 def test_error_bad_arguments(history_prometheus, tmp_path):
-    _fails(memhp("report", "--prometheus", history_prometheus.url, "--range", "3 days", "--out", str(tmp_path)),
-           "not a duration")
-    _fails(memhp("report", "--prometheus", history_prometheus.url, "--range", "1d", "--selector", '{instance=db1}',
-                 "--out", str(tmp_path)), "Prometheus refused")
-    _fails(memhp("report", "--prometheus", history_prometheus.url + "/nonsense", "--range", "1d",
-                 "--out", str(tmp_path)), "is this a Prometheus server")
+    _fails(
+        memhp("report", "--prometheus", history_prometheus.url, "--range", "3 days", "--out", str(tmp_path)),
+        "not a duration",
+    )
+    _fails(
+        memhp(
+            "report",
+            "--prometheus",
+            history_prometheus.url,
+            "--range",
+            "1d",
+            "--selector",
+            "{instance=db1}",
+            "--out",
+            str(tmp_path),
+        ),
+        "Prometheus refused",
+    )
+    _fails(
+        memhp("report", "--prometheus", history_prometheus.url + "/nonsense", "--range", "1d", "--out", str(tmp_path)),
+        "is this a Prometheus server",
+    )

@@ -6,13 +6,14 @@ import math
 
 import pytest
 
-from report.analysis import counter_events, time_above
-from report.collect import Series, event_bucket
-from report.promapi import MAX_POINTS, auto_step, format_duration, normalize_selector, parse_duration
+from memhp.report.analysis import counter_events, time_above
+from memhp.report.collect import Series, event_bucket
+from memhp.report.promapi import MAX_POINTS, auto_step, format_duration, normalize_selector, parse_duration
 
 
-@pytest.mark.parametrize("text,seconds", [("30d", 30 * 86400), ("1h30m", 5400), ("90s", 90), ("1w", 604800),
-                                          ("250ms", 0.25), ("600", 600)])
+@pytest.mark.parametrize(
+    "text,seconds", [("30d", 30 * 86400), ("1h30m", 5400), ("90s", 90), ("1w", 604800), ("250ms", 0.25), ("600", 600)]
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -49,7 +50,7 @@ def test_counter_events_resets_and_late_series():
     t0 = 1000.0
     s = Series({"reason": "x"}, [(t0, 2), (t0 + 60, 5), (t0 + 120, 1), (t0 + 180, math.nan), (t0 + 240, 4)])
     assert counter_events([s], t0)[0].points == [(t0 + 60, 3), (t0 + 120, 1), (t0 + 240, 3)]
-    late = Series({}, [(t0 + 120, 1), (t0 + 180, 2)])                # appeared with its first event
+    late = Series({}, [(t0 + 120, 1), (t0 + 180, 2)])  # appeared with its first event
     assert counter_events([late], t0)[0].points == [(t0 + 120, 1), (t0 + 180, 1)]
 
 

@@ -80,17 +80,20 @@ def op_run(req):
     inp = req.get("input")
     try:
         p = subprocess.Popen(
-            cmd, shell=shell, env=_env(req), cwd=req.get("cwd"),
+            cmd,
+            shell=shell,
+            env=_env(req),
+            cwd=req.get("cwd"),
             stdin=subprocess.PIPE if inp is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
     except OSError as e:
-        return {"rc": 127, "stdout": "", "stderr": str(e), "timed_out": False,
-                "seconds": 0.0}
+        return {"rc": 127, "stdout": "", "stderr": str(e), "timed_out": False, "seconds": 0.0}
     timed_out = False
     try:
-        out, err = p.communicate(inp.encode() if inp is not None else None,
-                                 timeout=timeout)
+        out, err = p.communicate(inp.encode() if inp is not None else None, timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
         try:
@@ -98,8 +101,13 @@ def op_run(req):
         except OSError:
             pass
         out, err = p.communicate()
-    return {"rc": p.returncode, "stdout": _text(out), "stderr": _text(err),
-            "timed_out": timed_out, "seconds": time.monotonic() - t0}
+    return {
+        "rc": p.returncode,
+        "stdout": _text(out),
+        "stderr": _text(err),
+        "timed_out": timed_out,
+        "seconds": time.monotonic() - t0,
+    }
 
 
 def op_read(req):
@@ -175,9 +183,16 @@ def op_spawn(req):
     cmd, shell = _cmd(req)
     out = req.get("stdout") or "/dev/null"
     with open(out, "ab") as f:
-        p = subprocess.Popen(cmd, shell=shell, env=_env(req), cwd=req.get("cwd"),
-                             stdin=subprocess.DEVNULL, stdout=f,
-                             stderr=subprocess.STDOUT, start_new_session=True)
+        p = subprocess.Popen(
+            cmd,
+            shell=shell,
+            env=_env(req),
+            cwd=req.get("cwd"),
+            stdin=subprocess.DEVNULL,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     with _children_lock:
         _children[p.pid] = p
     return {"pid": p.pid}
@@ -227,10 +242,15 @@ def main():
     port = sys.argv[1]
     fd = os.open(port, os.O_RDWR | os.O_CLOEXEC)
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
-    hello = {"id": None, "op": "hello", "pid": os.getpid(),
-             "uname": " ".join(os.uname()), "python": sys.version.split()[0],
-             "agent_start": time.monotonic() - _T0,
-             "guest_uptime": float(open("/proc/uptime").read().split()[0])}
+    hello = {
+        "id": None,
+        "op": "hello",
+        "pid": os.getpid(),
+        "uname": " ".join(os.uname()),
+        "python": sys.version.split()[0],
+        "agent_start": time.monotonic() - _T0,
+        "guest_uptime": float(open("/proc/uptime").read().split()[0]),
+    }
     _send(fd, hello)
     buf = b""
     while True:

@@ -48,9 +48,8 @@ MTIME = 0  # reproducible archives
 MEMORY = "sys/devices/system/memory"
 NODE = "sys/devices/system/node"
 PARAMS = "sys/module/memory_hotplug/parameters"
-BLOCK_ATTRS = ("state", "online", "phys_index", "phys_device", "removable",
-               "valid_zones", "uevent")
-DEVICE_LOCKED = ("online", "uevent")   # *_show() takes device_lock()
+BLOCK_ATTRS = ("state", "online", "phys_index", "phys_device", "removable", "valid_zones", "uevent")
+DEVICE_LOCKED = ("online", "uevent")  # *_show() takes device_lock()
 MEMORY_TOP = ("block_size_bytes", "auto_online_blocks", "crash_hotplug", "uevent")
 NODE_ATTRS = ("meminfo", "cpulist", "cpumap", "distance", "numastat")
 PROC_FILES = ("zoneinfo", "meminfo", "version", "cmdline")
@@ -59,7 +58,7 @@ PROC_FILES = ("zoneinfo", "meminfo", "version", "cmdline")
 class Capture:
     def __init__(self, root="/"):
         self.root = root
-        self.entries = {}        # archive path -> ("dir"|"file"|"link", payload, mode)
+        self.entries = {}  # archive path -> ("dir"|"file"|"link", payload, mode)
         self.unreadable = []
         self.skipped = []
 
@@ -123,8 +122,7 @@ class Capture:
             elif re.fullmatch(r"memory\d+", e):
                 self.entries[rel] = ("dir", None, 0o755)
                 for a in BLOCK_ATTRS:
-                    if a in DEVICE_LOCKED and self.entries.get(f"{rel}/state", ("", b""))[1] \
-                            == b"going-offline\n":
+                    if a in DEVICE_LOCKED and self.entries.get(f"{rel}/state", ("", b""))[1] == b"going-offline\n":
                         # Reading these takes the device lock, which the
                         # offlining writer holds: the read would block until
                         # the offline ends.  Leave them out, say so.
@@ -135,7 +133,7 @@ class Capture:
                     if re.fullmatch(r"node\d+", sub):
                         self.link(f"{rel}/{sub}")
             elif os.path.isfile(self._host(rel)) and not os.path.islink(self._host(rel)):
-                self.file(rel, marker_if_writeonly=True)   # probe, *_offline_page
+                self.file(rel, marker_if_writeonly=True)  # probe, *_offline_page
         # nodes
         for e in self.listdir(NODE):
             rel = f"{NODE}/{e}"
@@ -160,6 +158,7 @@ class Capture:
         with open(tmp, "wb") as raw:
             # gzip header mtime 0 too, so the same tree gives the same bytes
             import gzip
+
             with gzip.GzipFile(fileobj=raw, mode="wb", mtime=MTIME, filename="") as gz:
                 with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
                     for name in sorted(self.entries):
@@ -213,9 +212,16 @@ def main(argv=None):
     c.add("lsmem.json", listing_after.encode())
     c.add("capture.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
     c.write(args.out)
-    print(json.dumps({"out": args.out, "entries": len(c.entries),
-                      "seconds": round(time.monotonic() - t0, 3),
-                      "lsmem_stable": meta["lsmem_stable"]}))
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "entries": len(c.entries),
+                "seconds": round(time.monotonic() - t0, 3),
+                "lsmem_stable": meta["lsmem_stable"],
+            }
+        )
+    )
     return 0
 
 

@@ -23,8 +23,7 @@ import pytest
 from .guest import Guest, TestBed, VMConfig, VMError
 from .kernel import KernelUnavailable, resolve_package
 
-_state: dict = {"bed": None, "error": None, "guests": collections.OrderedDict(),
-                "fresh": [], "boots": []}
+_state: dict = {"bed": None, "error": None, "guests": collections.OrderedDict(), "fresh": [], "boots": []}
 MAX_SHARED = int(os.environ.get("MEMHP_VM_MAX_GUESTS", "3"))
 
 
@@ -50,8 +49,7 @@ def pytest_terminal_summary(terminalreporter):
     tr.write_line(f"qemu: {bed.qemu_version}")
     tr.write_line("prepare: " + ", ".join(f"{k} {v:.2f}s" for k, v in bed.timings.items()))
     for label, accel, t in _state["boots"]:
-        tr.write_line(f"boot [{label}] -accel {accel}: " +
-                      ", ".join(f"{k} {v:.2f}s" for k, v in t.items()))
+        tr.write_line(f"boot [{label}] -accel {accel}: " + ", ".join(f"{k} {v:.2f}s" for k, v in t.items()))
 
 
 @pytest.fixture(scope="session")
@@ -119,5 +117,4 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     if rep.when == "call" and rep.failed:
         for g in list(_state["guests"].values()) + _state["fresh"]:
-            rep.sections.append((f"guest console [{g.config.label()}] {g.console_path}",
-                                 g.console_tail(80)))
+            rep.sections.append((f"guest console [{g.config.label()}] {g.console_path}", g.console_tail(80)))

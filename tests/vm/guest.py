@@ -32,12 +32,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import initramfs as _initramfs
-from .initramfs import GUEST_RESULTS, HOST_TAG, RESULTS_TAG, AGENT_PORT_NAME
-from .kernel import Kernel, KernelUnavailable, fetch_kernel
+from .initramfs import AGENT_PORT_NAME, GUEST_RESULTS, HOST_TAG, RESULTS_TAG
+from .kernel import Kernel, fetch_kernel
 
 REPO = Path(__file__).resolve().parents[2]
 MEMORY = "/sys/devices/system/memory"
@@ -73,22 +74,24 @@ def venv_python() -> Path:
 @dataclasses.dataclass(frozen=True)
 class VirtioMem:
     """A cold-plugged virtio-mem-pci device (resize it with qom-set)."""
+
     id: str = "vmem0"
-    size: str = "2G"          # the backend: the most the device can provide
+    size: str = "2G"  # the backend: the most the device can provide
     node: int = 0
-    requested: str = "0"      # requested-size at boot
+    requested: str = "0"  # requested-size at boot
     block_size: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class VMConfig:
     """A guest configuration; equal configs share one booted guest."""
-    memory: str = "1G"               # boot memory (-m)
+
+    memory: str = "1G"  # boot memory (-m)
     slots: int = 4
     maxmem: str = "8G"
-    numa: tuple[str | int, ...] = ()   # boot memory per node ("512M", ...); sums to memory
-    smp: int | None = None           # default: one CPU per NUMA node (min 1)
-    cmdline: tuple[str, ...] = ()    # extra kernel arguments
+    numa: tuple[str | int, ...] = ()  # boot memory per node ("512M", ...); sums to memory
+    smp: int | None = None  # default: one CPU per NUMA node (min 1)
+    cmdline: tuple[str, ...] = ()  # extra kernel arguments
     virtio_mem: tuple[VirtioMem, ...] = ()
     machine: str = "pc"
 
@@ -117,16 +120,19 @@ class Result:
     def ok(self) -> bool:
         return self.rc == 0 and not self.timed_out
 
-    def check(self, what: str = "command") -> "Result":
+    def check(self, what: str = "command") -> Result:
         if not self.ok:
-            raise VMError(f"{what} failed rc={self.rc} timed_out={self.timed_out}\n"
-                          f"stdout: {self.stdout[-2000:]}\nstderr: {self.stderr[-2000:]}")
+            raise VMError(
+                f"{what} failed rc={self.rc} timed_out={self.timed_out}\n"
+                f"stdout: {self.stdout[-2000:]}\nstderr: {self.stderr[-2000:]}"
+            )
         return self
 
 
 def _die_with_parent():
     """In the QEMU child: SIGKILL it if the test process dies (no orphans)."""
     import ctypes
+
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
@@ -143,33 +149,38 @@ class TestBed:
 
     def __init__(self, kernel: Kernel, initrd: Path, workdir: Path, qemu: str):
         self.kernel, self.initrd, self.workdir, self.qemu = kernel, initrd, workdir, qemu
-        self.qemu_version = subprocess.run([qemu, "--version"], capture_output=True,
-                                           text=True).stdout.splitlines()[0]
+        self.qemu_version = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
         self.timings: dict[str, float] = {}
         self._n = itertools.count()
 
     @classmethod
-    def prepare(cls, workdir: Path, log=print) -> "TestBed":
+    def prepare(cls, workdir: Path, log=print) -> TestBed:
         qemu = shutil.which(QEMU)
         if not qemu:
-            raise VMError(f"{QEMU} not found: install Debian's qemu-system-x86 "
-                          "(scripts/setup.sh / make test does)")
+            raise VMError(f"{QEMU} not found: install Debian's qemu-system-x86 (scripts/setup.sh / make test does)")
         t0 = time.monotonic()
         kernel = fetch_kernel(log=log)
         t1 = time.monotonic()
         workdir.mkdir(parents=True, exist_ok=True)
         # Byte-compile the project on the host: the guest's root is read-only
         # and compiling under TCG is slow.
-        subprocess.run([str(venv_python()), "-m", "compileall", "-q", "-j0",
-                        *(str(REPO / d) for d in ("exporter", "controller", "tests/vm")
-                          if (REPO / d).is_dir())], capture_output=True)
-        initrd = _initramfs.build_initramfs(kernel, REPO, venv_python(),
-                                            workdir / "initramfs.cpio")
+        subprocess.run(
+            [
+                str(venv_python()),
+                "-m",
+                "compileall",
+                "-q",
+                "-j0",
+                *(str(REPO / d) for d in ("exporter", "controller", "tests/vm") if (REPO / d).is_dir()),
+            ],
+            capture_output=True,
+        )
+        initrd = _initramfs.build_initramfs(kernel, REPO, venv_python(), workdir / "initramfs.cpio")
         bed = cls(kernel, initrd, workdir, qemu)
         bed.timings.update(kernel_fetch=t1 - t0, initramfs=time.monotonic() - t1)
         return bed
 
-    def boot(self, config: VMConfig = VMConfig(), timeout: float | None = None) -> "Guest":
+    def boot(self, config: VMConfig = VMConfig(), timeout: float | None = None) -> Guest:
         d = self.workdir / f"guest{next(self._n)}"
         g = Guest(self, config, d)
         g.start(timeout=timeout)
@@ -261,7 +272,7 @@ class Guest:
     def __init__(self, bed: TestBed, config: VMConfig, workdir: Path):
         self.bed, self.config, self.workdir = bed, config, workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.results = workdir / "results"          # host side of GUEST_RESULTS
+        self.results = workdir / "results"  # host side of GUEST_RESULTS
         self.results.mkdir(exist_ok=True)
         self.console_path = workdir / "console.log"
         # unix socket paths are limited to 108 bytes: keep them short
@@ -285,26 +296,48 @@ class Guest:
     def qemu_argv(self, accel: str) -> list[str]:
         c = self.config
         mem = size_bytes(c.memory)
-        argv = [self.bed.qemu, "-nodefaults", "-no-user-config", "-display", "none",
-                "-machine", c.machine, "-accel", accel,
-                "-m", f"{mem // MiB}M,slots={c.slots},maxmem={size_bytes(c.maxmem) // MiB}M",
-                "-smp", str(c.cpus),
-                "-kernel", str(self.bed.kernel.vmlinuz), "-initrd", str(self.bed.initrd),
-                "-append", " ".join(["console=ttyS0", "panic=-1", "printk.devkmsg=on",
-                                     *c.cmdline]),
-                "-no-reboot",
-                "-chardev", f"file,id=con,path={self.console_path}",
-                "-serial", "chardev:con",
-                "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
-                "-virtfs", f"local,path=/,mount_tag={HOST_TAG},security_model=none,"
-                           "readonly=on,multidevs=remap",
-                "-virtfs", f"local,path={self.results},mount_tag={RESULTS_TAG},"
-                           "security_model=none,multidevs=remap",
-                "-device", "virtio-serial-pci,id=vser0",
-                "-chardev", f"socket,id=agent,path={self.agent_path},server=on,wait=off",
-                "-device", f"virtserialport,chardev=agent,name={AGENT_PORT_NAME}",
-                "-netdev", "user,id=net0,ipv6=off",
-                "-device", "virtio-net-pci,netdev=net0"]
+        argv = [
+            self.bed.qemu,
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-machine",
+            c.machine,
+            "-accel",
+            accel,
+            "-m",
+            f"{mem // MiB}M,slots={c.slots},maxmem={size_bytes(c.maxmem) // MiB}M",
+            "-smp",
+            str(c.cpus),
+            "-kernel",
+            str(self.bed.kernel.vmlinuz),
+            "-initrd",
+            str(self.bed.initrd),
+            "-append",
+            " ".join(["console=ttyS0", "panic=-1", "printk.devkmsg=on", *c.cmdline]),
+            "-no-reboot",
+            "-chardev",
+            f"file,id=con,path={self.console_path}",
+            "-serial",
+            "chardev:con",
+            "-qmp",
+            f"unix:{self.qmp_path},server=on,wait=off",
+            "-virtfs",
+            f"local,path=/,mount_tag={HOST_TAG},security_model=none,readonly=on,multidevs=remap",
+            "-virtfs",
+            f"local,path={self.results},mount_tag={RESULTS_TAG},security_model=none,multidevs=remap",
+            "-device",
+            "virtio-serial-pci,id=vser0",
+            "-chardev",
+            f"socket,id=agent,path={self.agent_path},server=on,wait=off",
+            "-device",
+            f"virtserialport,chardev=agent,name={AGENT_PORT_NAME}",
+            "-netdev",
+            "user,id=net0,ipv6=off",
+            "-device",
+            "virtio-net-pci,netdev=net0",
+        ]
         if c.numa:
             sizes = [size_bytes(n) for n in c.numa]
             if sum(sizes) != mem:
@@ -319,8 +352,10 @@ class Guest:
                 argv += ["-numa", node]
         for v in c.virtio_mem:
             argv += ["-object", f"memory-backend-ram,id={v.id}-mem,size={size_bytes(v.size) // MiB}M"]
-            dev = (f"virtio-mem-pci,id={v.id},memdev={v.id}-mem,node={v.node},"
-                   f"requested-size={size_bytes(v.requested) // MiB}M")
+            dev = (
+                f"virtio-mem-pci,id={v.id},memdev={v.id}-mem,node={v.node},"
+                f"requested-size={size_bytes(v.requested) // MiB}M"
+            )
             if v.block_size:
                 dev += f",block-size={size_bytes(v.block_size) // MiB}M"
             argv += ["-device", dev]
@@ -329,7 +364,7 @@ class Guest:
     def _accels(self) -> list[str]:
         want = os.environ.get("MEMHP_VM_ACCEL", "tcg")
         if want == "auto":
-            return (["kvm", "tcg"] if os.access("/dev/kvm", os.R_OK | os.W_OK) else ["tcg"])
+            return ["kvm", "tcg"] if os.access("/dev/kvm", os.R_OK | os.W_OK) else ["tcg"]
         return [want]
 
     def start(self, timeout: float | None = None):
@@ -338,16 +373,16 @@ class Guest:
             last = i == len(accels) - 1
             # A KVM guest on these machines hangs before the kernel prints
             # anything: give it a short probe, then fall back to TCG.
-            t = timeout or (float(os.environ.get("MEMHP_VM_BOOT_TIMEOUT", 180))
-                            if accel == "tcg" else 20.0)
+            t = timeout or (float(os.environ.get("MEMHP_VM_BOOT_TIMEOUT", "180")) if accel == "tcg" else 20.0)
             try:
                 self._launch(accel, t)
                 return
             except (VMError, TimeoutError) as e:
                 self.close()
                 if last:
-                    raise VMError(f"guest did not boot with -accel {accel}: {e}\n"
-                                  f"--- console tail ---\n{self.console_tail()}") from None
+                    raise VMError(
+                        f"guest did not boot with -accel {accel}: {e}\n--- console tail ---\n{self.console_tail()}"
+                    ) from None
 
     def _launch(self, accel: str, timeout: float):
         self._sockdir.mkdir(parents=True, exist_ok=True)
@@ -361,9 +396,14 @@ class Guest:
         (self.workdir / "qemu.argv").write_text(shlex.join(argv) + "\n")
         t0 = time.monotonic()
         self._stderr = open(self.workdir / "qemu.stderr", "wb")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._stderr,
-                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._stderr,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         self.accel = accel
         deadline = t0 + timeout
         while not (self.qmp_path.exists() and self.agent_path.exists()):
@@ -372,6 +412,7 @@ class Guest:
                 raise TimeoutError("QEMU did not create its sockets")
             time.sleep(0.02)
         from qemu.qmp.legacy import QEMUMonitorProtocol
+
         self._qmp = QEMUMonitorProtocol(str(self.qmp_path))
         self._qmp.connect(negotiate=True)
         self._qmp.settimeout(60)
@@ -461,15 +502,22 @@ class Guest:
         except (VMError, TimeoutError) as e:
             raise type(e)(f"{e}\n--- console tail ---\n{self.console_tail(30)}") from None
 
-    def run(self, cmd: str | list[str], timeout: float = 60, input: str | None = None,
-            env: dict | None = None, cwd: str | None = None) -> Result:
+    def run(
+        self,
+        cmd: str | list[str],
+        timeout: float = 60,
+        input: str | None = None,
+        env: dict | None = None,
+        cwd: str | None = None,
+    ) -> Result:
         """Run ``cmd`` in the guest (a list: argv; a string: ``sh -c``)."""
         req: dict[str, Any] = {"argv": cmd} if isinstance(cmd, list) else {"sh": cmd}
         if self._agent is None:
             raise VMError("guest is not running")
         try:
-            r = self._agent.call("run", timeout + 30, self._alive, timeout=timeout,
-                                 input=input, env=env, cwd=cwd, **req)
+            r = self._agent.call(
+                "run", timeout + 30, self._alive, timeout=timeout, input=input, env=env, cwd=cwd, **req
+            )
         except (VMError, TimeoutError) as e:
             raise type(e)(f"{e}\n--- console tail ---\n{self.console_tail(30)}") from None
         return Result(r["rc"], r["stdout"], r["stderr"], r["timed_out"], r["seconds"])
@@ -478,8 +526,7 @@ class Guest:
         """Run the project's virtualenv Python in the guest (cwd: the repo)."""
         if isinstance(args, str):
             args = shlex.split(args)
-        return self.run([str(venv_python()), *args], timeout=timeout,
-                        cwd=kw.pop("cwd", str(REPO)), **kw)
+        return self.run([str(venv_python()), *args], timeout=timeout, cwd=kw.pop("cwd", str(REPO)), **kw)
 
     def read(self, path: str) -> str:
         """Contents of a guest file; raises OSError (with errno) on failure."""
@@ -503,8 +550,7 @@ class Guest:
         and ``self.last_write_timed_out`` is True); ``timeout=None`` writes
         from the agent itself (cheaper, but must not block).
         """
-        r = self._call("write", wait_s=(timeout or 30) + 30, path=path,
-                       value=str(value), timeout=timeout)
+        r = self._call("write", wait_s=(timeout or 30) + 30, path=path, value=str(value), timeout=timeout)
         self.last_write_timed_out = r.get("timed_out", False)
         return r["errno"]
 
@@ -514,8 +560,9 @@ class Guest:
             raise OSError(r["errno"], r["error"], path)
         return r["entries"]
 
-    def spawn(self, cmd: str | list[str], log: str | None = None,
-              env: dict | None = None, cwd: str | None = None) -> int:
+    def spawn(
+        self, cmd: str | list[str], log: str | None = None, env: dict | None = None, cwd: str | None = None
+    ) -> int:
         """Start a background process in the guest; returns its pid.
 
         Its output goes to ``log`` (a guest path; default: a file in the
@@ -528,12 +575,12 @@ class Guest:
         return self._call("poll", pid=pid)["rc"]
 
     def kill(self, pid: int, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
-        return self._call("kill", wait_s=timeout + 30, pid=pid, sig=int(sig),
-                          timeout=timeout).get("rc")
+        return self._call("kill", wait_s=timeout + 30, pid=pid, sig=int(sig), timeout=timeout).get("rc")
 
     # ------------------------------------------------------------ waiting
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 60,
-                 what: str = "condition", interval: float = 0.05) -> Any:
+    def wait_for(
+        self, predicate: Callable[[], Any], timeout: float = 60, what: str = "condition", interval: float = 0.05
+    ) -> Any:
         """Poll ``predicate`` until it returns something truthy (returned);
         raise TimeoutError after ``timeout`` seconds.  Never a fixed sleep."""
         deadline = time.monotonic() + timeout
@@ -546,17 +593,18 @@ class Guest:
             except (OSError, ValueError, KeyError) as e:
                 last_exc = e
             if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout}s waiting for {what}"
-                                   + (f" (last error: {last_exc})" if last_exc else "")
-                                   + f"\n--- console tail ---\n{self.console_tail(20)}")
+                raise TimeoutError(
+                    f"timed out after {timeout}s waiting for {what}"
+                    + (f" (last error: {last_exc})" if last_exc else "")
+                    + f"\n--- console tail ---\n{self.console_tail(20)}"
+                )
             self._check_alive()
             time.sleep(interval)
 
     # ------------------------------------------------------------ memory view
     def blocks(self) -> list[int]:
         """Memory block numbers currently present in the guest."""
-        return sorted(int(e[6:]) for e in self.listdir(MEMORY)
-                      if re.fullmatch(r"memory\d+", e))
+        return sorted(int(e[6:]) for e in self.listdir(MEMORY) if re.fullmatch(r"memory\d+", e))
 
     def block_state(self, n: int) -> str | None:
         v = self.try_read(f"{MEMORY}/memory{n}/state")
@@ -580,7 +628,8 @@ class Guest:
             "    r['node']=next((int(x[4:]) for x in os.listdir(d) if re.fullmatch(r'node\\d+',x)),None)\n"
             "  except OSError: continue\n"
             "  out[int(e[6:])]=r\n"
-            "print(json.dumps(out))\n")
+            "print(json.dumps(out))\n"
+        )
         r = self.python(["-c", script], timeout=60).check("block_info")
         return {int(k): v for k, v in json.loads(r.stdout).items()}
 
@@ -605,8 +654,9 @@ class Guest:
             self._events.extend(self._qmp.get_events(wait=float(wait) if wait else False))
         return self._events
 
-    def _wait_event(self, name: str, match: Callable[[dict], bool], timeout: float,
-                    fail: Callable[[dict], str | None] | None = None) -> dict:
+    def _wait_event(
+        self, name: str, match: Callable[[dict], bool], timeout: float, fail: Callable[[dict], str | None] | None = None
+    ) -> dict:
         deadline = time.monotonic() + timeout
         seen = 0
         while True:
@@ -620,8 +670,10 @@ class Guest:
                         raise VMError(why)
             seen = len(evs)
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no {name} event within {timeout}s; events: {evs[-10:]}\n"
-                                   f"--- console tail ---\n{self.console_tail(20)}")
+                raise TimeoutError(
+                    f"no {name} event within {timeout}s; events: {evs[-10:]}\n"
+                    f"--- console tail ---\n{self.console_tail(20)}"
+                )
             self._check_alive()
             try:
                 self._events.extend(self._qmp.get_events(wait=0.2))
@@ -631,15 +683,20 @@ class Guest:
     def _blocks_for_range(self, addr: int, size: int) -> list[int]:
         return list(range(addr // self.block_size, (addr + size) // self.block_size))
 
-    def hotplug_dimm(self, size: int | str = "512M", node: int | None = None,
-                     id: str | None = None, wait: bool = True, timeout: float = 120) -> str:
+    def hotplug_dimm(
+        self,
+        size: int | str = "512M",
+        node: int | None = None,
+        id: str | None = None,
+        wait: bool = True,
+        timeout: float = 120,
+    ) -> str:
         """ACPI-hot-add a pc-dimm (``object-add memory-backend-ram`` +
         ``device_add pc-dimm``); waits until all its blocks exist in the guest.
         Returns the device id."""
         nbytes = size_bytes(size)
         id = id or f"dimm{next(self._dimm_ids)}"
-        self.qmp("object-add", **{"qom-type": "memory-backend-ram", "id": f"{id}-mem",
-                                  "size": nbytes})
+        self.qmp("object-add", **{"qom-type": "memory-backend-ram", "id": f"{id}-mem", "size": nbytes})
         dev: dict[str, Any] = {"driver": "pc-dimm", "id": id, "memdev": f"{id}-mem"}
         if node is not None:
             dev["node"] = node
@@ -652,8 +709,7 @@ class Guest:
         self._dimms[id] = addr
         if wait:
             want = set(self.dimm_blocks(id))
-            self.wait_for(lambda: want <= set(self.blocks()), timeout,
-                          f"blocks {sorted(want)} of {id} to appear")
+            self.wait_for(lambda: want <= set(self.blocks()), timeout, f"blocks {sorted(want)} of {id} to appear")
         return id
 
     def dimm_blocks(self, id: str) -> list[int]:
@@ -675,22 +731,22 @@ class Guest:
 
         def ost_failed(ev):
             info = ev.get("data", {}).get("info", {})
-            if (ev.get("event") == "ACPI_DEVICE_OST" and info.get("device") == id
-                    and info.get("status") not in (0, 0x84)):
+            if (
+                ev.get("event") == "ACPI_DEVICE_OST"
+                and info.get("device") == id
+                and info.get("status") not in (0, 0x84)
+            ):
                 return f"guest refused to eject {id}: _OST {info}"
             return None
 
         del self._events[:start]
-        self._wait_event("DEVICE_DELETED", lambda d: d.get("device") == id, timeout,
-                         fail=ost_failed)
+        self._wait_event("DEVICE_DELETED", lambda d: d.get("device") == id, timeout, fail=ost_failed)
         self.qmp("object-del", id=f"{id}-mem")
         self._dimms.pop(id, None)
         if wait_blocks:
-            self.wait_for(lambda: not (set(blocks) & set(self.blocks())), timeout,
-                          f"blocks {blocks} of {id} to vanish")
+            self.wait_for(lambda: not (set(blocks) & set(self.blocks())), timeout, f"blocks {blocks} of {id} to vanish")
 
-    def virtio_mem_resize(self, id: str, requested: int | str, wait: bool = True,
-                          timeout: float = 300) -> int:
+    def virtio_mem_resize(self, id: str, requested: int | str, wait: bool = True, timeout: float = 300) -> int:
         """``qom-set requested-size``; waits until the device reports that
         ``size`` (plugged) equals the request.  Returns the plugged size."""
         want = size_bytes(requested)
@@ -698,8 +754,12 @@ class Guest:
         self.qmp("qom-set", path=path, property="requested-size", value=want)
         if not wait:
             return self.qmp("qom-get", path=path, property="size")
-        self.wait_for(lambda: self.qmp("qom-get", path=path, property="size") == want,
-                      timeout, f"{id} to plug {want} bytes", interval=0.2)
+        self.wait_for(
+            lambda: self.qmp("qom-get", path=path, property="size") == want,
+            timeout,
+            f"{id} to plug {want} bytes",
+            interval=0.2,
+        )
         return want
 
     # ------------------------------------------------------------ network
@@ -715,8 +775,7 @@ class Guest:
                 return port
         raise VMError(f"hostfwd_add failed: {out}")
 
-    def http_get(self, path: str = "/metrics", guest_port: int = 9000,
-                 timeout: float = 30) -> tuple[int, str]:
+    def http_get(self, path: str = "/metrics", guest_port: int = 9000, timeout: float = 30) -> tuple[int, str]:
         """GET ``http://guest:guest_port/path`` through the forwarded port."""
         url = f"http://127.0.0.1:{self.forward(guest_port)}{path}"
         try:
@@ -730,8 +789,7 @@ class Guest:
         """Enable pr_debug sites (the offline-failure messages are pr_debug)."""
         return self.write(DYNDBG, spec, timeout=None)
 
-    def inject_notifier_error(self, action: str = "MEM_GOING_OFFLINE",
-                              err: int = -_errno.EBUSY) -> int:
+    def inject_notifier_error(self, action: str = "MEM_GOING_OFFLINE", err: int = -_errno.EBUSY) -> int:
         """Make the memory notifier chain fail ``action`` with ``err``
         (negative errno; 0 clears).  Returns the write's errno."""
         return self.write(f"{NOTIFIER_DIR}/{action}/error", str(err), timeout=None)
@@ -745,11 +803,15 @@ class Guest:
         Yields the pinning process's pid."""
         tag = f"pin{block}-{time.monotonic_ns()}"
         log = self.results / f"{tag}.log"
-        pin = self.spawn([str(venv_python()), str(REPO / "tests/vm/pin_pages.py"), str(block)],
-                         log=f"{GUEST_RESULTS}/{tag}.log")
+        pin = self.spawn(
+            [str(venv_python()), str(REPO / "tests/vm/pin_pages.py"), str(block)], log=f"{GUEST_RESULTS}/{tag}.log"
+        )
         try:
-            self.wait_for(lambda: "pinned" in log.read_text() or self.poll(pin) is not None,
-                          timeout, f"a page of memory{block} to be pinned")
+            self.wait_for(
+                lambda: "pinned" in log.read_text() or self.poll(pin) is not None,
+                timeout,
+                f"a page of memory{block} to be pinned",
+            )
             if "pinned" not in log.read_text():
                 raise VMError(f"could not pin a page of memory{block}: {log.read_text()}")
             yield pin
@@ -769,27 +831,36 @@ class Guest:
         with self.pinned(block, timeout) as pin:
             writer = self.spawn(["sh", "-c", f"echo offline > {MEMORY}/memory{block}/state"])
             try:
-                self.wait_for(lambda: self.block_state(block) == "going-offline"
-                              or self.poll(writer) is not None, timeout,
-                              f"memory{block} to be going-offline")
+                self.wait_for(
+                    lambda: self.block_state(block) == "going-offline" or self.poll(writer) is not None,
+                    timeout,
+                    f"memory{block} to be going-offline",
+                )
                 if self.block_state(block) != "going-offline":
-                    raise VMError(f"offline of memory{block} ended (rc {self.poll(writer)}) "
-                                  "instead of retrying")
+                    raise VMError(f"offline of memory{block} ended (rc {self.poll(writer)}) instead of retrying")
                 yield writer, pin
             finally:
                 self.kill(writer, signal.SIGKILL)
-                self.wait_for(lambda: self.block_state(block) in ("online", "offline", None),
-                              timeout, f"memory{block} to leave going-offline")
+                self.wait_for(
+                    lambda: self.block_state(block) in ("online", "offline", None),
+                    timeout,
+                    f"memory{block} to leave going-offline",
+                )
 
     # ------------------------------------------------------------ capture
-    def capture(self, name: str, description: str = "", extra: dict | None = None,
-                timeout: float = 300) -> Path:
+    def capture(self, name: str, description: str = "", extra: dict | None = None, timeout: float = 300) -> Path:
         """Snapshot the guest's sysfs/procfs subset with tests/vm/capture.py
         into the results share; returns the archive's host path."""
-        meta = {"scenario": name, "description": description,
-                "qemu": self.bed.qemu_version, "config": dataclasses.asdict(self.config),
-                "accel": self.accel, **(extra or {})}
+        meta = {
+            "scenario": name,
+            "description": description,
+            "qemu": self.bed.qemu_version,
+            "config": dataclasses.asdict(self.config),
+            "accel": self.accel,
+            **(extra or {}),
+        }
         out = f"{GUEST_RESULTS}/{name}.tar.gz"
-        self.python([str(REPO / "tests/vm/capture.py"), "--out", out,
-                     "--meta", json.dumps(meta)], timeout=timeout).check("capture")
+        self.python(
+            [str(REPO / "tests/vm/capture.py"), "--out", out, "--meta", json.dumps(meta)], timeout=timeout
+        ).check("capture")
         return self.results / f"{name}.tar.gz"

@@ -24,12 +24,23 @@ from .kernel import Kernel, KernelUnavailable
 # Load order checked on the CI machines (see issue 3); dependencies are
 # resolved again below so that a reordering in a future kernel still works.
 MODULES = [
-    "virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev",
-    "virtio_pci", "netfs", "fscache", "9pnet", "9pnet_virtio", "9p",
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+    "netfs",
+    "fscache",
+    "9pnet",
+    "9pnet_virtio",
+    "9p",
     "virtio_mem",
-    "notifier-error-inject", "memory-notifier-error-inject",
-    "failover", "net_failover", "virtio_net",   # user networking + hostfwd
-    "virtio_console",                          # the agent's channel
+    "notifier-error-inject",
+    "memory-notifier-error-inject",
+    "failover",
+    "net_failover",
+    "virtio_net",  # user networking + hostfwd
+    "virtio_console",  # the agent's channel
 ]
 
 AGENT_PORT_NAME = "org.memhp.agent"
@@ -110,7 +121,7 @@ def _modinfo_depends(data: bytes) -> list[str]:
     if i < 0:
         return []
     end = data.index(b"\0", i + 1)
-    deps = data[i + len(b"\0depends="):end].decode()
+    deps = data[i + len(b"\0depends=") : end].decode()
     return [d for d in deps.split(",") if d]
 
 
@@ -119,10 +130,10 @@ def _module_bytes(path: Path) -> bytes:
     if path.name.endswith(".xz"):
         return lzma.decompress(raw)
     if path.name.endswith(".zst"):
-        return subprocess.run(["zstd", "-dc", str(path)], check=True,
-                              capture_output=True).stdout
+        return subprocess.run(["zstd", "-dc", str(path)], check=True, capture_output=True).stdout
     if path.name.endswith(".gz"):
         import gzip
+
         return gzip.decompress(raw)
     return raw
 
@@ -156,9 +167,9 @@ class _Cpio:
 
     def _entry(self, name: str, mode: int, data: bytes = b"", rdev=(0, 0)):
         name_b = name.encode() + b"\0"
-        hdr = "070701" + "".join(f"{v:08x}" for v in (
-            self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1],
-            len(name_b), 0))
+        hdr = "070701" + "".join(
+            f"{v:08x}" for v in (self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdev[0], rdev[1], len(name_b), 0)
+        )
         self.ino += 1
         self.buf.write(hdr.encode() + name_b)
         self.buf.write(b"\0" * (-(110 + len(name_b)) % 4))
@@ -187,14 +198,15 @@ def find_busybox() -> Path:
     for c in BUSYBOX_CANDIDATES:
         p = Path(c)
         if p.exists():
-            out = subprocess.run(["file", "-L", str(p)], capture_output=True,
-                                 text=True).stdout if shutil.which("file") else ""
+            out = (
+                subprocess.run(["file", "-L", str(p)], capture_output=True, text=True).stdout
+                if shutil.which("file")
+                else ""
+            )
             if "dynamically linked" in out:
                 continue
             return p
-    raise KernelUnavailable(
-        "busybox (static) not found: install Debian's busybox-static "
-        "(scripts/setup.sh does)")
+    raise KernelUnavailable("busybox (static) not found: install Debian's busybox-static (scripts/setup.sh does)")
 
 
 # Directories the guest mounts its own tmpfs over.
@@ -207,9 +219,8 @@ def hidden_paths(repo: Path, python: Path) -> list[Path]:
     need = [repo.resolve(), Path(os.path.realpath(python)).parent.parent]
     out = []
     for p in need:
-        if any(p == Path(t) or Path(t) in p.parents for t in GUEST_TMPFS):
-            if p not in out:
-                out.append(p)
+        if any(p == Path(t) or Path(t) in p.parents for t in GUEST_TMPFS) and p not in out:
+            out.append(p)
     return out
 
 
@@ -217,8 +228,21 @@ def build_initramfs(kernel: Kernel, repo: Path, python: Path, out: Path) -> Path
     """Write the initramfs to ``out``; return it."""
     mods = resolve_modules(kernel)
     cp = _Cpio()
-    for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys",
-              "lib", "lib/modules", "host", "tmp", "run"):
+    for d in (
+        "bin",
+        "sbin",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+        "dev",
+        "proc",
+        "sys",
+        "lib",
+        "lib/modules",
+        "host",
+        "tmp",
+        "run",
+    ):
         cp.dir(d)
     cp.chardev("dev/console", 5, 1)
     cp.chardev("dev/null", 1, 3, 0o666)
@@ -226,12 +250,17 @@ def build_initramfs(kernel: Kernel, repo: Path, python: Path, out: Path) -> Path
     cp.symlink("bin/sh", "busybox")
     for name, data in mods:
         cp.file(f"lib/modules/{name}.ko", data)
-    init = (INIT.replace("@MODULES@", " ".join(n for n, _ in mods))
-            .replace("@HOST_TAG@", HOST_TAG).replace("@RESULTS_TAG@", RESULTS_TAG)
-            .replace("@RESULTS@", GUEST_RESULTS).replace("@GUEST_IP@", GUEST_IP)
-            .replace("@PORT@", AGENT_PORT_NAME).replace("@REPO@", str(repo))
-            .replace("@PYTHON@", str(python))
-            .replace("@KEEP@", " ".join(shlex.quote(str(p)) for p in hidden_paths(repo, python))))
+    init = (
+        INIT.replace("@MODULES@", " ".join(n for n, _ in mods))
+        .replace("@HOST_TAG@", HOST_TAG)
+        .replace("@RESULTS_TAG@", RESULTS_TAG)
+        .replace("@RESULTS@", GUEST_RESULTS)
+        .replace("@GUEST_IP@", GUEST_IP)
+        .replace("@PORT@", AGENT_PORT_NAME)
+        .replace("@REPO@", str(repo))
+        .replace("@PYTHON@", str(python))
+        .replace("@KEEP@", " ".join(shlex.quote(str(p)) for p in hidden_paths(repo, python)))
+    )
     cp.file("init", init.encode(), 0o755)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

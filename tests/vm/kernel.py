@@ -37,12 +37,12 @@ def cache_root() -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class Kernel:
-    package: str          # linux-image-6.1.0-57-amd64
-    version: str          # Debian package version, 6.1.192-3
-    release: str          # uname -r, 6.1.0-57-amd64
-    root: Path            # the unpacked package
+    package: str  # linux-image-6.1.0-57-amd64
+    version: str  # Debian package version, 6.1.192-3
+    release: str  # uname -r, 6.1.0-57-amd64
+    root: Path  # the unpacked package
     vmlinuz: Path
-    modules: Path         # lib/modules/<release>
+    modules: Path  # lib/modules/<release>
 
     @property
     def describe(self) -> str:
@@ -79,8 +79,7 @@ def _run(argv, **kw) -> str:
     except FileNotFoundError as e:
         raise KernelUnavailable(f"{argv[0]} not found: {e}") from None
     if p.returncode:
-        raise KernelUnavailable(
-            f"{' '.join(map(str, argv))} failed (rc {p.returncode}): {p.stderr.strip()}")
+        raise KernelUnavailable(f"{' '.join(map(str, argv))} failed (rc {p.returncode}): {p.stderr.strip()}")
     return p.stdout
 
 
@@ -89,8 +88,7 @@ def resolve_package() -> tuple[str, str]:
     out = _run(["apt-cache", "depends", META_PACKAGE])
     m = re.search(r"^\s*Depends:\s*(linux-image-\S+)", out, re.M)
     if not m:
-        raise KernelUnavailable(
-            f"apt-cache depends {META_PACKAGE} names no linux-image package:\n{out}")
+        raise KernelUnavailable(f"apt-cache depends {META_PACKAGE} names no linux-image package:\n{out}")
     pkg = m.group(1)
     pol = _run(["apt-cache", "policy", pkg])
     v = re.search(r"Candidate:\s*(\S+)", pol)
@@ -104,7 +102,7 @@ def _load(dest: Path, pkg: str, version: str) -> Kernel:
     images = sorted(boot.glob("vmlinuz-*"))
     if not images:
         raise KernelUnavailable(f"no vmlinuz in {boot}")
-    release = images[0].name[len("vmlinuz-"):]
+    release = images[0].name[len("vmlinuz-") :]
     moddir = dest / "lib" / "modules" / release
     if not moddir.is_dir():
         raise KernelUnavailable(f"no modules directory {moddir}")

@@ -33,8 +33,7 @@ def main():
     bs = int(open(f"{MEMORY}/block_size_bytes").read(), 16)
     lo, hi = block * bs // PAGE, (block + 1) * bs // PAGE
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.vmsplice.argtypes = [ctypes.c_int, ctypes.POINTER(iovec), ctypes.c_ulong,
-                              ctypes.c_uint]
+    libc.vmsplice.argtypes = [ctypes.c_int, ctypes.POINTER(iovec), ctypes.c_ulong, ctypes.c_uint]
     libc.vmsplice.restype = ctypes.c_ssize_t
     keep = []
     pagemap = os.open("/proc/self/pagemap", os.O_RDONLY)

@@ -28,9 +28,9 @@ import uuid
 import pytest
 import yaml
 
-from exporter.accounting import Balance, balance
-from exporter.fsread import ParseErrors
-from exporter.zoneinfo import parse_zoneinfo
+from memhp.exporter.kernel.accounting import Balance, balance
+from memhp.exporter.kernel.fsread import ParseErrors
+from memhp.exporter.kernel.zoneinfo import parse_zoneinfo
 
 from .guest import GUEST_RESULTS, REPO, Guest, VMConfig
 
@@ -50,21 +50,31 @@ class Ctl:
         self.dir = f"/tmp/memhp-kp-{uuid.uuid4().hex[:8]}"
         self.config = f"{self.dir}/policy.yaml"
         self.journal_path = f"{self.dir}/journal.jsonl"
-        doc = {"controller": {"journal": self.journal_path},
-               "guards": {"pause_file": f"{self.dir}/pause", "min_available": "64M", "cooldown": "0s", **guards},
-               "retry": {"attempts": 2, "attempt_timeout": "60s", "kill_grace": "5s", "total_timeout": "5m",
-                         "backoff_initial": "50ms", "backoff_max": "200ms", "backoff_jitter": "50ms"}}
+        doc = {
+            "controller": {"journal": self.journal_path},
+            "guards": {"pause_file": f"{self.dir}/pause", "min_available": "64M", "cooldown": "0s", **guards},
+            "retry": {
+                "attempts": 2,
+                "attempt_timeout": "60s",
+                "kill_grace": "5s",
+                "total_timeout": "5m",
+                "backoff_initial": "50ms",
+                "backoff_max": "200ms",
+                "backoff_jitter": "50ms",
+            },
+        }
         if rules:
             doc["rules"] = rules
         g.run(["mkdir", "-p", self.dir]).check("mkdir")
         g.run(f"cat > {self.config}", input=yaml.safe_dump(doc)).check("write policy")
 
     def act(self, *args: str) -> tuple[int, dict]:
-        r = self.g.python(["-m", "controller.cli", "act", *args, "--json", "--config.file", self.config],
-                          timeout=300)
+        r = self.g.python(
+            ["-m", "memhp.controller.cli", "act", *args, "--json", "--config.file", self.config], timeout=300
+        )
         assert not r.timed_out, r.stderr
         try:
-            return r.rc, json.loads(r.stdout[r.stdout.index("{"):])
+            return r.rc, json.loads(r.stdout[r.stdout.index("{") :])
         except ValueError:
             raise AssertionError(f"act rc={r.rc} printed no JSON:\n{r.stdout}\n{r.stderr}") from None
 
@@ -117,6 +127,7 @@ def zone_of(token: str) -> str:
 
 # --------------------------------------------------------------------------------------------- rebalance
 
+
 def test_rebalance_moves_movable_blocks_to_normal_until_under_target(vm_guest_factory):
     g = vm_guest_factory(VMConfig(), fresh=True)  # leaves hot-added memory in ZONE_NORMAL: private guest
     try:
@@ -128,18 +139,22 @@ def test_rebalance_moves_movable_blocks_to_normal_until_under_target(vm_guest_fa
         target = 1.0
         assert before.ratio > 1.9, before  # 2G Movable : ~1G boot memory
         # just enough: the smallest n that brings (M - n) : (K + n) to the target
-        need = next(n for n in range(len(blocks) + 1)
-                    if before.movable_pages - n * pages <= target * (before.kernel_pages + n * pages))
+        need = next(
+            n
+            for n in range(len(blocks) + 1)
+            if before.movable_pages - n * pages <= target * (before.kernel_pages + n * pages)
+        )
         ctl = Ctl(g)
         rc, out = ctl.act("rebalance", "--target-ratio", str(target))
         assert rc == 0 and out["status"] == "done", out
         moved = sorted(blocks, reverse=True)[:need]  # highest address first
         assert [s["block"] for s in out["plan"]] == moved
-        assert [(r["block"], r["op"], r["result"]) for r in out["results"]] == \
-            [x for b in moved for x in ((b, "offline", "ok"), (b, "online_kernel", "ok"))]
+        assert [(r["block"], r["op"], r["result"]) for r in out["results"]] == [
+            x for b in moved for x in ((b, "offline", "ok"), (b, "online_kernel", "ok"))
+        ]
         # the kernel's view: the moved blocks are in ZONE_NORMAL, the rest still Movable
         info = g.block_info()
-        assert {b: info[b]["valid_zones"] for b in moved} == {b: "Normal" for b in moved}
+        assert {b: info[b]["valid_zones"] for b in moved} == dict.fromkeys(moved, "Normal")
         assert all(info[b]["state"] == "online" for b in blocks)
         assert all(info[b]["valid_zones"] == "Movable" for b in blocks if b not in moved)
         after = guest_balance(g)
@@ -148,17 +163,29 @@ def test_rebalance_moves_movable_blocks_to_normal_until_under_target(vm_guest_fa
         assert after.kernel_pages == before.kernel_pages + need * pages
         assert (after.movable_pages + pages) / (after.kernel_pages - pages) > target  # one fewer would not do
         # the journal: every write, in order, with the real states and zones
-        steps = [(r["type"], r["block"], r["op"], r.get("state_before") or r.get("state_after"), r.get("errno"))
-                 for r in ctl.journal() if r["type"] in ("attempt_start", "attempt_end")]
-        assert steps == [x for b in moved for x in (
-            ("attempt_start", b, "offline", "online", None), ("attempt_end", b, "offline", "offline", 0),
-            ("attempt_start", b, "online_kernel", "offline", None), ("attempt_end", b, "online_kernel", "online", 0))]
+        steps = [
+            (r["type"], r["block"], r["op"], r.get("state_before") or r.get("state_after"), r.get("errno"))
+            for r in ctl.journal()
+            if r["type"] in ("attempt_start", "attempt_end")
+        ]
+        assert steps == [
+            x
+            for b in moved
+            for x in (
+                ("attempt_start", b, "offline", "online", None),
+                ("attempt_end", b, "offline", "offline", 0),
+                ("attempt_start", b, "online_kernel", "offline", None),
+                ("attempt_end", b, "online_kernel", "online", 0),
+            )
+        ]
         assert [r["zone_after"] for r in ctl.journal("attempt_end") if r["op"] == "online_kernel"] == ["Normal"] * need
-        assert [(r["block"], r["op"], r["result"]) for r in ctl.journal("block_result")] == \
-            [(r["block"], r["op"], r["result"]) for r in out["results"]]
+        assert [(r["block"], r["op"], r["result"]) for r in ctl.journal("block_result")] == [
+            (r["block"], r["op"], r["result"]) for r in out["results"]
+        ]
         (start,) = ctl.journal("action_start")
-        assert start["action"] == "rebalance" and start["plan"] == \
-            [{"block": b, "ops": ["offline", "online_kernel"]} for b in moved]
+        assert start["action"] == "rebalance" and start["plan"] == [
+            {"block": b, "ops": ["offline", "online_kernel"]} for b in moved
+        ]
         (end,) = ctl.journal("action_end")
         assert (end["result"], end["changed"], end["failed"]) == ("done", sorted(moved), [])
         # under the target now: nothing to do, refused rather than a no-op
@@ -189,11 +216,13 @@ def test_online_auto_honours_auto_movable_ratio(vm_guest_factory):
         ctl = Ctl(g)
         rc, out = ctl.act("online", "--count", "4", "--zone", "auto")
         assert rc == 0 and out["status"] == "done", out
-        assert [(r["block"], r["result"], r["zone_after"]) for r in out["results"]] == \
-            [(b, "ok", z) for b, z in zip(blocks, expected)]
+        assert [(r["block"], r["result"], r["zone_after"]) for r in out["results"]] == [
+            (b, "ok", z) for b, z in zip(blocks, expected)
+        ]
         assert [g.valid_zones(b) for b in blocks] == expected
-        assert [r["op"] for r in ctl.journal("block_result")] == \
-            ["online_movable" if z == "Movable" else "online_kernel" for z in expected]
+        assert [r["op"] for r in ctl.journal("block_result")] == [
+            "online_movable" if z == "Movable" else "online_kernel" for z in expected
+        ]
         # the kernel's own accounting (boot memory only as KERNEL) stays within the ceiling
         now = guest_balance(g)
         assert now.movable_pages <= RATIO * boot.kernel_pages // 100
@@ -254,20 +283,36 @@ GUEST_PORT = 10312
 def _payload(alert_labels: dict, starts_at: str, fingerprint: str) -> dict:
     labels = {"alertname": ALERT, **alert_labels}
     return {
-        "version": "4", "status": "firing", "receiver": "memhp-controller",
-        "groupKey": '{}/{alertname=~"Memhp.+"}:{alertname="%s"}' % ALERT, "truncatedAlerts": 0,
-        "externalURL": "http://alertmanager.invalid:9093", "groupLabels": {"alertname": ALERT},
-        "commonLabels": labels, "commonAnnotations": {"summary": "hot-added memory is offline"},
-        "alerts": [{"status": "firing", "labels": labels, "annotations": {"summary": "hot-added memory is offline"},
-                    "startsAt": starts_at, "endsAt": "0001-01-01T00:00:00Z",
-                    "generatorURL": "http://prometheus.invalid:9090/graph", "fingerprint": fingerprint}],
+        "version": "4",
+        "status": "firing",
+        "receiver": "memhp-controller",
+        "groupKey": f'{{}}/{{alertname=~"Memhp.+"}}:{{alertname="{ALERT}"}}',
+        "truncatedAlerts": 0,
+        "externalURL": "http://alertmanager.invalid:9093",
+        "groupLabels": {"alertname": ALERT},
+        "commonLabels": labels,
+        "commonAnnotations": {"summary": "hot-added memory is offline"},
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": labels,
+                "annotations": {"summary": "hot-added memory is offline"},
+                "startsAt": starts_at,
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus.invalid:9090/graph",
+                "fingerprint": fingerprint,
+            }
+        ],
     }
 
 
 def _post(port: int, body: dict, token: str) -> tuple[int, str]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/webhook/alertmanager", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-                                 method="POST")
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/webhook/alertmanager",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        method="POST",
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, r.read().decode()
@@ -280,8 +325,20 @@ def test_daemon_webhook_onlines_hot_added_blocks(vm_guest):
     assert CONSOLE_SCRIPT.exists(), f"{CONSOLE_SCRIPT}: the console script is not installed (pip install -e .)"
     dimm, blocks = None, []
     pid = None
-    ctl = Ctl(g, rules=[{"name": "online-hot-added", "alertname": ALERT, "matchers": ['severity=~"warning|page"'],
-                         "action": "online-new", "count": 4, "zone": "movable", "node_label": "node"}])
+    ctl = Ctl(
+        g,
+        rules=[
+            {
+                "name": "online-hot-added",
+                "alertname": ALERT,
+                "matchers": ['severity=~"warning|page"'],
+                "action": "online-new",
+                "count": 4,
+                "zone": "movable",
+                "node_label": "node",
+            }
+        ],
+    )
     token = f"kp-{uuid.uuid4().hex}"
     g.run(f"umask 077 && cat > {ctl.dir}/token", input=token + "\n").check("write token")
     log = f"kp-controller-{uuid.uuid4().hex[:6]}.log"
@@ -290,9 +347,20 @@ def test_daemon_webhook_onlines_hot_added_blocks(vm_guest):
         blocks = g.dimm_blocks(dimm)
         g.wait_for(lambda: all(g.block_state(b) == "offline" for b in blocks), 120, "hot-added blocks offline")
         # the real console script, not `python -m`, from a cwd outside the repo
-        pid = g.spawn([str(CONSOLE_SCRIPT), "--config.file", ctl.config, f"--web.listen-address=:{GUEST_PORT}",
-                       "--web.auth.bearer-token-file", f"{ctl.dir}/token", "--log.level", "debug"],
-                      log=f"{GUEST_RESULTS}/{log}", cwd="/")
+        pid = g.spawn(
+            [
+                str(CONSOLE_SCRIPT),
+                "--config.file",
+                ctl.config,
+                f"--web.listen-address=:{GUEST_PORT}",
+                "--web.auth.bearer-token-file",
+                f"{ctl.dir}/token",
+                "--log.level",
+                "debug",
+            ],
+            log=f"{GUEST_RESULTS}/{log}",
+            cwd="/",
+        )
         port = g.forward(GUEST_PORT)
 
         def log_text() -> str:
@@ -310,24 +378,33 @@ def test_daemon_webhook_onlines_hot_added_blocks(vm_guest):
                 return False
 
         g.wait_for(healthy, 120, "the controller daemon to listen", interval=0.5)
-        body = _payload({"node": "0", "severity": "warning", "instance": "guest"},
-                        "2024-05-01T10:00:00.123456789Z", uuid.uuid4().hex[:16])
+        body = _payload(
+            {"node": "0", "severity": "warning", "instance": "guest"},
+            "2024-05-01T10:00:00.123456789Z",
+            uuid.uuid4().hex[:16],
+        )
         # a wrong token is refused and acts on nothing
         code, text = _post(port, body, "not-" + token)
         assert code == 401, text
         assert [g.block_state(b) for b in blocks] == ["offline"] * 4 and ctl.journal() == []
         code, text = _post(port, body, token)
         assert code == 200, text
-        g.wait_for(lambda: [g.block_state(b) for b in blocks] == ["online"] * 4, 120,
-                   f"blocks {blocks} onlined by the daemon")
+        g.wait_for(
+            lambda: [g.block_state(b) for b in blocks] == ["online"] * 4, 120, f"blocks {blocks} onlined by the daemon"
+        )
         g.wait_for(lambda: ctl.journal("action_end"), 60, "the action to be journalled")
         assert [g.valid_zones(b) for b in blocks] == ["Movable"] * 4
         (start,) = ctl.journal("action_start")
-        assert (start["rule"], start["action"], start["source"], start["fingerprint"], start["starts_at"]) == \
-            ("online-hot-added", "online-new", "webhook", body["alerts"][0]["fingerprint"],
-             "2024-05-01T10:00:00.123Z")
-        assert [(r["block"], r["op"], r["result"], r["zone_after"]) for r in ctl.journal("block_result")] == \
-            [(b, "online_movable", "ok", "Movable") for b in blocks]
+        assert (start["rule"], start["action"], start["source"], start["fingerprint"], start["starts_at"]) == (
+            "online-hot-added",
+            "online-new",
+            "webhook",
+            body["alerts"][0]["fingerprint"],
+            "2024-05-01T10:00:00.123Z",
+        )
+        assert [(r["block"], r["op"], r["result"], r["zone_after"]) for r in ctl.journal("block_result")] == [
+            (b, "online_movable", "ok", "Movable") for b in blocks
+        ]
         assert [r["result"] for r in ctl.journal("action_end")] == ["done"]
         # Alertmanager's repeat of the same occurrence is accepted and does not act again
         code, text = _post(port, body, token)

@@ -31,16 +31,27 @@ def value(metrics, name, **labels):
 
 
 def total(metrics, name, **labels):
-    return sum(v for (n, ls), v in metrics.items()
-               if n == name and all(dict(ls).get(k) == want for k, want in labels.items()))
+    return sum(
+        v for (n, ls), v in metrics.items() if n == name and all(dict(ls).get(k) == want for k, want in labels.items())
+    )
 
 
 class Exporter:
     def __init__(self, guest):
         self.guest = guest
-        self.pid = guest.spawn([str(venv_python()), "-m", "exporter.cli", "--web.listen-address", f":{PORT}",
-                                "--log.level", "debug"], log="/run/memhp/results/exporter.log",
-                               cwd=str(venv_python().parents[2]))
+        self.pid = guest.spawn(
+            [
+                str(venv_python()),
+                "-m",
+                "memhp.exporter.cli",
+                "--web.listen-address",
+                f":{PORT}",
+                "--log.level",
+                "debug",
+            ],
+            log="/run/memhp/results/exporter.log",
+            cwd=str(venv_python().parents[2]),
+        )
         guest.wait_for(self._ready, 120, "the exporter in the guest to serve")
 
     def _ready(self):
@@ -58,9 +69,11 @@ class Exporter:
 
     def wait(self, pred, what, timeout=120):
         """Scrape until ``pred(metrics)`` holds; returns those metrics."""
+
         def attempt():
             m = self.scrape()
             return m if pred(m) else None
+
         return self.guest.wait_for(attempt, timeout, what, interval=0.3)
 
 
@@ -93,8 +106,10 @@ def zoneinfo_present(guest) -> dict[str, int]:
 
 def test_hot_add_shows_offline_blocks_and_add_uevents(exporter, vm_guest, dimm):
     _, blocks = dimm
-    m = exporter.wait(lambda m: all(value(m, "memhp_block_state", block=str(b), node="0", state="offline") == 1
-                                    for b in blocks), "hot-added blocks to show offline")
+    m = exporter.wait(
+        lambda m: all(value(m, "memhp_block_state", block=str(b), node="0", state="offline") == 1 for b in blocks),
+        "hot-added blocks to show offline",
+    )
     assert total(m, "memhp_uevents_total", action="add") >= len(blocks)
     assert total(m, "memhp_blocks", state="offline") == len(blocks) == 4
     assert [vm_guest.block_state(b) for b in blocks] == ["offline"] * 4
@@ -106,8 +121,9 @@ def test_online_movable_moves_zone_and_ratio_as_zoneinfo_says(exporter, vm_guest
     before = exporter.scrape()
     for b in blocks:
         assert vm_guest.set_state(b, "online_movable") == 0
-    m = exporter.wait(lambda m: value(m, "memhp_blocks", node="0", zone="Movable", state="online") == 4,
-                      "blocks online in Movable")
+    m = exporter.wait(
+        lambda m: value(m, "memhp_blocks", node="0", zone="Movable", state="online") == 4, "blocks online in Movable"
+    )
     present = zoneinfo_present(vm_guest)
     movable = present.get("Movable", 0)
     kernel = sum(v for z, v in present.items() if z != "Movable")  # no CMA in this guest
@@ -115,8 +131,7 @@ def test_online_movable_moves_zone_and_ratio_as_zoneinfo_says(exporter, vm_guest
     assert value(m, "memhp_system_movable_kernel_ratio") == pytest.approx(movable / kernel)
     assert value(m, "memhp_system_movable_kernel_ratio") > (value(before, "memhp_system_movable_kernel_ratio") or 0)
     assert value(m, "memhp_hot_unpluggable_bytes", node="0") == 4 * (128 << 20)
-    assert total(m, "memhp_uevents_total", action="online") >= total(before, "memhp_uevents_total",
-                                                                     action="online") + 4
+    assert total(m, "memhp_uevents_total", action="online") >= total(before, "memhp_uevents_total", action="online") + 4
 
 
 def test_injected_offline_failure_is_counted_with_its_reason(exporter, vm_guest, dimm):
@@ -130,8 +145,10 @@ def test_injected_offline_failure_is_counted_with_its_reason(exporter, vm_guest,
         assert vm_guest.set_state(victim, "offline") == errno.EBUSY
     finally:
         assert vm_guest.inject_notifier_error("MEM_GOING_OFFLINE", 0) == 0
-    m = exporter.wait(lambda m: total(m, "memhp_offline_failures_total", reason="notifier failure") > before,
-                      "the failure to be counted")
+    m = exporter.wait(
+        lambda m: total(m, "memhp_offline_failures_total", reason="notifier failure") > before,
+        "the failure to be counted",
+    )
     assert total(m, "memhp_block_offline_failures_total", block=str(victim), reason="notifier failure") >= 1
     assert vm_guest.block_state(victim) == "online"  # the kernel rolled back
 
@@ -141,12 +158,16 @@ def test_going_offline_is_seen_with_its_age(exporter, vm_guest, dimm):
     victim = blocks[0]
     assert vm_guest.set_state(victim, "online_movable") == 0
     with vm_guest.stuck_offline(victim):
-        m = exporter.wait(lambda m: value(m, "memhp_block_going_offline_seconds", block=str(victim), node="0")
-                          is not None, "the block to show going-offline")
+        m = exporter.wait(
+            lambda m: value(m, "memhp_block_going_offline_seconds", block=str(victim), node="0") is not None,
+            "the block to show going-offline",
+        )
         assert value(m, "memhp_block_state", block=str(victim), node="0", state="going-offline") == 1
         first = value(m, "memhp_block_going_offline_seconds", block=str(victim), node="0")
-        exporter.wait(lambda m: (value(m, "memhp_block_going_offline_seconds", block=str(victim), node="0")
-                                 or 0) > first, "its age to grow")
+        exporter.wait(
+            lambda m: (value(m, "memhp_block_going_offline_seconds", block=str(victim), node="0") or 0) > first,
+            "its age to grow",
+        )
 
 
 def test_removal_while_scraping_never_errors(exporter, vm_guest, dimm):
@@ -163,7 +184,7 @@ def test_removal_while_scraping_never_errors(exporter, vm_guest, dimm):
             try:
                 status, body = vm_guest.http_get("/metrics", PORT, timeout=30)
                 statuses.append(status if 'memhp_collector_success{collector="blocks"} 1.0' in body else -status)
-            except Exception as e:  # noqa: BLE001 - recorded, asserted below
+            except Exception as e:
                 statuses.append(repr(e))
 
     th = threading.Thread(target=hammer)
@@ -174,7 +195,11 @@ def test_removal_while_scraping_never_errors(exporter, vm_guest, dimm):
         stop.set()
         th.join()
     assert statuses and all(s == 200 for s in statuses), statuses
-    m = exporter.wait(lambda m: not any(value(m, "memhp_block_state", block=str(b), node="0", state="offline")
-                                        is not None for b in blocks), "removed blocks to vanish")
+    m = exporter.wait(
+        lambda m: (
+            not any(value(m, "memhp_block_state", block=str(b), node="0", state="offline") is not None for b in blocks)
+        ),
+        "removed blocks to vanish",
+    )
     assert total(m, "memhp_uevents_total", action="remove") >= len(blocks)
     assert total(m, "memhp_parse_errors_total") == 0

@@ -36,8 +36,7 @@ def zoneinfo(root: Path) -> dict[tuple[int, str], dict[str, int]]:
     zones = {}
     text = (root / "proc/zoneinfo").read_text()
     for m in re.finditer(r"Node (\d+), zone\s+(\S+)\n(.*?)(?=\nNode |\Z)", text, re.S):
-        fields = {k: int(v) for k, v in re.findall(r"^\s+(spanned|present|managed)\s+(\d+)$",
-                                                    m.group(3), re.M)}
+        fields = {k: int(v) for k, v in re.findall(r"^\s+(spanned|present|managed)\s+(\d+)$", m.group(3), re.M)}
         zones[(int(m.group(1)), m.group(2))] = fields
     return zones
 
@@ -48,9 +47,11 @@ def blocks(root: Path) -> dict[int, dict]:
         if not re.fullmatch(r"memory\d+", d.name):
             continue
         node = [p.name for p in d.iterdir() if re.fullmatch(r"node\d+", p.name)]
-        out[int(d.name[6:])] = {"state": (d / "state").read_text().strip(),
-                                "zones": (d / "valid_zones").read_text().strip(),
-                                "node": int(node[0][4:]) if node else None}
+        out[int(d.name[6:])] = {
+            "state": (d / "state").read_text().strip(),
+            "zones": (d / "valid_zones").read_text().strip(),
+            "node": int(node[0][4:]) if node else None,
+        }
     return out
 
 
@@ -61,10 +62,11 @@ def test_archive_exists_and_lsmem_agrees(name, trees):
     meta = json.loads((root / "capture.json").read_text())
     assert meta["scenario"] == name and meta["lsmem_stable"] and not meta["unreadable"]
     assert "Debian" in (root / "proc/version").read_text()
-    out = subprocess.run(["lsmem", "--sysroot", str(root), "-J", "-a", "-o", LSMEM_COLUMNS],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["lsmem", "--sysroot", str(root), "-J", "-a", "-o", LSMEM_COLUMNS], capture_output=True, text=True, check=True
+    ).stdout
     assert json.loads(out) == json.loads((root / "lsmem.json").read_text())
-    for b, info in blocks(root).items():   # every block has its node link
+    for b, info in blocks(root).items():  # every block has its node link
         assert info["node"] is not None, b
         assert (root / f"sys/devices/system/node/node{info['node']}/memory{b}").is_symlink()
 
@@ -89,8 +91,7 @@ def test_auto_movable_virtio_mem(trees):
     assert (root / f"{MEM}/auto_online_blocks").read_text().strip() == "online"
     bl = blocks(root)
     assert len(facts["virtio_mem_blocks"]) == 8
-    assert all(bl[b]["state"] == "online" and bl[b]["zones"] == "Movable"
-               for b in facts["virtio_mem_blocks"])
+    assert all(bl[b]["state"] == "online" and bl[b]["zones"] == "Movable" for b in facts["virtio_mem_blocks"])
     assert zoneinfo(root)[(0, "Movable")]["present"] * 4096 == 1 << 30
 
 
@@ -107,8 +108,7 @@ def test_imbalanced(trees):
     root = trees["imbalanced"]
     z = zoneinfo(root)
     movable = sum(f["present"] for (n, name), f in z.items() if name == "Movable")
-    kernel = sum(f["present"] for (n, name), f in z.items()
-                 if name in ("DMA", "DMA32", "Normal"))
+    kernel = sum(f["present"] for (n, name), f in z.items() if name in ("DMA", "DMA32", "Normal"))
     assert movable / kernel > 4
 
 

@@ -12,15 +12,16 @@ import tarfile
 
 import pytest
 
-from .guest import GUEST_RESULTS, MEMORY, REPO, MiB, VirtioMem, VMConfig, venv_python
 from .capture import LSMEM_COLUMNS
+from .guest import GUEST_RESULTS, MEMORY, REPO, MiB, VirtioMem, VMConfig, venv_python
 
 pytestmark = pytest.mark.vm
 
 NUMA2 = VMConfig(memory="1G", numa=("512M", "512M"))
-AUTO_MOVABLE = VMConfig(cmdline=("memhp_default_state=online",
-                                 "memory_hotplug.online_policy=auto-movable"),
-                        virtio_mem=(VirtioMem("vmem0", "1G", 0, "0"),))
+AUTO_MOVABLE = VMConfig(
+    cmdline=("memhp_default_state=online", "memory_hotplug.online_policy=auto-movable"),
+    virtio_mem=(VirtioMem("vmem0", "1G", 0, "0"),),
+)
 
 
 def errname(e: int) -> str:
@@ -36,16 +37,20 @@ def test_boot_records_kernel_and_mounts(vm_bed, vm_guest, record_property):
     record_property("boot_timings", json.dumps(g.timings))
     # The guest runs the project's own interpreter from the read-only host root.
     r = g.python(["-c", "import sys; print(sys.prefix)"]).check()
-    assert r.stdout.strip() == str(REPO / ".venv") or venv_python().parent.parent.samefile(
-        r.stdout.strip())
+    assert r.stdout.strip() == str(REPO / ".venv") or venv_python().parent.parent.samefile(r.stdout.strip())
     mounts = g.read("/proc/self/mounts")
     root = next(line for line in mounts.splitlines() if line.split()[1] == "/")
     assert root.split()[2] == "9p" and "ro" in root.split()[3].split(",")
-    for mp, fs in (("/proc", "proc"), ("/sys", "sysfs"), ("/dev", "devtmpfs"),
-                   ("/sys/kernel/debug", "debugfs"), ("/tmp", "tmpfs"), ("/run", "tmpfs"),
-                   (GUEST_RESULTS, "9p")):
-        assert any(line.split()[1] == mp and line.split()[2] == fs
-                   for line in mounts.splitlines()), (mp, fs, mounts)
+    for mp, fs in (
+        ("/proc", "proc"),
+        ("/sys", "sysfs"),
+        ("/dev", "devtmpfs"),
+        ("/sys/kernel/debug", "debugfs"),
+        ("/tmp", "tmpfs"),
+        ("/run", "tmpfs"),
+        (GUEST_RESULTS, "9p"),
+    ):
+        assert any(line.split()[1] == mp and line.split()[2] == fs for line in mounts.splitlines()), (mp, fs, mounts)
     # The host root really is read-only from the guest.
     r = g.run(["touch", str(REPO / ".memhp-guest-was-here")])
     assert r.rc != 0 and "Read-only file system" in r.stderr
@@ -64,10 +69,10 @@ def test_dimm_hot_add_online_movable_offline_and_remove(vm_guest, record_propert
     try:
         blocks = g.dimm_blocks(dimm)
         assert len(blocks) == 4
-        assert blocks[0] * g.block_size >= 4 << 30      # QEMU's hotplug area above 4G
+        assert blocks[0] * g.block_size >= 4 << 30  # QEMU's hotplug area above 4G
         info = g.block_info()
         for b in blocks:
-            assert info[b]["state"] == "offline", info[b]   # Debian: no auto-online
+            assert info[b]["state"] == "offline", info[b]  # Debian: no auto-online
             assert "Movable" in info[b]["valid_zones"].split()
         assert g.read(f"{MEMORY}/auto_online_blocks").strip() == "offline"
         for b in blocks:
@@ -75,8 +80,7 @@ def test_dimm_hot_add_online_movable_offline_and_remove(vm_guest, record_propert
         info = g.block_info()
         assert all(info[b]["state"] == "online" for b in blocks)
         assert all(info[b]["valid_zones"] == "Movable" for b in blocks)
-        movable = re.search(r"zone\s+Movable\n(?:.*\n)*?\s+present\s+(\d+)",
-                            g.read("/proc/zoneinfo"))
+        movable = re.search(r"zone\s+Movable\n(?:.*\n)*?\s+present\s+(\d+)", g.read("/proc/zoneinfo"))
         assert int(movable.group(1)) * 4096 == 512 * MiB
         # Writing the state a block already has is EINVAL in the kernel.
         assert g.set_state(blocks[0], "online") == errno.EINVAL
@@ -87,8 +91,7 @@ def test_dimm_hot_add_online_movable_offline_and_remove(vm_guest, record_propert
         g.unplug(dimm)
     assert not set(blocks) & set(g.blocks())
     assert g.blocks() == list(range(8))
-    ev = [e for e in g.events() if e.get("event") == "DEVICE_DELETED"
-          and e["data"].get("device") == dimm]
+    ev = [e for e in g.events() if e.get("event") == "DEVICE_DELETED" and e["data"].get("device") == dimm]
     assert ev, "device_del completed without DEVICE_DELETED"
 
 
@@ -98,7 +101,7 @@ def test_unplug_of_online_movable_dimm_offlines_it_in_the_kernel(vm_guest):
     blocks = g.dimm_blocks(dimm)
     for b in blocks:
         assert g.set_state(b, "online_movable") == 0
-    g.unplug(dimm)        # the ACPI eject path offlines Movable blocks itself
+    g.unplug(dimm)  # the ACPI eject path offlines Movable blocks itself
     assert not set(blocks) & set(g.blocks())
 
 
@@ -114,14 +117,13 @@ def test_offlining_boot_memory_fails(vm_guest, record_property):
     assert g.block_state(0) == "online"
     results = {}
     try:
-        for b in sorted((b for b, r in info.items() if r["valid_zones"] == "DMA32"),
-                        reverse=True):
+        for b in sorted((b for b, r in info.items() if r["valid_zones"] == "DMA32"), reverse=True):
             e = g.set_state(b, "offline", timeout=30)
             results[b] = errname(e)
             if e == errno.EBUSY:
                 break
     finally:
-        for b, res in results.items():   # put back anything that did go offline
+        for b, res in results.items():  # put back anything that did go offline
             if res == "OK":
                 assert g.set_state(b, "online") == 0
     record_property("offline_dma32", json.dumps(results))
@@ -205,12 +207,18 @@ def test_numa_dimm_on_node1_and_capture_round_trip(vm_guest_factory, tmp_path):
     assert (mem / f"memory{blocks[0]}/node1").resolve() == (root / "sys/devices/system/node/node1")
     assert (root / f"sys/devices/system/node/node1/memory{blocks[0]}").is_symlink()
     assert (mem / f"memory{blocks[0]}/valid_zones").read_text() == "Movable\n"
-    for f in ("proc/zoneinfo", "proc/meminfo", "proc/version", "proc/cmdline",
-              "sys/module/memory_hotplug/parameters/online_policy",
-              "sys/devices/system/memory/block_size_bytes"):
+    for f in (
+        "proc/zoneinfo",
+        "proc/meminfo",
+        "proc/version",
+        "proc/cmdline",
+        "sys/module/memory_hotplug/parameters/online_policy",
+        "sys/devices/system/memory/block_size_bytes",
+    ):
         assert (root / f).stat().st_size > 0, f
-    host = subprocess.run(["lsmem", "--sysroot", str(root), "-J", "-a", "-o", LSMEM_COLUMNS],
-                          capture_output=True, text=True, check=True).stdout
+    host = subprocess.run(
+        ["lsmem", "--sysroot", str(root), "-J", "-a", "-o", LSMEM_COLUMNS], capture_output=True, text=True, check=True
+    ).stdout
     assert json.loads(host) == json.loads(live)
     assert (root / "lsmem.json").read_text() == live
     meta = json.loads((root / "capture.json").read_text())
@@ -225,18 +233,15 @@ def test_virtio_mem_resize_auto_movable(vm_guest_factory):
     added = [b for b in g.blocks() if b >= 8]
     assert len(added) == 4
     info = g.block_info()
-    assert all(info[b]["state"] == "online" and info[b]["valid_zones"] == "Movable"
-               for b in added), info
+    assert all(info[b]["state"] == "online" and info[b]["valid_zones"] == "Movable" for b in added), info
     g.virtio_mem_resize("vmem0", 0)
-    g.wait_for(lambda: not [b for b in g.blocks() if b >= 8], 60,
-               "virtio-mem blocks to be removed")
+    g.wait_for(lambda: not [b for b in g.blocks() if b >= 8], 60, "virtio-mem blocks to be removed")
 
 
 def test_http_forward_to_guest_server(vm_guest):
     g = vm_guest
     (g.results / "probe.txt").write_text("served from the guest\n")
-    pid = g.spawn([str(venv_python()), "-m", "http.server", "8000", "--bind", "0.0.0.0",
-                   "--directory", GUEST_RESULTS])
+    pid = g.spawn([str(venv_python()), "-m", "http.server", "8000", "--bind", "0.0.0.0", "--directory", GUEST_RESULTS])
     try:
         status, body = g.wait_for(lambda: _try_get(g), 60, "guest http server")
         assert status == 200 and body == "served from the guest\n"

@@ -23,8 +23,9 @@ from .zoneinfo import read_zoneinfo
 class ScrapeContext:
     """Lazily read, per-scrape cache of the model: no file is read twice."""
 
-    def __init__(self, paths: Paths, errors: ParseErrors, *, details: bool = False,
-                 removable_limit: int | None = None) -> None:
+    def __init__(
+        self, paths: Paths, errors: ParseErrors, *, details: bool = False, removable_limit: int | None = None
+    ) -> None:
         self.paths = paths
         self.errors = errors
         self.details = details
@@ -46,8 +47,9 @@ class ScrapeContext:
     @cached_property
     def blocks(self) -> list[MemoryBlock]:
         node_of = block_node_map(self.nodes) if self.nodes else None
-        return read_blocks(self.paths.memory, self.errors, node_of, details=self.details,
-                           removable_limit=self.removable_limit)
+        return read_blocks(
+            self.paths.memory, self.errors, node_of, details=self.details, removable_limit=self.removable_limit
+        )
 
     @cached_property
     def zoneinfo(self) -> ZoneInfo | None:

@@ -6,6 +6,7 @@ durations use Prometheus' notation (``90s``, ``5m``, ``1h30m``).
 
 from __future__ import annotations
 
+import math
 import re
 
 _SIZE = re.compile(r"\s*([0-9]+)\s*([KMGTP]?)(?:i?B)?\s*\Z", re.IGNORECASE)
@@ -56,7 +57,7 @@ def parse_duration(text: str | int | float) -> float:
             pos = m.end()
         if pos != len(s) or not s:
             raise ValueError(f"not a duration: {text!r} (use e.g. '500ms', '30s', '5m', '1h30m')")
-    if value < 0 or value != value:
+    if value < 0 or math.isnan(value):
         raise ValueError(f"duration must not be negative: {text!r}")
     return value
 
@@ -70,8 +71,7 @@ def parse_id_ranges(text: str) -> list[int]:
     for part in text.split(","):
         m = _RANGE.match(part.strip())
         if not m:
-            raise ValueError(f"not a block id or range: {part.strip()!r} (use e.g. '40-43,47'; "
-                             "wildcards are refused)")
+            raise ValueError(f"not a block id or range: {part.strip()!r} (use e.g. '40-43,47'; wildcards are refused)")
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo:

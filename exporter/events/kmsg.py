@@ -22,22 +22,27 @@ import stat
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .background import RestartingThread
 
-
-FAILURE = re.compile(
-    r"memory offlining \[mem (0x[0-9a-fA-F]+)-(0x[0-9a-fA-F]+)\] failed due to ([^\n]{1,80}?)\s*$")
+FAILURE = re.compile(r"memory offlining \[mem (0x[0-9a-fA-F]+)-(0x[0-9a-fA-F]+)\] failed due to ([^\n]{1,80}?)\s*$")
 # /dev/kmsg record prefix: "prio,seq,usec,flags;"
 KMSG_PREFIX = re.compile(r"^[0-9]+,[0-9]+,[0-9]+,[^;]*;")
 OTHER_BLOCK = "other"
 # offline_pages()'s reasons (mm/memory_hotplug.c, 6.x).  Exported at 0 from
 # the start: a counter series that is born at 1 hides its first increase
 # from increase()/rate(), and so from alerts.
-KNOWN_REASONS = ("multizone range", "memory holes", "failure to isolate range", "notifier failure",
-                 "signal backoff", "unmovable page", "failure to dissolve huge pages")
+KNOWN_REASONS = (
+    "multizone range",
+    "memory holes",
+    "failure to isolate range",
+    "notifier failure",
+    "signal backoff",
+    "unmovable page",
+    "failure to dissolve huge pages",
+)
 
 
 @dataclass(frozen=True)
@@ -92,8 +97,15 @@ class KmsgWatcher(RestartingThread):
 
     name = "memhp-kmsg"
 
-    def __init__(self, path: str, counts: FailureCounts, block_size: Callable[[], int | None],
-                 *, replay: bool = False, poll_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        path: str,
+        counts: FailureCounts,
+        block_size: Callable[[], int | None],
+        *,
+        replay: bool = False,
+        poll_interval: float = 0.5,
+    ) -> None:
         super().__init__()
         self.path = path
         self.counts = counts

@@ -18,7 +18,6 @@ import uuid
 import pytest
 import yaml
 
-from tests.vm.conftest import vm_bed, vm_guest, vm_guest_factory  # noqa: F401 (fixtures)
 from tests.vm.guest import GUEST_RESULTS, REPO, Guest, venv_python
 
 pytestmark = pytest.mark.vm
@@ -40,24 +39,32 @@ class GuestController:
     def write_policy(self, rules=None, guards=None, retry=None) -> None:
         doc = {
             "controller": {"journal": self.journal_path},
-            "guards": {"pause_file": f"{self.dir}/pause", "min_available": "64M", "cooldown": "0s",
-                       **(guards or {})},
-            "retry": {"attempts": ATTEMPTS, "attempt_timeout": "60s", "kill_grace": "5s", "total_timeout": "10m",
-                      "backoff_initial": "50ms", "backoff_max": "200ms", "backoff_jitter": "50ms", **(retry or {})},
+            "guards": {"pause_file": f"{self.dir}/pause", "min_available": "64M", "cooldown": "0s", **(guards or {})},
+            "retry": {
+                "attempts": ATTEMPTS,
+                "attempt_timeout": "60s",
+                "kill_grace": "5s",
+                "total_timeout": "10m",
+                "backoff_initial": "50ms",
+                "backoff_max": "200ms",
+                "backoff_jitter": "50ms",
+                **(retry or {}),
+            },
         }
         if rules:
             doc["rules"] = rules
         self.g.run(f"cat > {self.config}", input=yaml.safe_dump(doc)).check("write policy")
 
     def argv(self, *args: str) -> list[str]:
-        return [str(venv_python()), "-m", "controller.cli", *args, "--config.file", self.config]
+        return [str(venv_python()), "-m", "memhp.controller.cli", *args, "--config.file", self.config]
 
     def act(self, *args: str, timeout: float = 600) -> tuple[int, dict]:
-        r = self.g.python(["-m", "controller.cli", "act", *args, "--json", "--config.file", self.config],
-                          timeout=timeout)
+        r = self.g.python(
+            ["-m", "memhp.controller.cli", "act", *args, "--json", "--config.file", self.config], timeout=timeout
+        )
         assert not r.timed_out, r.stderr
         try:
-            return r.rc, json.loads(r.stdout[r.stdout.index("{"):])
+            return r.rc, json.loads(r.stdout[r.stdout.index("{") :])
         except ValueError:
             raise AssertionError(f"act rc={r.rc} printed no JSON:\n{r.stdout}\n{r.stderr}") from None
 
@@ -99,10 +106,10 @@ def online_movable(g: Guest, blocks) -> None:
 
 _RULE_SCRIPT = """
 import json, sys
-from controller.alert import Alert
-from controller.config import load_config
-from controller.engine import Engine
-from exporter.paths import Paths
+from memhp.controller.alert import Alert
+from memhp.controller.config import load_config
+from memhp.controller.engine import Engine
+from memhp.exporter.kernel.paths import Paths
 engine = Engine(load_config(sys.argv[1]), Paths()).open()
 alert = Alert("MemhpHotAddedMemoryOffline", "firing", {"alertname": "MemhpHotAddedMemoryOffline", "node": "0"},
               fingerprint="vmfp", starts_at="2024-05-01T10:00:00.000Z")
@@ -116,9 +123,19 @@ print(json.dumps([{"status": o.status, "results": [[r.block, r.op, r.result, r.z
 def test_rule_onlines_hot_added_blocks(vm_guest, dimm):
     g = vm_guest
     _, blocks = dimm
-    ctl = GuestController(g, rules=[{"name": "online-new", "alertname": "MemhpHotAddedMemoryOffline",
-                                     "action": "online-new", "count": len(blocks), "zone": "movable",
-                                     "node_label": "node"}])
+    ctl = GuestController(
+        g,
+        rules=[
+            {
+                "name": "online-new",
+                "alertname": "MemhpHotAddedMemoryOffline",
+                "action": "online-new",
+                "count": len(blocks),
+                "zone": "movable",
+                "node_label": "node",
+            }
+        ],
+    )
     r = g.python(["-c", _RULE_SCRIPT, ctl.config], timeout=600).check("rule script")
     first, second = json.loads(r.stdout)
     assert first["status"] == "done"
@@ -141,10 +158,17 @@ def test_act_offlines_movable_blocks_highest_first(vm_guest, dimm):
     assert all(r["result"] == "ok" and r["attempts"] == 1 for r in out["results"])
     assert states(g, blocks) == ["online", "online", "offline", "offline"]
     # the journal holds a fsynced pair per attempt, with the real states
-    pairs = [(r["type"], r["block"], r.get("state_before") or r.get("state_after"))
-             for r in ctl.journal() if r["type"] in ("attempt_start", "attempt_end")]
-    assert pairs == [("attempt_start", blocks[-1], "online"), ("attempt_end", blocks[-1], "offline"),
-                     ("attempt_start", blocks[-2], "online"), ("attempt_end", blocks[-2], "offline")]
+    pairs = [
+        (r["type"], r["block"], r.get("state_before") or r.get("state_after"))
+        for r in ctl.journal()
+        if r["type"] in ("attempt_start", "attempt_end")
+    ]
+    assert pairs == [
+        ("attempt_start", blocks[-1], "online"),
+        ("attempt_end", blocks[-1], "offline"),
+        ("attempt_start", blocks[-2], "online"),
+        ("attempt_end", blocks[-2], "offline"),
+    ]
     # already offline: success without a write
     rc, out = ctl.act("offline", "--blocks", str(blocks[-1]))
     assert rc == 0 and out["results"][0]["result"] == "already" and out["results"][0]["attempts"] == 0
@@ -167,8 +191,10 @@ def test_offline_of_a_kernel_zone_block_fails_with_the_real_errno_within_budget(
     ctl = GuestController(g)
     # boot memory in a kernel zone, highest address first, until the kernel has refused one with a
     # transient errno (EBUSY: unmovable pages) -- permanent ones (EINVAL: a hole) on the way are checked too
-    candidates = sorted((b for b, r in info.items() if r["state"] == "online" and r["valid_zones"] not in
-                         ("Movable", "none")), reverse=True)
+    candidates = sorted(
+        (b for b, r in info.items() if r["state"] == "online" and r["valid_zones"] not in ("Movable", "none")),
+        reverse=True,
+    )
     failures = {}
     for b in candidates:
         n_before = len(ctl.journal("attempt_end"))
@@ -232,8 +258,9 @@ def test_injected_online_failure_is_not_retried_when_permanent(vm_guest, dimm):
 
 def _pin(g: Guest, block: int) -> int:
     tag = f"ctlpin{block}-{uuid.uuid4().hex[:6]}"
-    pid = g.spawn([str(venv_python()), str(REPO / "tests/vm/pin_pages.py"), str(block)],
-                  log=f"{GUEST_RESULTS}/{tag}.log")
+    pid = g.spawn(
+        [str(venv_python()), str(REPO / "tests/vm/pin_pages.py"), str(block)], log=f"{GUEST_RESULTS}/{tag}.log"
+    )
     log = g.results / f"{tag}.log"
     g.wait_for(lambda: "pinned" in log.read_text() or g.poll(pid) is not None, 120, f"a pinned page in {block}")
     if "pinned" not in log.read_text():
@@ -281,8 +308,11 @@ def test_kill_9_mid_action_then_restart_reconciles(vm_guest, dimm):
     ctl = GuestController(g, retry={"attempts": 1, "attempt_timeout": "10m"})
     try:
         pid = g.spawn(ctl.argv("act", "offline", "--blocks", str(b)), cwd=str(REPO))
-        g.wait_for(lambda: ctl.journal()[-1:] and ctl.journal()[-1]["type"] == "attempt_start", 300,
-                   "the offline write to start")
+        g.wait_for(
+            lambda: ctl.journal()[-1:] and ctl.journal()[-1]["type"] == "attempt_start",
+            300,
+            "the offline write to start",
+        )
         g.wait_for(lambda: g.block_state(b) == "going-offline", 120, f"memory{b} going-offline")
         before = ctl.journal_text()
         g.kill(pid, signal.SIGKILL)
@@ -297,6 +327,11 @@ def test_kill_9_mid_action_then_restart_reconciles(vm_guest, dimm):
     after = ctl.journal_text()
     assert after.startswith(before)
     (rec,) = ctl.journal("reconcile")
-    assert (rec["block"], rec["op"], rec["state_before"], rec["state_now"], rec["outcome"]) == \
-        (b, "offline", "online", "online", "not_applied")
+    assert (rec["block"], rec["op"], rec["state_before"], rec["state_now"], rec["outcome"]) == (
+        b,
+        "offline",
+        "online",
+        "online",
+        "not_applied",
+    )
     assert [r["result"] for r in ctl.journal("reconcile_action")] == ["interrupted"]

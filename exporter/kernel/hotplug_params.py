@@ -25,7 +25,8 @@ def read_hotplug_params(params_dir: str, errors: ParseErrors) -> HotplugParams:
     return HotplugParams(
         online_policy=policy,
         auto_movable_ratio=parse_int(attr("auto_movable_ratio"), errors, "memory_hotplug/auto_movable_ratio"),
-        auto_movable_numa_aware=parse_bool(attr("auto_movable_numa_aware"), errors,
-                                           "memory_hotplug/auto_movable_numa_aware"),
+        auto_movable_numa_aware=parse_bool(
+            attr("auto_movable_numa_aware"), errors, "memory_hotplug/auto_movable_numa_aware"
+        ),
         memmap_on_memory=memmap,
     )

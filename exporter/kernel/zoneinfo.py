@@ -62,12 +62,11 @@ def parse_zoneinfo(text: str, errors: ParseErrors) -> ZoneInfo:
             section = "zone"
             parts = parts[1:]
         key = parts[0].rstrip(":")
-        if section == "pagesets":
-            # Per-CPU lines (including the per-CPU "vm stats threshold", at
-            # zone indentation) repeat names such as "high": only the zone's
-            # own trailer is kept.
-            if key not in _TRAILER:
-                continue
+        # Per-CPU lines (including the per-CPU "vm stats threshold", at zone
+        # indentation) repeat names such as "high": only the zone's own
+        # trailer is kept.
+        if section == "pagesets" and key not in _TRAILER:
+            continue
         if key == "protection" or len(parts) != 2:
             continue
         try:

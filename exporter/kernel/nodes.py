@@ -56,11 +56,8 @@ def read_nodes(node_dir: str, errors: ParseErrors) -> list[Node]:
             continue
         blocks = sorted(int(e[6:]) for e in entries if e.startswith("memory") and e[6:].isdigit())
 
-        def member(key: str) -> bool | None:
-            s = lists[key]
-            return None if s is None else node_id in s
-
-        nodes.append(Node(node_id, tuple(blocks), member("has_memory"), member("has_normal_memory"), member("online")))
+        member = {key: None if s is None else node_id in s for key, s in lists.items()}
+        nodes.append(Node(node_id, tuple(blocks), member["has_memory"], member["has_normal_memory"], member["online"]))
     nodes.sort(key=lambda n: n.id)
     return nodes
 

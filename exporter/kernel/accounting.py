@@ -13,9 +13,9 @@ higher than the policy will allow (see docs/metrics.md).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Iterable
 
 from .model import MOVABLE, MemoryBlock, Zone
 

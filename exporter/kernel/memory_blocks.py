@@ -14,14 +14,21 @@ ZONE_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9]*\Z")
 
 
 def read_memory_config(memory_dir: str, errors: ParseErrors) -> MemoryConfig:
-    size = parse_int(read_attr(os.path.join(memory_dir, "block_size_bytes"), errors, "memory/block_size_bytes"),
-                     errors, "memory/block_size_bytes", base=16)
+    size = parse_int(
+        read_attr(os.path.join(memory_dir, "block_size_bytes"), errors, "memory/block_size_bytes"),
+        errors,
+        "memory/block_size_bytes",
+        base=16,
+    )
     if size == 0:
         errors.add("memory/block_size_bytes", "zero")
         size = None
     auto = read_attr(os.path.join(memory_dir, "auto_online_blocks"), errors, "memory/auto_online_blocks")
-    crash = parse_bool(read_attr(os.path.join(memory_dir, "crash_hotplug"), errors, "memory/crash_hotplug"),
-                       errors, "memory/crash_hotplug")
+    crash = parse_bool(
+        read_attr(os.path.join(memory_dir, "crash_hotplug"), errors, "memory/crash_hotplug"),
+        errors,
+        "memory/crash_hotplug",
+    )
     # probe is write-only (mode 0200): presence, not contents, is the signal.
     probe = os.path.lexists(os.path.join(memory_dir, "probe"))
     return MemoryConfig(size, auto or None, crash, probe)
@@ -82,8 +89,9 @@ class _BlockReader:
     values are parsed once each, keyed by their raw bytes.
     """
 
-    def __init__(self, root_fd: int, errors: ParseErrors, node_of: dict[int, int] | None,
-                 details: bool, removable: bool) -> None:
+    def __init__(
+        self, root_fd: int, errors: ParseErrors, node_of: dict[int, int] | None, details: bool, removable: bool
+    ) -> None:
         self.root_fd = root_fd
         self.errors = errors
         self.node_of = node_of

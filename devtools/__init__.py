@@ -1,1 +1,0 @@
-"""Development helpers for files generated from sources in this repository."""
