@@ -3,8 +3,12 @@
 * :mod:`.webhook` — Alertmanager pushes (webhook payload version 4); the same
   HTTP server serves the controller's ``/metrics`` and ``/-/healthy``.
 * :mod:`.pull` — the controller polls Alertmanager's v2 API (fleets).
+* :mod:`.alertmanager_payload` — Alertmanager's alert JSON (webhook payload
+  and API answer) to ``Alert``, validated and bounded, for both;
 * :mod:`.common` — fingerprint and timestamp normalisation shared by both, so
   the engine can dedup occurrences ``(fingerprint, startsAt)`` whatever the source.
+
+The HTTP server itself is :mod:`memhp.web`, shared with the exporter.
 
 Both hand :class:`controller.alert.Alert` objects to an
 :class:`controller.alert.AlertSink`.

@@ -61,14 +61,20 @@ def parse_rfc3339(value: str) -> datetime:
         tz = UTC
     else:
         sign = 1 if offset[0] == "+" else -1
-        tz = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])))
+        hours, minutes = int(offset[1:3]), int(offset[4:6])
+        if hours > 23 or minutes > 59:  # timezone() refuses a day or more
+            raise TimestampError(f"UTC offset out of range: {value!r}")
+        tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
     try:
         dt = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micros, tzinfo=tz)
     except ValueError as e:
         raise TimestampError(f"not a valid date: {value!r}: {e}") from None
     if dt.year == GO_ZERO_TIME_YEAR:
         return dt  # converting Go's zero time to UTC could underflow; callers test for it
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00:00-02:00 is past year 9999 in UTC
+        raise TimestampError(f"out of range in UTC: {value!r}") from None
 
 
 def format_time(dt: datetime) -> str:
@@ -78,7 +84,10 @@ def format_time(dt: datetime) -> str:
 
 
 def canonical_time(value: str) -> str:
-    return format_time(parse_rfc3339(value))
+    try:
+        return format_time(parse_rfc3339(value))
+    except OverflowError:  # Go's zero time with a positive offset: before year 1 in UTC
+        raise TimestampError(f"out of range in UTC: {value!r}") from None
 
 
 def canonical_end_time(value: str | None) -> str | None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import base64
 import http.client
-import json
 import logging
 import os
 import ssl
@@ -41,8 +40,9 @@ from memhp.controller.alert import FIRING, RESOLVED, Alert, AlertSink, SinkFull,
 from memhp.controller.metrics import ControllerMetrics
 from memhp.units import parse_duration
 
+from .alertmanager_payload import PayloadError, parse_api_alert, parse_api_alerts
 from .auth import SecretFile, SecretFileError, parse_basic_auth, parse_bearer_token
-from .common import TimestampError, canonical_end_time, canonical_time, labels_fingerprint, now_time, string_map
+from .common import now_time
 
 log = logging.getLogger(__name__)
 
@@ -276,47 +276,30 @@ class PullSource:
         if len(body) > MAX_RESPONSE_BYTES:
             raise _BadResponse(f"answer larger than {MAX_RESPONSE_BYTES} bytes")
         try:
-            data = json.loads(body)
-        except ValueError as e:
-            raise _BadResponse(f"answer is not JSON: {e}") from None
-        if not isinstance(data, list):
-            raise _BadResponse(f"expected a list of alerts, got {type(data).__name__}")
-        return data
+            return parse_api_alerts(body)
+        except PayloadError as e:
+            raise _BadResponse(str(e)) from None
 
     def _to_alert(self, raw: Any) -> Alert | None:
         """An active, unsilenced, uninhibited alert of this node; None to skip; _BadResponse if malformed."""
-        if not isinstance(raw, dict):
-            raise _BadResponse("alert is not an object")
         try:
-            labels = string_map(raw.get("labels"), "labels")
-            annotations = string_map(raw.get("annotations", {}), "annotations")
-            status = raw.get("status") or {}
-            if not isinstance(status, dict):
-                raise TypeError("status must be an object")
-            starts_at = canonical_time(raw.get("startsAt") or "")
-            ends_raw = raw.get("endsAt")
-            ends_at = canonical_end_time(ends_raw if isinstance(ends_raw, str) else None)
-            fingerprint = raw.get("fingerprint") or labels_fingerprint(labels)
-            if not isinstance(fingerprint, str):
-                raise TypeError("fingerprint must be a string")
-        except (TypeError, TimestampError) as e:
+            parsed = parse_api_alert(raw)
+        except PayloadError as e:
             raise _BadResponse(f"malformed alert: {e}") from None
-        name = labels.get("alertname", "")
-        if not name:
-            raise _BadResponse("alert without alertname")
+        f = parsed.fields
         # Defence in depth: the query already asked for exactly this.
-        if status.get("state", "active") != "active" or status.get("silencedBy") or status.get("inhibitedBy"):
+        if not parsed.active or parsed.silenced or parsed.inhibited:
             return None
-        if labels.get(self.settings.node_label) != self.settings.node_name:
+        if f.labels.get(self.settings.node_label) != self.settings.node_name:
             return None
         return Alert(
-            name=name,
+            name=f.name,
             status=FIRING,
-            labels=labels,
-            annotations=annotations,
-            starts_at=starts_at,
-            ends_at=ends_at,
-            fingerprint=fingerprint,
+            labels=f.labels,
+            annotations=f.annotations,
+            starts_at=f.starts_at,
+            ends_at=f.ends_at,
+            fingerprint=f.fingerprint,
             source=SOURCE,
         )
 

@@ -375,7 +375,8 @@ def test_unknown_path_and_wrong_method(receiver):
     r = receiver()
     assert r.request(path="/elsewhere", body=payload())[0] == 404
     assert r.request("GET", WEBHOOK_PATH)[0] == 405
-    assert r.request("DELETE", WEBHOOK_PATH)[0] == 501
+    status, _, resp = r.request("DELETE", WEBHOOK_PATH)  # issue 11: 405 with Allow, not 501
+    assert status == 405 and resp.getheader("Allow") == "POST"
     assert r.sink.batches == []
 
 
@@ -504,13 +505,17 @@ def test_concurrency_is_bounded(receiver):
     holders = [r.raw(), r.raw()]
     try:
         for s in holders:
-            s.sendall(b"POST ")  # an unfinished request holds a worker
+            # An authenticated request whose body is still arriving holds a slot (issue 11:
+            # a connection that has not authenticated yet holds none).
+            s.sendall(
+                f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                f"Content-Length: 100\r\n\r\n{{".encode()
+            )
         wait_until(lambda: r.handle.in_flight == 2, timeout=5, desc="two requests in flight")
-        with r.raw() as s:
-            answer = _read_until_closed(s, 5)
-        assert answer.startswith(b"HTTP/1.0 503 ")
-        assert b'"reason": "overloaded"' in answer
+        status, doc, resp = r.request(body=payload())
+        assert status == 503 and doc["reason"] == "overloaded" and resp.getheader("Retry-After")
         assert rejected(r.metrics, "overloaded") == 1
+        assert r.request("GET", "/-/healthy", token=None)[0] == 200  # health needs no slot
         assert r.handle.in_flight == 2
     finally:
         for s in holders:

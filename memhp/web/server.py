@@ -1,0 +1,665 @@
+"""The HTTP server of both programs: one request per connection, every phase bounded.
+
+Phases of a connection, and what bounds each:
+
+1. **accept**: at most ``max_connections`` open connections.  At the bound, the
+   oldest connection that has not yet sent its request headers is closed to
+   make room (counted as ``connection_limit``); only when every connection is
+   past its headers is the new one refused (plain HTTP: a 503, TLS: closed).
+   Slow or idle clients therefore cannot lock anyone out.
+2. **TLS handshake, request line and headers**: within ``header_timeout``
+   (and ``read_timeout``), at most ``max_header_bytes`` and ``max_headers``.
+   No request slot is held yet, and nothing is known about the client: a
+   trickling client (slowloris) is cut at the deadline with 408.
+3. **routing and authentication**: health (``public`` routes) is answered
+   here, without credentials and without a slot; everything else needs
+   credentials (401 before anything else, unknown paths included, so paths are
+   not revealed); a method the path does not serve gets 405 with ``Allow``.
+4. **a request slot**: at most ``max_concurrency`` authenticated requests are
+   served at once; one more is answered 503 ``overloaded`` at once.
+5. **body**: only routes that take one; ``Content-Length`` required (no
+   chunked), ASCII digits only, at most ``max_body_bytes`` (413 judged from the
+   header, before reading); all of it within ``read_timeout`` of the connection.
+6. **handler**: a route function turns a :class:`Request` into a
+   :class:`Response`.  An exception there is a 500 and one log line, never a
+   dropped connection.
+7. **answer**: ``Connection: close`` (HTTP/1.0 framing), the configured extra
+   headers, gzip where the route allows it and the client accepts it; sending
+   is bounded by ``read_timeout`` too.  An unread body is drained a little
+   (bounded) so that closing does not reset the connection under the answer.
+
+Refusals are counted through ``on_reject(reason)``; those a client can trigger
+at will are logged escaped and rate-limited.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import re
+import selectors
+import socket
+import ssl
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import urlsplit
+
+from .address import bind_address
+from .auth import AUTH_MISSING, Authenticator
+from .logs import RateLimitedLog, escape
+from .tls import TLSContexts
+
+log = logging.getLogger(__name__)
+
+# requests_rejected{reason} values (auth reasons are in .auth).
+R_READ_TIMEOUT = "read_timeout"
+R_BAD_HTTP = "bad_http"
+R_TLS = "tls_handshake"
+R_OVERLOADED = "overloaded"
+R_CONNECTION_LIMIT = "connection_limit"
+R_NOT_FOUND = "not_found"
+R_METHOD = "method_not_allowed"
+R_LENGTH_REQUIRED = "length_required"
+R_BAD_LENGTH = "bad_content_length"
+R_TOO_LARGE = "body_too_large"
+R_INCOMPLETE = "incomplete_body"
+R_INTERNAL = "internal_error"
+
+HEALTH_PATH = "/-/healthy"
+RETRY_AFTER_OVERLOADED = 1
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_DIGITS = re.compile(r"[0-9]{1,18}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    header_timeout: float = 5.0  # TLS handshake + request line + headers
+    read_timeout: float = 10.0  # the whole request (and, separately, sending the answer)
+    max_connections: int = 64
+    max_concurrency: int = 16
+    max_body_bytes: int = 1 << 20
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 64
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not self.header_timeout > 0:
+            problems.append("--web.header-timeout must be positive")
+        if not self.read_timeout > 0:
+            problems.append("--web.read-timeout must be positive")
+        if self.max_body_bytes <= 0:
+            problems.append("--web.max-body-bytes must be positive")
+        if self.max_concurrency < 1:
+            problems.append("--web.max-concurrency must be at least 1")
+        if self.max_connections < 1:
+            problems.append("--web.max-connections must be at least 1")
+        return problems
+
+
+@dataclass
+class Request:
+    method: str
+    target: str
+    path: str
+    query: str
+    headers: dict[str, str]  # lower-case names; values as sent, decoded Latin-1 (lossless)
+    client: str
+    body: bytes = b""
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name.lower(), default)
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes | None = None  # None: the application's error document, from reason/message/extra
+    content_type: str = "text/plain; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None  # set for a refusal: counted with on_reject and logged
+    message: str = ""
+    extra: dict[str, Any] | None = None
+    compress: bool = False  # gzip when the client accepts it
+
+
+Handler = Callable[[Request], Response]
+
+
+@dataclass(frozen=True)
+class Route:
+    methods: Mapping[str, Handler]  # "GET" also serves HEAD
+    public: bool = False  # no credentials, no request slot: health
+    body: bool = False  # the route reads a request body
+
+    @property
+    def allow(self) -> str:
+        names = list(self.methods)
+        if "GET" in names and "HEAD" not in names:
+            names.insert(names.index("GET") + 1, "HEAD")
+        return ", ".join(names)
+
+
+def text_error_body(status: int, reason: str | None, message: str, extra: dict[str, Any] | None) -> tuple[str, bytes]:
+    return "text/plain; charset=utf-8", (message or HTTPStatus(status).phrase).encode("utf-8", "replace") + b"\n"
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _Gone(Exception):
+    """The client closed the connection (or it was closed to make room)."""
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Socket reads that all share one absolute deadline (defeats slowloris)."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Timeout
+        self.sock.settimeout(remaining)
+        try:
+            return self.sock.recv_into(buffer)
+        except TimeoutError:
+            raise _Timeout from None
+        except (ssl.SSLError, OSError):
+            raise _Gone from None
+
+
+@dataclass(eq=False)
+class _Conn:
+    sock: socket.socket
+    client: str
+    started: float
+    pending: bool = True  # headers not yet received: may be closed to make room
+    evicted: bool = False
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+class WebServer:
+    """A listening server.  ``start()`` serves in background threads; ``shutdown()`` stops and frees the port."""
+
+    def __init__(
+        self,
+        listen_address: str,
+        routes: Mapping[str, Route],
+        *,
+        limits: Limits = Limits(),
+        auth: Authenticator | None = None,
+        tls: TLSContexts | None = None,
+        extra_headers: Callable[[], Mapping[str, str]] = dict,
+        on_reject: Callable[[str], None] = lambda reason: None,
+        error_body: Callable[[int, str | None, str, dict[str, Any] | None], tuple[str, bytes]] = text_error_body,
+        warn_reasons: frozenset[str] = frozenset(),
+        name: str = "memhp",
+    ) -> None:
+        self.routes = dict(routes)
+        self.limits = limits
+        self.auth = auth or Authenticator()
+        self.tls = tls if tls is not None and tls.enabled else None
+        self.extra_headers = extra_headers
+        self.on_reject = on_reject
+        self.error_body = error_body
+        self.warn_reasons = warn_reasons
+        self.name = name
+        self._refusals = RateLimitedLog(log)
+        self._slots = threading.BoundedSemaphore(limits.max_concurrency)
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._conns: OrderedDict[int, _Conn] = OrderedDict()
+        self._stopping = threading.Event()
+        family, address = bind_address(listen_address)
+        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                self._sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            self._sock.bind(address)
+            self._sock.listen(128)
+        except OSError:
+            self._sock.close()
+            raise
+        self._thread = threading.Thread(target=self._accept_loop, name=f"{name}-http", daemon=True)
+
+    # -- life cycle
+    def start(self) -> WebServer:
+        self._thread.start()
+        return self
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        self._thread.join(timeout)
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        with self._lock:
+            conns = list(self._conns.values())
+        for c in conns:
+            self._close_now(c)
+
+    @property
+    def server_address(self) -> tuple:
+        return self._sock.getsockname()
+
+    @property
+    def host(self) -> str:
+        return str(self.server_address[0])
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``https://127.0.0.1:10121``."""
+        scheme = "https" if self.tls is not None else "http"
+        host = self.host
+        return f"{scheme}://[{host}]:{self.port}" if ":" in host else f"{scheme}://{host}:{self.port}"
+
+    @property
+    def in_flight(self) -> int:
+        """Requests holding a slot right now (at most max_concurrency)."""
+        return self._in_flight
+
+    @property
+    def connections(self) -> int:
+        """Open connections (at most max_connections)."""
+        with self._lock:
+            return len(self._conns)
+
+    # -- accepting
+    def _accept_loop(self) -> None:
+        self._sock.setblocking(False)
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._sock, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                if not sel.select(0.2):
+                    continue
+                try:
+                    sock, addr = self._sock.accept()
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as e:  # EMFILE and friends: back off instead of spinning
+                    log.error("accept failed: %s", e)
+                    self._stopping.wait(0.1)
+                    continue
+                try:
+                    self._admit(sock, str(addr[0]))
+                except Exception as e:  # noqa: BLE001 - the accept loop must survive anything
+                    log.error("cannot serve a connection: %s", e)
+                    sock.close()
+
+    def _admit(self, sock: socket.socket, client: str) -> None:
+        sock.setblocking(True)
+        conn = _Conn(sock, client, time.monotonic())
+        victim = None
+        with self._lock:
+            if len(self._conns) >= self.limits.max_connections:
+                victim = next((c for c in self._conns.values() if c.pending), None)
+                if victim is None:
+                    full = True
+                else:
+                    full = False
+                    victim.evicted = True
+                    del self._conns[id(victim)]
+            else:
+                full = False
+            if not full:
+                self._conns[id(conn)] = conn
+        if victim is not None:
+            self._refuse_log(
+                R_CONNECTION_LIMIT,
+                "closed a connection from %s still sending its request: %d open",
+                escape(victim.client),
+                self.limits.max_connections,
+            )
+            self._close_now(victim)
+        if full:
+            self._refuse_log(
+                R_CONNECTION_LIMIT,
+                "refused a connection from %s: %d open, all busy",
+                escape(client),
+                self.limits.max_connections,
+            )
+            if self.tls is None:
+                ctype, body = self.error_body(503, R_OVERLOADED, "too many connections", None)
+                try:
+                    sock.settimeout(0.2)
+                    sock.sendall(self._head(503, ctype, len(body), {"Retry-After": "1"}) + body)
+                except OSError:
+                    pass
+            sock.close()
+            return
+        threading.Thread(target=self._serve, args=(conn,), name=f"{self.name}-conn", daemon=True).start()
+
+    @staticmethod
+    def _close_now(conn: _Conn) -> None:
+        try:  # the base class's shutdown: wakes a thread blocked in recv, TLS or not
+            socket.socket.shutdown(conn.sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _refuse_log(self, reason: str, msg: str, *args: object) -> None:
+        self.on_reject(reason)
+        level = logging.WARNING if reason in self.warn_reasons or reason == R_CONNECTION_LIMIT else logging.DEBUG
+        self._refusals.log(level, reason, msg, *args)
+
+    # -- one connection
+    def _serve(self, conn: _Conn) -> None:
+        started = conn.started
+        header_deadline = started + min(self.limits.header_timeout, self.limits.read_timeout)
+        sock = conn.sock
+        state: dict[str, Any] = {"unread_body": False, "slot": False}
+        try:
+            if self.tls is not None:
+                tls_sock = self._handshake(conn, header_deadline)
+                if tls_sock is None:
+                    return
+                sock = tls_sock
+            reader = _DeadlineReader(sock, header_deadline)
+            rfile = io.BufferedReader(reader, 8192)
+            try:
+                req = self._read_head(rfile, conn.client)
+            except _Timeout:
+                if not conn.evicted:
+                    self._answer(
+                        sock, None, Response(408, reason=R_READ_TIMEOUT, message="request not received in time")
+                    )
+                return
+            except _Gone:
+                return
+            except _BadRequest as e:
+                self._answer(sock, None, Response(e.status, reason=R_BAD_HTTP, message=str(e)))
+                return
+            with self._lock:
+                conn.pending = False
+            reader.deadline = started + self.limits.read_timeout
+            resp = self._dispatch(req, rfile, state)
+            if resp is not None:
+                self._answer(sock, req, resp)
+            if state["unread_body"]:
+                self._drain(sock, header_deadline)
+        except Exception as e:  # noqa: BLE001 - a connection's thread must never die with a traceback
+            log.error("error serving %s: %s", escape(conn.client), escape(f"{type(e).__name__}: {e}"))
+        finally:
+            if state["slot"]:
+                with self._lock:
+                    self._in_flight -= 1
+                self._slots.release()
+            with self._lock:
+                self._conns.pop(id(conn), None)
+            for s in {id(sock): sock, id(conn.sock): conn.sock}.values():
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def _handshake(self, conn: _Conn, deadline: float) -> ssl.SSLSocket | None:
+        assert self.tls is not None
+        ctx = self.tls.get()
+        assert ctx is not None
+        try:
+            conn.sock.settimeout(max(0.001, deadline - time.monotonic()))
+            tls_sock = ctx.wrap_socket(conn.sock, server_side=True, do_handshake_on_connect=False)
+            conn.sock = tls_sock
+            tls_sock.do_handshake()
+            return tls_sock
+        except (OSError, ssl.SSLError, ValueError) as e:
+            if not conn.evicted:
+                self.on_reject(R_TLS)
+                log.debug("TLS handshake with %s failed: %s", escape(conn.client), escape(e))
+            return None
+
+    def _read_head(self, rfile: io.BufferedReader, client: str) -> Request:
+        limits = self.limits
+        budget = limits.max_header_bytes
+
+        def line() -> bytes:
+            nonlocal budget
+            data = rfile.readline(budget + 1)
+            budget -= len(data)
+            if budget < 0:
+                raise _BadRequest(431, f"request line and headers exceed {limits.max_header_bytes} bytes")
+            if not data.endswith(b"\n"):
+                raise _Gone
+            return data.rstrip(b"\r\n")
+
+        first = line()
+        if not first:  # one empty line before the request line is tolerated (RFC 9112 2.2)
+            first = line()
+        parts = first.split(b" ")
+        if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or parts[2] not in (b"HTTP/1.0", b"HTTP/1.1"):
+            raise _BadRequest(400, f"bad request line {escape(first.decode('latin-1'))!r}")
+        method, target = parts[0].decode("ascii"), parts[1].decode("latin-1")
+        try:
+            split = urlsplit(target)
+        except ValueError:
+            raise _BadRequest(400, f"bad request target {escape(target)!r}") from None
+        headers: dict[str, str] = {}
+        count = 0
+        while True:
+            raw = line()
+            if not raw:
+                break
+            count += 1
+            if count > limits.max_headers:
+                raise _BadRequest(431, f"more than {limits.max_headers} header fields")
+            name, sep, value = raw.partition(b":")
+            if not sep or not _TOKEN.fullmatch(name):
+                raise _BadRequest(400, f"bad header line {escape(raw.decode('latin-1'))!r}")
+            key = name.decode("ascii").lower()
+            text = value.strip(b" \t").decode("latin-1")
+            if key in headers:
+                if key in ("content-length", "authorization", "host", "transfer-encoding"):
+                    raise _BadRequest(400, f"repeated {key} header")
+                headers[key] += ", " + text
+            else:
+                headers[key] = text
+        return Request(method, target, split.path or "/", split.query, headers, client)
+
+    def _dispatch(self, req: Request, rfile: io.BufferedReader, state: dict[str, Any]) -> Response | None:
+        route = self.routes.get(req.path)
+        method = "GET" if req.method == "HEAD" else req.method
+        has_body = "content-length" in req.headers or "transfer-encoding" in req.headers
+        if route is not None and route.public:
+            if method not in route.methods:
+                state["unread_body"] = has_body
+                return Response(405, reason=R_METHOD, message=f"use {route.allow}", headers={"Allow": route.allow})
+            return self._call(route.methods[method], req)
+        reason = self.auth.check(req.header("Authorization"))
+        if reason is not None:
+            state["unread_body"] = has_body
+            return Response(
+                401,
+                reason=reason,
+                message="authentication required" if reason == AUTH_MISSING else "wrong credentials",
+                headers={"WWW-Authenticate": self.auth.challenge},
+            )
+        if route is None:
+            state["unread_body"] = has_body
+            return Response(404, reason=R_NOT_FOUND, message=f"no such path {escape(req.path)!r}")
+        if method not in route.methods:
+            state["unread_body"] = has_body
+            return Response(405, reason=R_METHOD, message=f"use {route.allow}", headers={"Allow": route.allow})
+        if not self._slots.acquire(blocking=False):
+            state["unread_body"] = has_body
+            return Response(
+                503,
+                reason=R_OVERLOADED,
+                message="too many requests at once",
+                headers={"Retry-After": str(RETRY_AFTER_OVERLOADED)},
+            )
+        state["slot"] = True
+        with self._lock:
+            self._in_flight += 1
+        if route.body:
+            state["unread_body"] = True
+            body_or_refusal = self._read_body(req, rfile)
+            if isinstance(body_or_refusal, Response):
+                state["unread_body"] = body_or_refusal.reason not in (R_INCOMPLETE, R_READ_TIMEOUT)
+                return body_or_refusal
+            if body_or_refusal is None:
+                state["unread_body"] = False
+                return None
+            req.body = body_or_refusal
+            state["unread_body"] = False
+        elif has_body:
+            state["unread_body"] = True
+        return self._call(route.methods[method], req)
+
+    def _read_body(self, req: Request, rfile: io.BufferedReader) -> bytes | Response | None:
+        limit = self.limits.max_body_bytes
+        if req.header("Transfer-Encoding"):
+            return Response(
+                411, reason=R_LENGTH_REQUIRED, message="chunked bodies are not accepted; send Content-Length"
+            )
+        raw_length = req.header("Content-Length")
+        if raw_length is None:
+            return Response(411, reason=R_LENGTH_REQUIRED, message="Content-Length required")
+        if not _DIGITS.fullmatch(raw_length.strip()):
+            return Response(400, reason=R_BAD_LENGTH, message=f"bad Content-Length {escape(raw_length)!r}")
+        length = int(raw_length)
+        if length > limit:
+            return Response(
+                413,
+                reason=R_TOO_LARGE,
+                message=f"body of {length} bytes exceeds the limit of {limit}",
+                extra={"limit": limit},
+            )
+        try:
+            body = rfile.read(length)
+        except _Timeout:
+            return Response(408, reason=R_READ_TIMEOUT, message="request body not received in time")
+        except _Gone:
+            self.on_reject(R_INCOMPLETE)
+            return None
+        if len(body) != length:
+            return Response(400, reason=R_INCOMPLETE, message=f"body ended after {len(body)} of {length} bytes")
+        return body
+
+    def _call(self, handler: Handler, req: Request) -> Response:
+        try:
+            return handler(req)
+        except Exception as e:  # noqa: BLE001 - a bug in a route: one line, a 500, and the server goes on
+            tb = e.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            where = f" at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else ""
+            log.error(
+                "internal error serving %s %s: %s%s",
+                req.method,
+                escape(req.path),
+                escape(f"{type(e).__name__}: {e}"),
+                where,
+            )
+            return Response(500, reason=R_INTERNAL, message="internal error")
+
+    # -- answering
+    def _head(self, status: int, content_type: str, length: int, headers: Mapping[str, str]) -> bytes:
+        lines = [
+            f"HTTP/1.0 {status} {_phrase(status)}",
+            f"Server: {self.name}",
+            f"Date: {formatdate(usegmt=True)}",
+            f"Content-Type: {content_type}",
+            f"Content-Length: {length}",
+            "Connection: close",
+        ]
+        extra = dict(self.extra_headers())
+        extra.update(headers)
+        lines += [f"{k}: {v}" for k, v in extra.items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+
+    def _answer(self, sock: socket.socket, req: Request | None, resp: Response) -> None:
+        if resp.reason is not None:
+            self._refuse_log(
+                resp.reason,
+                "refused %s %s from %s with %d (%s): %s",
+                escape(req.method if req else "-"),
+                escape(req.path if req else "-"),
+                escape(req.client if req else "-"),
+                resp.status,
+                resp.reason,
+                escape(resp.message),
+            )
+        body, ctype, headers = resp.body, resp.content_type, dict(resp.headers)
+        if body is None:
+            ctype, body = self.error_body(resp.status, resp.reason, resp.message, resp.extra)
+        if resp.compress and req is not None and _gzip_accepted(req.header("Accept-Encoding") or ""):
+            body = gzip.compress(body, compresslevel=6)
+            headers["Content-Encoding"] = "gzip"
+            headers["Vary"] = "Accept-Encoding"
+        data = self._head(resp.status, ctype, len(body), headers)
+        if req is None or req.method != "HEAD":
+            data += body
+        if req is not None:
+            log.debug(
+                "%s %s %s -> %d %d bytes",
+                escape(req.client),
+                escape(req.method),
+                escape(req.target),
+                resp.status,
+                len(body),
+            )
+        try:
+            sock.settimeout(self.limits.read_timeout)  # bounds a client that will not read
+            sock.sendall(data)
+        except OSError as e:
+            log.debug("could not answer %s: %s", escape(req.client if req else "-"), escape(e))
+
+    def _drain(self, sock: socket.socket, deadline: float, cap: int = 64 * 1024, wait: float = 1.0) -> None:
+        """Lingering close: read (and drop) a little of an unread body so that
+        closing does not reset the connection before the client has read our answer."""
+        until = min(time.monotonic() + wait, max(deadline, time.monotonic()) + wait)
+        got = 0
+        try:
+            if not isinstance(sock, ssl.SSLSocket):
+                sock.shutdown(socket.SHUT_WR)
+            while got < cap:
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    break
+                sock.settimeout(remaining)
+                chunk = sock.recv(min(16384, cap - got))
+                if not chunk:
+                    break
+                got += len(chunk)
+        except OSError:
+            pass
+
+
+def _gzip_accepted(accept_encoding: str) -> bool:
+    for part in accept_encoding.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip"):
+            q = params.strip()
+            return not (q.startswith("q=") and q[2:].strip() in ("0", "0.0", "0.00", "0.000"))
+    return False
