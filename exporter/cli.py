@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, generate_latest
 
 from memhp import __version__
+from memhp.web import Limits, SecretFileError, tls_contexts, web_config
+from memhp.web.flags import add_limit_arguments, add_web_config_argument, limits_from_args
 
 from .collectors import (
     COLLECTORS,
@@ -32,7 +34,7 @@ from .events.uevent_monitor import UeventMonitor
 from .kernel.fsread import ParseErrors
 from .kernel.memory_blocks import read_memory_config
 from .kernel.paths import Paths
-from .server import parse_listen_address, serve
+from .server import DEFAULT_LIMITS, parse_listen_address, serve
 
 log = logging.getLogger("memhp.exporter")
 
@@ -52,6 +54,8 @@ class ExporterConfig:
     telemetry_path: str = "/metrics"
     tls_cert: str | None = None
     tls_key: str | None = None
+    web_config_file: str | None = None
+    limits: Limits = DEFAULT_LIMITS
     collectors: frozenset[str] = field(default_factory=lambda: frozenset(COLLECTORS))
     block_limit: int = DEFAULT_BLOCK_LIMIT
     kmsg_replay: bool = False
@@ -74,8 +78,14 @@ def get_parser() -> argparse.ArgumentParser:
         help="Address to serve metrics on, HOST:PORT (empty host: all interfaces).",
     )
     p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", help="Path of the metrics.")
-    p.add_argument("--web.tls.cert-file", dest="tls_cert", help="TLS certificate (PEM); serve HTTPS with the key.")
-    p.add_argument("--web.tls.key-file", dest="tls_key", help="TLS private key (PEM).")
+    add_web_config_argument(p)
+    p.add_argument(
+        "--web.tls.cert-file",
+        dest="tls_cert",
+        help="TLS certificate (PEM); serve HTTPS with the key. Deprecated: use tls_server_config in --web.config.file.",
+    )
+    p.add_argument("--web.tls.key-file", dest="tls_key", help="TLS private key (PEM). Deprecated, as above.")
+    add_limit_arguments(p, DEFAULT_LIMITS, body=False)
     p.add_argument("--path.sysfs", dest="sysfs", default="/sys", help="sysfs mount point.")
     p.add_argument("--path.procfs", dest="procfs", default="/proc", help="procfs mount point.")
     p.add_argument(
@@ -146,12 +156,23 @@ def config_from_args(args: argparse.Namespace) -> ExporterConfig:
     parse_listen_address(args.listen)
     if not args.telemetry_path.startswith("/"):
         raise ValueError("--web.telemetry-path must start with /")
+    limits = limits_from_args(args, DEFAULT_LIMITS)
+    problems = limits.validate()
+    if problems:
+        raise ValueError(problems[0])
+    if not args.once:
+        try:  # a bad web config file is a usage error at start, like a bad flag
+            tls_contexts(web_config(args.web_config_file), args.tls_cert, args.tls_key)
+        except SecretFileError as e:
+            raise ValueError(str(e)) from None
     return ExporterConfig(
         paths=Paths(args.sysfs, args.procfs, args.kmsg),
         listen=args.listen,
         telemetry_path=args.telemetry_path,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        web_config_file=args.web_config_file,
+        limits=limits,
         collectors=enabled,
         block_limit=args.block_limit,
         kmsg_replay=args.kmsg_replay,
@@ -244,11 +265,19 @@ def main(argv: list[str] | None = None) -> int:
         cfg.paths.kmsg,
         ",".join(sorted(cfg.collectors)),
         cfg.block_limit,
-        "on" if cfg.tls_cert else "off",
+        "flags" if cfg.tls_cert else ("web config" if cfg.web_config_file else "off"),
     )
     try:
-        httpd = serve(registry, cfg.listen, cfg.telemetry_path, cfg.tls_cert, cfg.tls_key)
-    except OSError as e:
+        httpd = serve(
+            registry,
+            cfg.listen,
+            cfg.telemetry_path,
+            cfg.tls_cert,
+            cfg.tls_key,
+            web_config_file=cfg.web_config_file,
+            limits=cfg.limits,
+        )
+    except (OSError, SecretFileError) as e:
         log.error("cannot listen on %s: %s", cfg.listen, e)
         collector.close()
         return 1

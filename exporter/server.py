@@ -1,69 +1,109 @@
-"""The exporter's HTTP endpoint: the telemetry path, a landing page, 404 elsewhere."""
+"""The exporter's HTTP endpoint: thin routes on the shared web layer (:mod:`memhp.web`).
+
+``/metrics`` (``--web.telemetry-path``), a landing page at ``/``, ``/-/healthy``
+(no credentials), 404 elsewhere.  Limits, deadlines, TLS and basic auth
+(``--web.config.file``) are the web layer's, the same as the controller's.
+
+The telemetry route calls a *renderer*: ``render(accept, params) ->
+(content_type, body)``.  Today it is :func:`registry_renderer` (prometheus_client's
+text/OpenMetrics negotiation and ``?name[]=`` filtering); anything that returns
+pre-rendered bytes can take its place.
+"""
 
 from __future__ import annotations
 
 import html
-import socket
-import ssl
-import threading
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from collections.abc import Callable, Mapping
+from urllib.parse import parse_qs
 
-from prometheus_client import make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
+from memhp.web import (
+    HEALTH_PATH,
+    Authenticator,
+    Limits,
+    ListenAddressError,
+    Request,
+    Response,
+    Route,
+    WebServer,
+    split_host_port,
+    tls_contexts,
+    web_config,
+)
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):
-        pass
+Renderer = Callable[[str, Mapping[str, list[str]]], tuple[str, bytes]]
+
+# A scrape reads sysfs for every block: a few at once are plenty (Prometheus HA pairs, a curl).
+DEFAULT_LIMITS = Limits(header_timeout=5.0, read_timeout=10.0, max_connections=64, max_concurrency=4)
 
 
 def parse_listen_address(addr: str) -> tuple[str, int]:
-    """``:10301``, ``127.0.0.1:10301``, ``[::1]:10301`` -> (host, port)."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"listen address {addr!r} is not HOST:PORT")
-    host = host.strip("[]")
-    return host or "0.0.0.0", int(port)
+    """``:10301``, ``127.0.0.1:10301``, ``[::1]:10301`` -> (host, port); ValueError if not HOST:PORT."""
+    try:
+        host, port = split_host_port(addr)
+    except ListenAddressError as e:
+        raise ValueError(str(e)) from None
+    return host or "0.0.0.0", port
 
 
-def make_app(registry: CollectorRegistry, telemetry_path: str):
-    metrics_app = make_wsgi_app(registry)
+def registry_renderer(registry: CollectorRegistry) -> Renderer:
+    def render(accept: str, params: Mapping[str, list[str]]) -> tuple[str, bytes]:
+        encoder, content_type = choose_encoder(accept)
+        names = params.get("name[]")
+        target = registry.restricted_registry(names) if names else registry
+        return content_type, encoder(target)
+
+    return render
+
+
+def make_routes(render: Renderer, telemetry_path: str) -> dict[str, Route]:
     landing = (
         f"<html><head><title>memhp exporter</title></head><body><h1>memhp exporter</h1>"
         f'<p><a href="{html.escape(telemetry_path)}">Metrics</a></p></body></html>'
     ).encode()
 
-    def app(environ, start_response):
-        path = environ.get("PATH_INFO", "/")
-        if path == telemetry_path:
-            return metrics_app(environ, start_response)
-        if path == "/":
-            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
-            return [landing]
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found\n"]
+    def metrics(req: Request) -> Response:
+        content_type, body = render(req.header("Accept") or "", parse_qs(req.query))
+        return Response(200, body, content_type, compress=True)
 
-    return app
+    def home(req: Request) -> Response:
+        return Response(200, landing, "text/html; charset=utf-8")
+
+    def health(req: Request) -> Response:
+        return Response(200, b"OK\n")
+
+    routes = {HEALTH_PATH: Route({"GET": health}, public=True), "/": Route({"GET": home})}
+    routes[telemetry_path] = Route({"GET": metrics})
+    return routes
 
 
 def serve(
-    registry: CollectorRegistry,
+    registry: CollectorRegistry | Renderer,
     listen: str,
     telemetry_path: str = "/metrics",
     certfile: str | None = None,
     keyfile: str | None = None,
-):
-    """Start serving in a daemon thread; returns the server (``.server_address``, ``.shutdown()``)."""
-    host, port = parse_listen_address(listen)
+    *,
+    web_config_file: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> WebServer:
+    """Start serving in background threads; returns the server (``.server_address``, ``.shutdown()``).
 
-    class Server(ThreadingWSGIServer):
-        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-    httpd = make_server(host, port, make_app(registry, telemetry_path), Server, handler_class=_QuietHandler)
-    if certfile:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(certfile, keyfile)
-        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, name="memhp-http", daemon=True).start()
-    return httpd
+    Raises memhp.web.SecretFileError (bad web config, TLS files) or OSError (address in use).
+    """
+    render = registry_renderer(registry) if isinstance(registry, CollectorRegistry) else registry
+    config = web_config(web_config_file)
+    users = config().users
+    auth = Authenticator(users=(lambda: config().users or {}) if users is not None else None)
+    server = WebServer(
+        listen,
+        make_routes(render, telemetry_path),
+        limits=limits,
+        auth=auth,
+        tls=tls_contexts(config, certfile, keyfile),
+        extra_headers=lambda: config().headers,
+        name="memhp-exporter",
+    )
+    return server.start()

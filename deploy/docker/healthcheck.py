@@ -5,8 +5,9 @@ command line of PID 1 (``/proc/1/cmdline``) to tell which one it is and where
 it listens (``--web.listen-address``, as given on that command line, or the
 program's default):
 
-* ``memhp-exporter``: ``GET /`` (the landing page; no scrape is triggered);
-* ``memhp-controller``: ``GET /-/healthy`` (needs no credentials);
+* ``memhp-exporter`` and ``memhp-controller``: ``GET /-/healthy`` (needs no
+  credentials, triggers no scrape); HTTPS when ``--web.tls.cert-file`` is given
+  or the ``--web.config.file`` names a ``cert_file``;
 * ``--once``, ``act``, ``--help``, anything else: nothing listens, so healthy
   means "still running", which Docker already knows: exit 0.
 
@@ -19,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import ssl
 import sys
 import urllib.error
 import urllib.request
 
-DEFAULTS = {"memhp-exporter": (":10301", "/"), "memhp-controller": ("127.0.0.1:10302", "/-/healthy")}
+DEFAULTS = {"memhp-exporter": (":10301", "/-/healthy"), "memhp-controller": ("127.0.0.1:10302", "/-/healthy")}
 
 
 def read_cmdline(path: str) -> list[str]:
@@ -40,6 +42,19 @@ def flag_value(args: list[str], name: str) -> str | None:
         if a.startswith(name + "="):
             return a[len(name) + 1 :]
     return None
+
+
+def web_config_has_tls(args: list[str]) -> bool:
+    """Whether --web.config.file names a cert_file (a look at the YAML's text: stdlib only)."""
+    path = flag_value(args, "--web.config.file")
+    if not path:
+        return False
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read(1 << 20)
+    except OSError:
+        return False
+    return re.search(r"^\s*cert_file\s*:\s*\S", text, re.MULTILINE) is not None
 
 
 def target(args: list[str]) -> str | None:
@@ -62,7 +77,7 @@ def target(args: list[str]) -> str | None:
         host = "::1"
     if ":" in host:
         host = f"[{host}]"
-    scheme = "https" if flag_value(rest, "--web.tls.cert-file") else "http"
+    scheme = "https" if flag_value(rest, "--web.tls.cert-file") or web_config_has_tls(rest) else "http"
     return f"{scheme}://{host}:{port}{path}"
 
 

@@ -122,6 +122,12 @@ def _str(value: Any, where: str, path: str) -> str:
     return value
 
 
+def _version(value: Any, key: str, path: str) -> str:
+    if _str(value, f"tls_server_config.{key}", path) not in TLS_VERSIONS:
+        raise WebConfigError(f"{path}: tls_server_config.{key}: unknown TLS version {value!r} (TLS10..TLS13)")
+    return value
+
+
 def _tls(doc: dict, path: str) -> TLSServerConfig | None:
     _check_keys(doc, _TLS_KEYS, "tls_server_config", path, _TLS_UNSUPPORTED)
     base = os.path.dirname(os.path.abspath(path))
@@ -154,15 +160,11 @@ def _tls(doc: dict, path: str) -> TLSServerConfig | None:
         raise WebConfigError(f"{path}: client CA's have been configured without a client_auth_type")
     if ca is None and auth != "NoClientCert":
         raise WebConfigError(f"{path}: client_auth_type {auth} needs client_ca_file")
-    versions = {}
-    for k, default in (("min_version", "TLS12"), ("max_version", None)):
-        v = doc.get(k) or default
-        if v is not None and _str(v, f"tls_server_config.{k}", path) not in TLS_VERSIONS:
-            raise WebConfigError(f"{path}: tls_server_config.{k}: unknown TLS version {v!r} (TLS10..TLS13)")
-        versions[k] = v
-    if versions["max_version"] and TLS_VERSIONS[versions["max_version"]] < TLS_VERSIONS[versions["min_version"]]:
+    min_version = _version(doc.get("min_version") or "TLS12", "min_version", path)
+    max_version = _version(doc["max_version"], "max_version", path) if doc.get("max_version") else None
+    if max_version and TLS_VERSIONS[max_version] < TLS_VERSIONS[min_version]:
         raise WebConfigError(f"{path}: tls_server_config.max_version is below min_version")
-    return TLSServerConfig(cert, key, auth, ca, versions["min_version"], versions["max_version"])
+    return TLSServerConfig(cert, key, auth, ca, min_version, max_version)
 
 
 def _headers(doc: dict, path: str) -> dict[str, str]:

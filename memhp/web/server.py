@@ -439,7 +439,7 @@ class WebServer:
                 log.debug("TLS handshake with %s failed: %s", escape(conn.client), escape(e))
             return None
 
-    def _read_head(self, rfile: io.BufferedReader, client: str) -> Request:
+    def _read_head(self, rfile: io.BufferedReader[Any], client: str) -> Request:
         limits = self.limits
         budget = limits.max_header_bytes
 
@@ -486,7 +486,7 @@ class WebServer:
                 headers[key] = text
         return Request(method, target, split.path or "/", split.query, headers, client)
 
-    def _dispatch(self, req: Request, rfile: io.BufferedReader, state: dict[str, Any]) -> Response | None:
+    def _dispatch(self, req: Request, rfile: io.BufferedReader[Any], state: dict[str, Any]) -> Response | None:
         route = self.routes.get(req.path)
         method = "GET" if req.method == "HEAD" else req.method
         has_body = "content-length" in req.headers or "transfer-encoding" in req.headers
@@ -536,7 +536,7 @@ class WebServer:
             state["unread_body"] = True
         return self._call(route.methods[method], req)
 
-    def _read_body(self, req: Request, rfile: io.BufferedReader) -> bytes | Response | None:
+    def _read_body(self, req: Request, rfile: io.BufferedReader[Any]) -> bytes | Response | None:
         limit = self.limits.max_body_bytes
         if req.header("Transfer-Encoding"):
             return Response(

@@ -36,7 +36,7 @@ def make_context(cfg: TLSServerConfig) -> ssl.SSLContext:
 
 
 def _files_key(cfg: TLSServerConfig) -> tuple:
-    out = []
+    out: list[tuple[int, ...] | None] = []
     for f in cfg.files():
         try:
             st = os.stat(f)
