@@ -406,15 +406,13 @@ class WebServer:
             resp = self._dispatch(req, rfile, state)
             if resp is not None:
                 self._answer(sock, req, resp)
+            self._release(state)  # before the lingering close: the client may already send its next request
             if state["unread_body"]:
                 self._drain(sock, header_deadline)
         except Exception as e:  # noqa: BLE001 - a connection's thread must never die with a traceback
             log.error("error serving %s: %s", escape(conn.client), escape(f"{type(e).__name__}: {e}"))
         finally:
-            if state["slot"]:
-                with self._lock:
-                    self._in_flight -= 1
-                self._slots.release()
+            self._release(state)
             with self._lock:
                 self._conns.pop(id(conn), None)
             for s in {id(sock): sock, id(conn.sock): conn.sock}.values():
@@ -422,6 +420,13 @@ class WebServer:
                     s.close()
                 except OSError:
                     pass
+
+    def _release(self, state: dict[str, Any]) -> None:
+        if state["slot"]:
+            state["slot"] = False
+            with self._lock:
+                self._in_flight -= 1
+            self._slots.release()
 
     def _handshake(self, conn: _Conn, deadline: float) -> ssl.SSLSocket | None:
         assert self.tls is not None
