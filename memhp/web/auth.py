@@ -30,7 +30,7 @@ AUTH_MISSING = "auth_missing"  # no Authorization header, or a scheme we do not 
 AUTH_FAILED = "auth_failed"  # credentials present but wrong or malformed
 
 BCRYPT_PARALLEL = 2
-_BCRYPT_WAIT = 5.0
+_BCRYPT_WAIT = 1.0  # a request waiting longer for a bcrypt slot is refused (401)
 _CACHE_SIZE = 64
 _dummy_hash: list[bytes] = []
 

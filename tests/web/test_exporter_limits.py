@@ -15,6 +15,9 @@ from memhp.web import Limits
 from tests.helpers.rawhttp import Tricklers, exchange, status_of
 from tests.helpers.wait import wait_until
 
+# Well inside the 5 s header deadline the slow clients get; not a benchmark (the machine may be loaded).
+PROMPT = 3.0
+
 
 def get(port: int, path: str = "/metrics", headers: dict | None = None) -> tuple[int, bytes, float]:
     started = time.monotonic()
@@ -53,9 +56,9 @@ def test_scrapes_beyond_the_concurrency_limit_are_refused_at_once(registry):
             t.start()
         wait_until(lambda: slow.waiting == 2, timeout=5, desc="two scrapes in flight")
         status, body, took = get(httpd.port)
-        assert status == 503 and took < 1.0, (status, took)
+        assert status == 503 and took < PROMPT, (status, took)
         status, body, took = get(httpd.port, "/-/healthy")
-        assert (status, body) == (200, b"OK\n") and took < 1.0
+        assert (status, body) == (200, b"OK\n") and took < PROMPT
     finally:
         slow.release.set()
         for t in holders:
@@ -72,7 +75,7 @@ def test_exporter_header_deadline_and_connection_bound(registry):
         wait_until(lambda: slow.opened == 12, timeout=10, desc="12 slow connections opened")
         for _ in range(3):
             status, body, took = get(httpd.port)
-            assert status == 200 and b"memhp_blocks{" in body and took < 2.0, took
+            assert status == 200 and b"memhp_blocks{" in body and took < PROMPT, took
         assert httpd.connections <= 4
         wait_until(lambda: slow.closed == 12, timeout=5, desc="every slow client cut (evicted or at the deadline)")
     finally:

@@ -26,6 +26,9 @@ from tests.helpers.wait import wait_until
 
 from .conftest import TOKEN, payload
 
+# Well inside the 5 s header deadline the slow clients get; not a benchmark (the machine may be loaded).
+PROMPT = 3.0
+
 SLOW_REQUEST = f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nX-Pad: ".encode() + b"a" * 10000
 
 
@@ -45,9 +48,9 @@ def test_slow_unauthenticated_connections_starve_neither_health_nor_authenticate
         wait_until(lambda: c.handle.connections >= 20, timeout=10, desc="20 slow connections open")
         for _ in range(3):
             (status, body, _), took = _timed(lambda: c.request("GET", "/-/healthy", token=None))
-            assert (status, body) == (200, b"OK\n") and took < 1.0, took
+            assert (status, body) == (200, b"OK\n") and took < PROMPT, took
             (status, _, _), took = _timed(lambda: c.request(body=payload()))
-            assert status == 200 and took < 1.0, took
+            assert status == 200 and took < PROMPT, took
         # the slow ones hold no request slot
         wait_until(lambda: c.handle.in_flight == 0, timeout=2, desc="no request slot held")
         assert slow.closed == 0  # and are still there: the requests above did not need to push them out
@@ -64,9 +67,9 @@ def test_at_the_connection_bound_the_slowest_make_room(controller):
         assert c.handle.connections <= 8
         for _ in range(3):
             (status, _, _), took = _timed(lambda: c.request("GET", "/-/healthy", token=None))
-            assert status == 200 and took < 1.0, took
+            assert status == 200 and took < PROMPT, took
             (status, _, _), took = _timed(lambda: c.request(body=payload()))
-            assert status == 200 and took < 1.0, took
+            assert status == 200 and took < PROMPT, took
     finally:
         slow.stop()
     assert c.rejected("connection_limit") >= 8
