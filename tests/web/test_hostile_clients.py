@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 
 import pytest
@@ -234,3 +235,25 @@ def test_other_methods_get_405_with_allow(controller, method, path, allow):
     answer = exchange(c.port, f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
     assert status_of(answer) == 405 and header_of(answer, "Allow") == allow, answer[:200]
     assert c.sink.batches == []
+
+
+def test_when_every_connection_is_past_its_headers_a_new_one_is_refused_at_once(controller):
+    c = controller(max_connections=2, max_concurrency=4, read_timeout=20)
+    holders = []
+    try:
+        for _ in range(2):  # authenticated, body still arriving: not evictable
+            s = socket.create_connection(("127.0.0.1", c.port), timeout=10)
+            s.sendall(
+                f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                "Content-Length: 100\r\n\r\n{".encode()
+            )
+            holders.append(s)
+        wait_until(lambda: c.handle.in_flight == 2, timeout=5, desc="two requests in flight")
+        answer, took = _timed(lambda: exchange(c.port, b"GET /-/healthy HTTP/1.0\r\n\r\n"))
+        assert status_of(answer) == 503 and took < PROMPT
+        assert c.rejected("connection_limit") == 1
+    finally:
+        for s in holders:
+            s.close()
+    wait_until(lambda: c.handle.connections == 0, timeout=5, desc="connections closed")
+    assert c.request("GET", "/-/healthy", token=None)[0] == 200
