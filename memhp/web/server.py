@@ -399,6 +399,7 @@ class WebServer:
                 return
             except _BadRequest as e:
                 self._answer(sock, None, Response(e.status, reason=R_BAD_HTTP, message=str(e)))
+                self._drain(sock, header_deadline)  # the rest of what it sent, so the answer is not reset
                 return
             with self._lock:
                 conn.pending = False

@@ -257,3 +257,25 @@ def test_when_every_connection_is_past_its_headers_a_new_one_is_refused_at_once(
             s.close()
     wait_until(lambda: c.handle.connections == 0, timeout=5, desc="connections closed")
     assert c.request("GET", "/-/healthy", token=None)[0] == 200
+
+
+@pytest.mark.parametrize(
+    "raw, status",
+    [
+        (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(100)) + b"\r\n", 431),
+        (b"GET /\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\n\r\n", 400),
+        (b"G\x00T / HTTP/1.1\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\n folded: header\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nno-colon\r\n\r\n", 400),
+        (b"GET http://[::1 HTTP/1.1\r\n\r\n", 400),
+        (b"POST /webhook/alertmanager HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+    ],
+)
+def test_malformed_requests_get_a_status_never_a_crash(controller, thread_crashes, raw, status):
+    c = controller()
+    assert status_of(exchange(c.port, raw)) == status
+    assert c.rejected("bad_http") == 1
+    assert thread_crashes == []
+    assert c.request("GET", "/-/healthy", token=None)[0] == 200
