@@ -153,12 +153,14 @@ def check(dashboards: dict[str, dict], workdir: Path, *, node: str = "node", tim
     (workdir / "node_modules").symlink_to(NODE_MODULES)
     (workdir / "types.ts").write_text((SCHEMA_DIR / "types.ts").read_text())
     files: dict[str, tuple[str, list[Element]]] = {}
+    sources: dict[str, list[str]] = {}
     for name, dash in sorted(dashboards.items()):
         for schema in SCHEMAS:
             ts_name = f"{_ident(name.removesuffix('.json'))}.{_ident(schema)}.ts"
             text, elements = render(name, dash, schema)
             (workdir / ts_name).write_text(text)
             files[ts_name] = (schema, elements)
+            sources[ts_name] = text.splitlines()
     config = json.loads((SCHEMA_DIR / "tsconfig.json").read_text())
     config["files"] = ["types.ts", *sorted(files)]
     (workdir / "tsconfig.json").write_text(json.dumps(config, indent=2))
@@ -190,7 +192,9 @@ def check(dashboards: dict[str, dict], workdir: Path, *, node: str = "node", tim
             stray.append(line)
             current = None
             continue
-        current = Finding(entry[0], element.dashboard, element.what, f"{m['code']}: {m['msg']}")
+        # The JSON line tsc points at names the key even when the message does not.
+        at = sources[Path(m["file"]).name][int(m["line"]) - 1].strip().rstrip(",")
+        current = Finding(entry[0], element.dashboard, element.what, f"{m['code']}: {m['msg']} (at {at})")
         findings.append(current)
     if stray or (r.returncode != 0 and not findings):
         raise RuntimeError(
