@@ -1,9 +1,8 @@
 """The Dockerfile: hadolint, its structure, its pins and its build context.
 
-No Docker engine runs on the development machines or in CI, so the image is
-not built here; what can be checked without one is checked: the linter, the
-instructions, the constraints file, the build context, and (test_image.py)
-the build stage's commands and the image's commands run on the host."""
+The static side: the linter, the instructions, the constraints file, the
+build context. test_image.py runs the image's and the DaemonSet's commands on
+the host; test_image_podman.py builds the image with podman and runs it."""
 
 from __future__ import annotations
 
