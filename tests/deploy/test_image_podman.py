@@ -72,8 +72,9 @@ def _require_podman() -> None:
 def image(tmp_path_factory) -> Iterator[Image]:
     _require_podman()
     env = podman_env()
-    # Dangling images of earlier builds, kept an hour for a concurrent build's cache.
-    podman("image", "prune", "--force", "--filter", "until=1h", env=env, check=False)
+    # Untagged images of earlier builds go after a day. They include the build
+    # stage's (the layer cache for pip), so a day-old cache is rebuilt once.
+    podman("image", "prune", "--force", "--filter", "until=24h", env=env, check=False)
     started = time.monotonic()
     base = standin_base(env)
     base_seconds = time.monotonic() - started

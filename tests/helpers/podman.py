@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -69,7 +70,9 @@ unqualified-search-registries = []
 # ----------------------------------------------------------------- the stand-in for python:3.11-slim-bookworm
 
 STANDIN_NAME = "localhost/memhp-standin-python"
-DEBIAN_MIRROR = os.environ.get("MEMHP_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# The Debian archive as this machine's apt reaches it (its own sources), so the
+# stand-in is made from, and later updates from, the same mirror.
+HOST_APT_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 # What python:3.11-slim-bookworm has that matters to the Dockerfile: Debian 12,
 # ca-certificates, Python 3.11 with venv, and pip/setuptools/wheel installed in
 # /usr/local (not Debian-managed: `pip uninstall` must work), `python` on PATH.
@@ -95,18 +98,35 @@ APT_FILES = {
         "path-exclude /usr/share/locale/*\npath-include /usr/share/locale/locale.alias\n"
         "path-exclude /usr/share/lintian/*\n"
     ),
-    "etc/apt/sources.list.d/debian.sources": (
-        "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\n"
-        "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
-        "Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n"
-        "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
-    ),
 }
 STANDIN_CHANGES = [
     "ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
     "ENV LANG=C.UTF-8",
     'CMD ["python3"]',
 ]
+
+
+def host_debian_sources() -> str:
+    """The machine's Debian sources in deb822 form, comments dropped."""
+    if not HOST_APT_SOURCES.exists():
+        raise RuntimeError(f"{HOST_APT_SOURCES} is missing: the stand-in base reuses this machine's Debian sources")
+    lines = [ln for ln in HOST_APT_SOURCES.read_text().splitlines() if not ln.lstrip().startswith("#")]
+    return "\n".join(lines).strip() + "\n"
+
+
+def debian_mirror(sources: str) -> str:
+    """The URI of the stanza that carries bookworm itself (MEMHP_DEBIAN_MIRROR overrides)."""
+    if os.environ.get("MEMHP_DEBIAN_MIRROR"):
+        return os.environ["MEMHP_DEBIAN_MIRROR"]
+    for stanza in re.split(r"\n\s*\n", sources):
+        fields = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in stanza.splitlines()) if v}
+        if "bookworm" in fields.get("Suites", "").split():
+            return fields["URIs"].split()[0]
+    raise RuntimeError(f"no bookworm stanza in {HOST_APT_SOURCES}")
+
+
+def apt_files() -> dict[str, str]:
+    return {**APT_FILES, "etc/apt/sources.list.d/debian.sources": host_debian_sources()}
 
 
 def standin_recipe() -> str:
@@ -117,7 +137,8 @@ def standin_recipe() -> str:
             "variant": "minbase",
             "packages": STANDIN_PACKAGES,
             "pip": STANDIN_PIP,
-            "files": APT_FILES,
+            "files": apt_files(),
+            "mirror": debian_mirror(host_debian_sources()),
             "changes": STANDIN_CHANGES,
             "steps": 4,  # bump when make_rootfs changes
         },
@@ -138,18 +159,23 @@ def _run(argv: list[str], **kw) -> subprocess.CompletedProcess:
 
 def make_rootfs(root: Path) -> None:
     """debootstrap a minimal bookworm into ROOT and make it look like the official slim image."""
+    # In a mount namespace of its own: debootstrap mounts proc and sysfs inside ROOT
+    # and unmounts them on exit, but not when killed; its namespace dies with it.
     _run(
         [
+            "unshare",
+            "--mount",
+            "--propagation=private",
             "debootstrap",
             "--variant=minbase",
             f"--include={','.join(STANDIN_PACKAGES)}",
             "bookworm",
             str(root),
-            DEBIAN_MIRROR,
+            debian_mirror(host_debian_sources()),
         ],
         timeout=1800,
     )
-    for rel, text in APT_FILES.items():
+    for rel, text in apt_files().items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
     (root / "etc/apt/sources.list").unlink(missing_ok=True)
@@ -198,6 +224,27 @@ def _slimify(root: Path) -> None:
         shutil.rmtree(p)
 
 
+def _mounts_below(path: Path) -> list[str]:
+    prefix = str(path.resolve()) + "/"
+    out = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[4])
+        if point.startswith(prefix):
+            out.append(point)
+    return out
+
+
+def _remove_tree(path: Path) -> None:
+    """rm -r PATH, never across a mount point: a proc or sysfs left mounted inside a
+    half-made rootfs is the machine's own, so deleting through it is out of the question."""
+    for point in sorted(_mounts_below(path), key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", point], check=False)
+    left = _mounts_below(path)
+    if left:
+        raise RuntimeError(f"not removing {path}: still mounted below it: {left}")
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """One builder of the stand-in at a time (several worktrees may run the tests)."""
@@ -214,11 +261,14 @@ def standin_rootfs_tar() -> Path:
     with _locked(cache / "lock"):
         if tar.exists():
             return tar
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            root = Path(tmp) / "root"
+        tmp = Path(tempfile.mkdtemp(dir=cache))
+        try:
+            root = tmp / "root"
             make_rootfs(root)
             _run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", f"{tar}.part", "."], timeout=600)
             os.replace(f"{tar}.part", tar)
+        finally:
+            _remove_tree(tmp)
         for old in cache.glob("python-3.11-bookworm-*.tar"):
             if old != tar:
                 old.unlink()
@@ -263,6 +313,11 @@ def standin_base(env: dict[str, str]) -> str:
         tar = standin_rootfs_tar()
         changes = [a for c in STANDIN_CHANGES for a in ("--change", c)]
         podman("import", *changes, str(tar), ref, env=env)
+        # Stand-ins of older recipes: nothing builds on them any more.
+        listed = podman("images", "--format", "{{.Repository}}:{{.Tag}}", STANDIN_NAME, env=env, check=False)
+        for old in listed.stdout.split():
+            if old.startswith(f"{STANDIN_NAME}:") and old != ref:
+                podman("rmi", old, env=env, check=False)
     return ref
 
 
