@@ -39,6 +39,11 @@ PANEL_TYPES: dict[str, tuple[str, str, bool]] = {
     "gauge": ("gauge", "Gauge", False),
     "heatmap": ("heatmap", "Heatmap", True),
     "text": ("text", "Text", False),
+    "barchart": ("barchart", "BarChart", True),
+    "piechart": ("piechart", "PieChart", True),
+    "histogram": ("histogram", "Histogram", True),
+    "xychart": ("xychart", "XYChart", True),
+    "trend": ("trend", "Trend", True),
 }
 
 # The two sources, each in its own set of files (a TypeScript namespace in types.ts).

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .schema_check import SCHEMA_DIR, SCHEMAS, check
+from .schema_check import PANEL_TYPES, SCHEMA_DIR, SCHEMAS, check
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = {p.name: json.loads(p.read_text()) for p in sorted((REPO / "dashboards").glob("*.json"))}
@@ -85,3 +85,21 @@ def test_a_panel_type_without_grafana_types_is_refused(tmp_path):
     _panel(bad, "stat")["type"] = "memhp-custom-panel"
     with pytest.raises(ValueError, match="memhp-custom-panel"):
         check({"broken.json": bad}, tmp_path)
+
+
+def test_every_mapped_panel_type_resolves_to_grafana_types(tmp_path):
+    """PANEL_TYPES names real modules and types in both packages: a panel of each
+    type, with a known option set, checks clean (a wrong module path or type name
+    would be a tsc error outside the dashboard and raise)."""
+    dash = {
+        "title": "every panel type",
+        "schemaVersion": 39,
+        "panels": [
+            {"id": i, "type": kind, "title": kind, "gridPos": {"h": 4, "w": 4, "x": 0, "y": 4 * i}, "options": {}}
+            for i, kind in enumerate(sorted(PANEL_TYPES), start=1)
+        ],
+    }
+    assert check({"all-types.json": dash}, tmp_path) == []
+    dash["panels"][0]["options"] = {"noSuchOption": True}
+    findings = check({"all-types.json": dash}, tmp_path)
+    assert [f.what for f in findings] == [f"panel 1 {sorted(PANEL_TYPES)[0]!r}"] * len(SCHEMAS), findings
