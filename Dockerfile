@@ -13,11 +13,15 @@
 #   docker run --user 0 IMAGE memhp-controller --config.file=...
 #
 # Dependencies are pinned by constraints.txt (PIP_CONSTRAINT). This file is
-# linted by hadolint in the test suite; no Docker engine runs on the
-# development machines, so the image itself is not built there.
+# linted by hadolint, and the image built with podman and run, in the test
+# suite (tests/deploy/test_image_podman.py; docs/deploy.md, "Building with podman").
+
+# The base of both stages: a mirror's copy, or (in the tests, where no
+# registry can be reached) a debootstrap stand-in with the same layout.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # ---------------------------------------------------------------- build stage
-FROM python:3.11-slim-bookworm AS build
+FROM ${PYTHON_IMAGE} AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -39,7 +43,7 @@ RUN pip wheel --no-deps --no-binary=memhp --wheel-dir /wheels /src \
  && pip --python /opt/memhp/venv/bin/python install /wheels/memhp-*.whl
 
 # ---------------------------------------------------------------- final stage
-FROM python:3.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
 
 ARG VERSION=0.1.0
 ARG REVISION=unknown

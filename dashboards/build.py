@@ -175,7 +175,8 @@ def state_timeline(
     defaults = {
         "color": {"mode": "thresholds"},
         "mappings": mappings,
-        "custom": {"fillOpacity": 80, "lineWidth": 0, "spanNulls": False},
+        # No spanNulls: not a state-timeline field in Grafana's schema (@grafana/schema 13).
+        "custom": {"fillOpacity": 80, "lineWidth": 0},
     }
     options = {
         "showValue": "never",
@@ -204,7 +205,8 @@ def table(
         targets,
         w=w,
         h=h,
-        options={"showHeader": True, "cellHeight": "sm", "footer": {"show": False}},
+        # No options.footer: not a table option in Grafana 13's schema (the footer is off by default).
+        options={"showHeader": True, "cellHeight": "sm"},
     )
     p["transformations"] = [
         {"id": "merge", "options": {}},
@@ -269,7 +271,7 @@ def query_variable(name: str, label: str, query: str, *, multi: bool, include_al
         "label": label,
         "type": "query",
         "datasource": DS,
-        "definition": query,
+        # No "definition" (not in Grafana's variable schema): the query itself is in "query".
         "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery", "qryType": 1},
         "refresh": 2,
         "sort": 3,
@@ -290,8 +292,15 @@ def controller_annotation() -> dict:
         "enable": True,
         "hide": False,
         "iconColor": "purple",
-        "expr": f"sum by (instance, action, result, errno) (increase(memhp_controller_actions_total{{{INSTANCE}}}[2m])) > 0",
-        "step": "1m",
+        # The query in "target" (Grafana's schema; its Prometheus annotation support moves a
+        # top-level expr/step there on load); the event formatting stays at the top level,
+        # where that support reads it.
+        "target": {
+            "datasource": DS,
+            "expr": f"sum by (instance, action, result, errno) (increase(memhp_controller_actions_total{{{INSTANCE}}}[2m])) > 0",
+            "interval": "1m",
+            "refId": "Anno",
+        },
         "titleFormat": "memhp-controller {{action}}: {{result}}",
         "textFormat": "{{instance}} errno={{errno}}",
         "tagKeys": "action,result",

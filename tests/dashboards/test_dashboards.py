@@ -72,7 +72,7 @@ def test_dashboard_structure(name):
     ds = variable(d, "datasource")
     assert ds and ds["type"] == "datasource" and ds["query"] == "prometheus"
     inst = variable(d, "instance")
-    assert inst and inst["type"] == "query" and "label_values(" in inst["definition"]
+    assert inst and inst["type"] == "query" and "label_values(" in inst["query"]["query"]
     ids = [p["id"] for p in d["panels"]]
     assert len(ids) == len(set(ids))
     cells: dict[tuple[int, int], str] = {}
@@ -94,7 +94,7 @@ def test_dashboard_structure(name):
     for a in d["annotations"]["list"]:
         if a.get("builtIn"):
             continue
-        assert a["datasource"]["uid"] == "${datasource}" and "$instance" in a["expr"]
+        assert a["datasource"]["uid"] == "${datasource}" and "$instance" in a["target"]["expr"]
 
 
 def test_fleet_and_node_views_cover_what_was_asked():
@@ -122,7 +122,9 @@ def test_fleet_and_node_views_cover_what_was_asked():
     ):
         assert needle in node_exprs
     assert variable(node, "node") is not None
-    assert any("memhp_controller_actions_total" in a.get("expr", "") for a in node["annotations"]["list"])
+    assert any(
+        "memhp_controller_actions_total" in a.get("target", {}).get("expr", "") for a in node["annotations"]["list"]
+    )
 
 
 # --------------------------------------------------------------------------- against real Prometheus
@@ -156,8 +158,8 @@ def variables(stack) -> dict[str, dict[str, str]]:
         for v in d["templating"]["list"]:
             if v["type"] != "query":
                 continue
-            got = label_values(stack.prometheus, v["definition"], values)
-            assert got, f"{name}: variable ${v['name']} ({v['definition']}) has no values"
+            got = label_values(stack.prometheus, v["query"]["query"], values)
+            assert got, f"{name}: variable ${v['name']} ({v['query']['query']}) has no values"
             values[f"${v['name']}"] = "(" + "|".join(grafana_regex_escape(x) for x in sorted(got)) + ")"
         out[name] = values
     return out
@@ -200,7 +202,7 @@ def test_annotation_queries_return_events(stack, variables, name):
     for a in DASHBOARDS[name]["annotations"]["list"]:
         if a.get("builtIn"):
             continue
-        expr = substitute(a["expr"], variables[name])
+        expr = substitute(a["target"]["expr"], variables[name])
         result = stack.prometheus.query(expr)
         assert result, f"{name}: annotation {a['name']!r} has no events: {expr}"
         for series in result:

@@ -81,6 +81,18 @@ def stages(instructions: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
     return out
 
 
+def global_args(instructions: list[tuple[str, str]] | None = None) -> dict[str, str]:
+    """ARG NAME=default lines before the first FROM (the ones a FROM can use)."""
+    out: dict[str, str] = {}
+    for ins, args in instructions or dockerfile_instructions():
+        if ins == "FROM":
+            break
+        if ins == "ARG":
+            name, _, default = args.partition("=")
+            out[name] = default
+    return out
+
+
 def exec_form(args: str) -> list[str]:
     """A JSON-array (exec form) CMD/ENTRYPOINT; shell form is refused (signals would go to sh)."""
     value = json.loads(args)
@@ -110,3 +122,10 @@ def env_file_words(text: str, var: str) -> list[str]:
                 value = value[1:-1]
             return value.split()
     raise AssertionError(f"{var} is not set")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The image's measured size and build time (test_image_podman.py), in every run's output."""
+    mod = sys.modules.get("tests.deploy.test_image_podman")
+    for line in getattr(mod, "REPORT", []):
+        terminalreporter.write_line(line)

@@ -1,9 +1,8 @@
 """The Dockerfile: hadolint, its structure, its pins and its build context.
 
-No Docker engine runs on the development machines or in CI, so the image is
-not built here; what can be checked without one is checked: the linter, the
-instructions, the constraints file, the build context, and (test_image.py)
-the build stage's commands and the image's commands run on the host."""
+The static side: the linter, the instructions, the constraints file, the
+build context. test_image.py runs the image's and the DaemonSet's commands on
+the host; test_image_podman.py builds the image with podman and runs it."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ from importlib.metadata import requires
 
 from packaging.requirements import Requirement
 
-from .conftest import DOCKERFILE, REPO, dockerfile_instructions, exec_form, image_command, stages, tool
+from .conftest import DOCKERFILE, REPO, dockerfile_instructions, exec_form, global_args, image_command, stages, tool
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
@@ -45,9 +44,11 @@ def test_hadolint_is_not_vacuous(tmp_path):
 def test_multi_stage_slim_base_and_final_stage():
     st = stages(dockerfile_instructions())
     assert len(st) >= 2, "multi-stage build expected"
+    # Both stages on one base, named by a global ARG (a mirror, or the tests' stand-in).
+    assert global_args().get("PYTHON_IMAGE") == "python:3.11-slim-bookworm", global_args()
     for s in st:
         image = s[0][1].split()[0]
-        assert image == "python:3.11-slim-bookworm", image
+        assert image == "${PYTHON_IMAGE}", image
     final = st[-1]
     kinds = [i for i, _ in final]
     # The exporter (default command) runs as the unprivileged user, not root.

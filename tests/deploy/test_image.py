@@ -5,7 +5,7 @@ mounts emulated by mapping each mountPath onto a fixture tree (the hostPath
 Alertmanager on loopback standing in for the cluster's. Also the HEALTHCHECK
 script against real running programs, and the build stage's commands.
 
-No Docker engine runs here: the image itself is never built."""
+The image itself is built and run with podman in test_image_podman.py."""
 
 from __future__ import annotations
 
