@@ -1,5 +1,6 @@
-"""One name per module: the checkout never edits the import path, and no code
-imports the package folders under their bare folder names.
+"""One name per module: the checkout never edits the import path, no code
+imports the package folders under their bare folder names, and no test
+imports a conftest file.
 
 Under pytest (rootdir on the path) or `python` started at the repo's top,
 `import exporter` would load a second copy of memhp.exporter: two module
@@ -21,14 +22,18 @@ PACKAGE_FOLDERS = ("exporter", "controller", "report")
 PATH_EDIT = re.compile(
     r"\bsys\s*\.\s*path\s*(\.\s*(insert|append|extend|remove|pop|clear)\b|\[[^\]]*\]\s*=|\+=|=(?!=))"
     r"|\bsite\s*\.\s*addsitedir\b"
-    r"|\bPYTHONPATH\b"
+    r"|[\"']PYTHONPATH[\"']\s*(:|\]\s*=(?!=))|(setdefault|putenv)\(\s*[\"']PYTHONPATH|\bPYTHONPATH="
 )
 BARE_IMPORT = re.compile(
     rf"^\s*(from|import)\s+({'|'.join(PACKAGE_FOLDERS)})(\.|\s|$)"
     rf"|[\"']-m[\"']\s*,\s*[\"']({'|'.join(PACKAGE_FOLDERS)})\."
-    rf"|\b-m\s+({'|'.join(PACKAGE_FOLDERS)})\.",
+    rf"|(?<![\w-])-m\s+({'|'.join(PACKAGE_FOLDERS)})\.",
     re.M,
 )
+# pytest imports each conftest itself; importing one by name again makes a second
+# module (and, for fixtures, a second definition).  Helpers go to tests/helpers,
+# shared fixtures to a plugin module in tests/conftest.py's pytest_plugins.
+CONFTEST_IMPORT = re.compile(r"^\s*(from\s+(\.+|[\w.]+\.)conftest\s+import|import\s+[\w.]*\bconftest\b)")
 
 
 def python_sources() -> list[Path]:
@@ -74,13 +79,18 @@ def test_patterns_catch_what_they_are_for():
         "sys.path = [x]",
         "sys.path += [x]",
         'env = {"PYTHONPATH": str(REPO)}',
+        'os.environ["PYTHONPATH"] = str(REPO)',
+        "PYTHONPATH=. python x.py",
         "site.addsitedir(d)",
     ):
         assert PATH_EDIT.search(bad), bad
-    for fine in ("print(sys.path)", "if p in sys.path:", "assert sys.path == before"):
+    for fine in ("print(sys.path)", "if p in sys.path:", "assert sys.path == before", 'del env["PYTHONPATH"]'):
         assert not PATH_EDIT.search(fine), fine
     for bad in ("from exporter.cli import main", "import controller", '["-m", "report.cli"]', "python -m exporter.cli"):
         assert BARE_IMPORT.search(bad), bad
+    for bad in ("from .conftest import tool", "from tests.vm.conftest import vm_bed", "import tests.e2e.conftest"):
+        assert CONFTEST_IMPORT.search(bad), bad
+    assert not CONFTEST_IMPORT.search("from tests.helpers.controller import policy_text")
     for fine in ("from memhp.exporter import cli", "from .report import x", "import reportlab", "-m memhp.report"):
         assert not BARE_IMPORT.search(fine), fine
 
@@ -95,3 +105,8 @@ def test_nothing_edits_the_import_path():
 def test_nothing_imports_a_package_folder_by_its_bare_name():
     found = hits(BARE_IMPORT, python_sources())
     assert not found, f"use memhp.{{{','.join(PACKAGE_FOLDERS)}}}:\n" + "\n".join(found)
+
+
+def test_nothing_imports_a_conftest():
+    found = hits(CONFTEST_IMPORT, python_sources())
+    assert not found, "helpers belong in tests/helpers, fixtures in a pytest_plugins module:\n" + "\n".join(found)

@@ -1,18 +1,16 @@
-"""Shared helpers for the deployment tests: paths, YAML loading, the
+"""Helpers of the deployment tests (tests/deploy): paths, YAML loading, the
 Dockerfile's instructions and the DaemonSet's containers."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
+from tests.helpers.tools import require_tool
+
 REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "kubernetes"
 SYSTEMD = DEPLOY / "systemd"
@@ -22,13 +20,7 @@ DOCKERFILE = REPO / "Dockerfile"
 
 def tool(name: str) -> str:
     """A tool the tests need: from the venv first, then PATH; a missing one fails the test."""
-    path = VENV_BIN / name
-    if path.exists():
-        return str(path)
-    found = shutil.which(name)
-    if not found:
-        pytest.fail(f"{name} is not installed (scripts/setup.sh installs it)")
-    return found
+    return require_tool(name)
 
 
 def load_all(path: Path) -> list[dict]:
