@@ -110,3 +110,12 @@ def test_nothing_imports_a_package_folder_by_its_bare_name():
 def test_nothing_imports_a_conftest():
     found = hits(CONFTEST_IMPORT, python_sources())
     assert not found, "helpers belong in tests/helpers, fixtures in a pytest_plugins module:\n" + "\n".join(found)
+
+
+def test_every_test_folder_is_a_package():
+    """Without ``__init__.py`` pytest puts the folder itself on the import path and names its
+    modules by file name alone: a second name for each, and clashes between folders."""
+    tests = REPO / "tests"
+    folders = {p.parent for p in python_sources() if p.is_relative_to(tests) and p.suffix == ".py"}
+    missing = sorted(str(f.relative_to(REPO)) for f in folders if not (f / "__init__.py").exists())
+    assert not missing, f"add an empty __init__.py to: {missing}"
