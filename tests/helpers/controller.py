@@ -28,7 +28,7 @@ class FakeClock:
 
 def policy_text(tmp_path, rules: str = "", guards: str = "", retry: str = "", controller: str = "") -> str:
     """A policy file for tests: fast retries, files under tmp_path, overrides merged in."""
-    doc = {
+    doc: dict[str, dict] = {
         "controller": {"journal": f"{tmp_path}/journal.jsonl"},
         "guards": {"pause_file": f"{tmp_path}/pause", "cooldown": "0s", "min_available": "256M"},
         "retry": {

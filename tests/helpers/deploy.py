@@ -28,7 +28,7 @@ def load_all(path: Path) -> list[dict]:
 
 
 def k8s_docs() -> list[tuple[Path, dict]]:
-    out = []
+    out: list[tuple[Path, dict]] = []
     for path in sorted(K8S.glob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue

@@ -35,7 +35,7 @@ def pytest_terminal_summary(terminalreporter):
         return
     tr = terminalreporter
     tr.section("memhp QEMU test bed")
-    if _state["error"]:
+    if _state["error"] or bed is None:
         tr.write_line(f"test bed unavailable: {_state['error']}")
         return
     tr.write_line(f"kernel: {bed.kernel.describe}")
