@@ -24,9 +24,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from alerts import generate
+from tests.helpers.tools import require_tool
+
 REPO = Path(__file__).resolve().parents[2]
 ALERTS_DIR = REPO / "alerts"
-from alerts import generate  # noqa: E402  (alerts/generate.py; repo root on sys.path via tests/conftest.py)
 
 RULE_FILES = sorted(ALERTS_DIR.glob("*.yaml"))
 RULE_FILES = [p for p in RULE_FILES if p.name != "thresholds.yaml"]
@@ -34,9 +36,6 @@ PROMTOOL_DIR = Path(__file__).resolve().parent / "promtool"
 TESTDATA = Path(__file__).resolve().parent / "testdata"
 RUNBOOKS = REPO / "docs" / "runbooks.md"
 RECORDING_TESTS = PROMTOOL_DIR / "recording-rules.yaml"
-PROMTOOL = shutil.which("promtool")
-
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (scripts/setup.sh)")
 
 
 def load(path: Path) -> dict:
@@ -56,7 +55,8 @@ RECORDS = [r["record"] for r in all_rules("record")]
 
 
 def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    """Debian's promtool; a missing one fails the test (scripts/setup.sh installs it)."""
+    return subprocess.run([require_tool("promtool"), *args], capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
 def duration_s(d: str) -> int:
@@ -108,14 +108,12 @@ def test_generator_check_mode_detects_a_changed_threshold(tmp_path):
 # --------------------------------------------------------------------------- promtool check
 
 
-@needs_promtool
 @pytest.mark.parametrize("rule_file", RULE_FILES, ids=lambda p: p.name)
 def test_promtool_check_rules(rule_file):
     r = promtool("check", "rules", str(rule_file))
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-@needs_promtool
 def test_promtool_check_rules_planned_floor_example():
     r = promtool("check", "rules", str(TESTDATA / "planned-floors.rules.yaml"))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -174,7 +172,6 @@ def _cases(test_file: Path, name: str) -> list[dict]:
     ]
 
 
-@needs_promtool
 @pytest.mark.parametrize("name", sorted(ALERTS))
 def test_alert_unit_tests_pass(name):
     path = alert_test_file(name)
@@ -201,7 +198,6 @@ def test_alert_unit_test_covers_before_and_after_for(name):
             assert "{{" not in "".join(a["exp_annotations"].values()), "templates must be expanded"
 
 
-@needs_promtool
 @pytest.mark.parametrize("name", sorted(ALERTS))
 def test_quiet_case_is_held_back_by_for(name, tmp_path):
     """Mutation check: with this alert's for: set to 0, its last 'not firing
@@ -259,7 +255,6 @@ def test_every_recording_rule_has_an_expression_test():
             assert c["exp_samples"], f"{c['expr']}: an expression test must expect samples"
 
 
-@needs_promtool
 def test_recording_rules_unit_tests_pass():
     r = promtool("test", "rules", RECORDING_TESTS.name, cwd=PROMTOOL_DIR)
     assert r.returncode == 0, r.stdout + r.stderr

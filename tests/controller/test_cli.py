@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from memhp.controller.cli import get_parser
-from tests.controller.conftest import policy_text, standard_layout
+from tests.helpers.controller import policy_text, standard_layout
 from tests.helpers.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from memhp.controller.alert import Alert, SinkFull, SinkUnavailable
-from tests.controller.conftest import standard_layout
+from tests.helpers.controller import standard_layout
 from tests.helpers.wait import wait_until
 
 RULES = """\

@@ -8,8 +8,8 @@ import os
 
 from memhp.controller.alert import Alert
 from memhp.controller.policy import Request
-from tests.controller.conftest import standard_layout
 from tests.controller.sysfs_tree import errno_writer
+from tests.helpers.controller import standard_layout
 
 
 def refusals(engine, guard):

@@ -7,8 +7,8 @@ import pytest
 from memhp.controller.policy import PlanRefused, Request, plan, rebalance_needed
 from memhp.exporter.kernel.accounting import Balance
 from memhp.exporter.kernel.snapshot import read_snapshot
-from tests.controller.conftest import standard_layout
 from tests.controller.sysfs_tree import ZoneSpec
+from tests.helpers.controller import standard_layout
 
 MiB = 1 << 20
 

@@ -35,12 +35,13 @@ import pytest
 
 from tests.helpers.prometheus import (
     LOOPBACK,
+    PROMETHEUS,
     PrometheusServer,
     free_port,
-    prometheus_binary,
     start_prometheus,
     wait_for,
 )
+from tests.helpers.tools import require_tool
 from tests.helpers.trees import FIXTURES, unpack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -221,8 +222,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Stack:
-    if prometheus_binary() is None:
-        pytest.skip("prometheus not installed (scripts/setup.sh installs it)")
+    require_tool(PROMETHEUS)
     work = tmp_path_factory.mktemp("dashboards-stack")
     trees = {
         name: unpack(FIXTURES / f"{name}.tar.gz", work / name)

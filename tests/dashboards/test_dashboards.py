@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from dashboards import build
 from tests.helpers.prometheus import PromQLError
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = REPO / "dashboards"
-from dashboards import build  # noqa: E402  (dashboards/build.py; repo root on sys.path via tests/conftest.py)
 
 DASHBOARDS = {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARD_DIR.glob("*.json"))}
 GRAFANA_INTERVALS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}

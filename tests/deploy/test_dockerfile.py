@@ -14,7 +14,16 @@ from importlib.metadata import requires
 
 from packaging.requirements import Requirement
 
-from .conftest import DOCKERFILE, REPO, dockerfile_instructions, exec_form, global_args, image_command, stages, tool
+from tests.helpers.deploy import (
+    DOCKERFILE,
+    REPO,
+    dockerfile_instructions,
+    exec_form,
+    global_args,
+    image_command,
+    stages,
+    tool,
+)
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 

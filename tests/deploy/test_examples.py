@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from deploy.generate import rule_files
-
-from .conftest import EXAMPLES, SYSTEMD, env_file_words, tool
+from tests.helpers.deploy import EXAMPLES, SYSTEMD, env_file_words, tool
 
 PROM = EXAMPLES / "prometheus.yml"
 AM = EXAMPLES / "alertmanager.yml"

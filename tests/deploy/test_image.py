@@ -27,11 +27,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.helpers.trees import fixture_archives, unpack
-
-from .conftest import (
+from tests.helpers.deploy import (
     REPO,
-    VENV_BIN,
     daemonset_containers,
     dockerfile_instructions,
     exec_form,
@@ -39,6 +36,8 @@ from .conftest import (
     k8s_doc,
     stages,
 )
+from tests.helpers.tools import VENV_BIN
+from tests.helpers.trees import fixture_archives, unpack
 
 FIXTURE = next(a for a in fixture_archives() if a.name.startswith("two-node"))
 TOKEN = "test-token-0123456789abcdef"

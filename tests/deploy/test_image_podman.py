@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.helpers.deploy import REPO, image_command
 from tests.helpers.podman import build_volumes, podman, podman_env, standin_base
+from tests.helpers.tools import VENV_BIN
 from tests.helpers.trees import fixture_archives, unpack
-
-from .conftest import REPO, VENV_BIN, image_command
 
 pytestmark = pytest.mark.image
 

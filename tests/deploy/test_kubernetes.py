@@ -20,8 +20,7 @@ import pytest
 import yaml
 
 from memhp.controller.config import load_config_text
-
-from .conftest import K8S, REPO, daemonset_containers, k8s_doc, k8s_docs, load_all, tool
+from tests.helpers.deploy import K8S, REPO, daemonset_containers, k8s_doc, k8s_docs, load_all, tool
 
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 CRD_VENV = REPO / "tests" / ".cache" / "crd-venv"

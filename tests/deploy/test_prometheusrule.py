@@ -8,8 +8,7 @@ import sys
 import yaml
 
 from deploy.generate import ALERTS, OUTPUT, render, rule_files
-
-from .conftest import REPO, load_all, tool
+from tests.helpers.deploy import REPO, load_all, tool
 
 
 def test_committed_prometheusrule_is_what_the_generator_produces():

@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 
-from .conftest import SYSTEMD, VENV_BIN, env_file_words, k8s_doc, tool
+from tests.helpers.deploy import SYSTEMD, env_file_words, k8s_doc, tool
+from tests.helpers.tools import VENV_BIN
 
 UNITS = ("memhp-exporter.service", "memhp-controller.service")
 INSTALLED_BIN = "/opt/memhp/venv/bin"

@@ -29,22 +29,20 @@ pytest tests/e2e -q`` (other suites boot guests too).
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
 import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 
+from alerts import generate
 from tests.helpers.alertmanager import Alertmanager, alertmanager_config, have_alertmanager, webhook_receiver
 from tests.helpers.prometheus import prometheus_binary, running_prometheus
 from tests.vm.guest import Guest, VMConfig, venv_python
+from tests.vm.guest_controller import GuestController
 
 REPO = Path(__file__).resolve().parents[2]
-from alerts import generate  # noqa: E402  (alerts/generate.py; repo root on sys.path via tests/conftest.py)
-
 pytestmark = [pytest.mark.vm, pytest.mark.prometheus]
 
 INSTANCE = "memhp-guest"  # the guest's host name: the instance label of both its targets
@@ -104,81 +102,34 @@ def fast_rule_files(workdir: Path) -> list[Path]:
     return paths
 
 
-class GuestController:
-    """memhp-controller as a daemon in the guest: policy, token and journal on the guest's tmpfs."""
-
-    def __init__(self, guest: Guest, mode: str, token: str, alertmanager_port: int) -> None:
-        self.g = guest
-        self.dir = f"/tmp/memhp-e2e-{mode}-{uuid.uuid4().hex[:6]}"
-        self.journal_path = f"{self.dir}/journal.jsonl"
-        self.log = f"e2e-controller-{mode}.log"
-        guest.run(["mkdir", "-p", self.dir]).check("mkdir")
-        policy = {
-            "controller": {"journal": self.journal_path},
-            "guards": {
-                "dry_run": False,
-                "pause_file": f"{self.dir}/pause",
-                "cooldown": "1s",
-                "max_blocks_per_action": 8,
-                "max_blocks_per_hour": 16,
-                "min_available": "64M",
-            },
-            "rules": [
-                {
-                    "name": RULE,
-                    "alertname": ALERT,
-                    "action": "online-new",
-                    "count": 4,
-                    "zone": "movable",
-                    "node_label": "node",
-                }
-            ],
-        }
-        guest.run(f"cat > {self.dir}/policy.yaml", input=yaml.safe_dump(policy)).check("write policy")
-        guest.run(f"umask 077 && cat > {self.dir}/token", input=token + "\n").check("write token")
-        argv = [
-            str(venv_python()),
-            "-m",
-            "memhp.controller.cli",
-            "--config.file",
-            f"{self.dir}/policy.yaml",
-            f"--web.listen-address=:{CONTROLLER_PORT}",
-            "--web.auth.bearer-token-file",
-            f"{self.dir}/token",
-            "--log.level",
-            "debug",
+def start_controller(guest: Guest, mode: str, token: str, alertmanager_port: int) -> GuestController:
+    """memhp-controller as a daemon in the guest (webhook mode, or pulling from the host's Alertmanager)."""
+    ctl = GuestController(
+        guest,
+        rules=[
+            {
+                "name": RULE,
+                "alertname": ALERT,
+                "action": "online-new",
+                "count": 4,
+                "zone": "movable",
+                "node_label": "node",
+            }
+        ],
+        guards={"dry_run": False, "cooldown": "1s", "max_blocks_per_action": 8, "max_blocks_per_hour": 16},
+        name=f"e2e-{mode}",
+    )
+    flags: list[str] = []
+    if mode == "pull":
+        # The guest reaches the host's loopback as 10.0.2.2 (QEMU user networking).
+        flags = [
+            f"--alertmanager.url=http://10.0.2.2:{alertmanager_port}",
+            "--alertmanager.node-label=instance",
+            f"--alertmanager.node-name={INSTANCE}",
+            "--alertmanager.poll-interval=1s",
         ]
-        if mode == "pull":
-            # The guest reaches the host's loopback as 10.0.2.2 (QEMU user networking).
-            argv += [
-                f"--alertmanager.url=http://10.0.2.2:{alertmanager_port}",
-                "--alertmanager.node-label=instance",
-                f"--alertmanager.node-name={INSTANCE}",
-                "--alertmanager.poll-interval=1s",
-            ]
-        self.pid = guest.spawn(argv, log=f"/run/memhp/results/{self.log}", cwd=str(REPO))
-        guest.wait_for(self._healthy, SLOW, f"the controller ({mode}) in the guest to listen", interval=0.5)
-
-    def log_text(self) -> str:
-        try:
-            return (self.g.results / self.log).read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-    def _healthy(self) -> bool:
-        assert self.g.poll(self.pid) is None, f"controller exited:\n{self.log_text()}"
-        try:
-            return self.g.http_get("/-/healthy", CONTROLLER_PORT, timeout=10)[0] == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def journal(self) -> list[dict]:
-        text = self.g.try_read(self.journal_path, "") or ""
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-    def stop(self) -> None:
-        if self.g.poll(self.pid) is None:
-            self.g.kill(self.pid, timeout=30)
+    ctl.start(CONTROLLER_PORT, *flags, token=token, timeout=SLOW)
+    return ctl
 
 
 def blocks_regex(blocks: list[int]) -> str:
@@ -214,7 +165,7 @@ def test_full_loop(mode, guest, exporter_port, tmp_path):
     controller = None
     dimm = None
     try:
-        controller = GuestController(guest, mode, token, am.port)
+        controller = start_controller(guest, mode, token, am.port)
         mark("controller up")
         scrape = [
             {

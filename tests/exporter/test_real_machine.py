@@ -8,6 +8,7 @@ import sys
 from memhp.cli import main as memhp_main
 from memhp.exporter.kernel.fsread import ParseErrors
 from memhp.exporter.kernel.meminfo import read_meminfo
+from tests.helpers.tools import require_tool
 from tests.helpers.trees import lsmem
 
 
@@ -38,7 +39,7 @@ def test_merged_listing_agrees_with_lsmem_on_this_machine(capsys):
 def test_once_on_this_machine_passes_promtool(tmp_path):
     out = subprocess.run([sys.executable, "-m", "memhp.exporter.cli", "--once"], check=True, capture_output=True)
     assert b"memhp_block_size_bytes" in out.stdout
-    check = subprocess.run(["promtool", "check", "metrics"], input=out.stdout, capture_output=True)
+    check = subprocess.run([require_tool("promtool"), "check", "metrics"], input=out.stdout, capture_output=True)
     assert check.returncode == 0, check.stdout + check.stderr
 
 

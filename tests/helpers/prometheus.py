@@ -9,8 +9,8 @@ port with a temporary TSDB, a generated scrape config and rule files; stopped
         prom.query('memhp_blocks')                   # /api/v1/query; PromQLError on a parse error
         prom.wait_for(lambda: prom.firing("MemhpBlocksLeftOffline"), timeout=60)
 
-or as a pytest fixture factory (``prometheus_factory``, see the end of this
-file), which stops every server it started at teardown.
+or as the pytest fixture ``prometheus_factory`` (end of this file; a plugin
+in tests/conftest.py), which stops every server it started at teardown.
 
 Nothing here sleeps for a fixed time: every wait polls with a deadline and
 fails with what it last saw.  Only ``127.0.0.1`` is ever listened on.
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from .wait import free_port, wait_until  # free_port is re-exported for the tests that import it from here
@@ -440,25 +441,21 @@ def running_prometheus(
         server.stop()
 
 
-try:  # the fixture, for conftest.py files: `from tests.helpers.prometheus import prometheus_factory`
-    import pytest
+# The fixture: a plugin registered in tests/conftest.py's pytest_plugins.
+@pytest.fixture
+def prometheus_factory(tmp_path_factory):
+    """``start(scrape_configs, rule_files=(), **kwargs) -> PrometheusServer``;
+    fails the test when the prometheus binary is missing (a broken
+    set-up, never a silent skip); stops every server at teardown."""
+    if prometheus_binary() is None:
+        pytest.fail(f"{PROMETHEUS} not installed: run scripts/setup.sh (Debian package prometheus)", pytrace=False)
+    started: list[PrometheusServer] = []
 
-    @pytest.fixture
-    def prometheus_factory(tmp_path_factory):
-        """``start(scrape_configs, rule_files=(), **kwargs) -> PrometheusServer``;
-        fails the test when the prometheus binary is missing (a broken
-        set-up, never a silent skip); stops every server at teardown."""
-        if prometheus_binary() is None:
-            pytest.fail(f"{PROMETHEUS} not installed: run scripts/setup.sh (Debian package prometheus)", pytrace=False)
-        started: list[PrometheusServer] = []
+    def start(scrape_configs: Sequence[dict], rule_files: Sequence[Path] = (), **kwargs: Any) -> PrometheusServer:
+        server = start_prometheus(tmp_path_factory.mktemp("prometheus"), scrape_configs, rule_files, **kwargs)
+        started.append(server)
+        return server
 
-        def start(scrape_configs: Sequence[dict], rule_files: Sequence[Path] = (), **kwargs: Any) -> PrometheusServer:
-            server = start_prometheus(tmp_path_factory.mktemp("prometheus"), scrape_configs, rule_files, **kwargs)
-            started.append(server)
-            return server
-
-        yield start
-        for server in started:
-            server.stop()
-except ImportError:  # pragma: no cover - pytest is a test dependency
-    pass
+    yield start
+    for server in started:
+        server.stop()

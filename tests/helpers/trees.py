@@ -1,6 +1,7 @@
 """Fixture trees for exporter tests: archives captured from real kernels by
 ``tests/vm/capture.py``, unpacked into a tmp dir (symlinks kept), or a fresh
-read-only capture of this machine's own /sys and /proc."""
+read-only capture of this machine's own /sys and /proc (taken once per
+session by tests/exporter/conftest.py, unpacked per test)."""
 
 from __future__ import annotations
 
@@ -28,11 +29,10 @@ def unpack(archive: Path, dest: Path) -> Path:
     return dest
 
 
-def capture_host(dest: Path) -> Path:
-    """Snapshot this machine's real sysfs/procfs subset (reads only)."""
-    archive = dest.parent / (dest.name + ".tar.gz")
+def capture_host_archive(archive: Path) -> Path:
+    """Snapshot this machine's real sysfs/procfs subset into ``archive`` (reads only; a subprocess)."""
     subprocess.run([sys.executable, str(CAPTURE), "--out", str(archive)], check=True, capture_output=True)
-    return unpack(archive, dest)
+    return archive
 
 
 def block_dirs(root: Path) -> list[Path]:

@@ -3,12 +3,12 @@ per test session: see history.py for the story and the expected figures."""
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
 
-from tests.helpers.prometheus import PROMTOOL, prometheus_binary, start_prometheus
+from tests.helpers.prometheus import PROMETHEUS, PROMTOOL, start_prometheus
+from tests.helpers.tools import require_tool
 from tests.report.history import HOUR, INTERVAL, LEAD_HOURS, RANGE_HOURS, build_tsdb
 
 
@@ -21,8 +21,8 @@ def history_end() -> int:
 
 @pytest.fixture(scope="session")
 def history_prometheus(tmp_path_factory, history_end):
-    if prometheus_binary() is None or shutil.which(PROMTOOL) is None:
-        pytest.skip("prometheus/promtool not installed (scripts/setup.sh installs them)")
+    require_tool(PROMETHEUS)
+    require_tool(PROMTOOL)
     work = tmp_path_factory.mktemp("report-history")
     tsdb = build_tsdb(work, history_end)
     retention = f"{(RANGE_HOURS + LEAD_HOURS) // 24 + 30}d"

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.prometheus import free_port
+from tests.helpers.tools import require_tool
 from tests.report.history import (
     BLOCK,
     EXPECTED,
@@ -34,19 +35,16 @@ pytestmark = pytest.mark.prometheus
 
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOKS = REPO / "docs" / "runbooks.md"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def memhp(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """The real command line (``memhp`` is memhp.cli:main)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
         [sys.executable, "-m", "memhp.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=REPO,
-        env=env,
         stdin=subprocess.DEVNULL,
     )
 
@@ -240,7 +238,7 @@ def _chromium(args: list[str], page: Path, tmp_path: Path) -> subprocess.Complet
     profile = tmp_path / f"chromium-profile-{len(list(tmp_path.iterdir()))}"
     profile.mkdir()
     argv = [
-        CHROMIUM,
+        require_tool("chromium", "chromium-browser"),
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
@@ -262,7 +260,6 @@ def _console(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (scripts/setup.sh installs it)")
 def test_console_detection_works(tmp_path):
     """The check below would see a console error: a page that logs one."""
     page = tmp_path / "canary.html"
@@ -271,7 +268,6 @@ def test_console_detection_works(tmp_path):
     assert any("canary-7731" in line for line in _console(r.stderr)), r.stderr[-2000:]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (scripts/setup.sh installs it)")
 def test_html_renders_in_chromium(report, tmp_path):
     page = report["out"] / "report.html"
     r = _chromium(["--dump-dom"], page, tmp_path)

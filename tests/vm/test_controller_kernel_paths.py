@@ -26,62 +26,19 @@ import urllib.request
 import uuid
 
 import pytest
-import yaml
 
 from memhp.exporter.kernel.accounting import Balance, balance
 from memhp.exporter.kernel.fsread import ParseErrors
 from memhp.exporter.kernel.zoneinfo import parse_zoneinfo
-
-from .guest import GUEST_RESULTS, REPO, Guest, VMConfig
+from tests.vm.guest import Guest, VMConfig
+from tests.vm.guest_controller import GuestController
 
 pytestmark = pytest.mark.vm
 
 MEMORY = "/sys/devices/system/memory"
 RATIO_PARAM = "/sys/module/memory_hotplug/parameters/auto_movable_ratio"
 POLICY_PARAM = "/sys/module/memory_hotplug/parameters/online_policy"
-CONSOLE_SCRIPT = REPO / ".venv" / "bin" / "memhp-controller"
-
-
-class Ctl:
-    """A private policy and journal for ``memhp-controller`` in the guest (on its tmpfs)."""
-
-    def __init__(self, g: Guest, rules: list | None = None, **guards) -> None:
-        self.g = g
-        self.dir = f"/tmp/memhp-kp-{uuid.uuid4().hex[:8]}"
-        self.config = f"{self.dir}/policy.yaml"
-        self.journal_path = f"{self.dir}/journal.jsonl"
-        doc = {
-            "controller": {"journal": self.journal_path},
-            "guards": {"pause_file": f"{self.dir}/pause", "min_available": "64M", "cooldown": "0s", **guards},
-            "retry": {
-                "attempts": 2,
-                "attempt_timeout": "60s",
-                "kill_grace": "5s",
-                "total_timeout": "5m",
-                "backoff_initial": "50ms",
-                "backoff_max": "200ms",
-                "backoff_jitter": "50ms",
-            },
-        }
-        if rules:
-            doc["rules"] = rules
-        g.run(["mkdir", "-p", self.dir]).check("mkdir")
-        g.run(f"cat > {self.config}", input=yaml.safe_dump(doc)).check("write policy")
-
-    def act(self, *args: str) -> tuple[int, dict]:
-        r = self.g.python(
-            ["-m", "memhp.controller.cli", "act", *args, "--json", "--config.file", self.config], timeout=300
-        )
-        assert not r.timed_out, r.stderr
-        try:
-            return r.rc, json.loads(r.stdout[r.stdout.index("{") :])
-        except ValueError:
-            raise AssertionError(f"act rc={r.rc} printed no JSON:\n{r.stdout}\n{r.stderr}") from None
-
-    def journal(self, type_: str | None = None) -> list[dict]:
-        text = self.g.try_read(self.journal_path, "") or ""
-        recs = [json.loads(line) for line in text.splitlines() if line.strip()]
-        return [r for r in recs if type_ is None or r["type"] == type_]
+RETRY = {"attempts": 2, "total_timeout": "5m"}  # of memhp-controller in the guest (tests/vm/guest_controller.py)
 
 
 def guest_balance(g: Guest) -> Balance:
@@ -144,7 +101,7 @@ def test_rebalance_moves_movable_blocks_to_normal_until_under_target(vm_guest_fa
             for n in range(len(blocks) + 1)
             if before.movable_pages - n * pages <= target * (before.kernel_pages + n * pages)
         )
-        ctl = Ctl(g)
+        ctl = GuestController(g, retry=RETRY, name="kp")
         rc, out = ctl.act("rebalance", "--target-ratio", str(target))
         assert rc == 0 and out["status"] == "done", out
         moved = sorted(blocks, reverse=True)[:need]  # highest address first
@@ -213,7 +170,7 @@ def test_online_auto_honours_auto_movable_ratio(vm_guest_factory):
         assert len(blocks) == 4
         expected = kernel_auto_zones(boot.movable_pages, boot.kernel_pages, RATIO, pages, 4)
         assert "Movable" in expected and "Normal" in expected, expected
-        ctl = Ctl(g)
+        ctl = GuestController(g, retry=RETRY, name="kp")
         rc, out = ctl.act("online", "--count", "4", "--zone", "auto")
         assert rc == 0 and out["status"] == "done", out
         assert [(r["block"], r["result"], r["zone_after"]) for r in out["results"]] == [
@@ -241,7 +198,7 @@ def test_online_auto_matches_the_kernels_auto_movable_policy(vm_guest_factory):
         boot = guest_balance(g)
         _, blocks = hot_add(g, "128M", 5)  # one block per memory device: the kernel's per-device accounting
         assert len(blocks) == 5
-        ctl = Ctl(g)
+        ctl = GuestController(g, retry=RETRY, name="kp")
         # the controller's plan for four identical blocks, from the initial state...
         rc, out = ctl.act("online", "--count", "4", "--zone", "auto", "--dry-run")
         assert rc == 0 and out["status"] == "dry_run", out
@@ -322,10 +279,8 @@ def _post(port: int, body: dict, token: str) -> tuple[int, str]:
 
 def test_daemon_webhook_onlines_hot_added_blocks(vm_guest):
     g = vm_guest
-    assert CONSOLE_SCRIPT.exists(), f"{CONSOLE_SCRIPT}: the console script is not installed (pip install -e .)"
     dimm, blocks = None, []
-    pid = None
-    ctl = Ctl(
+    ctl = GuestController(
         g,
         rules=[
             {
@@ -338,46 +293,16 @@ def test_daemon_webhook_onlines_hot_added_blocks(vm_guest):
                 "node_label": "node",
             }
         ],
+        retry=RETRY,
+        name="kp",
     )
     token = f"kp-{uuid.uuid4().hex}"
-    g.run(f"umask 077 && cat > {ctl.dir}/token", input=token + "\n").check("write token")
-    log = f"kp-controller-{uuid.uuid4().hex[:6]}.log"
     try:
         dimm = g.hotplug_dimm("512M")
         blocks = g.dimm_blocks(dimm)
         g.wait_for(lambda: all(g.block_state(b) == "offline" for b in blocks), 120, "hot-added blocks offline")
         # the real console script, not `python -m`, from a cwd outside the repo
-        pid = g.spawn(
-            [
-                str(CONSOLE_SCRIPT),
-                "--config.file",
-                ctl.config,
-                f"--web.listen-address=:{GUEST_PORT}",
-                "--web.auth.bearer-token-file",
-                f"{ctl.dir}/token",
-                "--log.level",
-                "debug",
-            ],
-            log=f"{GUEST_RESULTS}/{log}",
-            cwd="/",
-        )
-        port = g.forward(GUEST_PORT)
-
-        def log_text() -> str:
-            try:
-                return (g.results / log).read_text(errors="replace")[-4000:]
-            except OSError:
-                return ""
-
-        def healthy() -> bool:
-            assert g.poll(pid) is None, f"controller exited:\n{log_text()}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/healthy", timeout=10) as r:
-                    return r.status == 200
-            except (urllib.error.URLError, OSError):
-                return False
-
-        g.wait_for(healthy, 120, "the controller daemon to listen", interval=0.5)
+        port = ctl.start(GUEST_PORT, token=token, timeout=120)
         body = _payload(
             {"node": "0", "severity": "warning", "instance": "guest"},
             "2024-05-01T10:00:00.123456789Z",
@@ -410,12 +335,10 @@ def test_daemon_webhook_onlines_hot_added_blocks(vm_guest):
         code, text = _post(port, body, token)
         assert code == 200, text
         assert len(ctl.journal("action_start")) == 1
-        rc = g.kill(pid, signal.SIGTERM, timeout=60)
-        pid_done, pid = pid, None
-        assert rc == 0, f"controller {pid_done} exited {rc} on SIGTERM:\n{log_text()}"
-        assert "shutting down" in log_text()
+        rc = ctl.stop(signal.SIGTERM)
+        assert rc == 0, f"controller exited {rc} on SIGTERM:\n{ctl.log_text()}"
+        assert "shutting down" in ctl.log_text()
     finally:
-        if pid is not None and g.poll(pid) is None:
-            g.kill(pid, signal.SIGKILL)
+        ctl.stop(signal.SIGKILL)
         if dimm is not None:
             g.unplug(dimm, timeout=300)  # Movable (or offline) blocks: the eject offlines them

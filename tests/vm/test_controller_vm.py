@@ -5,7 +5,7 @@ guest (which chroots into this machine's root over read-only 9p), from this
 checkout's virtualenv, with its policy and journal on the guest's tmpfs.
 
 Run by hand with ``flock /tmp/memhp-vm.lock .venv/bin/python -m pytest -m vm
-tests/controller/test_vm_controller.py``.
+tests/vm/test_controller_vm.py``.
 """
 
 from __future__ import annotations
@@ -16,64 +16,13 @@ import signal
 import uuid
 
 import pytest
-import yaml
 
 from tests.vm.guest import GUEST_RESULTS, REPO, Guest, venv_python
+from tests.vm.guest_controller import RETRY, GuestController
 
 pytestmark = pytest.mark.vm
 
-ATTEMPTS = 3
-
-
-class GuestController:
-    """``memhp-controller`` run in the guest, with a private policy and journal."""
-
-    def __init__(self, g: Guest, **policy) -> None:
-        self.g = g
-        self.dir = f"/tmp/memhp-ctl-{uuid.uuid4().hex[:8]}"
-        self.config = f"{self.dir}/policy.yaml"
-        self.journal_path = f"{self.dir}/journal.jsonl"
-        g.run(["mkdir", "-p", self.dir]).check("mkdir")
-        self.write_policy(**policy)
-
-    def write_policy(self, rules=None, guards=None, retry=None) -> None:
-        doc = {
-            "controller": {"journal": self.journal_path},
-            "guards": {"pause_file": f"{self.dir}/pause", "min_available": "64M", "cooldown": "0s", **(guards or {})},
-            "retry": {
-                "attempts": ATTEMPTS,
-                "attempt_timeout": "60s",
-                "kill_grace": "5s",
-                "total_timeout": "10m",
-                "backoff_initial": "50ms",
-                "backoff_max": "200ms",
-                "backoff_jitter": "50ms",
-                **(retry or {}),
-            },
-        }
-        if rules:
-            doc["rules"] = rules
-        self.g.run(f"cat > {self.config}", input=yaml.safe_dump(doc)).check("write policy")
-
-    def argv(self, *args: str) -> list[str]:
-        return [str(venv_python()), "-m", "memhp.controller.cli", *args, "--config.file", self.config]
-
-    def act(self, *args: str, timeout: float = 600) -> tuple[int, dict]:
-        r = self.g.python(
-            ["-m", "memhp.controller.cli", "act", *args, "--json", "--config.file", self.config], timeout=timeout
-        )
-        assert not r.timed_out, r.stderr
-        try:
-            return r.rc, json.loads(r.stdout[r.stdout.index("{") :])
-        except ValueError:
-            raise AssertionError(f"act rc={r.rc} printed no JSON:\n{r.stdout}\n{r.stderr}") from None
-
-    def journal_text(self) -> str:
-        return self.g.try_read(self.journal_path, "") or ""
-
-    def journal(self, type_: str | None = None) -> list[dict]:
-        recs = [json.loads(line) for line in self.journal_text().splitlines()]
-        return [r for r in recs if type_ is None or r["type"] == type_]
+ATTEMPTS = RETRY["attempts"]
 
 
 @pytest.fixture

@@ -14,30 +14,9 @@ from memhp.controller.metrics import ControllerMetrics
 from memhp.controller.sources.webhook import WEBHOOK_PATH, WebhookSettings, serve
 from memhp.exporter.cli import ExporterConfig, build_registry
 from memhp.exporter.kernel.paths import Paths
-from tests.helpers.prometheus import prometheus_factory  # noqa: F401 - the fixture
 from tests.helpers.sink import RecordingSink
 from tests.helpers.trees import fixture_archives, unpack
-
-TOKEN = "t0ken-for-web-tests-0123456789"
-
-
-def secret_file(path: Path, text: str) -> Path:
-    path.write_text(text + "\n")
-    path.chmod(0o600)
-    return path
-
-
-def payload(**alert_extra) -> dict:
-    alert = {
-        "status": "firing",
-        "labels": {"alertname": "MemoryBlocksOffline", "node": "n1"},
-        "annotations": {},
-        "startsAt": "2024-05-01T10:00:00Z",
-        "endsAt": "0001-01-01T00:00:00Z",
-        "fingerprint": "0123456789abcdef",
-    }
-    alert.update(alert_extra)
-    return {"version": "4", "status": "firing", "receiver": "memhp", "groupKey": "{}", "alerts": [alert]}
+from tests.helpers.web import TOKEN, secret_file
 
 
 class Controller:

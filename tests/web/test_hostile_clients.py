@@ -24,8 +24,7 @@ from memhp.controller.sources.alertmanager_payload import (
 from memhp.controller.sources.webhook import WEBHOOK_PATH
 from tests.helpers.rawhttp import Tricklers, exchange, header_of, status_of
 from tests.helpers.wait import wait_until
-
-from .conftest import TOKEN, payload
+from tests.helpers.web import TOKEN, payload
 
 # Well inside the 5 s header deadline the slow clients get; not a benchmark (the machine may be loaded).
 PROMPT = 3.0

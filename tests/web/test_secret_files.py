@@ -10,8 +10,7 @@ import threading
 import time
 
 from memhp.web.secrets import SecretFile, parse_bearer_token
-
-from .conftest import TOKEN, payload
+from tests.helpers.web import TOKEN, payload
 
 
 def _rewrite_in_place_keeping_mtime(path, text: str) -> None:

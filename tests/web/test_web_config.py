@@ -19,8 +19,7 @@ from memhp.exporter.server import serve as serve_exporter
 from memhp.web import WebConfigError, parse_web_config
 from tests.helpers.rawhttp import exchange, status_of
 from tests.helpers.tls import make_self_signed_cert
-
-from .conftest import payload
+from tests.helpers.web import payload
 
 PASSWORD = "pässwörd:with colon"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
