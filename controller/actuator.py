@@ -47,8 +47,9 @@ from tenacity.nap import sleep_using_event
 
 from memhp.exporter.kernel.fsread import ParseErrors
 from memhp.exporter.kernel.memory_blocks import read_block
-from memhp.exporter.kernel.model import MOVABLE, NONE_ZONE, MemoryBlock
+from memhp.exporter.kernel.model import MOVABLE, MemoryBlock
 from memhp.exporter.kernel.paths import Paths
+from memhp.exporter.kernel.zones import is_kernel_zone
 
 from .config import RetryConfig
 from .errnos import TIMEOUT, errno_name, is_retryable
@@ -258,10 +259,6 @@ class ChangeResult:
     @property
     def changed(self) -> bool:
         return self.result == "ok"
-
-
-def is_kernel_zone(zone: str | None) -> bool:
-    return zone is not None and zone not in (MOVABLE, NONE_ZONE, "Device")
 
 
 def satisfied(block: MemoryBlock | None, op: str) -> bool:

@@ -20,15 +20,12 @@ memory-hotplug.rst that shape the plans:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from memhp.exporter.kernel.accounting import Balance, balance
-from memhp.exporter.kernel.model import MOVABLE, NONE_ZONE, MemoryBlock
+from memhp.exporter.kernel.model import MOVABLE, MemoryBlock
 from memhp.exporter.kernel.snapshot import Snapshot
-
-KERNEL_DEFAULT_RATIO = 301
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+from memhp.exporter.kernel.zones import KERNEL_DEFAULT_RATIO, PAGE_SIZE, is_kernel_zone
 
 
 class PlanRefused(Exception):
@@ -74,10 +71,6 @@ class Plan:
 
     def describe(self) -> list[dict]:
         return [{"block": s.block, "ops": list(s.ops)} for s in self.steps]
-
-
-def is_kernel_zone(zone: str) -> bool:
-    return zone not in (MOVABLE, NONE_ZONE, "Device")
 
 
 def kernel_zone_offered(block: MemoryBlock) -> bool:
