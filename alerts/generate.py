@@ -27,7 +27,8 @@ from typing import Any
 import yaml
 
 from memhp.generated import sync
-from memhp.thresholds import load_thresholds as _load, runbook_url, thresholds_path
+from memhp.thresholds import load_thresholds as _load
+from memhp.thresholds import runbook_url, thresholds_path
 
 HERE = Path(__file__).resolve().parent
 THRESHOLDS = Path(thresholds_path())

@@ -12,7 +12,6 @@ from memhp.thresholds import RUNBOOK_BASE
 
 from .collect import KERNEL_ZONES, RATIO_CRITICAL, RATIO_WARNING, Collected, Series
 
-
 # Risk score: weight and the value at which a component saturates (docs/capacity-review.md).
 RISK = {
     "ratio_now": (30, RATIO_CRITICAL),  # current MOVABLE:KERNEL, linear up to 4:1

@@ -3,7 +3,6 @@ balance as the auto-movable online policy accounts it."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -12,7 +11,6 @@ from ..kernel.accounting import balance
 from ..kernel.snapshot import ScrapeContext
 from ..kernel.zones import KERNEL_DEFAULT_RATIO, PAGE_SIZE
 from .base import SubCollector
-
 
 _SIZES = (
     ("free", "memhp_zone_free_bytes", "Free memory in the zone."),
