@@ -20,6 +20,7 @@ Guards (the ``guard`` label of ``memhp_controller_guard_refusals``):
 ``valid_zones_none``       a named block cannot be offlined (valid_zones none)
 ``dry_run``                dry-run mode: planned and journalled, not done
 ``node_label``             the rule needs a node label the alert lacks or garbles
+``journal``                the journal cannot take a record (e.g. disk full)
 """
 
 from __future__ import annotations

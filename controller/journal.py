@@ -229,6 +229,9 @@ class Journal:
         """Why the file should rotate now ("" if it should not)."""
         if self._fd is None:
             return ""
+        with self._lock:
+            if not self._same_file(self._fd):  # another process rotated it
+                self._open_fd()
         try:
             size = os.fstat(self._fd).st_size
         except OSError:
@@ -275,6 +278,11 @@ class Journal:
                         os.fsync(tfd)
                     finally:
                         os.close(tfd)
+                    first = f"{self.path}.1"
+                    with contextlib.suppress(FileNotFoundError):
+                        if os.stat(first).st_ino == os.fstat(fd).st_ino:
+                            # A rotation died between its link and its replace: drop that link, made again below.
+                            os.unlink(first)
                     for i in range(self.keep, 0, -1):
                         older = f"{self.path}.{i}"
                         if i == self.keep:
@@ -283,9 +291,16 @@ class Journal:
                         else:
                             with contextlib.suppress(FileNotFoundError):
                                 os.replace(older, f"{self.path}.{i + 1}")
+                    linked = False
                     if self.keep > 0:
                         os.link(self.path, f"{self.path}.1")
-                    os.replace(tmp, self.path)
+                        linked = True
+                    try:
+                        os.replace(tmp, self.path)
+                    except OSError:
+                        if linked:  # the same records must not be in two files
+                            os.unlink(f"{self.path}.1")
+                        raise
                     _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
                 except OSError as e:
                     with contextlib.suppress(OSError):
