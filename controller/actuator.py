@@ -444,7 +444,11 @@ class Actuator:
         state_after = after.state if after else None
         zone_after = after.zone if after else None
         if satisfied(after, op):
-            result, retryable = (AttemptResult.OK if out.errno == 0 else AttemptResult.ALREADY), False
+            # The block is there now.  Our write did it unless the kernel refused it (an errno other
+            # than the EINTR of a writer we signalled): then another actor did.  A writer signalled
+            # or killed after its write must count as a change (hourly cap, journal vs. sysfs).
+            ours = out.errno in (0, None) or out.timed_out
+            result, retryable = (AttemptResult.OK if ours else AttemptResult.ALREADY), False
         elif out.detail.startswith("controller error"):
             result, retryable = AttemptResult.ERROR, False
         elif out.timed_out:

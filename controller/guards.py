@@ -54,7 +54,7 @@ from .records import (
     StateRule,
     clip,
 )
-from .vocab import Action, Op, Outcome, Result
+from .vocab import Action, AttemptResult, Op, Outcome, Result
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,14 @@ class GuardState:
                     self.open_attempts.pop(next(iter(self.open_attempts)))
             case AttemptEnd():
                 self.open_attempts.pop((rec.action_id, rec.block, rec.op, rec.attempt), None)
+                if rec.result == AttemptResult.OK:
+                    # Counted here too: the block_result that follows may never be written (disk
+                    # full, kill -9); changes_since() counts an (action, block) pair once.
+                    self.changes.append((ts, rec.action_id, rec.block))
+                    if rec.op == Op.OFFLINE:
+                        self.offlined.add(rec.block)
+                    else:
+                        self.offlined.discard(rec.block)
             case BlockResult():
                 self._block_result(rec)
             case Reconcile():

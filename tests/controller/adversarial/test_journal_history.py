@@ -54,9 +54,7 @@ def test_journals_from_before_the_resolved_field_still_load(tree, tmp_path, make
     standard_layout(tree)
     journal = tmp_path / "journal.jsonl"
     old = {"ts": clock(), "pid": 1, "type": "action_start", "action_id": "a1", "rule": "r", "action": "offline"}
-    journal.write_text(
-        json.dumps({**old, "fingerprint": "f", "starts_at": "2026-01-01T00:00:00.000Z/resolved"}) + "\n"
-    )
+    journal.write_text(json.dumps({**old, "fingerprint": "f", "starts_at": "2026-01-01T00:00:00.000Z/resolved"}) + "\n")
     e = make_engine(rules=RULES.replace("cooldown: 0s", "cooldown: 0s\n  on_resolved: true"))
     assert e.guards.already_acted(("f", "2026-01-01T00:00:00.000Z", True))
     assert e.handle(alert("f", status="resolved")).status == Status.DUPLICATE
@@ -115,7 +113,15 @@ def test_start_up_reads_a_huge_legacy_journal_streamed_then_rotates(tree, tmp_pa
     standard_layout(tree)
     journal = tmp_path / "journal.jsonl"
     line = json.dumps(
-        {"ts": 1.0, "pid": 1, "type": "refusal", "guard": "paused", "rule": "x", "action": "offline", "detail": "d" * 400}
+        {
+            "ts": 1.0,
+            "pid": 1,
+            "type": "refusal",
+            "guard": "paused",
+            "rule": "x",
+            "action": "offline",
+            "detail": "d" * 400,
+        }
     )
     with open(journal, "w") as f:
         for _ in range(40_000):  # ~20 MiB

@@ -55,7 +55,7 @@ BIN = REPO / ".venv" / "bin" / "memhp-controller"
 SOAK_SECONDS = float(os.environ.get("MEMHP_SOAK_SECONDS", "45"))
 SLOWLORIS = os.environ.get("MEMHP_SOAK_SLOWLORIS", "0") == "1"
 N_BLOCKS = 400  # Movable blocks: one per occurrence at most
-JOURNAL_MAX = 256 << 10
+JOURNAL_MAX = 64 << 10
 RSS_BOUND = 128 << 20  # the DaemonSet's limit is 256Mi
 JOURNAL_BOUND = 64 << 20
 TOKEN = "soak-token-0123456789"
@@ -185,7 +185,11 @@ def slow_client(port: int, stop: threading.Event) -> None:
 
 def journal_files(journal: Path) -> list[Path]:
     rotated = sorted(
-        (p for p in journal.parent.iterdir() if p.name.startswith(journal.name + ".") and p.name[len(journal.name) + 1 :].isdigit()),
+        (
+            p
+            for p in journal.parent.iterdir()
+            if p.name.startswith(journal.name + ".") and p.name[len(journal.name) + 1 :].isdigit()
+        ),
         key=lambda p: -int(p.name.rsplit(".", 1)[1]),
     )
     return [*rotated, journal]
@@ -327,7 +331,7 @@ def test_soak_real_controller(tree, tmp_path):
     offlined_by_journal = {
         r["block"]
         for r in records
-        if (r["type"] == "block_result" and r["result"] == "ok" and r["op"] == "offline")
+        if (r["type"] in ("attempt_end", "block_result") and r["result"] == "ok" and r["op"] == "offline")
         or (r["type"] == "reconcile" and r["outcome"] == "completed" and r["op"] == "offline")
     }
     offlined_in_tree = {i for i in range(8, 8 + N_BLOCKS) if tree.state(i) == "offline"}
