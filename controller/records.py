@@ -20,6 +20,7 @@ import enum
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -316,66 +317,103 @@ def _plain(v: Any) -> Any:
     return v
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
+Converter = Callable[[Any], Any]
+_FIELDS: dict[type, list[tuple[str, Converter]]] = {}
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    h = _HINTS.get(cls)
-    if h is None:
-        h = _HINTS[cls] = {k: v for k, v in typing.get_type_hints(cls).items() if k != "TYPE"}
-    return h
+def _fields_of(cls: type) -> list[tuple[str, Converter]]:
+    """(name, converter) per field, built once per class: reading a journal is a hot loop."""
+    f = _FIELDS.get(cls)
+    if f is None:
+        hints = typing.get_type_hints(cls)
+        f = _FIELDS[cls] = [(name, _compile(tp)) for name, tp in hints.items() if name != "TYPE"]
+    return f
 
 
-def _convert(tp: Any, v: Any, where: str) -> Any:
+def _str(v: Any) -> str:
+    if type(v) is not str:
+        raise InvalidRecord("expected a string")
+    return v
+
+
+def _int(v: Any) -> int:
+    if type(v) is not int:
+        raise InvalidRecord("expected an integer")
+    return v
+
+
+def _float(v: Any) -> float:
+    if type(v) is float:
+        if not math.isfinite(v):
+            raise InvalidRecord("expected a finite number")
+        return v
+    if type(v) is int:
+        return float(v)
+    raise InvalidRecord("expected a finite number")
+
+
+def _bool(v: Any) -> bool:
+    if type(v) is not bool:
+        raise InvalidRecord("expected true/false")
+    return v
+
+
+def _compile(tp: Any) -> Converter:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if v is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], v, where)
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        conv = _compile(inner[0])
+
+        def optional(v: Any) -> Any:
+            return None if v is None else conv(v)
+
+        return optional
     if origin is tuple:
-        if not isinstance(v, list):
-            raise InvalidRecord(f"{where}: expected a list")
-        item = typing.get_args(tp)[0]
-        return tuple(_convert(item, x, f"{where}[]") for x in v)
+        item = _compile(typing.get_args(tp)[0])
+
+        def seq(v: Any) -> tuple:
+            if type(v) is not list:
+                raise InvalidRecord("expected a list")
+            return tuple(item(x) for x in v)
+
+        return seq
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        try:
-            return tp(v)
-        except ValueError:
-            raise InvalidRecord(f"{where}: {v!r} is not one of {', '.join(m.value for m in tp)}") from None
+        members = {m.value: m for m in tp}
+        names = ", ".join(members)
+
+        def member(v: Any) -> Any:
+            try:
+                return members[v]
+            except (KeyError, TypeError):
+                raise InvalidRecord(f"{str(v)[:40]!r} is not one of {names}") from None
+
+        return member
     if dataclasses.is_dataclass(tp):
-        if not isinstance(v, dict):
-            raise InvalidRecord(f"{where}: expected an object")
-        return _build(tp, v, where)  # type: ignore[arg-type]
-    if tp is bool:
-        if not isinstance(v, bool):
-            raise InvalidRecord(f"{where}: expected true/false")
-        return v
-    if tp is int:
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise InvalidRecord(f"{where}: expected an integer")
-        return v
-    if tp is float:
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-            raise InvalidRecord(f"{where}: expected a finite number")
-        return float(v)
-    if tp is str:
-        if not isinstance(v, str):
-            raise InvalidRecord(f"{where}: expected a string")
-        return v
-    raise InvalidRecord(f"{where}: unsupported field type {tp!r}")  # pragma: no cover
+
+        def nested(v: Any) -> Any:
+            if type(v) is not dict:
+                raise InvalidRecord("expected an object")
+            return _build(tp, v)  # type: ignore[arg-type]
+
+        return nested
+    simple = {bool: _bool, int: _int, float: _float, str: _str}.get(tp)
+    if simple is None:  # pragma: no cover - a field type this module does not know
+        raise TypeError(f"unsupported record field type {tp!r}")
+    return simple
 
 
-def _build(cls: type, d: dict[str, Any], where: str) -> Any:
+def _build(cls: type, d: dict[str, Any]) -> Any:
     kwargs = {}
-    for name, tp in _hints(cls).items():
+    for name, conv in _fields_of(cls):
         if name in d:
-            kwargs[name] = _convert(tp, d[name], f"{where}.{name}")
+            try:
+                kwargs[name] = conv(d[name])
+            except InvalidRecord as e:
+                raise InvalidRecord(f"{name}: {e}") from None
     try:
         return cls(**kwargs)
     except TypeError as e:  # a required field is absent
-        raise InvalidRecord(f"{where}: {e}") from None
+        raise InvalidRecord(str(e)) from None
 
 
 def parse_record(d: Any) -> Record:
@@ -389,7 +427,10 @@ def parse_record(d: Any) -> Record:
     if isinstance(d.get("starts_at"), str) and "resolved" not in d and d["starts_at"].endswith("/resolved"):
         # Journals written before `resolved` was a field marked the occurrence in starts_at.
         d = {**d, "starts_at": d["starts_at"][: -len("/resolved")], "resolved": True}
-    rec = _build(cls, d, str(t))
+    try:
+        rec = _build(cls, d)
+    except InvalidRecord as e:
+        raise InvalidRecord(f"{t}.{e}") from None
     if rec.ts < 0:
         raise InvalidRecord(f"{t}.ts: negative")
     return rec

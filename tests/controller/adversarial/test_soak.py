@@ -1,6 +1,6 @@
 """Soak: a real ``memhp-controller`` under mixed traffic, kill -9, slow clients and a disk that fills.
 
-Bounded for CI (``MEMHP_SOAK_SECONDS``, default 45 s of traffic; the whole test
+Bounded for CI (``MEMHP_SOAK_SECONDS``, default 40 s of traffic; the whole test
 stays under 2 minutes); run longer with e.g. ``MEMHP_SOAK_SECONDS=1800``.
 The controller runs on a fixture tree (tests/controller/sysfs_tree.py: it
 writes only there) with its journal on a real 2 MiB tmpfs.
@@ -52,7 +52,7 @@ from tests.helpers.wait import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 BIN = REPO / ".venv" / "bin" / "memhp-controller"
-SOAK_SECONDS = float(os.environ.get("MEMHP_SOAK_SECONDS", "45"))
+SOAK_SECONDS = float(os.environ.get("MEMHP_SOAK_SECONDS", "40"))
 SLOWLORIS = os.environ.get("MEMHP_SOAK_SLOWLORIS", "0") == "1"
 N_BLOCKS = 400  # Movable blocks: one per occurrence at most
 JOURNAL_MAX = 64 << 10
