@@ -184,24 +184,10 @@ class Executor:
                     stopped = f"action_timeout {self.cfg.controller.action_timeout:.0f}s reached"
                 elif g.paused():
                     stopped = "pause file appeared"
-                    g.refuse(
-                        "paused",
-                        stopped,
-                        rule=origin.rule,
-                        action=req.action,
-                        occurrence=origin.occurrence,
-                        source=origin.source,
-                    )
+                    self._refuse("paused", stopped, req, origin)
                 elif step.ops[0] == Op.OFFLINE and not self._reserve_ok(req):
                     stopped = "reserve: MemAvailable would drop below the reserve"
-                    g.refuse(
-                        "reserve",
-                        stopped,
-                        rule=origin.rule,
-                        action=req.action,
-                        occurrence=origin.occurrence,
-                        source=origin.source,
-                    )
+                    self._refuse("reserve", stopped, req, origin)
                 if stopped:
                     break
                 step_results = self._run_step(step, ctx)

@@ -95,70 +95,70 @@ class _Occurrence(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ActionStart(_Occurrence):
-    TYPE = RecordType.ACTION_START
+class _OfAction(Record):
+    """Fields naming the action a record belongs to."""
+
     action_id: str
+    rule: str = ""
+    action: Action = Action.ONLINE
+
+
+@dataclass(frozen=True, kw_only=True)
+class _OfChange(_OfAction):
+    """... and the block change (one ``op`` on one ``block``)."""
+
+    block: int
+    op: Op
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Outcome(Record):
+    """How a write attempt or a whole block change ended."""
+
+    errno: int | None = None
+    errno_name: str = ""
+    state_after: str | None = None
+    zone_after: str | None = None
+    duration: float = 0.0
+    detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActionStart(_Occurrence, _OfAction):
+    TYPE = RecordType.ACTION_START
     plan: tuple[PlanStep, ...] = ()
     notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
-class AttemptStart(_Occurrence):
+class AttemptStart(_Occurrence, _OfChange):
     TYPE = RecordType.ATTEMPT_START
-    action_id: str
-    block: int
-    op: Op
     attempt: int
     state_before: str | None = None
     zone_before: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
-class AttemptEnd(Record):
+class AttemptEnd(_Outcome, _OfChange):
     TYPE = RecordType.ATTEMPT_END
-    action_id: str
-    rule: str = ""
-    action: Action = Action.ONLINE
-    block: int
-    op: Op
     attempt: int
-    errno: int | None = None
-    errno_name: str = ""
     result: AttemptResult
     retryable: bool = False
-    state_after: str | None = None
-    zone_after: str | None = None
     timed_out: bool = False
     killed: bool = False
-    duration: float = 0.0
-    detail: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
-class BlockResult(Record):
+class BlockResult(_Outcome, _OfChange):
     TYPE = RecordType.BLOCK_RESULT
-    action_id: str
-    rule: str = ""
-    action: Action = Action.ONLINE
-    block: int
-    op: Op
     result: Result
-    errno: int | None = None
-    errno_name: str = ""
     attempts: int = 0
     state_before: str | None = None
-    state_after: str | None = None
-    zone_after: str | None = None
-    duration: float = 0.0
-    detail: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
-class ActionEnd(Record):
+class ActionEnd(_OfAction):
     TYPE = RecordType.ACTION_END
-    action_id: str
-    rule: str = ""
-    action: Action = Action.ONLINE
     result: Status
     changed: tuple[int, ...] = ()
     failed: tuple[int, ...] = ()
@@ -193,13 +193,8 @@ class Quarantine(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Reconcile(Record):
+class Reconcile(_OfChange):
     TYPE = RecordType.RECONCILE
-    action_id: str
-    rule: str = ""
-    action: Action = Action.ONLINE
-    block: int
-    op: Op
     attempt: int
     fingerprint: str = ""
     starts_at: str = ""
@@ -212,11 +207,8 @@ class Reconcile(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReconcileAction(Record):
+class ReconcileAction(_OfAction):
     TYPE = RecordType.RECONCILE_ACTION
-    action_id: str
-    rule: str = ""
-    action: Action = Action.ONLINE
     result: str = "interrupted"
     fingerprint: str = ""
     starts_at: str = ""
