@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tenacity import (
     Retrying,
@@ -252,6 +253,10 @@ class ActionContext:
     source: str = ""
     resolved: bool = False
 
+    def of_change(self, block: int, op: Op) -> dict[str, Any]:
+        """The fields every record of one block change carries."""
+        return {"action_id": self.action_id, "rule": self.rule, "action": self.action, "block": block, "op": op}
+
 
 @dataclass
 class ChangeResult:
@@ -388,11 +393,7 @@ class Actuator:
         res.duration = time.monotonic() - t0
         self.journal.append(
             BlockResult(
-                action_id=ctx.action_id,
-                rule=ctx.rule,
-                action=ctx.action,
-                block=block_id,
-                op=op,
+                **ctx.of_change(block_id, op),
                 result=res.result,
                 errno=res.errno,
                 errno_name=res.errno_name,
@@ -419,11 +420,7 @@ class Actuator:
             return ChangeResult(block_id, op, Result.ALREADY, None, "", n, before.state, before.state, before.zone, 0.0)
         self.journal.append(
             AttemptStart(
-                action_id=ctx.action_id,
-                rule=ctx.rule,
-                action=ctx.action,
-                block=block_id,
-                op=op,
+                **ctx.of_change(block_id, op),
                 attempt=n,
                 fingerprint=ctx.fingerprint,
                 starts_at=ctx.starts_at,
@@ -474,11 +471,7 @@ class Actuator:
         )
         self.journal.append(
             AttemptEnd(
-                action_id=ctx.action_id,
-                rule=ctx.rule,
-                action=ctx.action,
-                block=block_id,
-                op=op,
+                **ctx.of_change(block_id, op),
                 attempt=n,
                 errno=out.errno,
                 errno_name=name,

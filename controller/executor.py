@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from memhp.exporter.kernel.fsread import ParseErrors
 from memhp.exporter.kernel.meminfo import read_meminfo
@@ -43,6 +44,17 @@ class Origin:
     @property
     def occurrence(self) -> Occurrence:
         return (self.fingerprint, self.starts_at, self.resolved)
+
+    def fields(self, req: Request) -> dict[str, Any]:
+        """The alert fields of the records an action writes."""
+        return {
+            "rule": self.rule,
+            "action": req.action,
+            "fingerprint": self.fingerprint,
+            "starts_at": self.starts_at,
+            "resolved": self.resolved,
+            "source": self.source,
+        }
 
 
 @dataclass
@@ -133,18 +145,7 @@ class Executor:
         steps = plan_steps(p.describe())
         notes = tuple(clip(n) for n in p.notes)
         if g.dry_run:
-            self.journal.append(
-                DryRun(
-                    rule=origin.rule,
-                    action=req.action,
-                    fingerprint=origin.fingerprint,
-                    starts_at=origin.starts_at,
-                    resolved=origin.resolved,
-                    source=origin.source,
-                    plan=steps,
-                    notes=notes,
-                )
-            )
+            self.journal.append(DryRun(**origin.fields(req), plan=steps, notes=notes))
             g.metrics.guard_refusals.labels("dry_run").inc()
             log.warning(
                 "dry-run: rule %s would %s: %s",
@@ -159,19 +160,7 @@ class Executor:
         )
         t0 = time.monotonic()
         # If this append fails (JournalError), nothing has been written: the action is refused.
-        self.journal.append(
-            ActionStart(
-                action_id=action_id,
-                rule=origin.rule,
-                action=req.action,
-                fingerprint=origin.fingerprint,
-                starts_at=origin.starts_at,
-                resolved=origin.resolved,
-                source=origin.source,
-                plan=steps,
-                notes=notes,
-            )
-        )
+        self.journal.append(ActionStart(action_id=action_id, **origin.fields(req), plan=steps, notes=notes))
         g.refresh()
         results: list[ChangeResult] = []
         stopped = ""
