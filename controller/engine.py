@@ -28,7 +28,7 @@ from .alert import FIRING, RESOLVED, Alert, SinkFull, SinkUnavailable
 from .config import Config, Rule
 from .executor import ActionOutcome, Executor, Origin
 from .guards import Guards, Occurrence
-from .journal import Journal
+from .journal import Journal, JournalError
 from .metrics import ControllerMetrics
 from .policy import Request
 from .reconcile import reconcile
@@ -136,11 +136,21 @@ class Engine:
         with self.journal.action_lock(self.executor.lock_timeout, self.stop_event):
             g = self.guards
             g.refresh()  # the whole (bounded) file, first time, streamed: only the state stays in memory
-            self.reconciled = reconcile(
-                self.journal, self.paths, g.state.open_attempts.values(), g.state.open_actions.values()
-            )
-            g.refresh()
-            g.rotate_if_due()
+            try:
+                self.reconciled = reconcile(
+                    self.journal, self.paths, g.state.open_attempts.values(), g.state.open_actions.values()
+                )
+                g.refresh()
+                g.rotate_if_due()
+            except JournalError as e:
+                # A full disk must not keep the controller from starting (a crash loop helps nobody):
+                # actions are refused until the journal takes records again, and what is still
+                # open is reconciled under the next action lock.
+                log.error(
+                    "journal %s: %s; starting anyway, actions refused until it is writable",
+                    self.journal.path,
+                    e.strerror,
+                )
         return self
 
     def start(self) -> Engine:

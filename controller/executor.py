@@ -101,9 +101,12 @@ class Executor:
                 if g.state.open_attempts or g.state.open_actions:
                     reconcile(self.journal, self.paths, g.state.open_attempts.values(), g.state.open_actions.values())
                     g.refresh()
-                g.rotate_if_due()
             except JournalError as e:
                 return self._journal_refusal(e, req, origin)
+            try:
+                g.rotate_if_due()
+            except JournalError as e:  # the file stays as it is; appends decide whether the action can run
+                log.error("journal rotation failed: %s", e.strerror)
             if g.already_acted(origin.occurrence):
                 return ActionOutcome(Status.DUPLICATE, detail="this alert occurrence already acted")
             try:

@@ -29,6 +29,21 @@ def alert(fp: str = "fp1", starts: str = "2026-01-01T00:00:00.000Z") -> Alert:
     return Alert("TooMuchMemory", "firing", {"alertname": "TooMuchMemory"}, fingerprint=fp, starts_at=starts)
 
 
+def fill_all(disk, journal) -> str:
+    """Fill the disk, and the journal's last page too (tmpfs allocates by page) with records of
+    another process, so that the next record cannot fit at all."""
+    filler = fill(disk)
+    other = Journal(str(journal)).open()
+    try:
+        while True:
+            other.append(Refusal(guard="other", action=Action.OFFLINE, source="manual"))
+    except JournalError:
+        pass
+    finally:
+        other.close()
+    return filler
+
+
 def lines_all_valid(path: str) -> list[dict]:
     data = open(path, "rb").read()
     assert data == b"" or data.endswith(b"\n"), "the journal ends with a fragment"
@@ -89,14 +104,7 @@ def test_disk_fills_between_the_write_and_its_record_the_outcome_is_reconciled(t
         journal = disk / "journal.jsonl"
 
         def filling_writer(path: str, data: bytes) -> None:
-            # Something else fills the disk (and the journal's last page: tmpfs allocates by page).
-            fill(disk)
-            other = Journal(str(journal)).open()
-            try:
-                while True:
-                    other.append(Refusal(guard="other", action=Action.OFFLINE))
-            except JournalError:
-                pass
+            fill_all(disk, journal)  # something else fills the disk
             with open(writes, "a") as f:
                 f.write(f"{path} {data.decode()}\n")
             kernel_writer(path, data)
@@ -118,3 +126,52 @@ def test_disk_fills_between_the_write_and_its_record_the_outcome_is_reconciled(t
         assert [tree.state(i) for i in range(8, 12)].count("offline") == 1
         # The change counts toward the hourly cap after the restart.
         assert e2.guards.state.changes_since(0) == 1
+
+
+def test_start_up_on_a_full_disk_starts_refuses_then_reconciles_once_it_frees(tree, tmp_path, make_engine, clock):
+    """A full disk at start (reconcile and rotation cannot write) must not crash-loop the controller."""
+    standard_layout(tree)
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        journal = disk / "journal.jsonl"
+        now = clock()
+        journal.write_text(
+            json.dumps(
+                {
+                    "ts": now,
+                    "pid": 1,
+                    "type": "action_start",
+                    "action_id": "A",
+                    "rule": "shrink",
+                    "action": "offline",
+                    "fingerprint": "old",
+                    "starts_at": "s",
+                }
+            )
+            + "\n"
+            + json.dumps(
+                {
+                    "ts": now,
+                    "pid": 1,
+                    "type": "attempt_start",
+                    "action_id": "A",
+                    "rule": "shrink",
+                    "action": "offline",
+                    "block": 11,
+                    "op": "offline",
+                    "attempt": 1,
+                    "state_before": "online",
+                }
+            )
+            + "\n"
+        )
+        tree.set_block(11, "offline", "Movable Normal")  # the interrupted write went through
+        filler = fill_all(disk, journal)
+        e = make_engine(rules=RULES, controller=f"journal: {journal}")  # starts: no exception
+        assert e.reconciled == []
+        out = e.handle(alert())
+        assert out.status == Status.REFUSED and out.guard == "journal"
+        free(filler)
+        assert e.handle(alert()).status == Status.DONE
+        kinds = [r["type"] for r in lines_all_valid(str(journal))]
+        assert kinds.count("reconcile") == 1 and kinds.count("reconcile_action") == 1
+        assert e.guards.state.changes_since(0) == 2  # the reconciled write and the new one

@@ -3,7 +3,8 @@
 Bounded for CI (``MEMHP_SOAK_SECONDS``, default 40 s of traffic; the whole test
 stays under 2 minutes); run longer with e.g. ``MEMHP_SOAK_SECONDS=1800``.
 The controller runs on a fixture tree (tests/controller/sysfs_tree.py: it
-writes only there) with its journal on a real 2 MiB tmpfs.
+writes only there) with its journal on a real tmpfs (16 MiB; 256 MiB in the
+long mode).
 
 Traffic, concurrently: authenticated valid deliveries (new occurrences and
 repeats), authenticated invalid ones (bad JSON, bad schema, 60 KiB
@@ -55,7 +56,11 @@ BIN = REPO / ".venv" / "bin" / "memhp-controller"
 SOAK_SECONDS = float(os.environ.get("MEMHP_SOAK_SECONDS", "40"))
 SLOWLORIS = os.environ.get("MEMHP_SOAK_SLOWLORIS", "0") == "1"
 N_BLOCKS = 400  # Movable blocks: one per occurrence at most
-JOURNAL_MAX = 64 << 10
+LONG = SOAK_SECONDS > 120
+# Small journals so that a CI run rotates several times; every rotated file is kept (journal_keep
+# 100) so the journal can be compared with the tree whole: the tmpfs is sized for that.
+JOURNAL_MAX = (1 << 20) if LONG else (64 << 10)
+DISK = "256m" if LONG else "16m"
 RSS_BOUND = 128 << 20  # the DaemonSet's limit is 256Mi
 JOURNAL_BOUND = 64 << 20
 TOKEN = "soak-token-0123456789"
@@ -202,7 +207,7 @@ def test_soak_real_controller(tree, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
-    with small_tmpfs(tmp_path / "disk", "2m") as disk:
+    with small_tmpfs(tmp_path / "disk", DISK) as disk:
         journal = disk / "journal.jsonl"
         policy = tmp_path / "policy.yaml"
         policy.write_text(
