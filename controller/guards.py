@@ -186,8 +186,11 @@ class GuardState:
         for rule, at in self.last_action.items():
             yield StateRule(rule=rule, at=at)
         self.changes_since(now - HOUR)
+        latest: dict[tuple[str, int], float] = {}  # a change is in attempt_end and block_result
         for at, action_id, block in self.changes:
-            yield StateChange(at=at, action_id=str(action_id or ""), block=block)
+            latest[(str(action_id or ""), block)] = at
+        for (action_id, block), at in latest.items():
+            yield StateChange(at=at, action_id=action_id, block=block)
         for b in sorted(set(self.failures) | set(self.quarantined_until) | self.offlined):
             until = self.quarantined_until.get(b)
             yield StateBlock(

@@ -93,6 +93,7 @@ class Journal:
         self.corrupt_lines = 0
         self.rotations = 0
         self._suspect = False  # the file may end with a fragment of ours
+        self._carried = 0  # bytes of state the last rotation by this process carried over
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -236,7 +237,9 @@ class Journal:
             size = os.fstat(self._fd).st_size
         except OSError:
             return ""
-        if size > self.max_bytes:
+        # What a rotation carries over (the guards' state) does not count toward the size, or a
+        # state larger than max_bytes would rotate at every action.
+        if size > self.max_bytes and size - self._carried >= self.max_bytes // 2:
             return f"size {size} > {self.max_bytes} bytes"
         if self._first_ts is not None and self.clock() - self._first_ts > self.max_age and size > 0:
             return f"first record older than {self.max_age:.0f}s"
@@ -309,6 +312,7 @@ class Journal:
                         self.on_append_error()
                     raise JournalError(e.errno or errno.EIO, f"journal rotation failed: {e.strerror or e}") from None
             self._open_fd()
+            self._carried = len(data)
             self.rotations += 1
             log.info("journal %s rotated (%s): %d state records carried over", self.path, reason, len(lines) - 1)
 
