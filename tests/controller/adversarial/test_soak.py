@@ -46,6 +46,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from memhp.controller.config import load_config
 from tests.controller.adversarial.tmpfs import fill, small_tmpfs
 from tests.controller.conftest import policy_text, standard_layout
@@ -200,6 +202,7 @@ def journal_files(journal: Path) -> list[Path]:
     return [*rotated, journal]
 
 
+@pytest.mark.soak
 def test_soak_real_controller(tree, tmp_path):
     standard_layout(tree, movable=N_BLOCKS)
     tree.set_meminfo(mem_available=1 << 50)
