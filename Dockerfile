@@ -30,6 +30,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /src
 COPY constraints.txt pyproject.toml README.md ./
+# memhp/ carries memhp/thresholds.yaml too: package data `memhp report` reads.
 COPY memhp/ memhp/
 COPY exporter/ exporter/
 COPY controller/ controller/

@@ -1,7 +1,7 @@
 # Entry points, all runnable on a fresh Debian 12 machine as root.
 #   make test   the README's test command (CI runs exactly this): setup, the
 #               quality gate (lint, typecheck), then the whole suite
-#   make unit   the quick loop: no VM, no Prometheus/Alertmanager servers, no image build
+#   make unit   the quick loop: no VM, no Prometheus/Alertmanager servers, no image build, no soak
 .PHONY: setup run lint typecheck unit test fixtures
 
 setup:
@@ -19,7 +19,7 @@ typecheck: setup
 	.venv/bin/python scripts/typecheck
 
 unit: setup
-	.venv/bin/python -m pytest -m "not vm and not prometheus and not image" $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -m "not vm and not prometheus and not image and not soak" $(PYTEST_ARGS)
 
 # The whole test suite, the VM test bed and real Prometheus included, after the gate.
 test: lint typecheck

@@ -24,6 +24,7 @@ For one block change (``change()``):
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import logging
@@ -34,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tenacity import (
     Retrying,
@@ -47,22 +49,25 @@ from tenacity.nap import sleep_using_event
 
 from memhp.exporter.kernel.fsread import ParseErrors
 from memhp.exporter.kernel.memory_blocks import read_block
-from memhp.exporter.kernel.model import MOVABLE, NONE_ZONE, MemoryBlock
+from memhp.exporter.kernel.model import MOVABLE, MemoryBlock
 from memhp.exporter.kernel.paths import Paths
+from memhp.exporter.kernel.zones import is_kernel_zone
 
 from .config import RetryConfig
 from .errnos import TIMEOUT, errno_name, is_retryable
 from .journal import Journal
 from .metrics import ControllerMetrics
+from .records import AttemptEnd, AttemptStart, BlockResult, clip
+from .vocab import Action, AttemptResult, Op, Result
 
 log = logging.getLogger(__name__)
 
 # token written -> (state wanted afterwards, zone kind wanted: None | "movable" | "kernel")
-OPS: dict[str, tuple[str, str | None]] = {
-    "online": ("online", None),
-    "online_movable": ("online", "movable"),
-    "online_kernel": ("online", "kernel"),
-    "offline": ("offline", None),
+OPS: dict[Op, tuple[str, str | None]] = {
+    Op.ONLINE: ("online", None),
+    Op.ONLINE_MOVABLE: ("online", "movable"),
+    Op.ONLINE_KERNEL: ("online", "kernel"),
+    Op.OFFLINE: ("offline", None),
 }
 
 Writer = Callable[[str, bytes], None]
@@ -193,22 +198,33 @@ def run_writer_child(path: str, data: bytes, timeout: float, grace: float, write
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):
         pidfd = None
-    timed_out = killed = False
     try:
-        if not _wait_exit(pid, pidfd, timeout):
-            timed_out = True
-            _signal(pid, pidfd, signal.SIGTERM)
-            if not _wait_exit(pid, pidfd, grace):
-                killed = True
-                _signal(pid, pidfd, signal.SIGKILL)
-                if not _wait_exit(pid, pidfd, grace):
-                    with _unreaped_lock:
-                        _unreaped.add(pid)
-                    return ChildOutcome(None, True, True, time.monotonic() - t0, "writer survived SIGKILL")
-        _, status = os.waitpid(pid, 0)
+        return _supervise(pid, pidfd, t0, timeout, grace)
+    except BaseException:
+        # Waiting failed (e.g. a timer overflow): the write may have happened; never leave
+        # the writer running unobserved.  The caller journals the attempt's outcome.
+        _signal(pid, pidfd, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        raise
     finally:
         if pidfd is not None:
             os.close(pidfd)
+
+
+def _supervise(pid: int, pidfd: int | None, t0: float, timeout: float, grace: float) -> ChildOutcome:
+    timed_out = killed = False
+    if not _wait_exit(pid, pidfd, timeout):
+        timed_out = True
+        _signal(pid, pidfd, signal.SIGTERM)
+        if not _wait_exit(pid, pidfd, grace):
+            killed = True
+            _signal(pid, pidfd, signal.SIGKILL)
+            if not _wait_exit(pid, pidfd, grace):
+                with _unreaped_lock:
+                    _unreaped.add(pid)
+                return ChildOutcome(None, True, True, time.monotonic() - t0, "writer survived SIGKILL")
+    _, status = os.waitpid(pid, 0)
     duration = time.monotonic() - t0
     if os.WIFSIGNALED(status):
         return ChildOutcome(None, timed_out, killed, duration, f"writer killed by signal {os.WTERMSIG(status)}")
@@ -231,17 +247,22 @@ class ActionContext:
 
     action_id: str
     rule: str
-    action: str  # metric label: online | offline | rebalance | online-new
+    action: Action  # also the metric label
     fingerprint: str = ""
     starts_at: str = ""
     source: str = ""
+    resolved: bool = False
+
+    def of_change(self, block: int, op: Op) -> dict[str, Any]:
+        """The fields every record of one block change carries."""
+        return {"action_id": self.action_id, "rule": self.rule, "action": self.action, "block": block, "op": op}
 
 
 @dataclass
 class ChangeResult:
     block: int
-    op: str
-    result: str  # "ok" (changed) | "already" (nothing to do) | "failed"
+    op: Op
+    result: Result  # ok (changed) | already (nothing to do) | failed
     errno: int | None
     errno_name: str
     attempts: int
@@ -253,18 +274,14 @@ class ChangeResult:
 
     @property
     def ok(self) -> bool:
-        return self.result in ("ok", "already")
+        return self.result in (Result.OK, Result.ALREADY)
 
     @property
     def changed(self) -> bool:
-        return self.result == "ok"
+        return self.result == Result.OK
 
 
-def is_kernel_zone(zone: str | None) -> bool:
-    return zone is not None and zone not in (MOVABLE, NONE_ZONE, "Device")
-
-
-def satisfied(block: MemoryBlock | None, op: str) -> bool:
+def satisfied(block: MemoryBlock | None, op: Op) -> bool:
     """Is ``block`` already where ``op`` would put it?"""
     if block is None:
         return False
@@ -336,25 +353,26 @@ class Actuator:
             ),
         )
 
-    def change(self, block_id: int, op: str, ctx: ActionContext) -> ChangeResult:
+    def change(self, block_id: int, op: Op | str, ctx: ActionContext) -> ChangeResult:
         """Bring ``memory<block_id>`` to ``op``; bounded, retried, journalled."""
         if op not in OPS:
             raise ValueError(f"unknown op {op!r}")
+        op = Op(op)
         t0 = time.monotonic()
         first = self.read(block_id)
         if first is None:
             res = ChangeResult(
-                block_id, op, "failed", errno.ENOENT, "ENOENT", 0, None, None, None, 0.0, "no such memory block"
+                block_id, op, Result.FAILED, errno.ENOENT, "ENOENT", 0, None, None, None, 0.0, "no such memory block"
             )
         elif satisfied(first, op):
-            res = ChangeResult(block_id, op, "already", None, "", 0, first.state, first.state, first.zone, 0.0)
+            res = ChangeResult(block_id, op, Result.ALREADY, None, "", 0, first.state, first.state, first.zone, 0.0)
         elif first.state == OPS[op][0]:
             # Online in the other zone: the kernel would answer EINVAL; moving a block between
             # zones takes an offline first (that is what rebalance does).
             res = ChangeResult(
                 block_id,
                 op,
-                "failed",
+                Result.FAILED,
                 errno.EINVAL,
                 "EINVAL",
                 0,
@@ -374,23 +392,18 @@ class Actuator:
             res.state_before = first.state
         res.duration = time.monotonic() - t0
         self.journal.append(
-            {
-                "type": "block_result",
-                "action_id": ctx.action_id,
-                "rule": ctx.rule,
-                "action": ctx.action,
-                "block": block_id,
-                "op": op,
-                "result": res.result,
-                "errno": res.errno,
-                "errno_name": res.errno_name,
-                "attempts": res.attempts,
-                "state_before": res.state_before,
-                "state_after": res.state_after,
-                "zone_after": res.zone_after,
-                "duration": round(res.duration, 6),
-                "detail": res.detail,
-            }
+            BlockResult(
+                **ctx.of_change(block_id, op),
+                result=res.result,
+                errno=res.errno,
+                errno_name=res.errno_name,
+                attempts=res.attempts,
+                state_before=res.state_before,
+                state_after=res.state_after,
+                zone_after=res.zone_after,
+                duration=round(res.duration, 6),
+                detail=clip(res.detail),
+            )
         )
         self.metrics.actions.labels(ctx.action, res.result, res.errno_name).inc()
         self.metrics.action_duration.labels(ctx.action).observe(res.duration)
@@ -398,76 +411,87 @@ class Actuator:
             self.metrics.last_success.set(time.time())
         return res
 
-    def _attempt(self, block_id: int, op: str, ctx: ActionContext, counter: list[int]) -> ChangeResult:
+    def _attempt(self, block_id: int, op: Op, ctx: ActionContext, counter: list[int]) -> ChangeResult:
         counter[0] += 1
         n = counter[0]
         before = self.read(block_id)
         if before is not None and satisfied(before, op):
             # Done meanwhile (e.g. the previous attempt's write completed as it was killed).
-            return ChangeResult(block_id, op, "already", None, "", n, before.state, before.state, before.zone, 0.0)
-        base = {
-            "action_id": ctx.action_id,
-            "rule": ctx.rule,
-            "action": ctx.action,
-            "block": block_id,
-            "op": op,
-            "attempt": n,
-        }
+            return ChangeResult(block_id, op, Result.ALREADY, None, "", n, before.state, before.state, before.zone, 0.0)
         self.journal.append(
-            {
-                "type": "attempt_start",
-                **base,
-                "fingerprint": ctx.fingerprint,
-                "starts_at": ctx.starts_at,
-                "source": ctx.source,
-                "state_before": before.state if before else None,
-                "zone_before": before.zone if before else None,
-            }
+            AttemptStart(
+                **ctx.of_change(block_id, op),
+                attempt=n,
+                fingerprint=ctx.fingerprint,
+                starts_at=ctx.starts_at,
+                resolved=ctx.resolved,
+                source=ctx.source,
+                state_before=before.state if before else None,
+                zone_before=before.zone if before else None,
+            )
         )
         path = os.path.join(self.paths.memory, f"memory{block_id}", "state")
-        out = run_writer_child(path, op.encode(), self.retry.attempt_timeout, self.retry.kill_grace, self.writer)
+        t0 = time.monotonic()
+        try:
+            out = run_writer_child(path, op.encode(), self.retry.attempt_timeout, self.retry.kill_grace, self.writer)
+        except Exception as e:  # the write may have happened: the outcome is still journalled below
+            log.exception("memory%d: supervising the writer failed", block_id)
+            out = ChildOutcome(None, False, True, time.monotonic() - t0, f"controller error: {type(e).__name__}: {e}")
         after = self.read(block_id)
         state_after = after.state if after else None
         zone_after = after.zone if after else None
         if satisfied(after, op):
-            result, retryable = ("ok" if out.errno == 0 else "already"), False
+            # The block is there now.  Our write did it unless the kernel refused it (an errno other
+            # than the EINTR of a writer we signalled): then another actor did.  A writer signalled
+            # or killed after its write must count as a change (hourly cap, journal vs. sysfs).
+            ours = out.errno in (0, None) or out.timed_out
+            result, retryable = (AttemptResult.OK if ours else AttemptResult.ALREADY), False
+        elif out.detail.startswith("controller error"):
+            result, retryable = AttemptResult.ERROR, False
         elif out.timed_out:
-            result, retryable = "timeout", True
+            result, retryable = AttemptResult.TIMEOUT, True
         elif out.errno == 0:
-            result, retryable = "mismatch", False  # the write "succeeded" but the block is not there
+            result, retryable = AttemptResult.MISMATCH, False  # the write "succeeded" but the block is not there
         else:
-            result, retryable = "failed", is_retryable(out.errno)
-        name = (
-            TIMEOUT
-            if result == "timeout"
-            else ("state_mismatch" if result == "mismatch" else errno_name(out.errno) or "unknown")
-        )
-        if result in ("ok", "already"):
-            name = "" if result == "ok" else errno_name(out.errno)
+            result, retryable = AttemptResult.FAILED, is_retryable(out.errno)
+        if result == AttemptResult.TIMEOUT:
+            name = TIMEOUT
+        elif result == AttemptResult.MISMATCH:
+            name = "state_mismatch"
+        elif result == AttemptResult.ERROR:
+            name = "controller_error"
+        elif result == AttemptResult.OK:
+            name = ""
+        elif result == AttemptResult.ALREADY:
+            name = errno_name(out.errno)
+        else:
+            name = errno_name(out.errno) or "unknown"
         detail = out.detail or (
             f"writer reported {errno_name(out.errno)} after SIGTERM" if out.timed_out and out.errno else ""
         )
         self.journal.append(
-            {
-                "type": "attempt_end",
-                **base,
-                "errno": out.errno,
-                "errno_name": name,
-                "result": result,
-                "retryable": retryable,
-                "state_after": state_after,
-                "zone_after": zone_after,
-                "timed_out": out.timed_out,
-                "killed": out.killed,
-                "duration": round(out.duration, 6),
-                "detail": detail,
-            }
+            AttemptEnd(
+                **ctx.of_change(block_id, op),
+                attempt=n,
+                errno=out.errno,
+                errno_name=name,
+                result=result,
+                retryable=retryable,
+                state_after=state_after,
+                zone_after=zone_after,
+                timed_out=out.timed_out,
+                killed=out.killed,
+                duration=round(out.duration, 6),
+                detail=clip(detail),
+            )
         )
         self.metrics.attempts.labels(ctx.action, result, name).inc()
         res = ChangeResult(
             block_id,
             op,
-            "ok" if result == "ok" else ("already" if result == "already" else "failed"),
+            Result.OK
+            if result == AttemptResult.OK
+            else (Result.ALREADY if result == AttemptResult.ALREADY else Result.FAILED),
             out.errno,
             name,
             n,

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
-FIRING = "firing"
-RESOLVED = "resolved"
+
+class AlertStatus(StrEnum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+FIRING = AlertStatus.FIRING
+RESOLVED = AlertStatus.RESOLVED
 
 
 @dataclass(frozen=True)

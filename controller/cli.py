@@ -25,8 +25,9 @@ from .executor import ActionOutcome
 from .journal import JournalError
 from .metrics import ControllerMetrics
 from .policy import Request
+from .vocab import Action, Status, Zone, check_action_zone
 
-log = logging.getLogger("memhp.controller")
+log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # an action failed or was only partly done
@@ -146,7 +147,7 @@ def get_parser() -> argparse.ArgumentParser:
         description=ACT_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    act.add_argument("action", choices=("online", "offline", "rebalance"))
+    act.add_argument("action", choices=[str(a) for a in (Action.ONLINE, Action.OFFLINE, Action.REBALANCE)])
     target = act.add_mutually_exclusive_group(required=True)
     target.add_argument(
         "--blocks",
@@ -167,7 +168,7 @@ def get_parser() -> argparse.ArgumentParser:
     )
     act.add_argument(
         "--zone",
-        choices=("movable", "kernel", "auto", "any"),
+        choices=[str(z) for z in Zone],
         help="online: movable|kernel|auto (default auto); offline: movable (default)|kernel|any",
     )
     act.add_argument("--node", type=int, metavar="N", help="only blocks of NUMA node N")
@@ -224,17 +225,11 @@ def act_request(args: argparse.Namespace, cfg) -> Request:
     g = cfg.guards
     if args.target_ratio is not None and args.action != "rebalance":
         raise ValueError("--target-ratio is for rebalance only")
-    zone = args.zone
-    if zone == "any" and args.action != "offline":
-        raise ValueError("--zone any is for offline only")
-    if zone == "auto" and args.action == "offline":
-        raise ValueError("offline takes --zone movable, kernel or any")
-    if zone is not None and args.action == "rebalance":
-        raise ValueError("rebalance always moves ZONE_MOVABLE blocks to a kernel zone; no --zone")
+    action, zone = check_action_zone(args.action, args.zone)
     if args.count is not None and args.count <= 0:
         raise ValueError("--count must be positive")
     return Request(
-        action=args.action,
+        action=action,
         count=args.count,
         size=args.size,
         blocks=tuple(args.blocks) if args.blocks is not None else None,
@@ -271,10 +266,7 @@ def run_act(args: argparse.Namespace, cfg, paths: Paths) -> int:
         return EXIT_USAGE
     try:
         for r in engine.reconciled:
-            print(
-                f"reconciled an interrupted {r['op']} of memory{r['block']}: {r['outcome']} "
-                f"(state now {r['state_now']})"
-            )
+            print(f"reconciled an interrupted {r.op} of memory{r.block}: {r.outcome} (state now {r.state_now})")
         try:
             out = engine.run_manual(req)
         except JournalError as e:
@@ -283,9 +275,9 @@ def run_act(args: argparse.Namespace, cfg, paths: Paths) -> int:
     finally:
         engine.close()
     _print_outcome(out, args, engine)
-    if out.status in ("done", "dry_run"):
+    if out.status in (Status.DONE, Status.DRY_RUN):
         return EXIT_OK
-    if out.status == "refused":
+    if out.status == Status.REFUSED:
         return EXIT_REFUSED
     return EXIT_FAILED
 
@@ -408,7 +400,7 @@ def run_daemon(args: argparse.Namespace, cfg, paths: Paths, parser: argparse.Arg
         log.error("cannot open the journal %s: %s", engine.journal.path, e)
         return EXIT_USAGE
     for r in engine.reconciled:
-        log.warning("reconciled interrupted %s of memory%s: %s", r["op"], r["block"], r["outcome"])
+        log.warning("reconciled interrupted %s of memory%s: %s", r.op, r.block, r.outcome)
     engine.start()
     stop = threading.Event()
     if args.once:

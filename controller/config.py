@@ -15,19 +15,25 @@ plain YAML value into the field's value, raising ValueError), ``doc``.
 from __future__ import annotations
 
 import dataclasses
+import enum
+import math
+import os
 import re
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from memhp.units import parse_duration, parse_size
 
-ACTIONS = ("online", "offline", "rebalance", "online-new")
-ONLINE_ZONES = ("movable", "kernel", "auto")
-OFFLINE_ZONES = ("movable", "kernel", "any")
+from .vocab import Action, Zone, check_action_zone
+
+MAX_FILE = 1 << 20  # a policy file larger than this is refused, never truncated
+MAX_DEPTH = 32  # nesting of the YAML document (the schema needs 5)
+DAY = 86400.0
 
 
 class ConfigError(ValueError):
@@ -56,14 +62,49 @@ def _percent(v: int) -> None:
         raise ValueError("must be a percentage between 1 and 6300 (63:1 is impossible, see memory-hotplug.rst)")
 
 
-def _duration(default: float | None, doc: str = "", check=_non_negative) -> Any:
+def _bounded(check, upper: float):
+    """``check`` plus a finite upper bound (a duration of .inf or 30d must not reach a timer)."""
+
+    def f(v: float) -> None:
+        if not math.isfinite(v):
+            raise ValueError("must be finite")
+        check(v)
+        if v > upper:
+            raise ValueError(f"must be at most {_human(upper)}")
+
+    return f
+
+
+def _human(seconds: float) -> str:
+    for unit, n in (("d", DAY), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= n and seconds % n == 0:
+            return f"{seconds / n:.0f}{unit}"
+    return f"{seconds:g}s"
+
+
+def _duration(default: float | None, doc: str = "", check=_non_negative, upper: float = DAY) -> Any:
     return field(
-        default=default, metadata={"parse": parse_duration, "check": check, "doc": doc, "yaml": (int, float, str)}
+        default=default,
+        metadata={
+            "parse": parse_duration,
+            "check": _bounded(check, upper),
+            "doc": doc,
+            "yaml": (int, float, str),
+            "max": upper,
+        },
     )
 
 
-def _size(default: int | None, doc: str = "") -> Any:
-    return field(default=default, metadata={"parse": parse_size, "doc": doc, "yaml": (int, str)})
+def _size(default: int | None, doc: str = "", check=None) -> Any:
+    meta: dict[str, Any] = {"parse": parse_size, "doc": doc, "yaml": (int, str)}
+    if check is not None:
+        meta["check"] = check
+    return field(default=default, metadata=meta)
+
+
+def _range(v: float, lo: float, hi: float) -> None:
+    if not lo <= v <= hi:
+        raise ValueError(f"must be between {lo} and {hi}")
 
 
 def _int(default: int | None, check=_positive, doc: str = "") -> Any:
@@ -137,24 +178,28 @@ class RetryConfig:
 
     attempts: int = _int(3, doc="Maximum write attempts per block change (1 = no retry).")
     attempt_timeout: float = _duration(
-        30.0, "Per-attempt deadline; then the writer child gets SIGTERM.", check=_positive
+        30.0, "Per-attempt deadline; then the writer child gets SIGTERM (at most 1h).", check=_positive, upper=3600.0
     )
-    kill_grace: float = _duration(2.0, "Time between SIGTERM and SIGKILL of a writer child.", check=_positive)
+    kill_grace: float = _duration(
+        2.0, "Time between SIGTERM and SIGKILL of a writer child (at most 5m).", check=_positive, upper=300.0
+    )
     total_timeout: float = _duration(
         120.0,
         "Bound on one block change: no attempt starts unless it can end (worst case attempt_timeout + "
-        "2 x kill_grace) within this time from the first.",
+        "2 x kill_grace) within this time from the first (at most 1d).",
         check=_positive,
     )
-    backoff_initial: float = _duration(1.0, "First backoff; doubles per retry.")
-    backoff_max: float = _duration(30.0, "Longest backoff between attempts.")
-    backoff_jitter: float = _duration(1.0, "Random extra backoff, uniform in [0, jitter].")
+    backoff_initial: float = _duration(1.0, "First backoff; doubles per retry (at most 1h).", upper=3600.0)
+    backoff_max: float = _duration(30.0, "Longest backoff between attempts (at most 1h).", upper=3600.0)
+    backoff_jitter: float = _duration(1.0, "Random extra backoff, uniform in [0, jitter] (at most 1h).", upper=3600.0)
 
 
 @dataclass(frozen=True)
 class QuarantineConfig:
     after_failures: int = _int(3, doc="Consecutive failed changes of one block before it is quarantined.")
-    duration: float = _duration(3600.0, "How long a quarantined block is left alone.", check=_positive)
+    duration: float = _duration(
+        3600.0, "How long a quarantined block is left alone (at most 30d).", check=_positive, upper=30 * DAY
+    )
 
 
 @dataclass(frozen=True)
@@ -165,7 +210,7 @@ class GuardsConfig:
     )
     max_blocks_per_hour: int = _int(16, doc="Blocks changed in any sliding hour, all rules and `act` together.")
     max_blocks_per_action: int = _int(8, doc="Blocks one action may change (a rule's max_blocks may lower it).")
-    cooldown: float = _duration(600.0, "Default time between two actions of the same rule.")
+    cooldown: float = _duration(600.0, "Default time between two actions of the same rule (at most 7d).", upper=7 * DAY)
     min_available: int = _size(512 << 20, "Offlining never plans below this much MemAvailable.")
     max_movable_ratio: int | None = _int(
         None,
@@ -182,9 +227,34 @@ class ControllerConfig:
         default="/var/lib/memhp-controller/journal.jsonl",
         metadata={"doc": "Append-only JSON Lines journal (also the idempotency store)."},
     )
-    queue_size: int = _int(256, doc="Alerts waiting for the worker; beyond it submit() raises SinkFull (429).")
+    queue_size: int = _int(
+        256,
+        check=lambda v: _range(v, 1, 100_000),
+        doc="Alerts waiting for the worker (1-100000); beyond it submit() raises SinkFull (429).",
+    )
     action_timeout: float = _duration(
-        900.0, "No new block change of one action starts after this long.", check=_positive
+        900.0, "No new block change of one action starts after this long (at most 1d).", check=_positive
+    )
+    journal_max_size: int = _size(
+        16 << 20,
+        "Rotate the journal when it is larger than this (64K-1G); start-up reads at most about this much.",
+        check=lambda v: _range(v, 64 << 10, 1 << 30),
+    )
+    journal_max_age: float = _duration(
+        7 * DAY,
+        "Rotate the journal when its first record is older than this (1m-365d).",
+        check=lambda v: _range(v, 60, 365 * DAY),
+        upper=365 * DAY,
+    )
+    journal_keep: int = _int(
+        3, check=lambda v: _range(v, 0, 100), doc="Rotated journals kept as <journal>.1 .. .N (0-100; 0 keeps none)."
+    )
+    idempotency_retention: float = _duration(
+        30 * DAY,
+        "How long an acted alert occurrence is remembered across rotations (at most 365d; also at most "
+        "50000 occurrences).",
+        check=_positive,
+        upper=365 * DAY,
     )
 
 
@@ -202,7 +272,7 @@ class Rule:
             "doc": "The alert's `alertname`, exactly.",
         }
     )
-    action: Literal["online", "offline", "rebalance", "online-new"] = field(metadata={"doc": "What to do."})
+    action: Action = field(metadata={"doc": "What to do: online, offline, rebalance or online-new."})
     matchers: tuple[Matcher, ...] = field(
         default=(),
         metadata={
@@ -213,7 +283,7 @@ class Rule:
     )
     count: int | None = _int(None, doc="Number of blocks (online, offline, online-new, rebalance).")
     size: int | None = _size(None, "Amount of memory, a multiple of the block size (instead of count).")
-    zone: str | None = field(
+    zone: Zone | None = field(
         default=None,
         metadata={
             "doc": "online/online-new: movable | kernel | auto (default auto). "
@@ -290,7 +360,10 @@ _TYPE_NAME = {
     type(None): "null",
     list: "a list",
     dict: "a mapping",
+    object: "an unsupported YAML type",
 }
+# Tags the policy file may carry (explicitly or resolved): the plain YAML types only.
+_ALLOWED_TAGS = frozenset(_TAG) | {"!"}
 
 
 class _Walker:
@@ -309,7 +382,8 @@ class _Walker:
             return dict
         if isinstance(node, yaml.SequenceNode):
             return list
-        return _TAG.get(node.tag, str)
+        # Any other tag (timestamp, binary, set, ...) was refused by _prescan; never constructed.
+        return _TAG.get(node.tag, object)
 
     def plain(self, node: yaml.Node) -> Any:
         return self._constructor.construct_object(node, deep=True)
@@ -413,11 +487,12 @@ class _Walker:
             for i, item in enumerate(node.value):
                 out.append(self.dataclass(args[0], item, f"{key}[{i}]"))
             return tuple(out)
-        elif origin is Literal:
-            if k is not str or node.value not in args:
-                self.error(node, key, f"must be one of {', '.join(args)}, got {node.value!r}")
+        elif isinstance(tp, type) and issubclass(tp, enum.Enum):
+            names = [m.value for m in tp]
+            if k is not str or node.value not in names:
+                self.error(node, key, f"must be one of {', '.join(names)}, got {_show(node) or _TYPE_NAME[k]}")
                 return None
-            value = node.value
+            value = tp(node.value)  # type: ignore[assignment]
         else:
             want = tp
             if k is not want and not (want is float and k is int):
@@ -463,11 +538,10 @@ def _check_rules(cfg: Config, rule_nodes: list[yaml.Node], w: _Walker) -> None:
                 w.error(node, key, "action rebalance needs target_ratio, count or size")
             if rule.count is not None and rule.size is not None:
                 w.error(node, key, "count and size are mutually exclusive")
-            if rule.zone is not None:
-                w.error(node, f"{key}.zone", "rebalance always moves Movable blocks to a kernel zone; no zone")
-        zones = OFFLINE_ZONES if a == "offline" else ONLINE_ZONES
-        if rule.zone is not None and a != "rebalance" and rule.zone not in zones:
-            w.error(node, f"{key}.zone", f"for action {a} must be one of {', '.join(zones)}, got {rule.zone!r}")
+        try:
+            check_action_zone(a, rule.zone)
+        except ValueError as e:
+            w.error(node, f"{key}.zone", str(e))
         cap = rule.max_blocks or cfg.guards.max_blocks_per_action
         if rule.max_blocks is not None and rule.max_blocks > cfg.guards.max_blocks_per_action:
             w.error(
@@ -487,8 +561,34 @@ def _check_rules(cfg: Config, rule_nodes: list[yaml.Node], w: _Walker) -> None:
 # --- entry points -----------------------------------------------------------------------------
 
 
+def _where(filename: str, m: Any) -> str:
+    return f"{filename}:{m.line + 1}:{m.column + 1}" if m is not None else filename
+
+
+def _prescan(text: str, filename: str) -> None:
+    """Refuse what the walker must never see, with its position: explicit tags other than the
+    plain YAML types (``!!python/name``, ``!!binary``, ``!!timestamp``, local ``!tags``) and
+    nesting deeper than MAX_DEPTH (PyYAML's composer recurses: 200k levels would crash it)."""
+    depth = 0
+    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+        tag = getattr(ev, "tag", None)
+        implicit = getattr(ev, "implicit", None)
+        explicit = tag is not None and not (isinstance(implicit, tuple) and implicit[0]) and implicit is not True
+        if tag is not None and explicit and tag not in _ALLOWED_TAGS:
+            raise ConfigError(
+                [f"{_where(filename, ev.start_mark)}: YAML tag {tag!r} is not allowed (plain YAML values only)"]
+            )
+        if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError([f"{_where(filename, ev.start_mark)}: nested deeper than {MAX_DEPTH} levels"])
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
 def load_config_text(text: str, filename: str = "<config>") -> Config:
     try:
+        _prescan(text, filename)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
         m = e.problem_mark
@@ -515,12 +615,19 @@ def load_config(path: str | None) -> Config:
     if path is None:
         return Config()
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read(1 << 20)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not hang us
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ConfigError([f"{path}: not a regular file"])
+            data = f.read(MAX_FILE + 1)
     except OSError as e:
         raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    if len(data) > MAX_FILE:
+        raise ConfigError([f"{path}: larger than {MAX_FILE} bytes (1 MiB): refused, a policy file is never truncated"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {e.start})"]) from None
     return load_config_text(text, path)
 
 

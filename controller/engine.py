@@ -14,6 +14,7 @@ stops it.  ``act`` uses ``open()`` + ``run_manual()`` without a worker.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -26,21 +27,42 @@ from .actuator import Actuator, Writer
 from .alert import FIRING, RESOLVED, Alert, SinkFull, SinkUnavailable
 from .config import Config, Rule
 from .executor import ActionOutcome, Executor, Origin
-from .guards import Guards
-from .journal import Journal
+from .guards import Guards, Occurrence
+from .journal import Journal, JournalError
 from .metrics import ControllerMetrics
 from .policy import Request
 from .reconcile import reconcile
+from .records import MAX_ID, clip
+from .vocab import Status
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
 
 
-def occurrence_key(alert: Alert) -> tuple[str, str]:
+def bounded_id(s: str) -> str:
+    """``s`` if it is at most MAX_ID characters, else a fixed-length digest of it.
+
+    Identities taken from a payload (fingerprint, startsAt) are stored in the journal
+    and in memory: a sender must not decide how large they are.  A digest, unlike a
+    cut, keeps two long values that share a prefix distinct.
+    """
+    if len(s) <= MAX_ID:
+        return s
+    return "sha256:" + hashlib.sha256(s.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def occurrence_key(alert: Alert) -> Occurrence:
     """Idempotency key: firing and resolved of one episode are distinct occurrences."""
     fp, sa = alert.occurrence
-    return (fp, sa if alert.status == FIRING else f"{sa}/resolved")
+    return (bounded_id(fp), bounded_id(sa), alert.status != FIRING)
+
+
+def node_id(raw: str | None) -> int | None:
+    """The NUMA node a label names: ASCII digits only (``٠``, ``𝟎`` and ``²`` are not 0 or 2)."""
+    if raw is None or not (0 < len(raw) <= 5) or not raw.isascii() or not raw.isdigit():
+        return None
+    return int(raw)
 
 
 def valid_alert(alert: object) -> str | None:
@@ -77,8 +99,24 @@ class Engine:
         self.paths = paths
         self.metrics = metrics or ControllerMetrics()
         self.stop_event = threading.Event()
-        self.journal = Journal(journal_path or cfg.controller.journal, clock=clock)
-        self.guards = Guards(cfg.guards, self.journal, self.metrics, dry_run=dry_run, clock=clock)
+        c = cfg.controller
+        self.journal = Journal(
+            journal_path or c.journal,
+            clock=clock,
+            max_bytes=c.journal_max_size,
+            max_age=c.journal_max_age,
+            keep=c.journal_keep,
+            on_invalid=self.metrics.journal_invalid_records.inc,
+            on_append_error=self.metrics.journal_append_failures.inc,
+        )
+        self.guards = Guards(
+            cfg.guards,
+            self.journal,
+            self.metrics,
+            dry_run=dry_run,
+            clock=clock,
+            acted_retention=c.idempotency_retention,
+        )
         self.actuator = Actuator(paths, cfg.retry, self.journal, self.metrics, writer=writer, stop=self.stop_event)
         self.executor = Executor(
             cfg, paths, self.journal, self.guards, self.actuator, self.stop_event, lock_timeout=lock_timeout
@@ -86,20 +124,33 @@ class Engine:
         self._queue: queue.Queue = queue.Queue()
         self._qlock = threading.Condition()
         self._inflight = 0
-        self._pending: set[tuple[str, str]] = set()
+        self._pending: set[Occurrence] = set()
         self._worker: threading.Thread | None = None
         self._accepting = False
-        self.reconciled: list[dict] = []
+        self.reconciled: list = []
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     def open(self) -> Engine:
         self.journal.open()
         with self.journal.action_lock(self.executor.lock_timeout, self.stop_event):
-            self.guards.refresh()  # the whole journal, first time
-            records = list(self.journal.read_all())
-            self.reconciled = reconcile(self.journal, self.paths, records)
-            self.guards.refresh()
+            g = self.guards
+            g.refresh()  # the whole (bounded) file, first time, streamed: only the state stays in memory
+            try:
+                self.reconciled = reconcile(
+                    self.journal, self.paths, g.state.open_attempts.values(), g.state.open_actions.values()
+                )
+                g.refresh()
+                g.rotate_if_due()
+            except JournalError as e:
+                # A full disk must not keep the controller from starting (a crash loop helps nobody):
+                # actions are refused until the journal takes records again, and what is still
+                # open is reconciled under the next action lock.
+                log.error(
+                    "journal %s: %s; starting anyway, actions refused until it is writable",
+                    self.journal.path,
+                    e.strerror,
+                )
         return self
 
     def start(self) -> Engine:
@@ -133,7 +184,11 @@ class Engine:
     def submit(self, alerts: Sequence[Alert]) -> None:
         if not self._accepting or self.stop_event.is_set():
             raise SinkUnavailable("controller is not running")
-        work: list[Alert] = []
+        cap = self.cfg.controller.queue_size
+        if self._queue.qsize() >= cap:  # before any work: a full queue costs the sender nothing
+            raise SinkFull(f"queue full ({cap})")
+        work: list[tuple[Alert, Occurrence]] = []
+        in_batch: set[Occurrence] = set()
         for a in alerts:
             try:
                 # alerts_received is counted by the sources, once submit() returned.
@@ -145,25 +200,27 @@ class Engine:
                 if self.match(a) is None:
                     continue
                 key = occurrence_key(a)
-                if (
-                    self.guards.already_acted(key)
-                    or (key[0] and key in self._pending)
-                    or any(key[0] and occurrence_key(w) == key for w in work)
-                ):
+                if key[0] and (self.guards.already_acted(key) or key in self._pending or key in in_batch):
                     self.metrics.alerts_deduplicated.inc()
                     continue
-                work.append(a)
+                if key[0]:
+                    in_batch.add(key)
+                work.append((a, key))
+                if len(work) > cap:  # all of a batch or none: this one can never fit
+                    raise SinkFull(f"more matching alerts than the queue holds ({cap})")
+            except SinkFull:
+                raise
             except Exception:  # a garbage alert must not fail the batch
                 log.exception("ignoring an alert that could not be examined")
                 self.metrics.internal_errors.labels("submit").inc()
         if not work:
             return
         with self._qlock:
-            if self._queue.qsize() + len(work) > self.cfg.controller.queue_size:
-                raise SinkFull(f"queue full ({self.cfg.controller.queue_size})")
-            for a in work:
-                if a.fingerprint:
-                    self._pending.add(occurrence_key(a))
+            if self._queue.qsize() + len(work) > cap:
+                raise SinkFull(f"queue full ({cap})")
+            for a, key in work:
+                if key[0]:
+                    self._pending.add(key)
                 self._queue.put(a)
                 self._inflight += 1
             self.metrics.queue_depth.set(self._queue.qsize())
@@ -200,26 +257,30 @@ class Engine:
         rule = self.match(alert)
         if rule is None:
             return None
-        fp, sa = occurrence_key(alert)
+        fp, sa, resolved = occurrence_key(alert)
         origin = Origin(
-            rule.name, fp, sa, alert.source, rule.cooldown if rule.cooldown is not None else self.cfg.guards.cooldown
+            rule.name,
+            fp,
+            sa,
+            resolved,
+            alert.source,
+            rule.cooldown if rule.cooldown is not None else self.cfg.guards.cooldown,
         )
         node = None
         if rule.node_label:
             raw = alert.labels.get(rule.node_label)
-            if raw is None or not raw.isdigit():
+            node = node_id(raw)
+            if node is None:
                 self.guards.refuse(
                     "node_label",
-                    f"alert lacks a numeric {rule.node_label!r} label (got {raw!r}); "
+                    f"alert lacks a numeric (ASCII digits) {rule.node_label!r} label (got {clip(repr(raw), 80)}); "
                     "acting on every node instead is refused",
                     rule=rule.name,
                     action=rule.action,
-                    fingerprint=fp,
-                    starts_at=sa,
+                    occurrence=origin.occurrence,
                     source=alert.source,
                 )
-                return ActionOutcome("refused", guard="node_label")
-            node = int(raw)
+                return ActionOutcome(Status.REFUSED, guard="node_label")
         out = self.executor.execute(self.request_for(rule, node), origin)
         log.info("alert %s (%s) rule %s: %s %s", alert.name, alert.status, rule.name, out.status, out.detail)
         return out

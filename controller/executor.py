@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from memhp.exporter.kernel.fsread import ParseErrors
 from memhp.exporter.kernel.meminfo import read_meminfo
@@ -19,9 +20,12 @@ from memhp.exporter.kernel.snapshot import read_snapshot
 
 from .actuator import ActionContext, Actuator, ChangeResult
 from .config import Config
-from .guards import Guards, Refused
-from .journal import Journal, new_action_id
+from .guards import Guards, Occurrence, Refused
+from .journal import Journal, JournalError, new_action_id
 from .policy import Plan, PlanRefused, Request, Step, kernel_zone_offered, plan
+from .reconcile import reconcile
+from .records import ActionEnd, ActionStart, DryRun, clip, plan_steps
+from .vocab import Op, Result, Status
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +37,29 @@ class Origin:
     rule: str
     fingerprint: str = ""
     starts_at: str = ""
+    resolved: bool = False
     source: str = "manual"
     cooldown: float = 0.0
 
     @property
-    def occurrence(self) -> tuple[str, str]:
-        return (self.fingerprint, self.starts_at)
+    def occurrence(self) -> Occurrence:
+        return (self.fingerprint, self.starts_at, self.resolved)
+
+    def fields(self, req: Request) -> dict[str, Any]:
+        """The alert fields of the records an action writes."""
+        return {
+            "rule": self.rule,
+            "action": req.action,
+            "fingerprint": self.fingerprint,
+            "starts_at": self.starts_at,
+            "resolved": self.resolved,
+            "source": self.source,
+        }
 
 
 @dataclass
 class ActionOutcome:
-    status: str  # done | partial | failed | refused | dry_run | duplicate
+    status: Status
     action_id: str | None = None
     guard: str | None = None
     detail: str = ""
@@ -52,7 +68,7 @@ class ActionOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("done", "dry_run", "duplicate")
+        return self.status in (Status.DONE, Status.DRY_RUN, Status.DUPLICATE)
 
 
 class Executor:
@@ -77,10 +93,33 @@ class Executor:
 
     def execute(self, req: Request, origin: Origin) -> ActionOutcome:
         with self.journal.action_lock(self.lock_timeout, self.stop):
-            self.guards.refresh()
-            if self.guards.already_acted(origin.occurrence):
-                return ActionOutcome("duplicate", detail="this alert occurrence already acted")
-            return self._execute(req, origin)
+            g = self.guards
+            g.refresh()
+            try:
+                # Under the lock no live process is mid-action: whatever is still open was
+                # interrupted (a crash, or a journal append that failed, e.g. disk full).
+                if g.state.open_attempts or g.state.open_actions:
+                    reconcile(self.journal, self.paths, g.state.open_attempts.values(), g.state.open_actions.values())
+                    g.refresh()
+            except JournalError as e:
+                return self._journal_refusal(e, req, origin)
+            try:
+                g.rotate_if_due()
+            except JournalError as e:  # the file stays as it is; appends decide whether the action can run
+                log.error("journal rotation failed: %s", e.strerror)
+            if g.already_acted(origin.occurrence):
+                return ActionOutcome(Status.DUPLICATE, detail="this alert occurrence already acted")
+            try:
+                return self._execute(req, origin)
+            except JournalError as e:
+                return self._journal_refusal(e, req, origin)
+
+    def _journal_refusal(self, e: JournalError, req: Request, origin: Origin) -> ActionOutcome:
+        """The journal cannot take a record: nothing may be done that it could not remember."""
+        detail = f"journal unwritable: {e.strerror or e}"
+        log.error("refused %s (rule %s): %s", req.action, origin.rule, detail)
+        self.guards.metrics.guard_refusals.labels("journal").inc()
+        return ActionOutcome(Status.REFUSED, guard="journal", detail=detail)
 
     def _refuse(self, guard: str, detail: str, req: Request, origin: Origin, p: Plan | None = None) -> ActionOutcome:
         self.guards.refuse(
@@ -88,12 +127,11 @@ class Executor:
             detail,
             rule=origin.rule,
             action=req.action,
-            fingerprint=origin.fingerprint,
-            starts_at=origin.starts_at,
+            occurrence=origin.occurrence,
             source=origin.source,
-            extra={"plan": p.describe()} if p is not None else None,
+            plan=plan_steps(p.describe()) if p is not None else (),
         )
-        return ActionOutcome("refused", guard=guard, detail=detail, plan=p)
+        return ActionOutcome(Status.REFUSED, guard=guard, detail=detail, plan=p)
 
     def _execute(self, req: Request, origin: Origin) -> ActionOutcome:
         g = self.guards
@@ -107,19 +145,10 @@ class Executor:
             return self._refuse(e.guard, e.detail, req, origin)
         for note in p.notes:
             log.info("plan %s (rule %s): %s", req.action, origin.rule, note)
+        steps = plan_steps(p.describe())
+        notes = tuple(clip(n) for n in p.notes)
         if g.dry_run:
-            self.journal.append(
-                {
-                    "type": "dry_run",
-                    "rule": origin.rule,
-                    "action": req.action,
-                    "fingerprint": origin.fingerprint,
-                    "starts_at": origin.starts_at,
-                    "source": origin.source,
-                    "plan": p.describe(),
-                    "notes": p.notes,
-                }
-            )
+            self.journal.append(DryRun(**origin.fields(req), plan=steps, notes=notes))
             g.metrics.guard_refusals.labels("dry_run").inc()
             log.warning(
                 "dry-run: rule %s would %s: %s",
@@ -127,86 +156,69 @@ class Executor:
                 req.action,
                 ", ".join(f"memory{s.block}:{'+'.join(s.ops)}" for s in p.steps),
             )
-            return ActionOutcome("dry_run", plan=p, detail="dry-run: nothing written")
+            return ActionOutcome(Status.DRY_RUN, plan=p, detail="dry-run: nothing written")
         action_id = new_action_id()
-        ctx = ActionContext(action_id, origin.rule, req.action, origin.fingerprint, origin.starts_at, origin.source)
-        t0 = time.monotonic()
-        self.journal.append(
-            {
-                "type": "action_start",
-                "action_id": action_id,
-                "rule": origin.rule,
-                "action": req.action,
-                "fingerprint": origin.fingerprint,
-                "starts_at": origin.starts_at,
-                "source": origin.source,
-                "plan": p.describe(),
-                "notes": p.notes,
-            }
+        ctx = ActionContext(
+            action_id, origin.rule, req.action, origin.fingerprint, origin.starts_at, origin.source, origin.resolved
         )
+        t0 = time.monotonic()
+        # If this append fails (JournalError), nothing has been written: the action is refused.
+        self.journal.append(ActionStart(action_id=action_id, **origin.fields(req), plan=steps, notes=notes))
         g.refresh()
         results: list[ChangeResult] = []
         stopped = ""
         quarantined_before = g.quarantined()
-        for step in p.steps:
-            if self.stop.is_set():
-                stopped = "shutting down"
-            elif time.monotonic() - t0 > self.cfg.controller.action_timeout:
-                stopped = f"action_timeout {self.cfg.controller.action_timeout:.0f}s reached"
-            elif g.paused():
-                stopped = "pause file appeared"
-                g.refuse(
-                    "paused",
-                    stopped,
-                    rule=origin.rule,
-                    action=req.action,
-                    fingerprint=origin.fingerprint,
-                    starts_at=origin.starts_at,
-                    source=origin.source,
-                )
-            elif step.ops[0] == "offline" and not self._reserve_ok(req):
-                stopped = "reserve: MemAvailable would drop below the reserve"
-                g.refuse(
-                    "reserve",
-                    stopped,
-                    rule=origin.rule,
-                    action=req.action,
-                    fingerprint=origin.fingerprint,
-                    starts_at=origin.starts_at,
-                    source=origin.source,
-                )
-            if stopped:
-                break
-            step_results = self._run_step(step, ctx)
-            results.extend(step_results)
-            if not all(r.ok for r in step_results):
-                stopped = f"memory{step.block} failed"
-                break
+        try:
+            for step in p.steps:
+                if self.stop.is_set():
+                    stopped = "shutting down"
+                elif time.monotonic() - t0 > self.cfg.controller.action_timeout:
+                    stopped = f"action_timeout {self.cfg.controller.action_timeout:.0f}s reached"
+                elif g.paused():
+                    stopped = "pause file appeared"
+                    self._refuse("paused", stopped, req, origin)
+                elif step.ops[0] == Op.OFFLINE and not self._reserve_ok(req):
+                    stopped = "reserve: MemAvailable would drop below the reserve"
+                    self._refuse("reserve", stopped, req, origin)
+                if stopped:
+                    break
+                step_results = self._run_step(step, ctx)
+                results.extend(step_results)
+                if not all(r.ok for r in step_results):
+                    stopped = f"memory{step.block} failed"
+                    break
+        except JournalError as e:
+            # A record could not be written (disk full): stop here.  What was written is
+            # reconciled against the blocks' real state under the next action lock.
+            stopped = f"journal unwritable: {e.strerror or e}"
+            log.error("action %s stopped: %s", action_id, stopped)
         g.refresh()
-        for b in sorted(g.quarantined() - quarantined_before):
-            g.note_quarantine(b, origin.rule)
         changed = sorted({r.block for r in results if r.changed})
         failed = sorted({r.block for r in results if not r.ok})
         done_steps = {r.block for r in results if r.ok}
         if not failed and not stopped and all(s.block in done_steps for s in p.steps):
-            status = "done"
+            status = Status.DONE
         elif any(r.ok for r in results):
-            status = "partial"
+            status = Status.PARTIAL
         else:
-            status = "failed"
-        self.journal.append(
-            {
-                "type": "action_end",
-                "action_id": action_id,
-                "rule": origin.rule,
-                "action": req.action,
-                "result": status,
-                "changed": changed,
-                "failed": failed,
-                "stopped": stopped,
-                "duration": round(time.monotonic() - t0, 6),
-            }
-        )
+            status = Status.FAILED
+        try:
+            for b in sorted(g.quarantined() - quarantined_before):
+                g.note_quarantine(b, origin.rule)
+            self.journal.append(
+                ActionEnd(
+                    action_id=action_id,
+                    rule=origin.rule,
+                    action=req.action,
+                    result=status,
+                    changed=tuple(changed),
+                    failed=tuple(failed),
+                    stopped=clip(stopped),
+                    duration=round(time.monotonic() - t0, 6),
+                )
+            )
+        except JournalError as e:
+            log.error("action %s: cannot journal its end (%s); reconciled under the next lock", action_id, e)
         return ActionOutcome(status, action_id, detail=stopped, plan=p, results=results)
 
     def _reserve_ok(self, req: Request) -> bool:
@@ -216,7 +228,7 @@ class Executor:
         return bs is not None and avail is not None and avail - bs >= req.min_available
 
     def _run_step(self, step: Step, ctx: ActionContext) -> list[ChangeResult]:
-        if step.ops != ("offline", "online_kernel"):
+        if step.ops != (Op.OFFLINE, Op.ONLINE_KERNEL):
             out = []
             for op in step.ops:
                 r = self.actuator.change(step.block, op, ctx)
@@ -226,12 +238,12 @@ class Executor:
             return out
         # rebalance: offline from ZONE_MOVABLE, then online to a kernel zone if valid_zones offers one;
         # otherwise (or if that fails) put the block back where it was.
-        off = self.actuator.change(step.block, "offline", ctx)
+        off = self.actuator.change(step.block, Op.OFFLINE, ctx)
         if not off.ok:
             return [off]
         block = read_block(self.paths.memory, step.block, ParseErrors())
         if block is not None and kernel_zone_offered(block):
-            on = self.actuator.change(step.block, "online_kernel", ctx)
+            on = self.actuator.change(step.block, Op.ONLINE_KERNEL, ctx)
             if on.ok:
                 return [off, on]
         else:
@@ -241,13 +253,13 @@ class Executor:
                 step.block,
                 block.valid_zones if block else None,
             )
-        back = self.actuator.change(step.block, "online_movable", ctx)
+        back = self.actuator.change(step.block, Op.ONLINE_MOVABLE, ctx)
         if on is None:
             # Restored, but the step did not do what was asked: report it as failed.
             back = ChangeResult(
                 step.block,
-                "online_kernel",
-                "failed",
+                Op.ONLINE_KERNEL,
+                Result.FAILED,
                 None,
                 "no_kernel_zone",
                 0,

@@ -20,6 +20,7 @@ Guards (the ``guard`` label of ``memhp_controller_guard_refusals``):
 ``valid_zones_none``       a named block cannot be offlined (valid_zones none)
 ``dry_run``                dry-run mode: planned and journalled, not done
 ``node_label``             the rule needs a node label the alert lacks or garbles
+``journal``                the journal cannot take a record (e.g. disk full)
 """
 
 from __future__ import annotations
@@ -27,18 +28,45 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
-from collections.abc import Iterable
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from .config import GuardsConfig
 from .journal import Journal
 from .metrics import ControllerMetrics
+from .records import (
+    MAX_ID,
+    ActionEnd,
+    ActionStart,
+    AttemptEnd,
+    AttemptStart,
+    BlockResult,
+    PlanStep,
+    Quarantine,
+    Reconcile,
+    ReconcileAction,
+    Record,
+    Refusal,
+    StateActed,
+    StateBlock,
+    StateChange,
+    StateRule,
+    clip,
+)
+from .vocab import Action, AttemptResult, Op, Outcome, Result
 
 log = logging.getLogger(__name__)
 
 HOUR = 3600.0
+# Occurrences remembered for idempotency: beyond this many, the oldest are forgotten
+# (an occurrence is at most a few hundred bytes; the bound keeps RSS in the DaemonSet's limit).
+MAX_ACTED = 50_000
+# A refusal of the same rule by the same guard is journalled at most this often; the
+# others are counted (memhp_controller_guard_refusals_total, ..._refusals_unjournalled_total).
+REFUSAL_JOURNAL_INTERVAL = 60.0
+
+Occurrence = tuple[str, str, bool]  # (fingerprint, starts_at, resolved)
 
 
 class Refused(Exception):
@@ -54,45 +82,92 @@ class GuardState:
 
     quarantine_after: int
     quarantine_for: float
+    acted_retention: float = 30 * 86400.0
     changes: deque = field(default_factory=deque)  # (ts, action_id, block) of every successful write
     failures: dict[int, int] = field(default_factory=dict)  # consecutive failed changes
     quarantined_until: dict[int, float] = field(default_factory=dict)
     last_action: dict[str, float] = field(default_factory=dict)  # rule -> ts of its last action_start
-    acted: set[tuple[str, str]] = field(default_factory=set)  # alert occurrences that acted
+    acted: OrderedDict[Occurrence, float] = field(default_factory=OrderedDict)  # occurrence -> ts, oldest first
     offlined: set[int] = field(default_factory=set)  # blocks whose last change by us was an offline
+    open_attempts: dict[tuple, AttemptStart] = field(default_factory=dict)  # no attempt_end/reconcile yet
+    open_actions: dict[str, ActionStart] = field(default_factory=dict)  # no action_end/reconcile_action yet
 
-    def apply(self, rec: dict[str, Any]) -> None:
-        t = rec.get("type")
-        ts = float(rec.get("ts") or 0.0)
-        if t == "action_start" and not rec.get("dry_run"):
-            rule = rec.get("rule")
-            if isinstance(rule, str):
-                self.last_action[rule] = max(ts, self.last_action.get(rule, 0.0))
-            fp, sa = rec.get("fingerprint"), rec.get("starts_at")
-            if fp:
-                self.acted.add((str(fp), str(sa or "")))
-        elif t == "block_result":
-            block = rec.get("block")
-            if not isinstance(block, int):
-                return
-            result = rec.get("result")
-            if result == "ok":
-                self.changes.append((ts, rec.get("action_id"), block))
-            if result in ("ok", "already"):
-                self.failures.pop(block, None)
-                if rec.get("op") == "offline":
-                    self.offlined.add(block)
-                elif str(rec.get("op", "")).startswith("online"):
-                    self.offlined.discard(block)
-            elif result == "failed":
-                n = self.failures.get(block, 0) + 1
-                if n >= self.quarantine_after:
-                    self.quarantined_until[block] = ts + self.quarantine_for
-                    self.failures.pop(block, None)
+    def apply(self, rec: Record) -> None:
+        ts = rec.ts
+        match rec:
+            case ActionStart():
+                self.last_action[rec.rule] = max(ts, self.last_action.get(rec.rule, 0.0))
+                if rec.fingerprint:
+                    self._add_acted(rec.occurrence, ts)
+                self.open_actions[rec.action_id] = rec
+                if len(self.open_actions) > MAX_ACTED:  # only a corrupt history gets here
+                    self.open_actions.pop(next(iter(self.open_actions)))
+            case ActionEnd() | ReconcileAction():
+                self.open_actions.pop(rec.action_id, None)
+            case AttemptStart():
+                self.open_attempts[(rec.action_id, rec.block, rec.op, rec.attempt)] = rec
+                if len(self.open_attempts) > MAX_ACTED:
+                    self.open_attempts.pop(next(iter(self.open_attempts)))
+            case AttemptEnd():
+                self.open_attempts.pop((rec.action_id, rec.block, rec.op, rec.attempt), None)
+                if rec.result == AttemptResult.OK:
+                    # Counted here too: the block_result that follows may never be written (disk
+                    # full, kill -9); changes_since() counts an (action, block) pair once.
+                    self.changes.append((ts, rec.action_id, rec.block))
+                    if rec.op == Op.OFFLINE:
+                        self.offlined.add(rec.block)
+                    else:
+                        self.offlined.discard(rec.block)
+            case BlockResult():
+                self._block_result(rec)
+            case Reconcile():
+                self.open_attempts.pop((rec.action_id, rec.block, rec.op, rec.attempt), None)
+                if rec.outcome == Outcome.COMPLETED:
+                    self.changes.append((ts, rec.action_id, rec.block))
+            case StateActed():
+                self._add_acted((rec.fingerprint, rec.starts_at, rec.resolved), rec.at)
+            case StateRule():
+                self.last_action[rec.rule] = max(rec.at, self.last_action.get(rec.rule, 0.0))
+            case StateChange():
+                if (rec.at, rec.action_id, rec.block) not in self.changes:
+                    self.changes.append((rec.at, rec.action_id, rec.block))
+            case StateBlock():
+                if rec.failures:
+                    self.failures[rec.block] = rec.failures
                 else:
-                    self.failures[block] = n
-        elif t == "reconcile" and rec.get("outcome") == "completed" and isinstance(rec.get("block"), int):
-            self.changes.append((ts, rec.get("action_id"), rec["block"]))
+                    self.failures.pop(rec.block, None)
+                if rec.quarantined_until is not None:
+                    self.quarantined_until[rec.block] = rec.quarantined_until
+                if rec.offlined:
+                    self.offlined.add(rec.block)
+                else:
+                    self.offlined.discard(rec.block)
+            case _:
+                pass
+
+    def _add_acted(self, occ: Occurrence, ts: float) -> None:
+        self.acted[occ] = ts
+        self.acted.move_to_end(occ)
+        while len(self.acted) > MAX_ACTED:
+            self.acted.popitem(last=False)
+
+    def _block_result(self, rec: BlockResult) -> None:
+        block, ts = rec.block, rec.ts
+        if rec.result == Result.OK:
+            self.changes.append((ts, rec.action_id, block))
+        if rec.result in (Result.OK, Result.ALREADY):
+            self.failures.pop(block, None)
+            if rec.op == Op.OFFLINE:
+                self.offlined.add(block)
+            else:
+                self.offlined.discard(block)
+        elif rec.result == Result.FAILED:
+            n = self.failures.get(block, 0) + 1
+            if n >= self.quarantine_after:
+                self.quarantined_until[block] = ts + self.quarantine_for
+                self.failures.pop(block, None)
+            else:
+                self.failures[block] = n
 
     def changes_since(self, since: float) -> int:
         while self.changes and self.changes[0][0] < since:
@@ -102,6 +177,28 @@ class GuardState:
 
     def quarantined(self, now: float) -> frozenset[int]:
         return frozenset(b for b, until in self.quarantined_until.items() if until > now)
+
+    def export(self, now: float) -> Iterator[Record]:
+        """What a rotated journal must carry over (records that rebuild this state)."""
+        for occ, at in self.acted.items():
+            if now - at <= self.acted_retention:
+                yield StateActed(fingerprint=occ[0], starts_at=occ[1], resolved=occ[2], at=at)
+        for rule, at in self.last_action.items():
+            yield StateRule(rule=rule, at=at)
+        self.changes_since(now - HOUR)
+        latest: dict[tuple[str, int], float] = {}  # a change is in attempt_end and block_result
+        for at, action_id, block in self.changes:
+            latest[(str(action_id or ""), block)] = at
+        for (action_id, block), at in latest.items():
+            yield StateChange(at=at, action_id=action_id, block=block)
+        for b in sorted(set(self.failures) | set(self.quarantined_until) | self.offlined):
+            until = self.quarantined_until.get(b)
+            yield StateBlock(
+                block=b,
+                failures=self.failures.get(b, 0),
+                quarantined_until=until if until is not None and until > now else None,
+                offlined=b in self.offlined,
+            )
 
 
 class Guards:
@@ -113,26 +210,36 @@ class Guards:
         *,
         dry_run: bool | None = None,
         clock=time.time,
+        acted_retention: float = 30 * 86400.0,
     ) -> None:
         self.cfg = cfg
         self.journal = journal
         self.metrics = metrics
         self.dry_run = cfg.dry_run if dry_run is None else dry_run
         self.clock = clock
-        self.state = GuardState(cfg.quarantine.after_failures, cfg.quarantine.duration)
-        self._refusals_journalled: set[tuple] = set()
+        self.state = GuardState(cfg.quarantine.after_failures, cfg.quarantine.duration, acted_retention)
+        # (rule, guard) -> (ts of the last journalled refusal, refusals not journalled since)
+        self._last_refusal: dict[tuple[str, str], tuple[float, int]] = {}
         metrics.dry_run.set(1 if self.dry_run else 0)
 
-    def rebuild(self, records: Iterable[dict[str, Any]]) -> None:
+    def rebuild(self, records: Iterable[Record]) -> None:
         for r in records:
             self.state.apply(r)
         self._update_gauges()
 
     def refresh(self) -> None:
-        """Fold in records appended since the last call (by this or another process)."""
-        for r in self.journal.read_new():
+        """Fold in records appended since the last call (by this or another process), streamed."""
+        for r in self.journal.iter_new():
             self.state.apply(r)
         self._update_gauges()
+
+    def rotate_if_due(self) -> None:
+        """Rotate the journal when it is too large or too old (call under the action lock, refreshed)."""
+        why = self.journal.rotation_due()
+        if why:
+            self.journal.rotate(list(self.state.export(self.clock())), why)
+            self.metrics.journal_rotations.inc()
+            self.refresh()  # the new file's state records: applying them again changes nothing
 
     def _update_gauges(self) -> None:
         self.metrics.quarantined_blocks.set(len(self.state.quarantined(self.clock())))
@@ -182,7 +289,7 @@ class Guards:
     def quarantined(self) -> frozenset[int]:
         return self.state.quarantined(self.clock())
 
-    def already_acted(self, occurrence: tuple[str, str]) -> bool:
+    def already_acted(self, occurrence: Occurrence) -> bool:
         return bool(occurrence[0]) and occurrence in self.state.acted
 
     # --- bookkeeping -----------------------------------------------------------------------
@@ -193,38 +300,46 @@ class Guards:
         detail: str,
         *,
         rule: str,
-        action: str,
-        fingerprint: str = "",
-        starts_at: str = "",
+        action: Action,
+        occurrence: Occurrence = ("", "", False),
         source: str = "",
-        extra: dict | None = None,
+        plan: tuple[PlanStep, ...] = (),
     ) -> None:
-        """Count the refusal and journal it (once per alert occurrence, rule and guard)."""
+        """Count the refusal; journal it unless the same rule and guard was journalled within a minute.
+
+        Manual (``act``) refusals are always journalled.  A flood of alerts refused the
+        same way is one record per minute whose ``suppressed`` says how many were not.
+        """
         self.metrics.guard_refusals.labels(guard).inc()
-        key = (fingerprint, starts_at, rule, guard) if fingerprint else None
-        if key is not None and key in self._refusals_journalled:
+        now = self.clock()
+        key = (rule, guard)
+        last, suppressed = self._last_refusal.get(key, (None, 0))
+        if source != "manual" and last is not None and 0 <= now - last < REFUSAL_JOURNAL_INTERVAL:
+            self._last_refusal[key] = (last, suppressed + 1)
+            self.metrics.refusals_unjournalled.inc()
             return
-        if key is not None:
-            if len(self._refusals_journalled) > 10000:
-                self._refusals_journalled.clear()
-            self._refusals_journalled.add(key)
-        log.warning("refused by guard %s: rule %s: %s", guard, rule, detail)
+        log.warning("refused by guard %s: rule %s: %s", guard, rule, clip(detail, 300))
         self.journal.append(
-            {
-                "type": "refusal",
-                "guard": guard,
-                "detail": detail,
-                "rule": rule,
-                "action": action,
-                "fingerprint": fingerprint,
-                "starts_at": starts_at,
-                "source": source,
-                **(extra or {}),
-            }
+            Refusal(
+                guard=guard,
+                detail=clip(detail),
+                rule=rule,
+                action=action,
+                fingerprint=occurrence[0],
+                starts_at=occurrence[1],
+                resolved=occurrence[2],
+                source=source,
+                plan=plan,
+                suppressed=suppressed,
+            )
         )
+        if source != "manual":
+            if len(self._last_refusal) > 4 * MAX_ID and key not in self._last_refusal:
+                self._last_refusal.clear()  # rules x guards: only a config with very many rules gets here
+            self._last_refusal[key] = (now, 0)
 
     def note_quarantine(self, block: int, ctx_rule: str) -> None:
         until = self.state.quarantined_until.get(block)
         if until and until > self.clock():
-            self.journal.append({"type": "quarantine", "block": block, "until": until, "rule": ctx_rule})
+            self.journal.append(Quarantine(block=block, until=until, rule=ctx_rule))
             self.metrics.quarantined_blocks.set(len(self.quarantined()))

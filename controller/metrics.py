@@ -68,3 +68,21 @@ class ControllerMetrics:
             "Unix time of the last successful Alertmanager poll (pull mode).",
             registry=r,
         )
+        self.journal_invalid_records = Counter(
+            "memhp_controller_journal_invalid_records",
+            "Journal lines skipped because they are not a valid record (kept in the file).",
+            registry=r,
+        )
+        self.journal_append_failures = Counter(
+            "memhp_controller_journal_append_failures",
+            "Journal appends (or rotations) that failed and were rolled back, e.g. disk full.",
+            registry=r,
+        )
+        self.journal_rotations = Counter(
+            "memhp_controller_journal_rotations", "Journal rotations (by size or age).", registry=r
+        )
+        self.refusals_unjournalled = Counter(
+            "memhp_controller_refusals_unjournalled",
+            "Guard refusals counted but not journalled (same rule and guard journalled within a minute).",
+            registry=r,
+        )

@@ -20,15 +20,14 @@ memory-hotplug.rst that shape the plans:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from memhp.exporter.kernel.accounting import Balance, balance
-from memhp.exporter.kernel.model import MOVABLE, NONE_ZONE, MemoryBlock
+from memhp.exporter.kernel.model import MOVABLE, MemoryBlock
 from memhp.exporter.kernel.snapshot import Snapshot
+from memhp.exporter.kernel.zones import KERNEL_DEFAULT_RATIO, PAGE_SIZE, is_kernel_zone
 
-KERNEL_DEFAULT_RATIO = 301
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+from .vocab import DEFAULT_ZONE, Action, Op, Zone, check_action_zone
 
 
 class PlanRefused(Exception):
@@ -44,11 +43,11 @@ class PlanRefused(Exception):
 class Request:
     """One action to plan, from a rule and its alert or from ``act``."""
 
-    action: str  # online | offline | rebalance | online-new
+    action: Action
     count: int | None = None
     size: int | None = None
     blocks: tuple[int, ...] | None = None  # explicit ids (``act --blocks``)
-    zone: str | None = None
+    zone: Zone | None = None
     node: int | None = None
     target_ratio: float | None = None  # rebalance: MOVABLE:KERNEL, 3.0 = 3:1
     max_blocks: int = 8
@@ -59,12 +58,12 @@ class Request:
 @dataclass(frozen=True)
 class Step:
     block: int
-    ops: tuple[str, ...]  # state tokens, written in order
+    ops: tuple[Op, ...]  # state tokens, written in order
 
 
 @dataclass
 class Plan:
-    action: str
+    action: Action
     steps: list[Step]
     notes: list[str] = field(default_factory=list)
 
@@ -74,10 +73,6 @@ class Plan:
 
     def describe(self) -> list[dict]:
         return [{"block": s.block, "ops": list(s.ops)} for s in self.steps]
-
-
-def is_kernel_zone(zone: str) -> bool:
-    return zone not in (MOVABLE, NONE_ZONE, "Device")
 
 
 def kernel_zone_offered(block: MemoryBlock) -> bool:
@@ -165,14 +160,16 @@ def plan(
         hit = sorted(set(req.blocks) & quarantined)
         if hit:
             raise PlanRefused("quarantine", f"block(s) {hit} are quarantined")
+    try:
+        check_action_zone(req.action, req.zone)
+    except ValueError as e:
+        raise PlanRefused("request", str(e)) from None
     fn = {
-        "online": _plan_online,
-        "online-new": _plan_online,
-        "offline": _plan_offline,
-        "rebalance": _plan_rebalance,
-    }.get(req.action)
-    if fn is None:
-        raise PlanRefused("request", f"unknown action {req.action!r}")
+        Action.ONLINE: _plan_online,
+        Action.ONLINE_NEW: _plan_online,
+        Action.OFFLINE: _plan_offline,
+        Action.REBALANCE: _plan_rebalance,
+    }[Action(req.action)]
     p = fn(req, snap, bs, quarantined, offlined_deliberately)
     if not p.steps:
         raise PlanRefused("empty_target", "; ".join(p.notes) or "no block qualifies")
@@ -198,7 +195,7 @@ def _explicit(req: Request, snap: Snapshot) -> list[MemoryBlock]:
 def _plan_online(
     req: Request, snap: Snapshot, bs: int, quarantined: frozenset[int], offlined_deliberately: frozenset[int]
 ) -> Plan:
-    zone = req.zone or "auto"
+    zone = req.zone or DEFAULT_ZONE[req.action]
     pages = bs // PAGE_SIZE
     ratio = _Ratio(snap, ratio_ceiling(req, snap))
     notes: list[str] = []
@@ -208,7 +205,7 @@ def _plan_online(
     else:
         n = wanted_blocks(req, bs)
         candidates = [b for b in snap.blocks if b.state == "offline" and _in_scope(b, req) and b.id not in quarantined]
-        if req.action == "online-new":
+        if req.action == Action.ONLINE_NEW:
             skipped = [b.id for b in candidates if b.id in offlined_deliberately]
             if skipped:
                 notes.append(f"blocks offlined deliberately (journal) are not new: {skipped}")
@@ -229,7 +226,7 @@ def _plan_online(
                 raise PlanRefused("request", msg)
             notes.append(msg)
             continue
-        token = None
+        token: Op | None = None
         if zone == "movable":
             if not movable_offered(b):
                 _skip(req, notes, f"memory{b.id}: ZONE_MOVABLE not in valid_zones {' '.join(b.valid_zones)}")
@@ -240,16 +237,16 @@ def _plan_online(
                     f"onlining memory{b.id} to ZONE_MOVABLE would exceed MOVABLE:KERNEL "
                     f"{ratio.ceiling}% (auto_movable_ratio accounting)",
                 )
-            token = "online_movable"
+            token = Op.ONLINE_MOVABLE
         elif zone == "kernel":
             if not kernel_zone_offered(b):
                 _skip(req, notes, f"memory{b.id}: no kernel zone in valid_zones {' '.join(b.valid_zones)}")
                 continue
-            token = "online_kernel"
+            token = Op.ONLINE_KERNEL
         elif movable_offered(b) and ratio.allows(b.node, pages):
-            token = "online_movable"
+            token = Op.ONLINE_MOVABLE
         elif kernel_zone_offered(b):
-            token = "online_kernel"
+            token = Op.ONLINE_KERNEL
         else:
             _skip(
                 req,
@@ -258,7 +255,7 @@ def _plan_online(
                 f"in valid_zones {' '.join(b.valid_zones)}",
             )
             continue
-        if token == "online_movable":
+        if token == Op.ONLINE_MOVABLE:
             ratio.add(b.node, pages, 0)
         # A block onlined to a kernel zone adds nothing to KERNEL: the kernel counts only
         # present_early_pages (boot memory), and an offline block being onlined is, but for boot
@@ -270,13 +267,15 @@ def _plan_online(
     return Plan(req.action, steps, notes)
 
 
-def _zone_token(zone: str, b: MemoryBlock) -> str:
+def _zone_token(zone: str, b: MemoryBlock) -> Op:
     if zone == "movable":
-        return "online_movable"
+        return Op.ONLINE_MOVABLE
     if zone == "kernel":
-        return "online_kernel"
+        return Op.ONLINE_KERNEL
     return (
-        "online_movable" if b.zone == MOVABLE else ("online_kernel" if b.zone and is_kernel_zone(b.zone) else "online")
+        Op.ONLINE_MOVABLE
+        if b.zone == MOVABLE
+        else (Op.ONLINE_KERNEL if b.zone and is_kernel_zone(b.zone) else Op.ONLINE)
     )
 
 
@@ -307,7 +306,7 @@ def offline_eligible(b: MemoryBlock, zone: str) -> bool:
 def _plan_offline(
     req: Request, snap: Snapshot, bs: int, quarantined: frozenset[int], offlined_deliberately: frozenset[int]
 ) -> Plan:
-    zone = req.zone or "movable"
+    zone = req.zone or DEFAULT_ZONE[Action.OFFLINE]
     notes: list[str] = []
     budget = _reserve_budget(req, snap, bs)
     pages = bs // PAGE_SIZE
@@ -359,7 +358,7 @@ def _plan_offline(
                     "ratio", f"offlining kernel-zone memory{b.id} would push MOVABLE:KERNEL above {ratio.ceiling}%"
                 )
             ratio.add(b.node, 0, -pages)
-        steps.append(Step(b.id, ("offline",)))
+        steps.append(Step(b.id, (Op.OFFLINE,)))
     if req.blocks is None and 0 < len(steps) < n:
         notes.append(f"only {len(steps)} of {n} requested blocks qualify")
     return Plan(req.action, steps, notes)
@@ -392,7 +391,7 @@ def _plan_rebalance(
                 raise PlanRefused(
                     "request", f"memory{b.id} is not an online ZONE_MOVABLE block (state {b.state}, zone {b.zone})"
                 )
-        return Plan(req.action, [Step(b.id, ("offline", "online_kernel")) for b in candidates], notes)
+        return Plan(req.action, [Step(b.id, (Op.OFFLINE, Op.ONLINE_KERNEL)) for b in candidates], notes)
     if req.target_ratio is not None:
         ratio = _Ratio(snap, ratio_ceiling(req, snap))
         bal = ratio.nodes.get(req.node) if req.node is not None else ratio.total
@@ -422,5 +421,5 @@ def _plan_rebalance(
     candidates.sort(key=lambda b: b.id, reverse=True)
     if not candidates:
         notes.append("no online ZONE_MOVABLE block" + (f" on node {req.node}" if req.node is not None else ""))
-    steps = [Step(b.id, ("offline", "online_kernel")) for b in candidates[:n]]
+    steps = [Step(b.id, (Op.OFFLINE, Op.ONLINE_KERNEL)) for b in candidates[:n]]
     return Plan(req.action, steps, notes)

@@ -11,75 +11,81 @@ Run under the journal's action lock, so no live process is mid-action.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterable
 
 from memhp.exporter.kernel.fsread import ParseErrors
 from memhp.exporter.kernel.memory_blocks import read_block
 from memhp.exporter.kernel.paths import Paths
 
 from .actuator import OPS, satisfied
-from .journal import Journal, unfinished_actions, unfinished_attempts
+from .journal import Journal
+from .records import ActionStart, AttemptStart, Reconcile, ReconcileAction
+from .vocab import Outcome
 
 log = logging.getLogger(__name__)
 
 
-def reconcile(journal: Journal, paths: Paths, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Write one ``reconcile`` record per unfinished attempt; returns them."""
+def reconcile(
+    journal: Journal, paths: Paths, attempts: Iterable[AttemptStart], actions: Iterable[ActionStart] = ()
+) -> list[Reconcile]:
+    """Close every unfinished attempt (one ``reconcile`` record each) and action; returns the former.
+
+    Call under the action lock: then no live process is between an
+    ``attempt_start`` and its ``attempt_end``.
+    """
     out = []
     errors = ParseErrors()
-    for rec in unfinished_attempts(records):
-        block_id, op = rec.get("block"), rec.get("op")
-        if not isinstance(block_id, int) or op not in OPS:
-            continue
+    for rec in list(attempts):
+        block_id, op = rec.block, rec.op
         block = read_block(paths.memory, block_id, errors)
         if block is None:
-            outcome = "block_gone"
+            outcome = Outcome.BLOCK_GONE
         elif satisfied(block, op):
-            outcome = "completed" if rec.get("state_before") != block.state else "already"
+            outcome = Outcome.COMPLETED if rec.state_before != block.state else Outcome.ALREADY
         elif block.state == "going-offline":
-            outcome = "in_progress"
+            outcome = Outcome.IN_PROGRESS
         elif block.state in ("online", "offline") and block.state != OPS[op][0]:
-            outcome = "not_applied"  # e.g. the offline was abandoned (EINTR) when the writer died
+            outcome = Outcome.NOT_APPLIED  # e.g. the offline was abandoned (EINTR) when the writer died
         else:
-            outcome = "unknown"
+            outcome = Outcome.UNKNOWN
         r = journal.append(
-            {
-                "type": "reconcile",
-                "action_id": rec.get("action_id"),
-                "rule": rec.get("rule"),
-                "action": rec.get("action"),
-                "block": block_id,
-                "op": op,
-                "attempt": rec.get("attempt"),
-                "fingerprint": rec.get("fingerprint", ""),
-                "starts_at": rec.get("starts_at", ""),
-                "state_before": rec.get("state_before"),
-                "state_now": block.state if block else None,
-                "zone_now": block.zone if block else None,
-                "outcome": outcome,
-                "interrupted_at": rec.get("ts"),
-            }
+            Reconcile(
+                action_id=rec.action_id,
+                rule=rec.rule,
+                action=rec.action,
+                block=block_id,
+                op=op,
+                attempt=rec.attempt,
+                fingerprint=rec.fingerprint,
+                starts_at=rec.starts_at,
+                resolved=rec.resolved,
+                state_before=rec.state_before,
+                state_now=block.state if block else None,
+                zone_now=block.zone if block else None,
+                outcome=outcome,
+                interrupted_at=rec.ts,
+            )
         )
+        assert isinstance(r, Reconcile)
         log.warning(
             "reconciled interrupted %s of memory%d (action %s, attempt %s): %s, state now %s",
             op,
             block_id,
-            rec.get("action_id"),
-            rec.get("attempt"),
+            rec.action_id,
+            rec.attempt,
             outcome,
-            r["state_now"],
+            r.state_now,
         )
         out.append(r)
-    for rec in unfinished_actions(records):
+    for a in list(actions):
         journal.append(
-            {
-                "type": "reconcile_action",
-                "action_id": rec.get("action_id"),
-                "rule": rec.get("rule"),
-                "action": rec.get("action"),
-                "result": "interrupted",
-                "fingerprint": rec.get("fingerprint", ""),
-                "starts_at": rec.get("starts_at", ""),
-            }
+            ReconcileAction(
+                action_id=a.action_id,
+                rule=a.rule,
+                action=a.action,
+                fingerprint=a.fingerprint,
+                starts_at=a.starts_at,
+                resolved=a.resolved,
+            )
         )
     return out

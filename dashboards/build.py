@@ -11,7 +11,7 @@ byte-identical and diffs are reviewable.
 
 Every query filters on ``instance=~"$instance"`` (and the node view on
 ``node=~"$node"``); the datasource is the ``$datasource`` variable.  Alert
-thresholds drawn on panels come from alerts/thresholds.yaml, so the lines a
+thresholds drawn on panels come from memhp/thresholds.yaml, so the lines a
 human sees are the ones the alerts use.
 """
 
@@ -23,13 +23,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from memhp.generated import sync
+from memhp.thresholds import load_thresholds
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-THRESHOLDS = yaml.safe_load((REPO / "alerts" / "thresholds.yaml").read_text())
+THRESHOLDS = load_thresholds()
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SCHEMA_VERSION = 39  # Grafana 10.4 / 11
 GRID_WIDTH = 24

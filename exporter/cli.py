@@ -36,7 +36,7 @@ from .kernel.memory_blocks import read_memory_config
 from .kernel.paths import Paths
 from .server import DEFAULT_LIMITS, parse_listen_address, serve
 
-log = logging.getLogger("memhp.exporter")
+log = logging.getLogger(__name__)
 
 # 9100-9999 is fully allocated in Prometheus' default port list.
 DEFAULT_LISTEN = ":10301"

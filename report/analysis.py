@@ -8,9 +8,9 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from .collect import KERNEL_ZONES, RATIO_CRITICAL, RATIO_WARNING, Collected, Series
+from memhp.thresholds import RUNBOOK_BASE
 
-RUNBOOK_BASE = "https://github.com/memhp/memhp/blob/main/docs/runbooks.md"
+from .collect import KERNEL_ZONES, RATIO_CRITICAL, RATIO_WARNING, Collected, Series
 
 # Risk score: weight and the value at which a component saturates (docs/capacity-review.md).
 RISK = {

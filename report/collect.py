@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
+from memhp.thresholds import ratio_thresholds
+
 from .promapi import Prometheus, ReportError, format_duration
 
 KERNEL_ZONES = ("DMA", "DMA32", "Normal")
-RATIO_WARNING = 3.0
-RATIO_CRITICAL = 4.0
+# The alerts' thresholds (memhp/thresholds.yaml), so the report flags what the alerts flag.
+RATIO_WARNING, RATIO_CRITICAL = ratio_thresholds()
 
 # Recording rules this report reads (the probe checks the first one exists).
 R_STATE = "instance_node:memhp_blocks_bytes:sum_by_state"

@@ -3,17 +3,14 @@ balance as the auto-movable online policy accounts it."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ..kernel.accounting import balance
 from ..kernel.snapshot import ScrapeContext
+from ..kernel.zones import KERNEL_DEFAULT_RATIO, PAGE_SIZE
 from .base import SubCollector
-
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-KERNEL_DEFAULT_RATIO = 301  # percent, mm/memory_hotplug.c
 
 _SIZES = (
     ("free", "memhp_zone_free_bytes", "Free memory in the zone."),

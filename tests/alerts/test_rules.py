@@ -1,7 +1,7 @@
 """memhp's Prometheus rules, checked and unit-tested with promtool.
 
 * the committed rule files are exactly what alerts/generate.py renders from
-  alerts/thresholds.yaml;
+  memhp/thresholds.yaml;
 * ``promtool check rules`` accepts every rule file;
 * every alert has its own ``promtool test rules`` file (tests/alerts/promtool/
   <Alert>.yaml) that checks exact labels and annotations; one pytest test per

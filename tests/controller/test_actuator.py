@@ -46,7 +46,7 @@ def make(tree, tmp_path, retry=FAST, writer=None):
 
 def records(journal, type_=None):
     recs = list(journal.read_all())
-    return [r for r in recs if type_ is None or r["type"] == type_]
+    return [r for r in recs if type_ is None or r.type == type_]
 
 
 def attempts_metric(metrics, action, result, err):
@@ -85,12 +85,12 @@ def test_offline_writes_once_and_journals_before_and_after(tree, tmp_path):
     res = act.change(5, "offline", CTX)
     assert (res.result, res.attempts, res.state_before, res.state_after) == ("ok", 1, "online", "offline")
     assert tree.state(5) == "offline"
-    kinds = [r["type"] for r in records(journal)]
+    kinds = [r.type for r in records(journal)]
     assert kinds == ["attempt_start", "attempt_end", "block_result"]
     start, end, result = records(journal)
-    assert start["state_before"] == "online" and start["block"] == 5 and start["attempt"] == 1
-    assert start["fingerprint"] == "fp" and start["action_id"] == "a1" and start["rule"] == "rule1"
-    assert end["errno"] == 0 and end["state_after"] == "offline" and end["duration"] > 0
+    assert start.state_before == "online" and start.block == 5 and start.attempt == 1
+    assert start.fingerprint == "fp" and start.action_id == "a1" and start.rule == "rule1"
+    assert end.errno == 0 and end.state_after == "offline" and end.duration > 0
     assert attempts_metric(metrics, "offline", "ok", "") == 1
 
 
@@ -108,7 +108,7 @@ def test_block_already_in_state_is_success_without_a_write(tree, tmp_path):
     act, journal, _ = make(tree, tmp_path, writer=errno_writer(errno.EPERM))  # would fail if it wrote
     res = act.change(5, "offline", CTX)
     assert res.result == "already" and res.attempts == 0 and res.ok
-    assert [r["type"] for r in records(journal)] == ["block_result"]
+    assert [r.type for r in records(journal)] == ["block_result"]
 
 
 def test_einval_with_state_confirmed_is_already_there(tree, tmp_path):
@@ -125,7 +125,7 @@ def test_einval_with_state_confirmed_is_already_there(tree, tmp_path):
     act, journal, _ = make(tree, tmp_path, writer=racing_writer)
     res = act.change(6, "online_movable", CTX)
     assert res.result == "already" and res.ok and res.attempts == 1
-    assert records(journal, "attempt_end")[0]["errno_name"] == "EINVAL"
+    assert records(journal, "attempt_end")[0].errno_name == "EINVAL"
 
 
 def test_online_in_the_wrong_zone_is_refused_without_a_write(tree, tmp_path):
@@ -148,12 +148,12 @@ def test_blocking_write_is_killed_at_the_deadline_and_retried_exactly(tree, tmp_
     elapsed = time.monotonic() - t0
     assert res.result == "failed" and res.errno_name == "timeout" and res.attempts == FAST.attempts
     starts, ends = records(journal, "attempt_start"), records(journal, "attempt_end")
-    assert [r["attempt"] for r in starts] == [1, 2, 3] and [r["attempt"] for r in ends] == [1, 2, 3]
+    assert [r.attempt for r in starts] == [1, 2, 3] and [r.attempt for r in ends] == [1, 2, 3]
     for e in ends:
-        assert e["result"] == "timeout" and e["timed_out"] and e["retryable"]
+        assert e.result == "timeout" and e.timed_out and e.retryable
         # SIGTERM was enough: the child reported EINTR (the kernel's "signal backoff" errno)
-        assert e["errno"] == errno.EINTR and not e["killed"]
-        assert FAST.attempt_timeout <= e["duration"] < FAST.attempt_timeout + FAST.kill_grace
+        assert e.errno == errno.EINTR and not e.killed
+        assert FAST.attempt_timeout <= e.duration < FAST.attempt_timeout + FAST.kill_grace
     assert elapsed < FAST.attempts * (FAST.attempt_timeout + FAST.kill_grace) + 1.0
     assert attempts_metric(metrics, "offline", "timeout", "timeout") == 3
     assert (
@@ -177,8 +177,8 @@ def test_writer_ignoring_sigterm_gets_sigkill_after_the_grace(tree, tmp_path):
     act, journal, _ = make(tree, tmp_path, retry=retry, writer=stubborn)
     res = act.change(9, "offline", CTX)
     (end,) = records(journal, "attempt_end")
-    assert res.errno_name == "timeout" and end["killed"] and end["errno"] is None
-    assert 0.5 <= end["duration"] < 1.5
+    assert res.errno_name == "timeout" and end.killed and end.errno is None
+    assert 0.5 <= end.duration < 1.5
     assert no_children_left()
 
 
@@ -205,7 +205,7 @@ def test_transient_errnos_are_retried_up_to_the_attempt_budget(tree, tmp_path, c
     res = act.change(4, "offline", CTX)
     assert res.result == "failed" and res.errno == code and res.attempts == FAST.attempts
     ends = records(journal, "attempt_end")
-    assert len(ends) == FAST.attempts and all(e["retryable"] and e["errno"] == code for e in ends)
+    assert len(ends) == FAST.attempts and all(e.retryable and e.errno == code for e in ends)
     assert attempts_metric(metrics, "offline", "failed", errno_name(code)) == FAST.attempts
     assert tree.state(4) == "online"
 
@@ -219,7 +219,7 @@ def test_permanent_errnos_are_never_retried(tree, tmp_path, code):
     res = act.change(4, "offline", CTX)
     assert res.result == "failed" and res.errno == code and res.attempts == 1
     (end,) = records(journal, "attempt_end")
-    assert not end["retryable"] and end["errno_name"] == errno_name(code)
+    assert not end.retryable and end.errno_name == errno_name(code)
 
 
 def test_missing_state_file_is_enoent_from_a_real_open(tree, tmp_path):

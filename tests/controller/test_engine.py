@@ -40,7 +40,7 @@ def alert(
 
 
 def actions(engine):
-    return [r for r in engine.journal.read_all() if r["type"] == "action_start"]
+    return [r for r in engine.journal.read_all() if r.type == "action_start"]
 
 
 def test_submitted_alert_acts_through_the_worker(tree, make_engine):
@@ -50,7 +50,7 @@ def test_submitted_alert_acts_through_the_worker(tree, make_engine):
     assert e.wait_idle(30)
     assert [tree.state(i) for i in (12, 13, 14)] == ["online", "online", "offline"]
     (a,) = actions(e)
-    assert (a["rule"], a["fingerprint"], a["starts_at"], a["source"]) == (
+    assert (a.rule, a.fingerprint, a.starts_at, a.source) == (
         "grow",
         "f1",
         "2024-01-01T00:00:00.000Z",
@@ -144,7 +144,7 @@ def test_full_queue_raises_sinkfull_and_enqueues_nothing(tree, tmp_path, make_en
         start=True,
     )
     e.submit([alert(fp="busy")])
-    wait_until(lambda: any(r["type"] == "attempt_start" for r in e.journal.read_all()), 10, desc="worker blocked")
+    wait_until(lambda: any(r.type == "attempt_start" for r in e.journal.read_all()), 10, desc="worker blocked")
     e.submit([alert(fp="q1"), alert(fp="q2")])
     with pytest.raises(SinkFull):
         e.submit([alert(fp="q3")])
@@ -169,7 +169,7 @@ def test_submit_does_not_block_on_actions(tree, make_engine):
     fifo = tree.make_state_fifo(12)
     e = make_engine(rules=RULES, retry="attempts: 1\nattempt_timeout: 20s", start=True)
     e.submit([alert(fp="slow")])
-    wait_until(lambda: any(r["type"] == "attempt_start" for r in e.journal.read_all()), 10, desc="worker blocked")
+    wait_until(lambda: any(r.type == "attempt_start" for r in e.journal.read_all()), 10, desc="worker blocked")
     done = threading.Event()
     threading.Thread(target=lambda: (e.submit([alert(fp="other")]), done.set()), daemon=True).start()
     assert done.wait(2), "submit blocked behind a running action"

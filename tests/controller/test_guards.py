@@ -17,7 +17,7 @@ def refusals(engine, guard):
 
 
 def journal(engine, type_=None):
-    return [r for r in engine.journal.read_all() if type_ is None or r["type"] == type_]
+    return [r for r in engine.journal.read_all() if type_ is None or r.type == type_]
 
 
 def tree_digest(tree) -> str:
@@ -43,7 +43,7 @@ def test_pause_file_refuses_and_changes_nothing(tree, tmp_path, make_engine):
     assert tree.state(11) == "online"
     assert refusals(e, "paused") == 1 and e.metrics.paused._value.get() == 1
     (r,) = journal(e, "refusal")
-    assert r["guard"] == "paused" and r["rule"] == "act"
+    assert r.guard == "paused" and r.rule == "act"
     (tmp_path / "pause").unlink()
     assert e.run_manual(Request("offline", count=1)).status == "done"
 
@@ -56,7 +56,7 @@ def test_dry_run_changes_nothing_and_journals_the_plan(tree, make_engine):
     assert out.status == "dry_run" and out.plan.blocks == [11, 10]
     assert tree_digest(tree) == before
     (d,) = journal(e, "dry_run")
-    assert d["plan"] == [{"block": 11, "ops": ["offline"]}, {"block": 10, "ops": ["offline"]}]
+    assert d.to_json()["plan"] == [{"block": 11, "ops": ["offline"]}, {"block": 10, "ops": ["offline"]}]
     assert not journal(e, "attempt_start") and not journal(e, "action_start")
     assert refusals(e, "dry_run") == 1 and e.metrics.dry_run._value.get() == 1
 
@@ -139,7 +139,7 @@ def test_block_quarantined_after_repeated_failures_until_it_expires(tree, make_e
     assert e.guards.quarantined() == {11}
     assert e.metrics.quarantined_blocks._value.get() == 1
     (q,) = journal(e, "quarantine")
-    assert q["block"] == 11 and q["until"] == clock() + 600
+    assert q.block == 11 and q.until == clock() + 600
     out = e.run_manual(Request("offline", blocks=(11,)))
     assert (out.status, out.guard) == ("refused", "quarantine")
     # exactly 2 actions x 2 attempts were made, none after quarantine
@@ -196,7 +196,7 @@ def test_reserve_and_ratio_refusals_are_counted(tree, make_engine):
     assert e.run_manual(Request("offline", count=1, min_available=256 << 20)).guard == "reserve"
     assert e.run_manual(Request("online", count=1, zone="movable")).guard == "ratio"
     assert refusals(e, "reserve") == 1 and refusals(e, "ratio") == 1
-    assert {r["guard"] for r in journal(e, "refusal")} == {"reserve", "ratio"}
+    assert {r.guard for r in journal(e, "refusal")} == {"reserve", "ratio"}
 
 
 def test_refusal_journalled_once_per_occurrence_but_counted_each_time(tree, tmp_path, make_engine):

@@ -22,7 +22,7 @@
    offline -> online), and its own metrics, scraped by Prometheus, count it.
 
 Only the rule files' ``for:`` of MemhpBlocksLeftOffline is shortened, by
-rendering alerts/thresholds.yaml with one changed value through the real
+rendering memhp/thresholds.yaml with one changed value through the real
 generator.  Run by hand with ``flock /tmp/memhp-vm.lock .venv/bin/python -m
 pytest tests/e2e -q`` (other suites boot guests too).
 """
