@@ -29,7 +29,7 @@ from pathlib import Path
 from memhp.controller.config import load_config
 from memhp.controller.journal import Journal
 from tests.controller.adversarial.tmpfs import fill, small_tmpfs
-from tests.controller.conftest import policy_text, standard_layout
+from tests.helpers.controller import policy_text, standard_layout
 
 REPO = Path(__file__).resolve().parents[3]
 N_OCCURRENCES = 24

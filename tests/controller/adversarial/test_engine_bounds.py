@@ -10,7 +10,7 @@ from memhp.controller.alert import Alert, SinkFull
 from memhp.controller.config import RetryConfig
 from memhp.controller.records import MAX_ID
 from memhp.controller.vocab import AttemptResult, Status
-from tests.controller.conftest import standard_layout
+from tests.helpers.controller import standard_layout
 
 RULES = """\
 - name: shrink

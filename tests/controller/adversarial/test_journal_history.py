@@ -10,7 +10,7 @@ from memhp.controller.alert import Alert
 from memhp.controller.journal import Journal
 from memhp.controller.records import StateActed
 from memhp.controller.vocab import Status
-from tests.controller.conftest import standard_layout
+from tests.helpers.controller import standard_layout
 
 RULES = """\
 - name: shrink

@@ -50,7 +50,7 @@ import pytest
 
 from memhp.controller.config import load_config
 from tests.controller.adversarial.tmpfs import fill, small_tmpfs
-from tests.controller.conftest import policy_text, standard_layout
+from tests.helpers.controller import policy_text, standard_layout
 from tests.helpers.wait import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
