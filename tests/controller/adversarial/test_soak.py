@@ -23,11 +23,9 @@ high) against the fixture tree:
   start-up;
 * peak RSS under RSS_BOUND and the journal files under JOURNAL_BOUND.
 
-SLOW-CLIENT PHASE: by default 3 slow connections (below --web.max-concurrency).
-``MEMHP_SOAK_SLOWLORIS=1`` adds the full slowloris phase of issue 11 (24
-connections, more than the concurrency limit): it needs the web layer's
-pre-auth header deadline (branch ``web``) and is meant to be on by default
-once that is merged.
+SLOW-CLIENT PHASE: 24 slowloris connections throughout, more than the
+concurrency limit (issue 11): the web layer's pre-auth header deadline and
+connection bound keep /-/healthy and authenticated traffic answered.
 """
 
 from __future__ import annotations
@@ -56,7 +54,6 @@ from tests.helpers.wait import free_port, wait_until
 REPO = Path(__file__).resolve().parents[3]
 BIN = REPO / ".venv" / "bin" / "memhp-controller"
 SOAK_SECONDS = float(os.environ.get("MEMHP_SOAK_SECONDS", "40"))
-SLOWLORIS = os.environ.get("MEMHP_SOAK_SLOWLORIS", "0") == "1"
 N_BLOCKS = 400  # Movable blocks: one per occurrence at most
 LONG = SOAK_SECONDS > 120
 # Small journals so that a CI run rotates several times; every rotated file is kept (journal_keep
@@ -292,7 +289,7 @@ def test_soak_real_controller(tree, tmp_path):
                 stop.wait(0.25)
 
         threads = [threading.Thread(target=f, daemon=True) for f in (valid_traffic, invalid_traffic, prober)]
-        n_slow = 24 if SLOWLORIS else 3
+        n_slow = 24
         threads += [threading.Thread(target=slow_client, args=(port, stop), daemon=True) for _ in range(n_slow)]
         for t in threads:
             t.start()
