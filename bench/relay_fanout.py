@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from memhp.controller.sources.common import canonical_time, labels_fingerprint
 from tests.controller.sysfs_tree import SysTree, ZoneSpec
 from tests.helpers.alertmanager import Alertmanager, api_alert, rfc3339
 from tests.helpers.tls import make_self_signed_cert
@@ -277,7 +278,10 @@ class FleetResult:
     controller_actions: dict[str, Counter] = field(default_factory=dict)
     controller_online_after_firing: dict[str, int] = field(default_factory=dict)
     controller_online_after_resolve: dict[str, int] = field(default_factory=dict)
-    expected: dict[str, tuple[str, str]] = field(default_factory=dict)  # controller -> (fingerprint, startsAt)
+    # What Alertmanager was sent: each real controller's occurrence, the fake nodes' fingerprints.
+    expected: dict[str, tuple[str, str]] = field(default_factory=dict)
+    fake_fingerprints: set[str] = field(default_factory=set)
+    sink_fingerprints: dict[str, set[str]] = field(default_factory=dict)
     relay_latency_mean: float = 0.0
     relay_latency_count: float = 0.0
     relay_failures: float = 0.0
@@ -368,7 +372,13 @@ def run_fleet(workdir: Path, instances: int, controllers: int = 20, kill_relay: 
             else:
                 labels["memhp_controller_address"] = f"127.0.0.1:{sink.port}"
                 labels["memhp_controller_path"] = f"/node/node{i:05d}"
-            alerts.append(api_alert(ALERTNAME, labels, starts_at=starts))
+            alert = api_alert(ALERTNAME, labels, starts_at=starts)
+            alerts.append(alert)
+            fp = labels_fingerprint(alert["labels"])
+            if i < controllers:
+                res.expected[ctrls[i].name] = (fp, canonical_time(alert["startsAt"]))
+            else:
+                res.fake_fingerprints.add(fp)
         cpu0 = cpu_seconds(am_pid)
         t0 = time.monotonic()
         for k in range(0, len(alerts), 1000):
@@ -437,10 +447,7 @@ def run_fleet(workdir: Path, instances: int, controllers: int = 20, kill_relay: 
         res.relay_latency_mean = total / count if count else 0.0
         res.relay_failures = sum(v for k, v in m.items() if k.startswith("memhp_relay_delivery_failures_total"))
         res.relay_unresolvable = sum(v for k, v in m.items() if k.startswith("memhp_relay_unresolvable_alerts_total"))
-        # What each real controller was sent: its alert's identity in Alertmanager.
-        for c in ctrls:
-            (rec,) = [r for r in c.action_starts() if r["rule"] == "fleet-firing"][:1]
-            res.expected[c.name] = (rec["fingerprint"], rec["starts_at"])
+        res.sink_fingerprints = {k: set(v) for k, v in sink.fingerprints.items()}
         return res
     finally:
         am.stop()
