@@ -382,7 +382,7 @@ def run_fleet(workdir: Path, instances: int, controllers: int = 20, kill_relay: 
         cpu0 = cpu_seconds(am_pid)
         t0 = time.monotonic()
         for k in range(0, len(alerts), 1000):
-            am.post_alerts(alerts[k : k + 1000])
+            _post(am, alerts[k : k + 1000])
         posted = time.monotonic()
         fakes = instances - controllers
 
@@ -413,7 +413,7 @@ def run_fleet(workdir: Path, instances: int, controllers: int = 20, kill_relay: 
         ended = rfc3339()
         resolved_alerts = [{**a, "endsAt": ended} for a in alerts]
         for k in range(0, len(resolved_alerts), 1000):
-            am.post_alerts(resolved_alerts[k : k + 1000])
+            _post(am, resolved_alerts[k : k + 1000])
         r_posted = time.monotonic()
 
         def all_resolved() -> bool:
@@ -463,6 +463,12 @@ def run_fleet(workdir: Path, instances: int, controllers: int = 20, kill_relay: 
                 except subprocess.TimeoutExpired:
                     c.proc.kill()
         sink.stop()
+
+
+def _post(am: Alertmanager, alerts: list[dict[str, Any]]) -> None:
+    # Alertmanager is busy notifying while later batches arrive: wait longer than the helper's 10 s.
+    status, data = am._request("POST", "/api/v2/alerts", alerts, timeout=120)
+    assert status == 200, (status, data[:300])
 
 
 def _up_or_exited(c: Controller) -> bool:
