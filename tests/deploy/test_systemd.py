@@ -13,7 +13,7 @@ import pytest
 
 from .conftest import SYSTEMD, VENV_BIN, env_file_words, k8s_doc, tool
 
-UNITS = ("memhp-exporter.service", "memhp-controller.service")
+UNITS = ("memhp-exporter.service", "memhp-controller.service", "memhp-relay.service")
 INSTALLED_BIN = "/opt/memhp/venv/bin"
 
 
