@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 10303
 DEFAULT_LISTEN_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_MAX_CONCURRENCY = 256
-BUSY_WAIT = 5.0  # seconds the accept loop waits for a free worker before answering 503
 FANOUT_WORKERS = 32  # for the rare payload whose alerts go to several targets
 
 
@@ -110,28 +109,18 @@ class FanOutSink:
 
 
 class _ReusePortServer(webhook._Server):
-    """The controller's server, with two differences for a relay:
+    """The controller's server with SO_REUSEPORT: several relay processes can share one address on
+    one host (the kernel spreads connections over them), as replicas share a Service's address.
 
-    * SO_REUSEPORT: several relay processes can share one address on one host (the kernel spreads
-      connections over them), as replicas share a Service's address in Kubernetes;
-    * back-pressure before refusal: when every worker is busy, the accept loop waits up to
-      ``BUSY_WAIT`` seconds for one (new connections queue in the kernel's backlog) before answering
-      503.  Alertmanager flushes every group at once; refusing at once would turn a burst of 10,000
-      notifications into tens of thousands of retries.
+    Over ``--web.max-concurrency`` a connection is answered 503 at once, as by the controller, and
+    Alertmanager retries it with backoff.  (Holding such connections in the backlog instead was
+    measured worse: at 10,000 notifications, Alertmanager's 10 s flush deadline expired on queued
+    connections, 190,000 attempts failed and delivery took twice as long; docs/performance.md.)
     """
-
-    request_queue_size = 4096  # capped by net.core.somaxconn
 
     def server_bind(self) -> None:
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
-
-    def process_request(self, request, client_address) -> None:
-        # Only this (accept) thread takes slots, so one freed now is still free in the parent's
-        # non-blocking acquire.
-        if self.slots.acquire(timeout=BUSY_WAIT):
-            self.slots.release()
-        super().process_request(request, client_address)
 
 
 def serve(settings: webhook.WebhookSettings, sink: FanOutSink, metrics: RelayMetrics) -> webhook.WebhookServer:
