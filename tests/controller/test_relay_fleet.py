@@ -19,10 +19,11 @@ INSTANCES = 2000
 CONTROLLERS = 20
 
 
-def test_every_alert_reaches_its_node_once_in_effect_despite_a_killed_relay(tmp_path):
+def test_every_alert_reaches_its_node_once_in_effect_despite_a_killed_relay(tmp_path, capsys):
     _require_alertmanager()
     res = run_fleet(tmp_path / "fleet", INSTANCES, CONTROLLERS, kill_relay=True)
-    print("\n" + res.report())
+    with capsys.disabled():  # Alertmanager's CPU and the relay's latency, in the test log
+        print("\n" + res.report())
 
     assert res.killed_relay
     # Every fake node's alert, firing and then resolved, reached the counting receiver at its own path.
