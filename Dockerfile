@@ -1,4 +1,4 @@
-# memhp: one image, two programs, chosen by the command.
+# memhp: one image, three programs, chosen by the command.
 #
 #   memhp-exporter (the default CMD): reads /sys, /proc and (optionally)
 #     /dev/kmsg; never writes. Runs as the unprivileged user memhp (10301).
@@ -8,9 +8,13 @@
 #     kernel checks no capability for that write, so every capability can
 #     be dropped. See docs/deploy.md, "What each privilege is for".
 #
+#   memhp-relay: fans Alertmanager's webhooks out to each node's controller
+#     (docs/relay.md); stateless, unprivileged (uid 10301), writes nothing.
+#
 #   docker run IMAGE                                  # exporter, :10301
 #   docker run IMAGE memhp-exporter --once --path.sysfs=/host/sys --path.procfs=/host/proc
 #   docker run --user 0 IMAGE memhp-controller --config.file=...
+#   docker run IMAGE memhp-relay --web.listen-address=:10303 --web.auth.bearer-token-file=...
 #
 # Dependencies are pinned by constraints.txt (PIP_CONSTRAINT). This file is
 # linted by hadolint, and the image built with podman and run, in the test
@@ -55,7 +59,8 @@ LABEL org.opencontainers.image.title="memhp" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="docker.io/library/python:3.11-slim-bookworm" \
       io.memhp.exporter.privileges="non-root (uid 10301); read-only /sys and /proc; /dev/kmsg only with --collector.offline_failures, which needs CAP_SYSLOG and, in a container, privileged (device cgroup)" \
-      io.memhp.controller.privileges="uid 0 (root-owned sysfs files); writable bind mount of /sys/devices/system/memory; no capability needed (drop ALL)"
+      io.memhp.controller.privileges="uid 0 (root-owned sysfs files); writable bind mount of /sys/devices/system/memory; no capability needed (drop ALL)" \
+      io.memhp.relay.privileges="non-root (uid 10301); no host access; writes nothing"
 
 # libudev1: pyudev's netlink monitor (uevents collector), loaded with ctypes.
 # pip, setuptools and wheel are removed: nothing in this stage installs or builds.
@@ -73,8 +78,8 @@ ENV PATH=/opt/memhp/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 
-# Exporter (default command) and controller (webhook, /metrics, /-/healthy).
-EXPOSE 10301 10302
+# Exporter (default command), controller (webhook, /metrics, /-/healthy) and relay.
+EXPOSE 10301 10302 10303
 
 USER 10301:10301
 

@@ -481,18 +481,21 @@ def alerting_rules(t: dict) -> list[dict]:
         alert(
             "MemhpControllerAlertmanagerPollsFailing",
             "warning",
-            ct["poll_failures_for"],
+            ct["poll_stale_for"],
+            # One alert for the whole fleet, with no instance label: an alert per poller would match the
+            # pollers' own filter (instance="<node>") and every alert in Alertmanager makes every poll dearer,
+            # exactly when Alertmanager is already too slow to answer.
             """
-              (sum by (instance) (increase(memhp_controller_alertmanager_polls_total{result!="success"}[<<window>>])) > 0)
-              unless on (instance)
-              (sum by (instance) (increase(memhp_controller_alertmanager_polls_total{result="success"}[<<window>>])) > 0)
+              count(max by (instance) (memhp_controller_alertmanager_poll_staleness_seconds{<<sel>>}) > <<stale>>) > 0
               """,
-            "memhp controller cannot poll Alertmanager from {{ $labels.instance }}",
+            "{{ $value }} memhp controller(s) cannot poll Alertmanager",
             """
-              The memhp controller on {{ $labels.instance }} runs in pull mode and none of its Alertmanager polls
-              succeeded in the last <<window>>; alerts for this node are not being acted on.
+              {{ $value }} memhp controller(s) in pull mode have had no successful Alertmanager poll for more than
+              <<stale>>s; alerts for their nodes are not being acted on. List them with
+              memhp_controller_alertmanager_poll_staleness_seconds > <<stale>>.
               """,
-            window=ct["poll_failures_window"],
+            sel=sel["controller"],
+            stale=ct["poll_stale_seconds"],
         ),
     ]
     return [

@@ -16,6 +16,23 @@ reconciles level-triggered:
   unavailable) changes nothing: it is counted in ``polls{result}``, logged,
   and the next poll starts again from the last good state.
 
+Polls are kind to a shared Alertmanager and honest about what they see
+(docs/controller.md, "Pull mode at scale"):
+
+* each poll has a total deadline (``--alertmanager.timeout``: connect,
+  headers and body together, so a server dripping bytes cannot hold it) and
+  a response-size cap (``--alertmanager.max-response-bytes``) that fits the
+  DaemonSet's memory limit;
+* the first poll starts at a random point of the first interval and every
+  interval is jittered by ±10%, so a fleet restarted at once does not poll
+  in step;
+* after a failure the next poll waits twice as long as the last wait (up to
+  8 intervals, at most 5 minutes), and at least as long as a 429's or 503's
+  ``Retry-After`` says (with the same cap);
+* ``memhp_controller_alertmanager_poll_staleness_seconds`` is the age of
+  the last successful poll (or of the start, before the first), which the
+  alert MemhpControllerAlertmanagerPollsFailing watches.
+
 The node filter is mandatory: an empty node name would match every node's
 alerts, so pull mode refuses to start without one.
 """
@@ -27,15 +44,19 @@ import base64
 import http.client
 import logging
 import os
+import random
 import ssl
 import threading
 import time
-import urllib.error
 import urllib.request
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from prometheus_client import CollectorRegistry, Gauge
+
+from memhp.controller import httpclient
 from memhp.controller.alert import FIRING, RESOLVED, Alert, AlertSink, SinkFull, SinkUnavailable
 from memhp.controller.metrics import ControllerMetrics
 from memhp.units import parse_duration
@@ -50,7 +71,13 @@ SOURCE = "pull"
 RESOLVED_BY_ANNOTATION = "memhp_resolved_by"
 DEFAULT_INTERVAL = 30.0
 DEFAULT_TIMEOUT = 10.0
-MAX_RESPONSE_BYTES = 32 << 20
+# A poll's answer is held whole while it is parsed: a 4 MiB answer (5,000 alerts of one node) parses into
+# 12 MiB of objects (16 MiB at the peak, measured), well inside the DaemonSet's 256 Mi limit.
+DEFAULT_MAX_RESPONSE_BYTES = 4 << 20
+MAX_RESPONSE_BYTES_LIMIT = 64 << 20
+JITTER = 0.1  # each interval is drawn from [1 - JITTER, 1 + JITTER] times the interval
+BACKOFF_INTERVALS = 8  # the longest wait after failures, in intervals
+BACKOFF_CAP = 300.0  # and in seconds
 
 # polls{result} values
 P_SUCCESS = "success"
@@ -69,6 +96,13 @@ class _BadResponse(ValueError):
     pass
 
 
+class _HTTPStatus(Exception):
+    def __init__(self, code: int, reason: str, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {code} {reason}")
+        self.code = code
+        self.retry_after = retry_after
+
+
 def _escape_matcher_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -82,7 +116,8 @@ class PullSettings:
     extra_filters: tuple[str, ...] = ()  # more matchers, Alertmanager syntax: severity="page"
     receiver: str | None = None  # only alerts routed to receivers matching this regex
     interval: float = DEFAULT_INTERVAL
-    timeout: float = DEFAULT_TIMEOUT
+    timeout: float = DEFAULT_TIMEOUT  # total, per poll
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     bearer_token_file: str | None = None
     basic_auth_file: str | None = None
     ca_file: str | None = None
@@ -100,6 +135,10 @@ class PullSettings:
             raise PullConfigError("--alertmanager.node-label must not be empty")
         if self.interval <= 0 or self.timeout <= 0:
             raise PullConfigError("poll interval and timeout must be positive")
+        if not 1024 <= self.max_response_bytes <= MAX_RESPONSE_BYTES_LIMIT:
+            raise PullConfigError(
+                f"--alertmanager.max-response-bytes must be between 1024 and {MAX_RESPONSE_BYTES_LIMIT}"
+            )
         if self.bearer_token_file and self.basic_auth_file:
             raise PullConfigError("give a bearer token file or a basic auth file for Alertmanager, not both")
         if self.ca_file and parts.scheme != "https":
@@ -174,7 +213,15 @@ def add_pull_arguments(parser: argparse.ArgumentParser) -> None:
         type=parse_duration,
         default=DEFAULT_TIMEOUT,
         metavar="DURATION",
-        help=f"per-request timeout (default {DEFAULT_TIMEOUT:g}s)",
+        help=f"total time for one poll: connect, headers and the whole answer (default {DEFAULT_TIMEOUT:g}s)",
+    )
+    g.add_argument(
+        "--alertmanager.max-response-bytes",
+        dest="alertmanager_max_response_bytes",
+        type=int,
+        default=DEFAULT_MAX_RESPONSE_BYTES,
+        metavar="N",
+        help=f"largest answer read; a larger one fails the poll (default {DEFAULT_MAX_RESPONSE_BYTES})",
     )
     g.add_argument(
         "--alertmanager.bearer-token-file",
@@ -208,6 +255,7 @@ def pull_settings_from_args(args: argparse.Namespace) -> PullSettings | None:
         receiver=args.alertmanager_receiver,
         interval=args.alertmanager_poll_interval,
         timeout=args.alertmanager_timeout,
+        max_response_bytes=args.alertmanager_max_response_bytes,
         bearer_token_file=args.alertmanager_bearer_token_file,
         basic_auth_file=args.alertmanager_basic_auth_file,
         ca_file=args.alertmanager_tls_ca_file,
@@ -222,6 +270,38 @@ class PollResult:
     firing: int = 0
     resolved: int = 0
     error: str = ""
+    retry_after: float | None = None  # what a 429/503 asked for
+
+
+# One staleness gauge per registry (a registry refuses a second metric of the same name); it reads
+# the clock of the PullSource that last registered.
+_STALENESS: weakref.WeakKeyDictionary[CollectorRegistry, Gauge] = weakref.WeakKeyDictionary()
+
+
+def _staleness_gauge(registry: CollectorRegistry) -> Gauge:
+    gauge = _STALENESS.get(registry)
+    if gauge is None:
+        gauge = _STALENESS[registry] = Gauge(
+            "memhp_controller_alertmanager_poll_staleness_seconds",
+            "Age of the last successful Alertmanager poll (pull mode); since start-up before the first.",
+            registry=registry,
+        )
+    return gauge
+
+
+def next_wait(interval: float, last_wait: float, result: PollResult, rand: random.Random | None = None) -> float:
+    """Seconds until the next poll: the jittered interval after a success; after a failure, twice the
+    last wait (at least one interval), at least a Retry-After, at most BACKOFF_INTERVALS intervals or
+    BACKOFF_CAP seconds (never less than one interval)."""
+    r = rand or random
+    jitter = r.uniform(1 - JITTER, 1 + JITTER)
+    if result.result == P_SUCCESS:
+        return interval * jitter
+    cap = max(interval, min(BACKOFF_INTERVALS * interval, BACKOFF_CAP))
+    wait = max(2 * last_wait, interval) * jitter
+    if result.retry_after is not None:
+        wait = max(wait, result.retry_after)
+    return min(wait, cap)
 
 
 @dataclass
@@ -252,6 +332,12 @@ class PullSource:
         self._opener = urllib.request.build_opener(*handlers)
         for r in POLL_RESULTS:
             metrics.polls.labels(r)
+        self._last_success = time.monotonic()  # staleness counts from start-up until the first success
+        _staleness_gauge(metrics.registry).set_function(self.staleness)
+
+    def staleness(self) -> float:
+        """Seconds since the last successful poll (since start-up before the first)."""
+        return time.monotonic() - self._last_success
 
     @property
     def active(self) -> dict[tuple[str, str], Alert]:
@@ -270,11 +356,21 @@ class PullSource:
         return urllib.request.Request(self.settings.alerts_url(), headers=headers, method="GET")
 
     def fetch(self) -> list[dict[str, Any]]:
-        """The raw alert objects; raises OSError/urllib errors or _BadResponse."""
-        with self._opener.open(self.build_request(), timeout=self.settings.timeout) as resp:
-            body = resp.read(MAX_RESPONSE_BYTES + 1)
-        if len(body) > MAX_RESPONSE_BYTES:
-            raise _BadResponse(f"answer larger than {MAX_RESPONSE_BYTES} bytes")
+        """The raw alert objects; raises OSError, _HTTPStatus or _BadResponse, all within the total deadline."""
+        req = self.build_request()
+        try:
+            resp = httpclient.request(
+                req.full_url,
+                headers=dict(req.header_items()),
+                deadline=self.settings.timeout,
+                max_bytes=self.settings.max_response_bytes,
+                ssl_context=self._ssl,
+            )
+        except httpclient.ResponseTooLarge as e:
+            raise _BadResponse(str(e)) from None
+        if resp.status != 200:
+            raise _HTTPStatus(resp.status, resp.reason, resp.retry_after(cap=BACKOFF_CAP))
+        body = resp.body
         try:
             return parse_api_alerts(body)
         except PayloadError as e:
@@ -321,9 +417,9 @@ class PullSource:
         except _BadResponse as e:
             log.warning("Alertmanager poll of %s: bad answer: %s", self.settings.url, e)
             return PollResult(P_BAD_RESPONSE, error=str(e))
-        except urllib.error.HTTPError as e:
-            log.warning("Alertmanager poll of %s: HTTP %d %s", self.settings.url, e.code, e.reason)
-            return PollResult(P_ERROR, error=f"HTTP {e.code}")
+        except _HTTPStatus as e:
+            log.warning("Alertmanager poll of %s: %s", self.settings.url, e)
+            return PollResult(P_ERROR, error=f"HTTP {e.code}", retry_after=e.retry_after)
         except (OSError, http.client.HTTPException, ValueError) as e:  # refused, timeout, TLS, DNS
             log.warning("Alertmanager poll of %s failed: %s", self.settings.url, e)
             return PollResult(P_ERROR, error=str(e))
@@ -357,6 +453,7 @@ class PullSource:
             for a in batch:
                 self.metrics.alerts_received.labels(a.source, a.status).inc()
         self._state.active = current
+        self._last_success = time.monotonic()
         self.metrics.last_poll_success.set_to_current_time()
         if resolved:
             log.info(
@@ -367,17 +464,24 @@ class PullSource:
         return PollResult(P_SUCCESS, firing=len(firing), resolved=len(resolved))
 
     def run(self, stop_event: threading.Event) -> None:
-        """Poll every ``interval`` until ``stop_event`` is set; never raises from a failed poll."""
-        log.info("pull mode: polling %s every %gs", self.settings.alerts_url(), self.settings.interval)
-        while not stop_event.is_set():
+        """Poll until ``stop_event`` is set, jittered and backing off (see the module doc); never raises."""
+        interval = self.settings.interval
+        log.info("pull mode: polling %s every %gs (jittered)", self.settings.alerts_url(), interval)
+        wait = random.uniform(0, interval)  # spread a fleet that started at once over one interval
+        failures = 0
+        while not stop_event.wait(wait):
             started = time.monotonic()
             try:
-                self.poll_once()
+                result = self.poll_once()
             except Exception:  # a bug must not end polling: count it, log it, go on
                 log.exception("Alertmanager poll crashed")
                 self.metrics.polls.labels(P_ERROR).inc()
-            elapsed = time.monotonic() - started
-            stop_event.wait(max(0.0, self.settings.interval - elapsed))
+                result = PollResult(P_ERROR, error="crashed")
+            failures = 0 if result.result == P_SUCCESS else failures + 1
+            wait = next_wait(interval, wait if failures > 1 else interval / 2, result)
+            if failures and wait > interval * (1 + JITTER):
+                log.info("pull: %d failed poll(s) in a row; next poll in %.1fs", failures, wait)
+            wait = max(0.0, wait - (time.monotonic() - started))
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

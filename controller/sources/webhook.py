@@ -343,7 +343,14 @@ class WebhookServer:
         self._server.shutdown(timeout)
 
 
-def serve(settings: WebhookSettings, sink: AlertSink, metrics: ControllerMetrics) -> WebhookServer:
+def serve(
+    settings: WebhookSettings,
+    sink: AlertSink,
+    metrics: ControllerMetrics,
+    *,
+    name: str = "memhp-controller",
+    reuse_port: bool = False,
+) -> WebhookServer:
     """Validate the settings, bind, and serve in a background thread.
 
     Raises WebhookConfigError (bad or unsafe settings, unreadable secret, web
@@ -369,7 +376,8 @@ def serve(settings: WebhookSettings, sink: AlertSink, metrics: ControllerMetrics
             on_reject=lambda reason: metrics.requests_rejected.labels(reason).inc(),
             error_body=_json_document,
             warn_reasons=_WORTH_A_WARNING,
-            name="memhp-controller",
+            name=name,
+            reuse_port=reuse_port,
         )
     except (SecretFileError, ListenAddressError) as e:
         raise WebhookConfigError(str(e)) from None
@@ -380,7 +388,8 @@ def serve(settings: WebhookSettings, sink: AlertSink, metrics: ControllerMetrics
     if users is not None:
         schemes.append("basic_auth_users")
     log.info(
-        "webhook receiver listening on %s (auth: %s)",
+        "%s: webhook receiver listening on %s (auth: %s)",
+        name,
         handle.webhook_url,
         "none (loopback only)" if settings.no_auth else "+".join(schemes),
     )

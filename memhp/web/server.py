@@ -220,6 +220,7 @@ class WebServer:
         error_body: Callable[[int, str | None, str, dict[str, Any] | None], tuple[str, bytes]] = text_error_body,
         warn_reasons: frozenset[str] = frozenset(),
         name: str = "memhp",
+        reuse_port: bool = False,
     ) -> None:
         self.routes = dict(routes)
         self.limits = limits
@@ -240,6 +241,10 @@ class WebServer:
         self._sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                # Several processes on one host share the address; the kernel spreads
+                # connections over them (memhp-relay replicas).
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 self._sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             self._sock.bind(address)

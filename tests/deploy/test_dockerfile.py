@@ -101,9 +101,9 @@ def test_both_programs_from_one_image():
         "no ENTRYPOINT: the command chooses the program (memhp-exporter, memhp-controller, memhp)"
     )
     scripts = PYPROJECT["project"]["scripts"]
-    assert {"memhp-exporter", "memhp-controller", "memhp"} <= set(scripts)
+    assert {"memhp-exporter", "memhp-controller", "memhp", "memhp-relay"} <= set(scripts)
     exposed = {a for i, a in final if i == "EXPOSE"}
-    assert exposed == {"10301 10302"}
+    assert exposed == {"10301 10302 10303"}
 
 
 def _constraints() -> dict[str, str]:

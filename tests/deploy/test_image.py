@@ -216,7 +216,7 @@ def test_image_default_command_help_and_once_on_this_machine():
 
 
 def test_every_program_the_image_offers_has_help():
-    for prog in ("memhp-exporter", "memhp-controller", "memhp"):
+    for prog in ("memhp-exporter", "memhp-controller", "memhp", "memhp-relay"):
         r = subprocess.run(venv_argv([prog, "--help"]), capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, (prog, r.stderr)
 

@@ -14,7 +14,7 @@ import pytest
 from tests.helpers.deploy import SYSTEMD, env_file_words, k8s_doc, tool
 from tests.helpers.tools import VENV_BIN
 
-UNITS = ("memhp-exporter.service", "memhp-controller.service")
+UNITS = ("memhp-exporter.service", "memhp-controller.service", "memhp-relay.service")
 INSTALLED_BIN = "/opt/memhp/venv/bin"
 
 

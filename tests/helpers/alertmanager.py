@@ -193,7 +193,7 @@ class Alertmanager:
         self.extra_args = extra_args
         self.scheme = "http"
         self.proc: subprocess.Popen | None = None
-        self._log = None
+        self._log: Any = None
         self.headers: dict[str, str] = {}
         self.ssl_context = None
         if web_config is not None and "tls_server_config" in web_config:

@@ -14,8 +14,8 @@ from memhp.controller.journal import Journal, JournalError
 from memhp.controller.records import Quarantine, Refusal
 from memhp.controller.vocab import Action, Status
 from tests.controller.adversarial.tmpfs import fill, free, small_tmpfs
-from tests.helpers.controller import standard_layout
 from tests.controller.sysfs_tree import kernel_writer
+from tests.helpers.controller import standard_layout
 
 RULES = """\
 - name: shrink

@@ -1,0 +1,514 @@
+"""Fleet-scale fan-out through the relay, with real parts and no cluster.
+
+    .venv/bin/python -m bench.relay_fanout --instances 10000
+    .venv/bin/python -m bench.relay_fanout --instances 1000 --no-kill
+
+A real Alertmanager (Debian's) routes one alert per instance, grouped by
+instance, to one receiver URL shared (SO_REUSEPORT) by two real
+``memhp-relay`` processes over TLS with a bearer token.  The relays find each
+alert's controller from its labels with the template
+``http://{memhp_controller_address}{memhp_controller_path|}/webhook/alertmanager``:
+the first ``--controllers`` instances are real ``memhp-controller`` processes
+on fixture trees (they write only there), the rest go, by path, to one
+lightweight counting receiver in this process.  Mid-burst one relay is
+killed with SIGKILL; Alertmanager retries what it had in flight.  Then every
+alert is resolved, and the resolutions must arrive too.
+
+tests/controller/test_relay_fleet.py runs this with 2,000 instances and
+asserts on the result; the numbers at 1,000 and 10,000 are in
+docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from memhp.controller.sources.common import canonical_time, labels_fingerprint
+from tests.controller.sysfs_tree import SysTree, ZoneSpec
+from tests.helpers.alertmanager import Alertmanager, api_alert, rfc3339
+from tests.helpers.tls import make_self_signed_cert
+from tests.helpers.wait import free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ALERTNAME = "MemhpFleetRelayTest"
+TEMPLATE = "http://{memhp_controller_address}{memhp_controller_path|}/webhook/alertmanager"
+TOKEN_AM = "am-to-relay-token-0123456789"
+TOKEN_CTRL = "relay-to-controller-token-9876543210"
+GROUP_WAIT = 1.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _secret(path: Path, text: str) -> Path:
+    path.write_text(text + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+# --------------------------------------------------------------------------- counting receiver
+
+
+class CountingReceiver:
+    """A small asyncio HTTP/1.0 server that counts alerts by request path, fingerprint and status."""
+
+    def __init__(self, token: str) -> None:
+        self.expected_auth = f"Bearer {token}".encode()
+        self.counts: Counter[tuple[str, str]] = Counter()  # (path, status)
+        self.fingerprints: dict[str, set[str]] = {"firing": set(), "resolved": set()}
+        self.requests = 0
+        self.refused = 0
+        self.first_at: dict[str, float] = {}
+        self.last_at: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="counting-receiver", daemon=True)
+
+    def start(self) -> CountingReceiver:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            lines = head.split(b"\r\n")
+            path = lines[0].split(b" ")[1].decode()
+            headers = {}
+            for line in lines[1:]:
+                k, _, v = line.partition(b":")
+                headers[k.strip().lower()] = v.strip()
+            body = await asyncio.wait_for(reader.readexactly(int(headers.get(b"content-length", b"0"))), 10)
+            if headers.get(b"authorization") != self.expected_auth:
+                self.refused += 1
+                writer.write(b"HTTP/1.0 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+            else:
+                self._record(path, json.loads(body))
+                writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    def _record(self, path: str, payload: dict[str, Any]) -> None:
+        now = time.monotonic()
+        with self.lock:
+            self.requests += 1
+            for a in payload["alerts"]:
+                status = a["status"]
+                self.counts[(path, status)] += 1
+                self.fingerprints[status].add(a["fingerprint"])
+                self.first_at.setdefault(status, now)
+                self.last_at[status] = now
+
+
+# --------------------------------------------------------------------------- controllers
+
+
+POLICY_RULES = [
+    # Both actions offline one block: writing "offline" to a fixture file leaves it reading "offline",
+    # as the kernel would (an online_movable write would need a kernel to turn it into "online").
+    {"name": "fleet-firing", "alertname": ALERTNAME, "action": "offline", "count": 1, "zone": "movable"},
+    {"name": "fleet-resolved", "alertname": ALERTNAME, "action": "offline", "count": 1, "on_resolved": True},
+]
+
+
+@dataclass
+class Controller:
+    name: str
+    root: Path
+    port: int
+    journal: Path
+    proc: subprocess.Popen
+    tree: SysTree
+
+    def records(self) -> list[dict[str, Any]]:
+        try:
+            text = self.journal.read_text()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def action_starts(self) -> list[dict[str, Any]]:
+        return [r for r in self.records() if r.get("type") == "action_start"]
+
+
+def start_controller(workdir: Path, name: str, token_file: Path) -> Controller:
+    root = workdir / name
+    shutil.rmtree(root, ignore_errors=True)
+    tree = SysTree(root / "root")
+    tree.set_zoneinfo([ZoneSpec(0, "Normal", 262144), ZoneSpec(0, "Movable", 262144)])
+    for i in range(4):
+        tree.add_block(i, "online", "Normal")
+    for i in range(4, 8):
+        tree.add_block(i, "online", "Movable")
+    journal = root / "journal.jsonl"
+    policy = {
+        "controller": {"journal": str(journal)},
+        "guards": {"pause_file": str(root / "pause"), "cooldown": "0s", "min_available": "256M"},
+        "retry": {"attempts": 2, "attempt_timeout": "2s", "kill_grace": "500ms", "backoff_initial": "10ms"},
+        "rules": POLICY_RULES,
+    }
+    policy_file = root / "policy.yaml"
+    policy_file.write_text(yaml.safe_dump(policy, sort_keys=False))
+    port = free_port()
+    log = open(root / "controller.log", "ab")
+    proc = subprocess.Popen(
+        [
+            str(BIN / "memhp-controller"),
+            f"--config.file={policy_file}",
+            f"--path.sysfs={tree.root / 'sys'}",
+            f"--path.procfs={tree.proc}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.auth.bearer-token-file={token_file}",
+            "--log.level=warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    log.close()
+    return Controller(name, root, port, journal, proc, tree)
+
+
+# --------------------------------------------------------------------------- relays
+
+
+@dataclass
+class Relay:
+    proc: subprocess.Popen
+    log: Path
+
+
+def start_relay(workdir: Path, n: int, port: int, cert: Path, key: Path, am_token: Path, ctrl_token: Path) -> Relay:
+    log_path = workdir / f"relay{n}.log"
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(
+        [
+            str(BIN / "memhp-relay"),
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.auth.bearer-token-file={am_token}",
+            f"--web.tls.cert-file={cert}",
+            f"--web.tls.key-file={key}",
+            f"--target.template={TEMPLATE}",
+            f"--target.bearer-token-file={ctrl_token}",
+            "--log.level=warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    log.close()
+    return Relay(proc, log_path)
+
+
+def relay_metrics(port: int, ca: Path, token: str) -> dict[str, float]:
+    import ssl
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    ctx = ssl.create_default_context(cafile=str(ca))
+    req = urllib.request.Request(f"https://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10, context=ctx) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            key = s.name + ("{" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) + "}" if s.labels else "")
+            out[key] = s.value
+    return out
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class FleetResult:
+    instances: int
+    controllers: int
+    firing_delivery_seconds: float = 0.0  # from the last alert posted to the last firing delivered
+    resolved_delivery_seconds: float = 0.0
+    am_cpu_seconds: float = 0.0
+    am_cpu_cores: float = 0.0  # AM CPU / wall time of the firing burst
+    am_get_requests: float = 0.0
+    am_notifications: float = 0.0
+    am_failed_notifications: float = 0.0
+    killed_relay: bool = False
+    sink_firing: int = 0
+    sink_resolved: int = 0
+    sink_duplicates: int = 0
+    controller_actions: dict[str, Counter] = field(default_factory=dict)
+    controller_online_after_firing: dict[str, int] = field(default_factory=dict)
+    controller_online_after_resolve: dict[str, int] = field(default_factory=dict)
+    # What Alertmanager was sent: each real controller's occurrence, the fake nodes' fingerprints.
+    expected: dict[str, tuple[str, str]] = field(default_factory=dict)
+    fake_fingerprints: set[str] = field(default_factory=set)
+    sink_fingerprints: dict[str, set[str]] = field(default_factory=dict)
+    relay_latency_mean: float = 0.0
+    relay_latency_count: float = 0.0
+    relay_failures: float = 0.0
+    relay_unresolvable: float = 0.0
+    machine: str = ""
+
+    def report(self) -> str:
+        lines = [
+            f"instances {self.instances} ({self.controllers} real controllers), relay killed mid-burst: {self.killed_relay}",
+            f"firing: all delivered {self.firing_delivery_seconds:.1f}s after the last alert was posted "
+            f"(group_wait {GROUP_WAIT:g}s)",
+            f"resolved: all delivered {self.resolved_delivery_seconds:.1f}s after the resolutions were posted",
+            f"Alertmanager: {self.am_cpu_seconds:.1f}s CPU ({self.am_cpu_cores:.2f} cores during the firing burst), "
+            f"{self.am_notifications:.0f} notifications ({self.am_failed_notifications:.0f} failed, retried), "
+            f"{self.am_get_requests:.0f} GET requests",
+            f"relay (survivor): {self.relay_latency_count:.0f} deliveries, mean {1000 * self.relay_latency_mean:.1f} ms, "
+            f"{self.relay_failures:.0f} failed, {self.relay_unresolvable:.0f} unresolvable",
+            f"counting receiver: {self.sink_firing} firing, {self.sink_resolved} resolved, "
+            f"{self.sink_duplicates} re-deliveries",
+            f"machine: {self.machine}",
+        ]
+        return "\n".join(lines)
+
+
+def _load() -> str:
+    return f"{platform.node()}, {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+
+
+def run_fleet(workdir: Path, instances: int, controllers: int = 20, kill_relay: bool = True) -> FleetResult:
+    workdir.mkdir(parents=True, exist_ok=True)
+    res = FleetResult(instances=instances, controllers=controllers, machine=_load())
+    am_token = _secret(workdir / "am-token", TOKEN_AM)
+    ctrl_token = _secret(workdir / "controller-token", TOKEN_CTRL)
+    cert, key = make_self_signed_cert(workdir, "relay")
+    sink = CountingReceiver(TOKEN_CTRL).start()
+    ctrls = [start_controller(workdir, f"ctrl{i:02d}", ctrl_token) for i in range(controllers)]
+    relay_port = free_port()
+    relays = [start_relay(workdir, n, relay_port, cert, key, am_token, ctrl_token) for n in range(2)]
+    am = Alertmanager(
+        {
+            "route": {
+                "receiver": "memhp-relay",
+                "group_by": ["instance"],
+                "group_wait": f"{GROUP_WAIT:g}s",
+                "group_interval": "5s",
+                "repeat_interval": "4h",
+            },
+            "receivers": [
+                {
+                    "name": "memhp-relay",
+                    "webhook_configs": [
+                        {
+                            "url": f"https://127.0.0.1:{relay_port}/webhook/alertmanager",
+                            "send_resolved": True,
+                            "max_alerts": 0,
+                            "http_config": {
+                                "follow_redirects": False,
+                                "authorization": {"type": "Bearer", "credentials_file": str(am_token)},
+                                "tls_config": {"ca_file": str(cert)},
+                            },
+                        }
+                    ],
+                }
+            ],
+        },
+        workdir / "alertmanager",
+    )
+    try:
+        for i, c in enumerate(ctrls):
+            for _attempt in range(3):  # a free port can be taken by another process before the controller binds
+                wait_until(partial(_up_or_exited, c), timeout=60, desc=f"{c.name} up")
+                if c.proc.poll() is None:
+                    break
+                c = ctrls[i] = start_controller(workdir, c.name, ctrl_token)
+            assert c.proc.poll() is None, (c.root / "controller.log").read_text()
+        wait_until(lambda: _listening(relay_port), timeout=30, desc="relay up")
+        am.start()
+        assert am.proc is not None
+        am_pid = am.proc.pid
+        gets_before = _am_gets(am)
+
+        starts = datetime.now(UTC) - timedelta(seconds=5)
+        alerts = []
+        for i in range(instances):
+            labels = {"instance": f"node{i:05d}:10301", "severity": "warning"}
+            if i < controllers:
+                labels["memhp_controller_address"] = f"127.0.0.1:{ctrls[i].port}"
+            else:
+                labels["memhp_controller_address"] = f"127.0.0.1:{sink.port}"
+                labels["memhp_controller_path"] = f"/node/node{i:05d}"
+            alert = api_alert(ALERTNAME, labels, starts_at=starts)
+            alerts.append(alert)
+            fp = labels_fingerprint(alert["labels"])
+            if i < controllers:
+                res.expected[ctrls[i].name] = (fp, canonical_time(alert["startsAt"]))
+            else:
+                res.fake_fingerprints.add(fp)
+        cpu0 = cpu_seconds(am_pid)
+        t0 = time.monotonic()
+        for k in range(0, len(alerts), 1000):
+            _post(am, alerts[k : k + 1000])
+        posted = time.monotonic()
+        fakes = instances - controllers
+
+        if kill_relay:
+            wait_until(lambda: len(sink.fingerprints["firing"]) >= fakes // 4, timeout=120, desc="a quarter delivered")
+            relays[0].proc.send_signal(signal.SIGKILL)
+            relays[0].proc.wait(10)
+            res.killed_relay = True
+
+        def all_firing() -> bool:
+            return len(sink.fingerprints["firing"]) >= fakes and all(len(c.action_starts()) >= 1 for c in ctrls)
+
+        wait_until(
+            all_firing,
+            timeout=120 + instances / 20,
+            interval=0.2,
+            desc="every firing alert delivered",
+            last=lambda: (len(sink.fingerprints["firing"]), [len(c.action_starts()) for c in ctrls]),
+        )
+        res.firing_delivery_seconds = sink.last_at.get("firing", posted) - posted
+        res.am_cpu_seconds = cpu_seconds(am_pid) - cpu0
+        res.am_cpu_cores = res.am_cpu_seconds / max(1e-3, time.monotonic() - t0)
+
+        # Let the controllers finish acting, then resolve everything.
+        wait_until(lambda: all(_finished(c) >= 1 for c in ctrls), timeout=60, desc="controller actions finished")
+        for c in ctrls:
+            res.controller_online_after_firing[c.name] = sum(c.tree.state(i) == "online" for i in range(8))
+        ended = rfc3339()
+        resolved_alerts = [{**a, "endsAt": ended} for a in alerts]
+        for k in range(0, len(resolved_alerts), 1000):
+            _post(am, resolved_alerts[k : k + 1000])
+        r_posted = time.monotonic()
+
+        def all_resolved() -> bool:
+            return len(sink.fingerprints["resolved"]) >= fakes and all(_finished(c) >= 2 for c in ctrls)
+
+        wait_until(
+            all_resolved,
+            timeout=120 + instances / 20,
+            interval=0.2,
+            desc="every resolution delivered",
+            last=lambda: (len(sink.fingerprints["resolved"]), [_finished(c) for c in ctrls]),
+        )
+        res.resolved_delivery_seconds = sink.last_at.get("resolved", r_posted) - r_posted
+        for c in ctrls:
+            res.controller_online_after_resolve[c.name] = sum(c.tree.state(i) == "online" for i in range(8))
+            res.controller_actions[c.name] = Counter(
+                # the journal's occurrence: (fingerprint, starts_at, resolved)
+                (r["rule"], r["fingerprint"], r["starts_at"], bool(r.get("resolved"))) for r in c.action_starts()
+            )
+        res.am_get_requests = _am_gets(am) - gets_before
+        res.am_notifications = am.metric("alertmanager_notifications_total", integration="webhook")
+        res.am_failed_notifications = am.metric("alertmanager_notifications_failed_total", integration="webhook")
+        res.sink_firing = len(sink.fingerprints["firing"])
+        res.sink_resolved = len(sink.fingerprints["resolved"])
+        res.sink_duplicates = sum(sink.counts.values()) - res.sink_firing - res.sink_resolved
+        live = relays[1] if kill_relay else relays[0]
+        assert live.proc.poll() is None
+        m = relay_metrics(relay_port, cert, TOKEN_AM)
+        total = sum(v for k, v in m.items() if k.startswith("memhp_relay_delivery_duration_seconds_sum"))
+        count = sum(v for k, v in m.items() if k.startswith("memhp_relay_delivery_duration_seconds_count"))
+        res.relay_latency_count = count
+        res.relay_latency_mean = total / count if count else 0.0
+        res.relay_failures = sum(v for k, v in m.items() if k.startswith("memhp_relay_delivery_failures_total"))
+        res.relay_unresolvable = sum(v for k, v in m.items() if k.startswith("memhp_relay_unresolvable_alerts_total"))
+        res.sink_fingerprints = {k: set(v) for k, v in sink.fingerprints.items()}
+        return res
+    finally:
+        am.stop()
+        for r in relays:
+            if r.proc.poll() is None:
+                r.proc.terminate()
+                r.proc.wait(10)
+        for c in ctrls:
+            if c.proc.poll() is None:
+                c.proc.terminate()
+                try:
+                    c.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    c.proc.kill()
+        sink.stop()
+
+
+def _post(am: Alertmanager, alerts: list[dict[str, Any]]) -> None:
+    # Alertmanager is busy notifying while later batches arrive: wait longer than the helper's 10 s.
+    status, data = am._request("POST", "/api/v2/alerts", alerts, timeout=120)
+    assert status == 200, (status, data[:300])
+
+
+def _up_or_exited(c: Controller) -> bool:
+    return _listening(c.port) or c.proc.poll() is not None
+
+
+def _finished(c: Controller) -> int:
+    return sum(r.get("type") == "action_end" for r in c.records())
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _am_gets(am: Alertmanager) -> float:
+    return am.metric("alertmanager_http_request_duration_seconds_count", method="get")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import tempfile
+
+    p = argparse.ArgumentParser(prog="python -m bench.relay_fanout", description=__doc__.split("\n\n")[0])
+    p.add_argument("--instances", type=int, default=2000)
+    p.add_argument("--controllers", type=int, default=20)
+    p.add_argument("--no-kill", action="store_true", help="do not kill a relay replica mid-burst")
+    p.add_argument("--workdir", type=Path, help="keep logs and trees here (default: a temporary directory)")
+    args = p.parse_args(argv)
+    if args.workdir is not None:
+        res = run_fleet(args.workdir, args.instances, args.controllers, kill_relay=not args.no_kill)
+    else:
+        with tempfile.TemporaryDirectory(prefix="memhp-relay-bench-") as d:
+            res = run_fleet(Path(d), args.instances, args.controllers, kill_relay=not args.no_kill)
+    print(res.report())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Deliver alerts to one target: deadline, bounded retries (tenacity), bounded queue.
+
+Each target (one controller URL) has at most one delivery in flight, so a
+burst never opens more than one connection to a node, and at most
+``queue_size`` more waiting; over that, the delivery fails at once
+(``queue_full``) and the relay answers Alertmanager 503.  A delivery is
+attempted up to ``max_attempts`` times within ``deadline`` seconds in all;
+connection errors, timeouts, 408, 429 and 5xx are retried (a 429/503's
+``Retry-After`` is honoured as long as it fits in the deadline); other 4xx
+answers (wrong credentials, payload refused) are not, and fail at once.
+Target state exists only while a delivery is queued or in flight: the relay
+keeps nothing between requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
+
+from memhp.controller import httpclient
+from memhp.controller.alert import FIRING, Alert
+from memhp.controller.sources.auth import SecretFile, parse_basic_auth, parse_bearer_token
+
+from .metrics import RelayMetrics
+
+log = logging.getLogger(__name__)
+
+MAX_ANSWER_BYTES = 64 * 1024
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+# delivery_failures{reason}
+F_QUEUE_FULL = "queue_full"
+F_DEADLINE = "deadline"
+F_CONNECT = "connection"
+F_HTTP_RETRYABLE = "http_retryable"  # 408/429/5xx still, after the last attempt
+F_HTTP_REFUSED = "http_refused"  # another 4xx: not retried
+FAILURE_REASONS = (F_QUEUE_FULL, F_DEADLINE, F_CONNECT, F_HTTP_RETRYABLE, F_HTTP_REFUSED)
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    deadline: float = 10.0  # per target and delivery, retries included
+    attempt_timeout: float = 5.0  # one HTTP request, at most
+    max_attempts: int = 3
+    queue_size: int = 8  # deliveries waiting per target, besides the one in flight
+    bearer_token_file: str | None = None
+    basic_auth_file: str | None = None
+    ca_file: str | None = None
+
+    def validate(self) -> None:
+        if self.deadline <= 0 or self.attempt_timeout <= 0:
+            raise ValueError("the delivery deadline and attempt timeout must be positive")
+        if not 1 <= self.max_attempts <= 20:
+            raise ValueError("--target.max-attempts must be between 1 and 20")
+        if not 0 <= self.queue_size <= 10_000:
+            raise ValueError("--target.queue-size must be between 0 and 10000")
+        if self.bearer_token_file and self.basic_auth_file:
+            raise ValueError("give a bearer token file or a basic auth file for the targets, not both")
+
+
+class DeliveryFailed(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass
+class _Target:
+    lock: threading.Lock
+    pending: int = 0  # queued or in flight
+
+
+def webhook_payload(alerts: Sequence[Alert], receiver: str) -> bytes:
+    """An Alertmanager webhook body (version 4) holding these alerts, as the controller reads it."""
+    firing = any(a.status == FIRING for a in alerts)
+    common = dict(alerts[0].labels) if alerts else {}
+    for a in alerts[1:]:
+        common = {k: v for k, v in common.items() if a.labels.get(k) == v}
+    doc: dict[str, Any] = {
+        "version": "4",
+        "receiver": receiver,
+        "status": "firing" if firing else "resolved",
+        "groupLabels": {},
+        "commonLabels": common,
+        "commonAnnotations": {},
+        "externalURL": "",
+        "truncatedAlerts": 0,
+        "alerts": [
+            {
+                "status": a.status,
+                "labels": dict(a.labels),
+                "annotations": dict(a.annotations),
+                "startsAt": a.starts_at,
+                "endsAt": a.ends_at or GO_ZERO_TIME,
+                "fingerprint": a.fingerprint,
+            }
+            for a in alerts
+        ],
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+class Deliverer:
+    def __init__(self, settings: DeliverySettings, metrics: RelayMetrics, receiver: str = "memhp-relay") -> None:
+        settings.validate()
+        self.settings = settings
+        self.metrics = metrics
+        self.receiver = receiver
+        self._bearer = (
+            SecretFile(settings.bearer_token_file, parse_bearer_token) if settings.bearer_token_file else None
+        )
+        self._basic = SecretFile(settings.basic_auth_file, parse_basic_auth) if settings.basic_auth_file else None
+        self._ssl = ssl.create_default_context(cafile=settings.ca_file)
+        self._targets: dict[str, _Target] = {}
+        self._lock = threading.Lock()
+        self._pending = 0
+        for reason in FAILURE_REASONS:
+            metrics.delivery_failures.labels(reason)
+
+    # -- per-target queue
+    def _enter(self, url: str) -> _Target:
+        with self._lock:
+            target = self._targets.get(url)
+            if target is None:
+                target = self._targets[url] = _Target(threading.Lock())
+            if target.pending > self.settings.queue_size:
+                raise DeliveryFailed(F_QUEUE_FULL, f"{target.pending} deliveries to {url} already queued")
+            target.pending += 1
+            self._pending += 1
+            self._publish()
+            return target
+
+    def _leave(self, url: str, target: _Target) -> None:
+        with self._lock:
+            target.pending -= 1
+            self._pending -= 1
+            if target.pending == 0:
+                self._targets.pop(url, None)
+            self._publish()
+
+    def _publish(self) -> None:
+        self.metrics.queue_depth.set(self._pending)
+        self.metrics.targets.set(len(self._targets))
+        self.metrics.queue_depth_max.set(max((t.pending for t in self._targets.values()), default=0))
+
+    # -- delivery
+    def deliver(self, url: str, alerts: Sequence[Alert]) -> None:
+        """Deliver ``alerts`` to ``url`` or raise DeliveryFailed (after retries, within the deadline)."""
+        start = time.monotonic()
+        end = start + self.settings.deadline
+        result = "failure"
+        try:
+            target = self._enter(url)
+        except DeliveryFailed as e:
+            self.metrics.delivery_failures.labels(e.reason).inc()
+            raise
+        try:
+            if not target.lock.acquire(timeout=max(0.0, end - time.monotonic())):
+                raise DeliveryFailed(F_DEADLINE, f"queued for {url} past the deadline")
+            try:
+                self._deliver_with_retries(url, webhook_payload(alerts, self.receiver), end)
+            finally:
+                target.lock.release()
+            result = "success"
+            for a in alerts:
+                self.metrics.alerts_delivered.labels(a.status).inc()
+        except DeliveryFailed as e:
+            self.metrics.delivery_failures.labels(e.reason).inc()
+            raise
+        finally:
+            self._leave(url, target)
+            self.metrics.delivery_duration.labels(result).observe(time.monotonic() - start)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "User-Agent": "memhp-relay"}
+        if self._bearer is not None:
+            headers["Authorization"] = "Bearer " + self._bearer.get().decode()
+        elif self._basic is not None:
+            user, password = self._basic.get()
+            headers["Authorization"] = "Basic " + base64.b64encode(user + b":" + password).decode()
+        return headers
+
+    def _deliver_with_retries(self, url: str, body: bytes, end: float) -> None:
+        s = self.settings
+
+        def stop(state: RetryCallState) -> bool:
+            return state.attempt_number >= s.max_attempts or end - time.monotonic() < 0.05
+
+        def wait(state: RetryCallState) -> float:
+            backoff = min(0.2 * 2 ** (state.attempt_number - 1), 2.0) * random.uniform(0.5, 1.0)
+            exc = state.outcome.exception() if state.outcome is not None else None
+            if isinstance(exc, _Retryable) and exc.retry_after is not None:
+                backoff = max(backoff, exc.retry_after)
+            return max(0.0, min(backoff, end - time.monotonic() - 0.05))
+
+        retrying = Retrying(stop=stop, wait=wait, retry=retry_if_exception_type(_Retryable), reraise=True)
+        try:
+            for attempt in retrying:
+                with attempt:
+                    self._attempt(url, body, min(s.attempt_timeout, max(0.01, end - time.monotonic())))
+        except _Retryable as e:
+            reason = e.reason if time.monotonic() < end - 0.05 else F_DEADLINE
+            raise DeliveryFailed(reason, f"{url}: {e}") from None
+
+    def _attempt(self, url: str, body: bytes, timeout: float) -> None:
+        try:
+            resp = httpclient.request(
+                url,
+                method="POST",
+                body=body,
+                headers=self._headers(),
+                deadline=timeout,
+                max_bytes=MAX_ANSWER_BYTES,
+                ssl_context=self._ssl,
+            )
+        except httpclient.DeadlineExceeded as e:
+            self.metrics.delivery_attempts.labels("timeout").inc()
+            raise _Retryable(F_DEADLINE, str(e)) from None
+        except (OSError, ValueError, http.client.HTTPException) as e:  # refused, reset, TLS, bad answer, too large
+            self.metrics.delivery_attempts.labels("error").inc()
+            raise _Retryable(F_CONNECT, f"{type(e).__name__}: {e}") from None
+        code = resp.status
+        self.metrics.delivery_attempts.labels(str(code)).inc()
+        if 200 <= code < 300:
+            return
+        detail = resp.body[:200].decode("utf-8", "replace").strip()
+        if code in (408, 429) or code >= 500:
+            raise _Retryable(F_HTTP_RETRYABLE, f"HTTP {code}: {detail}", resp.retry_after(cap=self.settings.deadline))
+        raise DeliveryFailed(F_HTTP_REFUSED, f"{url}: HTTP {code}: {detail}")

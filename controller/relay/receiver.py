@@ -1,0 +1,120 @@
+"""The relay's HTTP side: the controller's webhook server, with a sink that fans out.
+
+This is the one module that knows the webhook server (memhp.web through
+``controller.sources.webhook``); everything else in the relay sees only
+:class:`controller.alert.Alert` and the ``AlertSink`` protocol.
+
+The sink's ``submit`` returns only when every target has accepted its
+alerts; otherwise it raises SinkUnavailable, the server answers 503 and
+Alertmanager sends the group again (its notification log is updated only on
+success).  Alerts whose target cannot be made are counted and logged, not
+retried: sending them again would not help.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import cast
+
+from memhp.controller.alert import Alert, SinkUnavailable
+from memhp.controller.metrics import ControllerMetrics
+from memhp.controller.sources import webhook
+
+from .delivery import Deliverer, DeliveryFailed
+from .metrics import RelayMetrics
+from .template import UNRESOLVABLE_REASONS, TargetTemplate, Unresolvable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 10303
+DEFAULT_LISTEN_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
+DEFAULT_MAX_CONCURRENCY = 256
+FANOUT_WORKERS = 32  # for the rare payload whose alerts go to several targets
+
+
+class FanOutSink:
+    """An AlertSink that delivers each alert to its node's controller before returning."""
+
+    def __init__(self, template: TargetTemplate, deliverer: Deliverer, metrics: RelayMetrics) -> None:
+        self.template = template
+        self.deliverer = deliverer
+        self.metrics = metrics
+        self._pool = ThreadPoolExecutor(FANOUT_WORKERS, thread_name_prefix="memhp-relay-fanout")
+        self._warned = 0
+        self._warn_lock = threading.Lock()
+        for reason in UNRESOLVABLE_REASONS:
+            metrics.unresolvable_alerts.labels(reason)
+
+    def targets(self, alerts: Sequence[Alert]) -> dict[str, list[Alert]]:
+        by_target: dict[str, list[Alert]] = defaultdict(list)
+        for a in alerts:
+            try:
+                by_target[self.template.resolve(a.labels)].append(a)
+            except Unresolvable as e:
+                self.metrics.unresolvable_alerts.labels(e.reason).inc()
+                self._warn_unresolvable(a, e)
+        return by_target
+
+    def _warn_unresolvable(self, alert: Alert, e: Unresolvable) -> None:
+        with self._warn_lock:
+            self._warned += 1
+            n = self._warned
+        if n <= 10 or n % 1000 == 0:  # a misrouted flood must not flood the log
+            log.warning(
+                "alert %s (fingerprint %s) has no target: %s (template %s; %d so far)",
+                alert.name,
+                alert.fingerprint[:32],
+                e,
+                self.template.text,
+                n,
+            )
+
+    def submit(self, alerts: Sequence[Alert]) -> None:
+        by_target = self.targets(alerts)
+        items = list(by_target.items())
+        failures: list[str] = []
+        if len(items) == 1:  # the shipped route groups by node: the common case, no thread hop
+            try:
+                self.deliverer.deliver(*items[0])
+            except DeliveryFailed as e:
+                failures.append(str(e))
+        elif items:
+            futures = [self._pool.submit(self.deliverer.deliver, url, batch) for url, batch in items]
+            wait(futures)
+            for f in futures:
+                exc = f.exception()
+                if isinstance(exc, DeliveryFailed):
+                    failures.append(str(exc))
+                elif exc is not None:
+                    log.error("delivery crashed: %r", exc)
+                    failures.append(repr(exc))
+        if failures:
+            log.warning(
+                "%d of %d target(s) did not get their alerts; answering 503 so Alertmanager retries: %s",
+                len(failures),
+                len(items),
+                "; ".join(failures[:5]),
+            )
+            raise SinkUnavailable(f"{len(failures)} of {len(items)} target(s) did not get their alerts")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def serve(settings: webhook.WebhookSettings, sink: FanOutSink, metrics: RelayMetrics) -> webhook.WebhookServer:
+    """The controller's webhook server (the shared web layer: limits, auth, TLS), serving the relay's
+    sink and metrics, with SO_REUSEPORT: several relay processes can share one address on one host
+    (the kernel spreads connections over them), as replicas share a Service's address.
+
+    Over ``--web.max-concurrency`` a request is answered 503 at once, as by the controller, and
+    Alertmanager retries it with backoff.  (Holding such connections in the backlog instead was
+    measured worse: at 10,000 notifications, Alertmanager's 10 s flush deadline expired on queued
+    connections, 190,000 attempts failed and delivery took twice as long; docs/performance.md.)
+    """
+    # The server only uses .registry, .requests_rejected and .alerts_received, which RelayMetrics has.
+    metrics.requests_rejected.labels(webhook.R_SINK_UNAVAILABLE)
+    return webhook.serve(settings, sink, cast(ControllerMetrics, metrics), name="memhp-relay", reuse_port=True)
