@@ -431,7 +431,8 @@ def run_fleet(workdir: Path, instances: int, controllers: int = 20, kill_relay: 
             res.controller_online_after_resolve[c.name] = sum(c.tree.state(i) == "online" for i in range(8))
             res.controller_actions[c.name] = Counter(
                 # the journal's occurrence: (fingerprint, starts_at, resolved)
-                (r["rule"], r["fingerprint"], r["starts_at"], bool(r.get("resolved"))) for r in c.action_starts()
+                (r["rule"], r["fingerprint"], r["starts_at"], bool(r.get("resolved")))
+                for r in c.action_starts()
             )
         res.am_get_requests = _am_gets(am) - gets_before
         res.am_notifications = am.metric("alertmanager_notifications_total", integration="webhook")
