@@ -8,9 +8,10 @@ import ssl
 import threading
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import CollectorRegistry
+
+from .exposition import make_metrics_app
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -28,7 +29,7 @@ def parse_listen_address(addr: str) -> tuple[str, int]:
 
 
 def make_app(registry: CollectorRegistry, telemetry_path: str):
-    metrics_app = make_wsgi_app(registry)
+    metrics_app = make_metrics_app(registry)
     landing = (
         f"<html><head><title>memhp exporter</title></head><body><h1>memhp exporter</h1>"
         f'<p><a href="{html.escape(telemetry_path)}">Metrics</a></p></body></html>'
