@@ -87,7 +87,9 @@ class PrerenderedFamily(Metric):
     def _render(self) -> bytes:
         doc = self.documentation.replace("\\", r"\\").replace("\n", r"\n")
         out = [f"# HELP {self.name} {doc}\n# TYPE {self.name} gauge\n"]
-        prefixes = [f'{n}="' for n in self._label_names]
+        # Label names sorted, as prometheus_client writes them.
+        order = sorted(range(len(self._label_names)), key=lambda i: self._label_names[i])
+        prefixes = [(i, f'{self._label_names[i]}="') for i in order]
         name = self.name
         values_seen: dict[float, str] = {}
         append = out.append
@@ -95,7 +97,7 @@ class PrerenderedFamily(Metric):
             text = values_seen.get(v)
             if text is None:
                 text = values_seen[v] = format_value(v)
-            labels = ",".join(p + escape_label(x) + '"' for p, x in zip(prefixes, values, strict=True))
+            labels = ",".join(p + escape_label(values[i]) + '"' for i, p in prefixes)
             append(f"{name}{{{labels}}} {text}\n")
         return "".join(out).encode()
 

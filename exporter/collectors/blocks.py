@@ -253,13 +253,23 @@ class BlocksCollector(SubCollector):
     def _ranges(self, blocks: list[MemoryBlock]) -> list[Metric]:
         ranges = merge_ranges(blocks)
         rows = [
-            ((str(r.first), str(r.last), node_label(r.node), r.state or "unknown", r.zone or "unknown"), r.count)
+            (
+                (
+                    str(r.first),
+                    str(r.last),
+                    node_label(r.node),
+                    r.state or "unknown",
+                    r.zone or "unknown",
+                    " ".join(r.valid_zones) if r.valid_zones else "unknown",
+                ),
+                r.count,
+            )
             for r in ranges[: self.ranges_limit]
         ]
         fam = PrerenderedFamily(
             "memhp_block_range_blocks",
             "Blocks in a run of consecutive blocks with the same state, zones and node (as lsmem merges them).",
-            ("first_block", "last_block", "node", "state", "zone"),
+            ("first_block", "last_block", "node", "state", "zone", "valid_zones"),
             rows,
         )
         truncated = GaugeMetricFamily(
