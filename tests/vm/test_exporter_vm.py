@@ -37,17 +37,22 @@ def total(metrics, name, **labels):
 
 
 class Exporter:
-    def __init__(self, guest):
+    # Every block one by one: these tests follow healthy blocks too.
+    DEFAULT_ARGS = ("--collector.blocks.all",)
+
+    def __init__(self, guest, args: tuple[str, ...] = DEFAULT_ARGS, port: int = PORT):
         self.guest = guest
+        self.port = port
         self.pid = guest.spawn(
             [
                 str(venv_python()),
                 "-m",
                 "memhp.exporter.cli",
                 "--web.listen-address",
-                f":{PORT}",
+                f":{port}",
                 "--log.level",
                 "debug",
+                *args,
             ],
             log="/run/memhp/results/exporter.log",
             cwd=str(venv_python().parents[2]),
@@ -57,13 +62,18 @@ class Exporter:
     def _ready(self):
         assert self.guest.poll(self.pid) is None, (self.guest.results / "exporter.log").read_text()
         try:
-            status, body = self.guest.http_get("/metrics", PORT, timeout=10)
+            status, body = self.guest.http_get("/metrics", self.port, timeout=10)
         except (urllib.error.URLError, ConnectionError, OSError):
             return False
-        return status == 200 and "memhp_uevent_monitor_up 1.0" in body and "memhp_kmsg_watcher_up 1.0" in body
+        return (
+            status == 200
+            and "memhp_uevent_monitor_up 1.0" in body
+            and "memhp_kmsg_watcher_up 1.0" in body
+            and 'memhp_block_snapshot_mode{mode="events"} 1.0' in body
+        )
 
     def scrape(self) -> dict:
-        status, body = self.guest.http_get("/metrics", PORT, timeout=30)
+        status, body = self.guest.http_get("/metrics", self.port, timeout=30)
         assert status == 200, body
         return parse(body)
 
