@@ -190,7 +190,8 @@ class LiveBlocks:
         if self.requested_mode == SCRAPE:
             self.fallback_reason = "--collector.blocks.snapshot=scrape"
             return self
-        reason = uevents_unreachable(self.paths.procfs) if self.requested_mode == "auto" else None
+        # Our own namespaces, from our own /proc: --path.procfs may be the host's.
+        reason = uevents_unreachable() if self.requested_mode == "auto" else None
         if reason is None:
             try:
                 monitor = self._monitor_factory()
