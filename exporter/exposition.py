@@ -58,7 +58,7 @@ class PrerenderedFamily(Metric):
         self._gzip: bytes | None = None
         super().__init__(name, documentation, "gauge")
 
-    @property  # type: ignore[override]
+    @property
     def samples(self) -> list[Sample]:
         if self._samples is None:
             names = self._label_names
@@ -131,7 +131,7 @@ def render(
     def flush() -> None:
         if not run:
             return
-        body = encoder(_Families(run))  # type: ignore[arg-type]
+        body = encoder(_Families(run))
         if openmetrics and body.endswith(EOF_LINE):
             body = body[: -len(EOF_LINE)]
         parts.append(body)

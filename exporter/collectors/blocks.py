@@ -307,7 +307,9 @@ class BlocksCollector(SubCollector):
             fam_n.add_metric(list(key), counts[key])
             if size is not None:
                 fam_b.add_metric(list(key), counts[key] * size)
-        out: list[Metric] = [fam_n] + ([fam_b] if size is not None else [])
+        out: list[Metric] = [fam_n]
+        if size is not None:
+            out.append(fam_b)
         unoff_n = GaugeMetricFamily(
             "memhp_blocks_unofflinable",
             "Online blocks whose valid_zones is 'none' (mixed zones, mixed nodes or "
