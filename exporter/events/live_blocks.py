@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..kernel.fsread import ATTR_MAX, ParseErrors
-from ..kernel.memory_blocks import list_block_ids, read_block, read_blocks
-from ..kernel.model import MemoryBlock
+from ..kernel.memory_blocks import read_block, read_blocks
+from ..kernel.model import BLOCK_STATES, MemoryBlock
 from ..kernel.nodes import block_node_map, read_nodes
 from ..kernel.paths import Paths
 from .background import BACKOFF_MAX, BACKOFF_START
@@ -391,19 +391,14 @@ class LiveBlocks:
 
     def _state_pass(self) -> None:
         """Read only ``state``; re-read in full the blocks whose state moved
-        (going-offline, and back after a failed offline, send no event)."""
+        (going-offline, and back after a failed offline, send no event).
+        New and removed blocks always send one (or overrun the socket, which
+        resyncs everything), so the pass does not list the directory."""
         blocks = self._view.blocks
-        ids = [b.id for b in blocks]
-        listed = list_block_ids(self.paths.memory, self.errors)
-        raw = read_states(self.paths.memory, ids)
+        raw = read_states(self.paths.memory, [b.id for b in blocks])
+        expected = {s: f"{s}\n".encode() for s in BLOCK_STATES}
         with self._lock:
-            current = self._view.blocks
-            moved: set[int] = set()
-            for b in current:
-                text = raw.get(b.id)
-                if text is None or text.strip().decode("ascii", "replace") != b.state:
-                    moved.add(b.id)
-            moved |= set(listed) - {b.id for b in current}
+            moved = {b.id for b in self._view.blocks if raw.get(b.id, b"") != expected.get(b.state or "")}
             if moved:
                 self._apply_locked(moved, set())
             self._next_state = self._clock() + self.state_interval
