@@ -60,6 +60,9 @@ def serve(
 
     class Server(ThreadingWSGIServer):
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # socketserver's default backlog of 5 drops the SYNs of an 8th concurrent
+        # scraper, which then waits for TCP's 1 s retransmit.
+        request_queue_size = 128
 
     httpd = make_server(host, port, make_app(registry, telemetry_path), Server, handler_class=_QuietHandler)
     if certfile:
