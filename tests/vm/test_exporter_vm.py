@@ -40,9 +40,10 @@ class Exporter:
     # Every block one by one: these tests follow healthy blocks too.
     DEFAULT_ARGS = ("--collector.blocks.all",)
 
-    def __init__(self, guest, args: tuple[str, ...] = DEFAULT_ARGS, port: int = PORT):
+    def __init__(self, guest, args: tuple[str, ...] = DEFAULT_ARGS, port: int = PORT, scrape_timeout: float = 30):
         self.guest = guest
         self.port = port
+        self.scrape_timeout = scrape_timeout
         self.pid = guest.spawn(
             [
                 str(venv_python()),
@@ -73,9 +74,15 @@ class Exporter:
         )
 
     def scrape(self) -> dict:
-        status, body = self.guest.http_get("/metrics", self.port, timeout=30)
+        status, body = self.guest.http_get("/metrics", self.port, timeout=self.scrape_timeout)
         assert status == 200, body
         return parse(body)
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return (self.guest.results / "exporter.log").read_text()[-n:]
+        except OSError as e:
+            return f"(no exporter log: {e})"
 
     def wait(self, pred, what, timeout=120):
         """Scrape until ``pred(metrics)`` holds; returns those metrics."""
