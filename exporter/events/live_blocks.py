@@ -48,7 +48,7 @@ EVENTS, SCRAPE = "events", "scrape"
 MODES = (EVENTS, SCRAPE)
 RESYNC_REASONS = ("start", "interval", "overrun", "restart")
 DEFAULT_RESYNC_INTERVAL = 600.0
-DEFAULT_STATE_INTERVAL = 60.0
+DEFAULT_STATE_INTERVAL = 120.0
 
 # include/linux/proc_ns.h: PROC_USER_INIT_INO; linux/nsfs.h: NS_GET_USERNS.
 INIT_USER_NS_INO = 0xEFFFFFFD
