@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import signal
@@ -289,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
     except ValueError as e:
         parser.error(str(e))
+    # kill -USR1: every thread's stack to the log, for a scrape that hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     registry, collector = build_registry(cfg)
     if cfg.once:
         _, data = render(registry, None)

@@ -291,6 +291,7 @@ class LiveBlocks:
         """Re-read what the events can have changed and publish a new view."""
         if not touched and not removed:
             return
+        log.debug("block snapshot: re-reading %s, dropping %s", sorted(touched)[:20], sorted(removed)[:20])
         blocks = self._view.blocks
         nodes: set[int | None] = set()
         for block_id in removed | touched:
@@ -311,6 +312,7 @@ class LiveBlocks:
             self._touched_during_resync |= touched | removed
             self._nodes_during_resync |= nodes
         self._publish_locked(fresh)
+        log.debug("block snapshot: version %d, %d blocks", self._view.version, len(self._view.blocks))
 
     def _publish_locked(self, fresh: dict[int, MemoryBlock | None], synced_at: float | None = None) -> None:
         blocks = list(self._view.blocks)

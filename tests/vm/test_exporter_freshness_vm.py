@@ -71,7 +71,7 @@ def test_every_scrape_after_a_change_is_fresh(exporter, guest):
         try:
             metrics = exporter.scrape()
         except OSError as e:
-            raise AssertionError(f"scrape after {step} failed: {e}\n{exporter.log_tail()}") from e
+            raise AssertionError(f"scrape after {step} failed: {e}\n{exporter.log_tail(stacks=True)}") from e
         bad = mismatches(guest, metrics)
         if bad:
             stale.append(f"{step}: {bad[:4]}")

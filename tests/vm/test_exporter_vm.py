@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import re
 import threading
+import time
 import urllib.error
 
 import pytest
@@ -78,7 +79,10 @@ class Exporter:
         assert status == 200, body
         return parse(body)
 
-    def log_tail(self, n: int = 4000) -> str:
+    def log_tail(self, n: int = 12000, stacks: bool = False) -> str:
+        if stacks:  # the exporter dumps every thread's stack to its log on SIGUSR1
+            self.guest.run(["kill", "-USR1", str(self.pid)])
+            time.sleep(2)
         try:
             return (self.guest.results / "exporter.log").read_text()[-n:]
         except OSError as e:
