@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..kernel.fsread import ATTR_MAX, ParseErrors
-from ..kernel.memory_blocks import read_block, read_blocks
+from ..kernel.memory_blocks import has_node_dirs, read_block, read_blocks
 from ..kernel.model import BLOCK_STATES, MemoryBlock
 from ..kernel.nodes import block_node_map, read_nodes
 from ..kernel.paths import Paths
@@ -170,6 +170,11 @@ class LiveBlocks:
         self._monitor: Any = None
         self._view = BlockView(0, [], SCRAPE, 0.0)
         self._resyncing = False
+        # Blocks seen before the kernel linked them to a node (mid hot-add:
+        # read without valid_zones, and no uevent follows): re-read at every
+        # drain until they are complete.
+        self._numa = has_node_dirs(paths.memory)
+        self._incomplete: set[int] = set()
         self._touched_during_resync: set[int] = set()
         self._nodes_during_resync: set[int | None] = set()
         self._flight_lock = threading.Lock()
@@ -283,7 +288,7 @@ class LiveBlocks:
             else:
                 touched.add(block_id)
                 removed.discard(block_id)
-        self._apply_locked(touched, removed)
+        self._apply_locked(touched | (self._incomplete - removed), removed)
 
     # -- updating the snapshot --------------------------------------------------
 
@@ -319,6 +324,10 @@ class LiveBlocks:
         changed = False
         for block_id in sorted(fresh):
             new = fresh[block_id]
+            if new is not None and new.node is None and self._numa:
+                self._incomplete.add(block_id)
+            else:
+                self._incomplete.discard(block_id)
             i = bisect_left(blocks, block_id, key=lambda b: b.id)
             present = i < len(blocks) and blocks[i].id == block_id
             if new is None:
@@ -376,6 +385,7 @@ class LiveBlocks:
         old = self._view
         changed = old.blocks != blocks
         self._view = BlockView(old.version + int(changed), blocks, EVENTS, started)
+        self._incomplete = {b.id for b in blocks if b.node is None} if self._numa else set()
         self.resyncs[reason] += 1
         now = self._clock()
         self._next_full = now + self.resync_interval

@@ -223,3 +223,28 @@ def test_concurrent_scrapes_share_one_read(tree):
         t.join()
     # 8 scrapers, at most two reads (one under way, one they all join), never 8 in a row
     assert len(reads) <= 2 and time.monotonic() - start < 8 * 0.3
+
+
+def test_a_block_mid_hot_add_is_not_asked_for_its_zones(tree):
+    """Until the kernel links a hot-added block to its node, its nid is -1 and
+    reading valid_zones oopses (Debian 6.1): the block is read without it, and
+    completed at the next scrape once the link is there."""
+    monitor = PipeMonitor()
+    store = live(tree, monitor, poll_timeout=30)
+    try:
+        new = mem(tree, 36)
+        new.mkdir()
+        write(new / "state", "offline\n")
+        (new / "valid_zones").mkdir()  # a read would fail loudly: it must not happen
+        monitor.send("add", 36)
+        block = by_id(store.view())[36]
+        assert block.node is None and block.valid_zones is None and block.state == "offline"
+        assert store.errors.counts() == {}
+        (new / "valid_zones").rmdir()
+        write(new / "valid_zones", "Normal Movable\n")
+        os.symlink("../../node/node1", new / "node1")
+        os.symlink("../../memory/memory36", tree / "sys/devices/system/node/node1/memory36")
+        block = by_id(store.view())[36]  # no further uevent: the scrape completes it
+        assert block.node == 1 and block.valid_zones == ("Normal", "Movable")
+    finally:
+        store.close()

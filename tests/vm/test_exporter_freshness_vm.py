@@ -107,6 +107,7 @@ def test_every_scrape_after_a_change_is_fresh(exporter, guest):
     before = set(guest.blocks())
     guest.virtio_mem_resize("vmem0", "512M")
     guest.wait_for(lambda: len(set(guest.blocks()) - before) == 4, 120, "virtio-mem blocks to appear")
+    guest.wait_linked(set(guest.blocks()) - before)
     scrape_now("virtio-mem grow")
     added = sorted(set(guest.blocks()) - before)
     for b in added:
