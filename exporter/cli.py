@@ -301,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.buffer.write(data)
         return 0
     log.info(
-        "starting memhp-exporter %s: listen=%s%s sysfs=%s procfs=%s kmsg=%s collectors=%s blocks.limit=%d tls=%s",
+        "starting memhp-exporter %s: listen=%s%s sysfs=%s procfs=%s kmsg=%s collectors=%s blocks.all=%s "
+        "blocks.limit=%d blocks.snapshot=%s tls=%s",
         _version(),
         cfg.listen,
         cfg.telemetry_path,
@@ -309,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg.paths.procfs,
         cfg.paths.kmsg,
         ",".join(sorted(cfg.collectors)),
+        "on" if cfg.blocks_all else "off",
         cfg.block_limit,
+        cfg.snapshot_mode,
         "on" if cfg.tls_cert else "off",
     )
     try:
