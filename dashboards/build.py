@@ -528,8 +528,17 @@ def fleet() -> dict:
 def node_view() -> dict:
     i, n = INSTANCE, NODE
     inn = f"{i},{n}"
+    # The block map is a range view: one row per lsmem-style range (the
+    # exporter's default), coded by state or zone; a range's labels change
+    # when a block in it changes, so its row ends and new rows begin.
+    by_range = "max by (node, first_block, last_block)"
+    rng = f"memhp_block_range_blocks{{{inn}"
+    states_code = " or ".join(
+        f'{by_range} (0 * {rng},state="{st}"}} + {code})'
+        for st, code in (("online", 2), ("going-offline", 1), ("offline", 0))
+    )
     zones_code = " or ".join(
-        f'max by (block) (memhp_block_info{{{inn},zone="{z}"}}) * {code}'
+        f'{by_range} (0 * {rng},zone="{z}"}} + {code})'
         for z, code in (("Movable", 4), ("Normal", 3), ("DMA32", 2), ("DMA", 1), ("none", 0))
     )
     items = [
@@ -573,8 +582,8 @@ def node_view() -> dict:
         ),
         stat(
             "Per-block series capped",
-            "1 when this host has more blocks than --collector.blocks.limit; block "
-            "ranges are then in the table below instead of per-block series.",
+            "1 when more blocks are worth a look (or, with --collector.blocks.all, exist) than the limit "
+            "in force; the rest are in the ranges and counts only.",
             [target(f"memhp_block_series_capped{{{i}}}", instant=True)],
             mappings=value_map({0: ("no", "green"), 1: ("yes: see ranges", "orange")}),
         ),
@@ -702,24 +711,19 @@ def node_view() -> dict:
         ),
         row("Blocks"),
         state_timeline(
-            "Block state",
-            "Every memory block's state over time (per-block series; above the series cap see the ranges table).",
-            [
-                target(
-                    f'max by (block) (memhp_block_state{{{inn},state="online"}}) * 2 + '
-                    f'max by (block) (memhp_block_state{{{inn},state="going-offline"}})',
-                    "{{block}}",
-                )
-            ],
+            "Block ranges: state",
+            "Every lsmem-style range of blocks (consecutive blocks with the same node, state and zones) "
+            "and its state over time.",
+            [target(states_code, "node {{node}} blocks {{first_block}}-{{last_block}}")],
             value_map({0: ("offline", "red"), 1: ("going-offline", "orange"), 2: ("online", "green")}),
             h=12,
         ),
         state_timeline(
-            "Block zone",
-            "Every block's zone over time: the managing zone of an online block, the "
-            "zone the kernel would pick for an offline one; none = mixed zones/nodes or holes "
+            "Block ranges: zone",
+            "Every range's zone over time: the managing zone of online blocks, the "
+            "zone the kernel would pick for offline ones; none = mixed zones/nodes or holes "
             "(cannot be offlined).",
-            [target(zones_code, "{{block}}")],
+            [target(zones_code, "node {{node}} blocks {{first_block}}-{{last_block}}")],
             value_map(
                 {
                     0: ("none", "purple"),
@@ -740,10 +744,24 @@ def node_view() -> dict:
             min_=0,
         ),
         table(
-            "Block ranges (above the per-block series cap)",
-            "lsmem-style merged ranges of blocks with the same node, zone and state.",
+            "Block ranges",
+            "lsmem-style merged ranges of blocks with the same node, zones and state, and their block counts.",
             [target(f"memhp_block_range_blocks{{{inn}}}", instant=True, fmt="table")],
             exclude=("Time", "__name__", "job", "instance"),
+        ),
+        table(
+            "Blocks worth a look",
+            "Blocks exported one by one: going-offline, failing to offline, or valid_zones none "
+            "(every block with --collector.blocks.all), with their state.",
+            [
+                target(
+                    f"memhp_block_info{{{inn}}} * on (instance, block) group_left (state) "
+                    f"(memhp_block_state{{{inn}}} == 1)",
+                    instant=True,
+                    fmt="table",
+                )
+            ],
+            exclude=("Time", "__name__", "job", "instance", "Value"),
         ),
         row("Events"),
         timeseries(

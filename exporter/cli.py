@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import signal
@@ -11,7 +12,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from memhp import __version__
 from memhp.web import Limits, SecretFileError, tls_contexts, web_config
@@ -20,19 +21,17 @@ from memhp.web.flags import add_limit_arguments, add_web_config_argument, limits
 from .collectors import (
     COLLECTORS,
     DEFAULT_BLOCK_LIMIT,
-    BlocksCollector,
-    ConfigCollector,
+    DEFAULT_NOTABLE_LIMIT,
+    DEFAULT_RANGES_LIMIT,
+    REGISTERED,
+    BuildContext,
     MemhpCollector,
-    MeminfoCollector,
-    OfflineFailuresCollector,
     SubCollector,
-    UeventsCollector,
-    ZonesCollector,
+    build_enabled,
 )
-from .events.kmsg import FailureCounts, KmsgWatcher
-from .events.uevent_monitor import UeventMonitor
+from .events.live_blocks import DEFAULT_RESYNC_INTERVAL, DEFAULT_STATE_INTERVAL
+from .exposition import render
 from .kernel.fsread import ParseErrors
-from .kernel.memory_blocks import read_memory_config
 from .kernel.paths import Paths
 from .server import DEFAULT_LIMITS, parse_listen_address, serve
 
@@ -56,8 +55,16 @@ class ExporterConfig:
     tls_key: str | None = None
     web_config_file: str | None = None
     limits: Limits = DEFAULT_LIMITS
-    collectors: frozenset[str] = field(default_factory=lambda: frozenset(COLLECTORS))
+    collectors: frozenset[str] = field(
+        default_factory=lambda: frozenset(n for n, s in REGISTERED.items() if s.default_enabled)
+    )
     block_limit: int = DEFAULT_BLOCK_LIMIT
+    blocks_all: bool = False
+    notable_limit: int = DEFAULT_NOTABLE_LIMIT
+    ranges_limit: int = DEFAULT_RANGES_LIMIT
+    snapshot_mode: str = "auto"
+    resync_interval: float = DEFAULT_RESYNC_INTERVAL
+    state_interval: float = DEFAULT_STATE_INTERVAL
     kmsg_replay: bool = False
     uevent_source: str = "kernel"
     once: bool = False
@@ -94,21 +101,65 @@ def get_parser() -> argparse.ArgumentParser:
         default="/dev/kmsg",
         help="Kernel log device (or a file of log lines) for offline failures.",
     )
-    for name, doc in COLLECTORS.items():
+    for spec in REGISTERED.values():
         p.add_argument(
-            f"--collector.{name}",
-            dest=f"collector_{name}",
+            f"--collector.{spec.name}",
+            dest=f"collector_{spec.name}",
             action=argparse.BooleanOptionalAction,
-            default=True,
-            help=f"Collector {name}: {doc}.",
+            default=spec.default_enabled,
+            help=f"Collector {spec.name}: {spec.help}.",
         )
+    p.add_argument(
+        "--collector.blocks.all",
+        dest="blocks_all",
+        action="store_true",
+        help="Export every block one by one (4 series per block: 16k series at 4,096 blocks), up to "
+        "--collector.blocks.limit blocks; by default only the blocks worth a look are.",
+    )
     p.add_argument(
         "--collector.blocks.limit",
         dest="block_limit",
         type=int,
         default=DEFAULT_BLOCK_LIMIT,
-        help="Most blocks exported one by one; above it, merged ranges (memhp_block_range_blocks). "
-        "The default covers 512 GiB of 128 MiB blocks.",
+        help="With --collector.blocks.all: most blocks exported one by one (above it, only the blocks worth a "
+        "look). Also bounds the blocks counted one by one in memhp_block_offline_failures_total.",
+    )
+    p.add_argument(
+        "--collector.blocks.notable-limit",
+        dest="notable_limit",
+        type=int,
+        default=DEFAULT_NOTABLE_LIMIT,
+        help="Most blocks worth a look (going-offline, failing to offline, valid_zones none) exported one by one.",
+    )
+    p.add_argument(
+        "--collector.blocks.ranges-limit",
+        dest="ranges_limit",
+        type=int,
+        default=DEFAULT_RANGES_LIMIT,
+        help="Most lsmem-style ranges exported (memhp_block_range_blocks); the rest are cut.",
+    )
+    p.add_argument(
+        "--collector.blocks.snapshot",
+        dest="snapshot_mode",
+        choices=("auto", "events", "scrape"),
+        default="auto",
+        help="How blocks are kept current: a snapshot kept true by uevents (events), every block read at "
+        "scrape time (scrape), or events where uevents can be received and scrape elsewhere (auto).",
+    )
+    p.add_argument(
+        "--collector.blocks.resync-interval",
+        dest="resync_interval",
+        type=float,
+        default=DEFAULT_RESYNC_INTERVAL,
+        help="Seconds between full re-reads of every block in events mode.",
+    )
+    p.add_argument(
+        "--collector.blocks.state-interval",
+        dest="state_interval",
+        type=float,
+        default=DEFAULT_STATE_INTERVAL,
+        help="Seconds between reads of every block's state in events mode (going-offline and failed "
+        "offlines send no uevent): a block stuck going-offline shows up within this time.",
     )
     p.add_argument(
         "--collector.offline_failures.replay",
@@ -147,8 +198,19 @@ def get_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> ExporterConfig:
     enabled = frozenset(n for n in COLLECTORS if getattr(args, f"collector_{n}"))
-    if args.block_limit < 0:
-        raise ValueError("--collector.blocks.limit must be >= 0")
+    for flag, value in (
+        ("--collector.blocks.limit", args.block_limit),
+        ("--collector.blocks.notable-limit", args.notable_limit),
+        ("--collector.blocks.ranges-limit", args.ranges_limit),
+    ):
+        if not 0 <= value <= 1_000_000:
+            raise ValueError(f"{flag} must be between 0 and 1000000")
+    for flag, seconds in (
+        ("--collector.blocks.resync-interval", args.resync_interval),
+        ("--collector.blocks.state-interval", args.state_interval),
+    ):
+        if not 0.1 <= seconds <= 86400:
+            raise ValueError(f"{flag} must be between 0.1 and 86400 seconds")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ValueError("--web.tls.cert-file and --web.tls.key-file go together")
     if args.once_output and not args.once:
@@ -175,6 +237,12 @@ def config_from_args(args: argparse.Namespace) -> ExporterConfig:
         limits=limits,
         collectors=enabled,
         block_limit=args.block_limit,
+        blocks_all=args.blocks_all,
+        notable_limit=args.notable_limit,
+        ranges_limit=args.ranges_limit,
+        snapshot_mode=args.snapshot_mode,
+        resync_interval=args.resync_interval,
+        state_interval=args.state_interval,
         kmsg_replay=args.kmsg_replay,
         uevent_source=args.uevent_source,
         once=args.once,
@@ -184,38 +252,34 @@ def config_from_args(args: argparse.Namespace) -> ExporterConfig:
 
 def build_collectors(cfg: ExporterConfig, errors: ParseErrors) -> list[SubCollector]:
     """Instantiate the enabled collectors, starting background watchers unless --once."""
-    out: list[SubCollector] = []
-    on = cfg.collectors
-    if "config" in on:
-        out.append(ConfigCollector())
-    if "blocks" in on:
-        out.append(BlocksCollector(cfg.block_limit))
-    if "zones" in on:
-        out.append(ZonesCollector())
-    if "meminfo" in on:
-        out.append(MeminfoCollector())
-    if cfg.once:
-        return out
-    if "offline_failures" in on:
-        counts = FailureCounts(cfg.block_limit)
-        memory_dir = cfg.paths.memory
-        watcher = KmsgWatcher(
-            cfg.paths.kmsg,
-            counts,
-            lambda: read_memory_config(memory_dir, errors).block_size_bytes,
-            replay=cfg.kmsg_replay,
-        ).start()
-        out.append(OfflineFailuresCollector(watcher, counts))
-    if "uevents" in on:
-        out.append(UeventsCollector(UeventMonitor(cfg.uevent_source).start()))
-    return out
+    ctx = BuildContext(
+        paths=cfg.paths,
+        errors=errors,
+        once=cfg.once,
+        enabled=cfg.collectors,
+        block_limit=cfg.block_limit,
+        blocks_all=cfg.blocks_all,
+        notable_limit=cfg.notable_limit,
+        ranges_limit=cfg.ranges_limit,
+        resync_interval=cfg.resync_interval,
+        state_interval=cfg.state_interval,
+        snapshot_mode=cfg.snapshot_mode,
+        kmsg_replay=cfg.kmsg_replay,
+        uevent_source=cfg.uevent_source,
+    )
+    return build_enabled(cfg.collectors, ctx)
 
 
 def build_registry(cfg: ExporterConfig, errors: ParseErrors | None = None) -> tuple[CollectorRegistry, MemhpCollector]:
     errors = errors or ParseErrors()
-    registry = CollectorRegistry(auto_describe=False)
+    registry = CollectorRegistry()
     collector = MemhpCollector(
-        cfg.paths, build_collectors(cfg, errors), errors, _version(), per_block_limit=cfg.block_limit
+        cfg.paths,
+        build_collectors(cfg, errors),
+        errors,
+        _version(),
+        # ``removable`` is read per block only when every block is exported one by one.
+        per_block_limit=cfg.block_limit if cfg.blocks_all else 0,
     )
     registry.register(collector)
     return registry, collector
@@ -247,16 +311,19 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
     except ValueError as e:
         parser.error(str(e))
+    # kill -USR1: every thread's stack to the log, for a scrape that hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     registry, collector = build_registry(cfg)
     if cfg.once:
-        data = generate_latest(registry)
+        _, data = render(registry, None)
         if cfg.once_output:
             write_atomically(cfg.once_output, data)
         else:
             sys.stdout.buffer.write(data)
         return 0
     log.info(
-        "starting memhp-exporter %s: listen=%s%s sysfs=%s procfs=%s kmsg=%s collectors=%s blocks.limit=%d tls=%s",
+        "starting memhp-exporter %s: listen=%s%s sysfs=%s procfs=%s kmsg=%s collectors=%s blocks.all=%s "
+        "blocks.limit=%d blocks.snapshot=%s tls=%s",
         _version(),
         cfg.listen,
         cfg.telemetry_path,
@@ -264,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg.paths.procfs,
         cfg.paths.kmsg,
         ",".join(sorted(cfg.collectors)),
+        "on" if cfg.blocks_all else "off",
         cfg.block_limit,
+        cfg.snapshot_mode,
         "flags" if cfg.tls_cert else ("web config" if cfg.web_config_file else "off"),
     )
     try:

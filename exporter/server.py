@@ -16,7 +16,6 @@ import html
 from collections.abc import Callable, Mapping
 from urllib.parse import parse_qs
 
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
 from memhp.web import (
@@ -28,15 +27,20 @@ from memhp.web import (
     Response,
     Route,
     WebServer,
+    gzip_accepted,
     split_host_port,
     tls_contexts,
     web_config,
 )
 
-Renderer = Callable[[str, Mapping[str, list[str]]], tuple[str, bytes]]
+from .exposition import render as render_exposition
 
-# A scrape reads sysfs for every block: a few at once are plenty (Prometheus HA pairs, a curl).
-DEFAULT_LIMITS = Limits(header_timeout=5.0, read_timeout=10.0, max_connections=64, max_concurrency=4)
+Renderer = Callable[..., tuple[str, bytes]]  # (accept, params, gzip=False) -> (content type, body)
+
+# Scrapes are served from the block snapshot and its cached exposition, so they
+# are cheap; 16 at once covers Prometheus HA pairs, federation and people with
+# curl (bench/steady_scrape.py runs 8 concurrent scrapers).
+DEFAULT_LIMITS = Limits(header_timeout=5.0, read_timeout=10.0, max_connections=64, max_concurrency=16)
 
 
 def parse_listen_address(addr: str) -> tuple[str, int]:
@@ -49,11 +53,15 @@ def parse_listen_address(addr: str) -> tuple[str, int]:
 
 
 def registry_renderer(registry: CollectorRegistry) -> Renderer:
-    def render(accept: str, params: Mapping[str, list[str]]) -> tuple[str, bytes]:
-        encoder, content_type = choose_encoder(accept)
-        names = params.get("name[]")
-        target = registry.restricted_registry(names) if names else registry
-        return content_type, encoder(target)
+    """The exposition of ``registry`` for an Accept header and query (``name[]``).
+
+    The per-block families come pre-rendered (and pre-gzipped) from the block
+    snapshot (exporter/exposition.py); prometheus_client encodes the rest and
+    negotiates text vs OpenMetrics.
+    """
+
+    def render(accept: str, params: Mapping[str, list[str]], gzip: bool = False) -> tuple[str, bytes]:
+        return render_exposition(registry, accept, params.get("name[]"), gzip=gzip)
 
     return render
 
@@ -65,8 +73,11 @@ def make_routes(render: Renderer, telemetry_path: str) -> dict[str, Route]:
     ).encode()
 
     def metrics(req: Request) -> Response:
-        content_type, body = render(req.header("Accept") or "", parse_qs(req.query))
-        return Response(200, body, content_type, compress=True)
+        # The block families' gzip is cached with the snapshot: compress here, not in the web layer.
+        zipped = gzip_accepted(req.header("Accept-Encoding") or "")
+        content_type, body = render(req.header("Accept") or "", parse_qs(req.query), gzip=zipped)
+        headers = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"} if zipped else {}
+        return Response(200, body, content_type, headers=headers)
 
     def home(req: Request) -> Response:
         return Response(200, landing, "text/html; charset=utf-8")

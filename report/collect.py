@@ -88,7 +88,9 @@ def queries(selector: str, window: str, bucket_s: float) -> tuple[dict[str, str]
         # blocks that failed offlining: their node and zone, and whether still online at the end
         "block_info": f"max by (instance, block, node, zone, valid_zones) "
         f"(last_over_time({s('memhp_block_info')}[{window}])) and on (instance, block) {failing}",
-        "block_online": f"max by (instance, block) (last_over_time({block_state_online}[{window}]))"
+        # The exporter exports a block one by one only while it is worth a look (a failing block
+        # while it stays online), so only a sample at the end says "still online"; absent = unknown.
+        "block_online": f"max by (instance, block) (last_over_time({block_state_online}[5m]))"
         f" and on (instance, block) {failing}",
         "block_size": f"max by (instance) (last_over_time({s('memhp_block_size_bytes')}[{window}]))",
         "quarantined_peak": f"max by (instance) (max_over_time({s('memhp_controller_quarantined_blocks')}[{window}]))",

@@ -9,6 +9,7 @@ APT_PACKAGES=(
     qemu-system-x86       # the real-kernel test bed (TCG)
     busybox-static cpio   # the guest's initramfs
     prometheus prometheus-alertmanager   # promtool, amtool, real servers in tests
+    prometheus-node-exporter   # bench/steady_scrape.py: the reference scrape and series count
     chromium              # headless rendering of `memhp report`'s HTML in tests
     systemd               # systemd-analyze verify of deploy/systemd units
     openssl               # self-signed certificates for the TLS tests

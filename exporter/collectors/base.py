@@ -23,11 +23,16 @@ log = logging.getLogger(__name__)
 
 
 class SubCollector:
-    """One ``--collector.NAME``: yields metric families from a scrape context."""
+    """One ``--collector.NAME``: yields metric families from a scrape context.
+
+    ``metrics`` declares every family it can yield, as (name, type): the
+    registry maps names to collectors with it, which is what ``name[]``
+    filtering needs (tests check it against what is emitted).
+    """
 
     name: str = ""
     help: str = ""
-    default_enabled = True
+    metrics: tuple[tuple[str, str], ...] = ()
 
     def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -51,9 +56,20 @@ class MemhpCollector(Collector):
         self.errors = errors or ParseErrors()
         self.version = version
 
+    # Families of the wrapper itself, besides the sub-collectors'.
+    metrics: tuple[tuple[str, str], ...] = (
+        ("memhp_collector_duration_seconds", "gauge"),
+        ("memhp_collector_success", "gauge"),
+        ("memhp_parse_errors", "counter"),
+        ("memhp_exporter_build_info", "gauge"),
+    )
+
     def describe(self) -> list[Metric]:
-        # Describing would mean scraping; registries must not do that on register.
-        return []
+        """Empty families for every declared metric: no scrape on register."""
+        declared = list(self.metrics)
+        for c in self.collectors:
+            declared += c.metrics
+        return [Metric(name, "", typ) for name, typ in declared]
 
     def collect(self) -> Iterable[Metric]:
         ctx = ScrapeContext(self.paths, self.errors, removable_limit=self.per_block_limit)

@@ -8,6 +8,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ..kernel.snapshot import ScrapeContext
 from .base import SubCollector, gauge
+from .registry import register_collector
 
 
 def _info(name: str, doc: str, label: str, value: str | None) -> list[Metric]:
@@ -21,6 +22,16 @@ def _info(name: str, doc: str, label: str, value: str | None) -> list[Metric]:
 class ConfigCollector(SubCollector):
     name = "config"
     help = "block size, auto_online_blocks, memory_hotplug module parameters, crash_hotplug, probe"
+    metrics = (
+        ("memhp_block_size_bytes", "gauge"),
+        ("memhp_auto_online_blocks_info", "gauge"),
+        ("memhp_crash_hotplug", "gauge"),
+        ("memhp_probe_interface_present", "gauge"),
+        ("memhp_online_policy_info", "gauge"),
+        ("memhp_auto_movable_max_ratio", "gauge"),
+        ("memhp_auto_movable_numa_aware", "gauge"),
+        ("memhp_memmap_on_memory_info", "gauge"),
+    )
 
     def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
         cfg, p = ctx.config, ctx.params
@@ -60,3 +71,6 @@ class ConfigCollector(SubCollector):
             "mode",
             p.memmap_on_memory,
         )
+
+
+register_collector(ConfigCollector.name, ConfigCollector.help, lambda ctx: ConfigCollector())

@@ -9,8 +9,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from ..events.kmsg import KNOWN_REASONS, FailureCounts, KmsgWatcher
 from ..events.uevent_monitor import UeventMonitor
+from ..kernel.memory_blocks import read_memory_config
 from ..kernel.snapshot import ScrapeContext
 from .base import SubCollector
+from .registry import BuildContext, register_collector
 
 UEVENT_ACTIONS = ("add", "remove", "online", "offline")
 
@@ -20,6 +22,13 @@ class OfflineFailuresCollector(SubCollector):
     help = (
         "'memory offlining ... failed due to REASON' lines from /dev/kmsg, by reason and block "
         "(needs dynamic debug: file memory_hotplug.c +p)"
+    )
+    metrics = (
+        ("memhp_offline_failures", "counter"),
+        ("memhp_block_offline_failures", "counter"),
+        ("memhp_offline_failure_last_timestamp_seconds", "gauge"),
+        ("memhp_kmsg_watcher_up", "gauge"),
+        ("memhp_kmsg_watcher_restarts", "counter"),
     )
 
     def __init__(self, watcher: KmsgWatcher, counts: FailureCounts) -> None:
@@ -64,6 +73,11 @@ class OfflineFailuresCollector(SubCollector):
 class UeventsCollector(SubCollector):
     name = "uevents"
     help = "memory subsystem uevents (add, remove, online, offline) from a netlink monitor"
+    metrics = (
+        ("memhp_uevents", "counter"),
+        ("memhp_uevent_monitor_up", "gauge"),
+        ("memhp_uevent_monitor_restarts", "counter"),
+    )
 
     def __init__(self, monitor: UeventMonitor) -> None:
         self.monitor = monitor
@@ -85,3 +99,24 @@ class UeventsCollector(SubCollector):
 
     def close(self) -> None:
         self.monitor.stop()
+
+
+def _offline_failures(ctx: BuildContext) -> OfflineFailuresCollector:
+    counts = ctx.failures()
+    memory_dir, errors = ctx.paths.memory, ctx.errors
+    watcher = KmsgWatcher(
+        ctx.paths.kmsg,
+        counts,
+        lambda: read_memory_config(memory_dir, errors).block_size_bytes,
+        replay=ctx.kmsg_replay,
+    ).start()
+    return OfflineFailuresCollector(watcher, counts)
+
+
+register_collector(OfflineFailuresCollector.name, OfflineFailuresCollector.help, _offline_failures, needs_events=True)
+register_collector(
+    UeventsCollector.name,
+    UeventsCollector.help,
+    lambda ctx: UeventsCollector(UeventMonitor(ctx.uevent_source).start()),
+    needs_events=True,
+)

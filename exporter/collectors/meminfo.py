@@ -8,6 +8,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ..kernel.snapshot import ScrapeContext
 from .base import SubCollector
+from .registry import register_collector
 
 _FIELDS = (
     ("MemTotal", "memhp_memory_total_bytes", "MemTotal: usable RAM (online memory minus reserved)."),
@@ -24,6 +25,7 @@ _FIELDS = (
 class MeminfoCollector(SubCollector):
     name = "meminfo"
     help = "MemTotal, MemFree, MemAvailable from /proc/meminfo"
+    metrics = tuple((name, "gauge") for _, name, _ in _FIELDS)
 
     def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
         info = ctx.meminfo
@@ -32,3 +34,6 @@ class MeminfoCollector(SubCollector):
         for key, name, doc in _FIELDS:
             if key in info:
                 yield GaugeMetricFamily(name, doc, value=info[key])
+
+
+register_collector(MeminfoCollector.name, MeminfoCollector.help, lambda ctx: MeminfoCollector())

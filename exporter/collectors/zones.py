@@ -11,6 +11,7 @@ from ..kernel.accounting import balance
 from ..kernel.snapshot import ScrapeContext
 from ..kernel.zones import KERNEL_DEFAULT_RATIO, PAGE_SIZE
 from .base import SubCollector
+from .registry import register_collector
 
 _SIZES = (
     ("free", "memhp_zone_free_bytes", "Free memory in the zone."),
@@ -24,6 +25,16 @@ _SIZES = (
 class ZonesCollector(SubCollector):
     name = "zones"
     help = "zone free/watermarks/sizes from /proc/zoneinfo, MOVABLE:KERNEL ratio and auto-movable headroom"
+    metrics = tuple((name, "gauge") for _, name, _ in _SIZES) + (
+        ("memhp_zone_watermark_bytes", "gauge"),
+        ("memhp_zone_populated", "gauge"),
+        ("memhp_node_movable_accounted_bytes", "gauge"),
+        ("memhp_node_kernel_accounted_bytes", "gauge"),
+        ("memhp_node_movable_kernel_ratio", "gauge"),
+        ("memhp_node_auto_movable_headroom_bytes", "gauge"),
+        ("memhp_system_movable_kernel_ratio", "gauge"),
+        ("memhp_system_auto_movable_headroom_bytes", "gauge"),
+    )
 
     def __init__(self, page_size: int = PAGE_SIZE) -> None:
         self.page_size = page_size
@@ -103,3 +114,6 @@ class ZonesCollector(SubCollector):
             "Memory that could still be onlined to ZONE_MOVABLE system-wide before auto_movable_ratio is reached.",
             value=system.headroom_pages(limit) * ps,
         )
+
+
+register_collector(ZonesCollector.name, ZonesCollector.help, lambda ctx: ZonesCollector())

@@ -90,9 +90,18 @@ class _BlockReader:
     """
 
     def __init__(
-        self, root_fd: int, errors: ParseErrors, node_of: dict[int, int] | None, details: bool, removable: bool
+        self,
+        root_fd: int,
+        errors: ParseErrors,
+        node_of: dict[int, int] | None,
+        details: bool,
+        removable: bool,
+        numa: bool = False,
     ) -> None:
         self.root_fd = root_fd
+        # sysfs has node directories: a block without a node link is still
+        # being added (see :meth:`read`).
+        self.numa = numa
         self.errors = errors
         self.node_of = node_of
         self.details = details
@@ -133,10 +142,6 @@ class _BlockReader:
             state = None
         else:
             state = self._state(raw_state)
-        zones = self._valid_zones(self._attr(prefix, "valid_zones"))
-        removable = None
-        if self.removable:
-            removable = parse_bool(self._text(prefix, "removable"), self.errors, "memoryN/removable")
         node = self.node_of.get(block_id) if self.node_of is not None else None
         if node is None:
             try:
@@ -144,6 +149,16 @@ class _BlockReader:
             except OSError:
                 if not self._still_there(block_id):
                     return None
+        # A hot-added block exists (and its "add" uevent is out) before the
+        # kernel sets its node and links it; until then its nid is -1, and
+        # reading valid_zones dereferences NODE_DATA(-1): a kernel oops
+        # (Debian 6.1, seen in the QEMU test bed). No link, no valid_zones.
+        zones = None
+        if node is not None or not self.numa:
+            zones = self._valid_zones(self._attr(prefix, "valid_zones"))
+        removable = None
+        if self.removable:
+            removable = parse_bool(self._text(prefix, "removable"), self.errors, "memoryN/removable")
         online = phys_index = phys_device = None
         if self.details:
             # Reading ``online`` (like ``uevent``) of a block that is going
@@ -161,6 +176,11 @@ class _BlockReader:
             return True
         except OSError:
             return False
+
+
+def has_node_dirs(memory_dir: str) -> bool:
+    """Whether sysfs has ``devices/system/node`` next to ``devices/system/memory`` (CONFIG_NUMA)."""
+    return os.path.isdir(os.path.join(os.path.dirname(os.path.normpath(memory_dir)), "node"))
 
 
 def _open_dir(memory_dir: str, errors: ParseErrors) -> int | None:
@@ -196,7 +216,7 @@ def read_blocks(
     try:
         ids = list_block_ids(memory_dir, errors)
         want_removable = removable_limit is None or len(ids) <= removable_limit
-        reader = _BlockReader(root_fd, errors, node_of, details, want_removable)
+        reader = _BlockReader(root_fd, errors, node_of, details, want_removable, has_node_dirs(memory_dir))
         # Up to 100k acyclic objects in a row: the cyclic collector would only
         # rescan them again and again while the list grows.
         gc_was_on = gc.isenabled()
@@ -225,6 +245,11 @@ def _read_fast(reader: _BlockReader, ids: list[int], node_of: dict[int, int]) ->
     out: list[MemoryBlock | None] = []
     append = out.append
     for block_id in ids:
+        node = node_of.get(block_id)
+        if node is None:
+            # Not linked to a node (yet): read carefully (see _BlockReader.read).
+            append(reader.read(block_id))
+            continue
         prefix = f"memory{block_id}/"
         try:
             fd = _open(prefix + "state", flags, dir_fd=root_fd)
@@ -242,8 +267,7 @@ def _read_fast(reader: _BlockReader, ids: list[int], node_of: dict[int, int]) ->
             continue
         state = states.get(raw_state)
         zone_list = zones.get(raw_zones)
-        node = node_of.get(block_id)
-        if state is None or zone_list is None or node is None:
+        if state is None or zone_list is None:
             append(reader.read(block_id))
             continue
         append(MemoryBlock(block_id, state, None, zone_list, node))
@@ -256,6 +280,6 @@ def read_block(memory_dir: str, block_id: int, errors: ParseErrors) -> MemoryBlo
     if root_fd is None:
         return None
     try:
-        return _BlockReader(root_fd, errors, None, False, True).read(block_id)
+        return _BlockReader(root_fd, errors, None, False, True, has_node_dirs(memory_dir)).read(block_id)
     finally:
         os.close(root_fd)

@@ -7,8 +7,9 @@ lazily and at most once per scrape what the enabled collectors ask for.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from typing import Any, Generic, TypeVar, overload
 
 from .fsread import ParseErrors
 from .hotplug_params import read_hotplug_params
@@ -19,12 +20,44 @@ from .nodes import block_node_map, read_nodes
 from .paths import Paths
 from .zoneinfo import read_zoneinfo
 
+T = TypeVar("T")
+
+
+class _memo(Generic[T]):
+    """``functools.cached_property`` without its lock.
+
+    Python 3.11's cached_property holds one lock per property for every
+    instance of the class: concurrent scrapes, each with its own context,
+    queued behind each other's reads (p50 14.9 s for 8 scrapers at 100k
+    blocks).  A context belongs to one scrape thread, so no lock is needed.
+    """
+
+    def __init__(self, func: Callable[[Any], T]) -> None:
+        self.func = func
+        self.name = func.__name__
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _memo[T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type) -> T: ...
+    def __get__(self, obj: object | None, owner: type) -> T | _memo[T]:
+        if obj is None:
+            return self
+        value = self.func(obj)
+        obj.__dict__[self.name] = value
+        return value
+
 
 class ScrapeContext:
     """Lazily read, per-scrape cache of the model: no file is read twice."""
 
     def __init__(
-        self, paths: Paths, errors: ParseErrors, *, details: bool = False, removable_limit: int | None = None
+        self,
+        paths: Paths,
+        errors: ParseErrors,
+        *,
+        details: bool = False,
+        removable_limit: int | None = None,
     ) -> None:
         self.paths = paths
         self.errors = errors
@@ -32,30 +65,30 @@ class ScrapeContext:
         # Above this many blocks nothing exports per-block ``removable``.
         self.removable_limit = removable_limit
 
-    @cached_property
+    @_memo
     def config(self) -> MemoryConfig:
         return read_memory_config(self.paths.memory, self.errors)
 
-    @cached_property
+    @_memo
     def params(self) -> HotplugParams:
         return read_hotplug_params(self.paths.hotplug_params, self.errors)
 
-    @cached_property
+    @_memo
     def nodes(self) -> list[Node]:
         return read_nodes(self.paths.node, self.errors)
 
-    @cached_property
+    @_memo
     def blocks(self) -> list[MemoryBlock]:
         node_of = block_node_map(self.nodes) if self.nodes else None
         return read_blocks(
             self.paths.memory, self.errors, node_of, details=self.details, removable_limit=self.removable_limit
         )
 
-    @cached_property
+    @_memo
     def zoneinfo(self) -> ZoneInfo | None:
         return read_zoneinfo(self.paths.zoneinfo, self.errors)
 
-    @cached_property
+    @_memo
     def meminfo(self) -> dict[str, int] | None:
         return read_meminfo(self.paths.meminfo, self.errors)
 

@@ -19,7 +19,7 @@ from .address import ListenAddressError, bind_address, is_loopback_host, split_h
 from .auth import AUTH_FAILED, AUTH_MISSING, Authenticator
 from .config import MAX_WEB_CONFIG_BYTES, TLSServerConfig, WebConfig, WebConfigError, parse_web_config
 from .secrets import SecretFile, SecretFileError
-from .server import HEALTH_PATH, Limits, Request, Response, Route, WebServer
+from .server import HEALTH_PATH, Limits, Request, Response, Route, WebServer, gzip_accepted
 from .tls import TLSContexts
 
 
@@ -63,6 +63,7 @@ __all__ = [
     "WebConfigError",
     "WebServer",
     "bind_address",
+    "gzip_accepted",
     "is_loopback_host",
     "split_host_port",
     "tls_contexts",

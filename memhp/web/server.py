@@ -624,7 +624,7 @@ class WebServer:
         body, ctype, headers = resp.body, resp.content_type, dict(resp.headers)
         if body is None:
             ctype, body = self.error_body(resp.status, resp.reason, resp.message, resp.extra)
-        if resp.compress and req is not None and _gzip_accepted(req.header("Accept-Encoding") or ""):
+        if resp.compress and req is not None and gzip_accepted(req.header("Accept-Encoding") or ""):
             body = gzip.compress(body, compresslevel=6)
             headers["Content-Encoding"] = "gzip"
             headers["Vary"] = "Accept-Encoding"
@@ -667,7 +667,7 @@ class WebServer:
             pass
 
 
-def _gzip_accepted(accept_encoding: str) -> bool:
+def gzip_accepted(accept_encoding: str) -> bool:
     for part in accept_encoding.split(","):
         coding, _, params = part.strip().partition(";")
         if coding.strip().lower() in ("gzip", "x-gzip"):

@@ -45,3 +45,37 @@ def test_synthetic_tree_agrees_with_lsmem(tmp_path):
     assert len(listed) == 200
     assert {m["state"] for m in listed} == {"online", "offline"}
     assert {m["node"] for m in listed} == {0, 1}
+
+
+def test_steady_scrape_runs(tmp_path):
+    """A running exporter against lsmem and node_exporter (prometheus-node-exporter, from scripts/setup.sh)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.steady_scrape",
+            "--sizes",
+            "300",
+            "--rss-size",
+            "0",
+            "--runs",
+            "1",
+            "--scrapes",
+            "3",
+            "--concurrent-each",
+            "1",
+            "--idle-seconds",
+            "1",
+            "--dir",
+            str(tmp_path / "bench"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    ).stdout
+    row = next(line for line in out.splitlines() if line.startswith("| 300 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2].endswith("ms") and cells[6].endswith("MiB") and int(cells[7]) > 0
+    assert "node_exporter's default collectors on the same host:" in out
+    assert not (tmp_path / "bench").exists()

@@ -6,10 +6,12 @@
   - ``imbalanced``: MOVABLE:KERNEL 6:1 (alerts go pending at once);
   - ``memmap-on-memory-partial``: offline and Movable blocks, with a kernel log
     file of offline failures (``--path.kmsg``, replayed);
-  - ``auto-movable-virtio-mem`` with ``--collector.blocks.limit 4``: above the
-    cap, so merged ranges are exported instead of per-block series;
+  - ``auto-movable-virtio-mem`` with ``--collector.blocks.all
+    --collector.blocks.limit 4``: every block one by one is asked for but the
+    host is above the cap, so only the blocks worth a look are (the others
+    exporters show the default: ranges, and the blocks worth a look);
   - ``degraded``: the memmap-on-memory-partial tree with Movable block 32 in
-    state ``going-offline`` and block 33's ``removable`` unparsable, so the
+    state ``going-offline`` and block 33's ``valid_zones`` unparsable, so the
     going-offline and parse-error series exist;
 * the controller's real metrics endpoint (``controller.sources.webhook.serve``:
   ``/metrics`` behind bearer auth) backed by a ``ControllerMetrics`` registry
@@ -114,7 +116,7 @@ def degraded_tree(src: Path, dest: Path) -> Path:
     shutil.copytree(src, dest, symlinks=True)
     mem = dest / "sys/devices/system/memory"
     (mem / "memory32/state").write_text("going-offline\n")  # a state the kernel reports mid-offline
-    (mem / "memory33/removable").write_text("x\n")  # unparsable: counted as a parse error, skipped
+    (mem / "memory33/valid_zones").write_text("Movable?\n")  # unparsable: counted as a parse error, skipped
     return dest
 
 
@@ -241,7 +243,7 @@ def stack(tmp_path_factory) -> Stack:
             if name == "memmap-on-memory-partial":
                 extra = [f"--path.kmsg={kmsg}", "--collector.offline_failures.replay"]
             elif name == "auto-movable-virtio-mem":
-                extra = ["--collector.blocks.limit=4"]
+                extra = ["--collector.blocks.all", "--collector.blocks.limit=4"]
             exporters.append(start_exporter(name, root, work, *extra))
         controller = start_controller_endpoint(work)
         scrape = [

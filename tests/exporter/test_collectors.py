@@ -43,16 +43,21 @@ def test_counts_match_the_tree(host_archive_root):
     assert reg.get_sample_value("memhp_collector_success", {"collector": "blocks"}) == 1
 
 
-def test_cap_switches_to_ranges(host_archive_root):
+def test_every_block_is_opt_in_and_capped(host_archive_root):
     n = len(block_dirs(host_archive_root))
-    reg = registry_for(host_archive_root, block_limit=n - 1)
+    reg = registry_for(host_archive_root, blocks_all=True, block_limit=n - 1)
     assert reg.get_sample_value("memhp_block_series_capped") == 1
     samples = [s for m in reg.collect() for s in m.samples]
-    assert not [s for s in samples if s.name == "memhp_block_state"]
+    # past the limit only the blocks worth a look remain one by one (here: valid_zones none)
+    per_block = {s.labels["block"] for s in samples if s.name == "memhp_block_state"}
+    assert per_block and len(per_block) < n
+    assert all(s.labels["zone"] == "none" for s in samples if s.name == "memhp_block_info")
+    # ranges are there at every size: no cliff
     ranges = [s for s in samples if s.name == "memhp_block_range_blocks"]
     assert ranges and sum(s.value for s in ranges) == n
-    reg = registry_for(host_archive_root, block_limit=n)
+    reg = registry_for(host_archive_root, blocks_all=True, block_limit=n)
     assert reg.get_sample_value("memhp_block_series_capped") == 0
+    assert reg.get_sample_value("memhp_block_series_exported") == n
 
 
 def test_garbage_values_are_counted_and_skipped(host_tree):
@@ -65,7 +70,8 @@ def test_garbage_values_are_counted_and_skipped(host_tree):
     os.mkdir(blocks[3] / "state")
     write(host_tree / "sys/devices/system/memory/block_size_bytes", "zz\n")
     write(host_tree / "proc/zoneinfo", "Node 0, zone Normal\n  pages free xyz\n")
-    reg = registry_for(host_tree)
+    # every block one by one: ``removable`` is read only for blocks exported so
+    reg = registry_for(host_tree, blocks_all=True)
     for kind in (
         "memoryN/state",
         "memoryN/valid_zones",

@@ -138,7 +138,10 @@ def test_two_node_dimm_offline(roots):
     assert got['memhp_blocks{node="1",state="offline",zone="Normal"}'] == 4
     assert got['memhp_blocks_bytes{node="1",state="offline",zone="Normal"}'] == 4 * 128 << 20
     assert got['memhp_auto_online_blocks_info{state="offline"}'] == 1
-    assert got['memhp_block_info{block="32",node="1",removable="1",valid_zones="Normal Movable",zone="Normal"}'] == 1
+    # a healthy offline DIMM: one lsmem-style range, not four blocks one by one
+    rng = 'memhp_block_range_blocks{first_block="32",last_block="35",node="1",state="offline",'
+    assert got[rng + 'valid_zones="Normal Movable",zone="Normal"}'] == 4
+    assert not [k for k in got if k.startswith('memhp_block_info{block="32"')]
     assert got['memhp_hot_unpluggable_bytes{node="1"}'] == 0
 
 

@@ -120,7 +120,8 @@ def test_no_corruption_escapes_a_scrape(tree, tmp_path_factory, target, how, pay
         how = "vanished"
     _corrupt(root / target, how, payload, root)
     errors = ParseErrors()
-    cfg = ExporterConfig(paths=Paths(str(root / "sys"), str(root / "proc")), once=True)
+    # every block one by one, so that every per-block file is read
+    cfg = ExporterConfig(paths=Paths(str(root / "sys"), str(root / "proc")), once=True, blocks_all=True)
     reg, _ = build_registry(cfg, errors)
     families = list(reg.collect())  # must not raise
     success = {

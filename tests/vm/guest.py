@@ -710,7 +710,18 @@ class Guest:
         if wait:
             want = set(self.dimm_blocks(id))
             self.wait_for(lambda: want <= set(self.blocks()), timeout, f"blocks {sorted(want)} of {id} to appear")
+            self.wait_linked(want, timeout)
         return id
+
+    def wait_linked(self, blocks, timeout: float = 120) -> None:
+        """Wait until the blocks are linked to their node: the end of a hot-add.
+        Before that the kernel has not set their node, and reading their
+        valid_zones oopses (NODE_DATA(-1) in zone_for_pfn_range, Debian 6.1)."""
+        self.wait_for(
+            lambda: all(any(e.startswith("node") for e in self.listdir(f"{MEMORY}/memory{b}")) for b in blocks),
+            timeout,
+            f"blocks {sorted(blocks)} to be linked to their node",
+        )
 
     def dimm_blocks(self, id: str) -> list[int]:
         """Memory block numbers backed by DIMM ``id``."""

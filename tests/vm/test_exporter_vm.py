@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import re
 import threading
+import time
 import urllib.error
 
 import pytest
@@ -37,17 +38,23 @@ def total(metrics, name, **labels):
 
 
 class Exporter:
-    def __init__(self, guest):
+    # Every block one by one: these tests follow healthy blocks too.
+    DEFAULT_ARGS = ("--collector.blocks.all",)
+
+    def __init__(self, guest, args: tuple[str, ...] = DEFAULT_ARGS, port: int = PORT, scrape_timeout: float = 30):
         self.guest = guest
+        self.port = port
+        self.scrape_timeout = scrape_timeout
         self.pid = guest.spawn(
             [
                 str(venv_python()),
                 "-m",
                 "memhp.exporter.cli",
                 "--web.listen-address",
-                f":{PORT}",
+                f":{port}",
                 "--log.level",
                 "debug",
+                *args,
             ],
             log="/run/memhp/results/exporter.log",
             cwd=str(venv_python().parents[2]),
@@ -57,15 +64,29 @@ class Exporter:
     def _ready(self):
         assert self.guest.poll(self.pid) is None, (self.guest.results / "exporter.log").read_text()
         try:
-            status, body = self.guest.http_get("/metrics", PORT, timeout=10)
+            status, body = self.guest.http_get("/metrics", self.port, timeout=10)
         except (urllib.error.URLError, ConnectionError, OSError):
             return False
-        return status == 200 and "memhp_uevent_monitor_up 1.0" in body and "memhp_kmsg_watcher_up 1.0" in body
+        return (
+            status == 200
+            and "memhp_uevent_monitor_up 1.0" in body
+            and "memhp_kmsg_watcher_up 1.0" in body
+            and 'memhp_block_snapshot_mode{mode="events"} 1.0' in body
+        )
 
     def scrape(self) -> dict:
-        status, body = self.guest.http_get("/metrics", PORT, timeout=30)
+        status, body = self.guest.http_get("/metrics", self.port, timeout=self.scrape_timeout)
         assert status == 200, body
         return parse(body)
+
+    def log_tail(self, n: int = 12000, stacks: bool = False) -> str:
+        if stacks:  # the exporter dumps every thread's stack to its log on SIGUSR1
+            self.guest.run(["kill", "-USR1", str(self.pid)])
+            time.sleep(2)
+        try:
+            return (self.guest.results / "exporter.log").read_text()[-n:]
+        except OSError as e:
+            return f"(no exporter log: {e})"
 
     def wait(self, pred, what, timeout=120):
         """Scrape until ``pred(metrics)`` holds; returns those metrics."""

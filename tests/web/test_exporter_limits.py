@@ -39,11 +39,11 @@ class SlowRenderer:
         self.waiting = 0
         self._lock = threading.Lock()
 
-    def __call__(self, accept, params):
+    def __call__(self, accept, params, gzip=False):
         with self._lock:
             self.waiting += 1
         self.release.wait(20)
-        return self.inner(accept, params)
+        return self.inner(accept, params, gzip=gzip)
 
 
 def test_scrapes_beyond_the_concurrency_limit_are_refused_at_once(registry):
