@@ -284,8 +284,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  {line}")
         for g in report["findings"]:
             print(f"  [{g['severity']}] {g['text']}")
-            for e in g["entries"][:3]:
-                print(f"      {e['text']}")
+            for entry in g["entries"][:3]:
+                print(f"      {entry["text"]}")
         print(
             f"wrote {out / 'report.html'}, report.md, report.json, nodes.csv, nodes.json, instances.csv, instances.json"
         )

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .promapi import Prometheus, ReportError, format_duration
+from .promapi import Prometheus, ReportError, SampleLimitError, format_duration
 from .thresholds import KERNEL_ZONES, RATIO_CRITICAL, RATIO_WARNING
 
 # Recording rules this report reads (alerts/memhp.rules.yaml).
@@ -231,8 +231,8 @@ class Collector:
             expr = f"sum_over_time({inner}[{rng}:{format_duration(c.step)}])"
             try:
                 res = self.prom.instant(expr, at)
-            except ReportError as e:
-                if "too many samples" in str(e).lower() and per > 1:
+            except SampleLimitError:
+                if per > 1:
                     per = max(1, per // 2)
                     continue
                 raise

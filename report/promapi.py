@@ -34,6 +34,9 @@ class SampleLimitError(ReportError):
     --query.max-samples (or a query frontend's equivalent) allows."""
 
 
+LIMIT_HINT = "over the server's sample limit (--query.max-samples; tell memhp report with --query-max-samples): "
+
+
 def is_sample_limit(message: str) -> bool:
     # Prometheus: "query processing would load too many samples into memory in ...";
     # Thanos and Mimir word it the same way or say "max samples" / "sample limit"
@@ -139,7 +142,7 @@ class Prometheus:
                 ) from None
             message = f"Prometheus refused {what}: {answer.get('errorType', e.code)}: {answer.get('error', '')}"
             if is_sample_limit(str(answer.get("error", ""))):
-                raise SampleLimitError(message) from None
+                raise SampleLimitError(LIMIT_HINT + message) from None
             raise ReportError(message) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
             reason = getattr(e, "reason", e)
@@ -157,7 +160,7 @@ class Prometheus:
         if answer["status"] != "success":
             message = f"Prometheus refused {what}: {answer.get('errorType')}: {answer.get('error')}"
             if is_sample_limit(str(answer.get("error", ""))):
-                raise SampleLimitError(message)
+                raise SampleLimitError(LIMIT_HINT + message)
             raise ReportError(message)
         return answer["data"]
 
@@ -199,8 +202,8 @@ class Prometheus:
             except SampleLimitError as err:
                 if k_end == k:
                     raise SampleLimitError(
-                        f"{err} (even one time step of it: select fewer hosts with --selector, or ask the "
-                        f"server's operator for a higher --query.max-samples)"
+                        f"{err} (even one time step of it: select fewer hosts with --selector, or ask for a "
+                        f"higher limit)"
                     ) from None
                 per_chunk = max(1, (k_end - k + 1) // 2)
                 continue
