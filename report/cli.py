@@ -285,7 +285,7 @@ def _run(args: argparse.Namespace) -> int:
         for g in report["findings"]:
             print(f"  [{g['severity']}] {g['text']}")
             for entry in g["entries"][:3]:
-                print(f"      {entry["text"]}")
+                print(f"      {entry['text']}")
         print(
             f"wrote {out / 'report.html'}, report.md, report.json, nodes.csv, nodes.json, instances.csv, instances.json"
         )
