@@ -227,7 +227,7 @@ class Collector:
         while k < total_steps:
             n = min(per, total_steps - k)
             at = c.end - k * c.step
-            rng = f"{int(n * c.step * 1000)}ms"
+            rng = f"{int(n * c.step * 1000) - 1}ms"  # (at - n steps, at]: windows do not overlap
             expr = f"sum_over_time({inner}[{rng}:{format_duration(c.step)}])"
             try:
                 res = self.prom.instant(expr, at)
