@@ -115,23 +115,21 @@ def add_report_parser(sub) -> None:
 
 
 class Progress:
-    """``[  3/24] query …`` on stderr: one rewritten line on a terminal, plain
+    """``[  3] 0.4s query …`` on stderr: one rewritten line on a terminal, plain
     lines otherwise (only with --progress)."""
 
     def __init__(self, stream: TextIO, enabled: bool) -> None:
         self.stream, self.enabled = stream, enabled
         self.tty = enabled and stream.isatty()
-        self.total, self.done, self.t0 = 0, 0, time.monotonic()
-
-    def start(self, total: int) -> None:
-        self.total = self.done + total  # the probe's requests came first
+        self.done, self.t0 = 0, time.monotonic()
 
     def tick(self, what: str) -> None:
         self.done += 1
-        if not self.enabled or not self.total:
+        if not self.enabled:
             return
         what = what if len(what) <= 70 else what[:67] + "..."
-        line = f"memhp report: [{min(self.done, self.total):>3}/{self.total}] {time.monotonic() - self.t0:5.1f}s {what}"
+        # the number of requests is not known in advance (queries are split as the sizes require)
+        line = f"memhp report: [{self.done:>3}] {time.monotonic() - self.t0:5.1f}s {what}"
         if self.tty:
             self.stream.write("\r\033[K" + line)
         else:
