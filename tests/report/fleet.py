@@ -253,10 +253,10 @@ def openmetrics(hosts: int, end: int, interval: int) -> Iterator[str]:
     yield "# TYPE memhp_block_info gauge\n"
     for i in failing:
         for block in FAILED_BLOCKS:
-            lb = _labels(
+            info = _labels(
                 job="memhp", instance=host_name(i), block=block, node="0", zone="Movable", valid_zones="Movable"
             )
-            yield series("memhp_block_info", lb, 1.0)
+            yield series("memhp_block_info", info, 1.0)
     yield "# TYPE memhp_block_state gauge\n"
     for i in failing:
         for block in FAILED_BLOCKS:
