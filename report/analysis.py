@@ -403,7 +403,7 @@ def findings(
             lambda n: (n["unofflinable_blocks_peak"] or 0) > 0,
             lambda n: (-(n["unofflinable_blocks_current"] or 0), n["rank"]),
             lambda k, rows: (
-                f"{_plural(k, 'node')} have online memory blocks the kernel cannot offline "
+                f"{_plural(k, 'node')} {'has' if k == 1 else 'have'} online memory blocks the kernel cannot offline "
                 f"(valid_zones none: the block spans zones or nodes, or has holes); they can never be hot-unplugged"
             ),
         ),
@@ -535,8 +535,8 @@ def summary(fleet: dict) -> list[str]:
         f"MOVABLE:KERNEL: fleet {fmt_ratio(f['ratio']['current'])} at the end (peak {fmt_ratio(f['ratio']['peak'])}); "
         f"median node {fmt_ratio(f['ratio_p50']['current'])}, 90th percentile {fmt_ratio(f['ratio_p90']['current'])}, "
         f"worst {fmt_ratio(f['ratio_max']['current'])} (worst in the period {fmt_ratio(f['ratio_max']['peak'])}).",
-        f"{f['nodes_above_4_in_period']:,} nodes went above 4:1 and {f['nodes_above_3_in_period']:,} above 3:1 "
-        f"during the period; {f['nodes_above_3_now']:,} are above 3:1 at the end.",
+        f"{_plural(f['nodes_above_4_in_period'], 'node')} went above 4:1 and {f['nodes_above_3_in_period']:,} "
+        f"above 3:1 during the period; {f['nodes_above_3_now']:,} above 3:1 at the end.",
         f"Hot-unpluggable memory (online ZONE_MOVABLE): {fmt_bytes(f['hot_unpluggable_bytes']['current'])} at the end "
         f"(low {fmt_bytes(f['hot_unpluggable_bytes']['min'])}, high {fmt_bytes(f['hot_unpluggable_bytes']['peak'])}); "
         f"online {fmt_bytes(f['online_bytes']['current'])}, offline {fmt_bytes(f['offline_bytes']['current'])}.",
@@ -549,6 +549,7 @@ def summary(fleet: dict) -> list[str]:
         + f"; {fmt_bytes(f['failed_offline_bytes'])} in {f['failed_offline_blocks']:,} blocks could not be offlined.",
         "Controller: "
         + (", ".join(f"{a['action']} {a['result']}: {a['count']:,}" for a in f["actions_by_result"]) or "no actions")
-        + f"; {f['instances_with_quarantine']:,} hosts quarantined blocks ({f['quarantined_blocks_now']:,} quarantined now).",
+        + f"; {_plural(f['instances_with_quarantine'], 'host')} quarantined blocks "
+        f"({f['quarantined_blocks_now']:,} quarantined now).",
     ]
     return lines
