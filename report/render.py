@@ -193,8 +193,8 @@ def build(r: dict, charts: dict[str, dict]) -> list[tuple]:
             (
                 "p",
                 [
-                    f"The {len(hosts):,} hosts with the most failed controller actions, quarantined blocks and "
-                    f"offline failures (all hosts: ",
+                    f"The {len(hosts):,} host{'s' if len(hosts) != 1 else ''} with the most failed controller "
+                    f"actions, quarantined blocks and offline failures (all hosts: ",
                     ("link", "instances.csv", r["files"]["instances_csv"]),
                     ").",
                 ],
