@@ -41,6 +41,7 @@ R_I_KER = "instance:memhp_node_kernel_accounted_bytes:sum"
 
 SAMPLE_SHARE = 0.5  # a query is sized to use at most this share of the server's sample limit
 SHOWN_NODES = 10  # nodes drawn on the "worst nodes" ratio chart
+SCALE = 1 << 16  # packs two step counts of one subquery window (at most SCALE - 1 steps) in one float
 
 
 def sel(metric: str, selector: str, *extra: str) -> str:
@@ -193,8 +194,7 @@ class Collector:
         # raw per-node gauges (one series per node, not per block)
         put(f"max by (instance, node) (max_over_time({s('memhp_blocks_unofflinable')}[{w}]))", "unofflinable_peak")
         put(f"max by (instance, node) (last_over_time({s('memhp_blocks_unofflinable')}[{w}]))", "unofflinable_current")
-        self._time_above(RATIO_WARNING, "steps_above_3")
-        self._time_above(RATIO_CRITICAL, "steps_above_4")
+        self._time_above()
         # blocks whose offlining failed in the range, by node (where memhp_block_info tells the node)
         f = self._failed_blocks()
         info = f"max by (instance, block, node) (last_over_time({s('memhp_block_info')}[{w}]))"
@@ -214,16 +214,20 @@ class Collector:
         )
         return f"((({peak} - {before}) > 0) or ({peak} > 0 unless {before}))"
 
-    def _time_above(self, line: float, name: str) -> None:
-        """Steps of the report's grid at which the ratio was above ``line``,
-        per node: ``sum_over_time((ratio > bool line)[w:step])``, evaluated in
-        consecutive windows small enough for the sample limit (a subquery
-        holds every node's points of its window at once)."""
+    def _time_above(self) -> None:
+        """Steps of the report's grid at which the ratio was above 3:1 and
+        above 4:1, per node, from one subquery:
+        ``sum_over_time(((ratio > bool 3) + SCALE * (ratio > bool 4))[w:step])``
+        (the two counts packed in one number: a subquery is the costliest
+        query of the report, and this reads the samples once, not twice);
+        evaluated in consecutive windows small enough for the sample limit (a
+        subquery holds both selectors' points of every node in its window at once)."""
         c = self.c
         total_steps = int((c.end - c.start) // c.step)
-        per = max(1, min(total_steps, self.budget // max(c.nodes_count, 1)))
+        per = max(1, min(total_steps, self.budget // max(2 * c.nodes_count, 1), SCALE - 1))
         k = 0
-        inner = f"({self.s(R_RATIO)} > bool {line:g})"
+        r = self.s(R_RATIO)
+        inner = f"(({r} > bool {RATIO_WARNING:g}) + {SCALE} * ({r} > bool {RATIO_CRITICAL:g}))"
         while k < total_steps:
             n = min(per, total_steps - k)
             at = c.end - k * c.step
@@ -239,8 +243,10 @@ class Collector:
             for e in res:
                 m = e["metric"]
                 key = (m.get("instance", ""), m.get("node", ""))
-                r = c.nodes.setdefault(key, {"instance": key[0], "node": key[1]})
-                r[name] = r.get(name, 0.0) + float(e["value"][1])
+                row = c.nodes.setdefault(key, {"instance": key[0], "node": key[1]})
+                v = int(round(float(e["value"][1])))
+                row["steps_above_3"] = row.get("steps_above_3", 0.0) + v % SCALE
+                row["steps_above_4"] = row.get("steps_above_4", 0.0) + v // SCALE
             k += n
 
     def instance_figures(self) -> None:
@@ -265,6 +271,11 @@ class Collector:
         )
         put(f"count by (instance) (max by (instance, block) ({self._failed_blocks()}))", "failed_blocks")
 
+    def _recent_count(self, metric: str) -> int:
+        """Series of ``metric`` in the last hour of the range: the size of a
+        query, cheaply (an estimate: a chunk that is still too big is halved)."""
+        return self.prom.count(f"last_over_time({self.s(metric)}[1h])", self.c.end)
+
     # -- events: exact counts per bar, reduced while they stream in
 
     def event_figures(self) -> None:
@@ -287,9 +298,7 @@ class Collector:
             ),
         ]
         for name, metric, by, bar_label, inst_key in specs:
-            outputs = max(
-                1, self.prom.count(f"last_over_time({self.s(metric)}[{self.window}])", c.end)
-            )  # at most this many series come back
+            outputs = max(1, self._recent_count(metric))  # about this many series come back
             bars: dict[str, np.ndarray] = {}
             expr = events(metric, by, self.selector, c.bucket)
             for chunk in self.prom.range_chunks(
@@ -326,7 +335,7 @@ class Collector:
     def fleet_curves(self) -> None:
         c, s = self.c, self.s
         nodes = max(c.nodes_count, 1)
-        zone_series = max(1, self.prom.count(f"last_over_time({s(R_ZONE)}[{self.window}])", c.end))
+        zone_series = max(1, self._recent_count(R_ZONE))
         if self.selector:  # the cluster: rules cannot be filtered by instance: sum the instance: rules instead
             fleet_state, fleet_hot = f"sum by (state) ({s(R_I_STATE)})", f"sum({s(R_I_HOT)})"
             fleet_ratio = f"sum({s(R_I_MOV)}) / (sum({s(R_I_KER)}) > 0)"
