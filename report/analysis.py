@@ -1,16 +1,19 @@
-"""From query answers to the review's figures: per node, per instance, fleet,
-the risk ranking and the written findings."""
+"""From the reduced answers to the review's figures: per node and per host
+rows, the risk ranking, fleet figures, and findings grouped by kind (one
+line each with a count, the worst entries below it)."""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from memhp.thresholds import RUNBOOK_BASE
+import numpy as np
 
-from .collect import KERNEL_ZONES, RATIO_CRITICAL, RATIO_WARNING, Collected, Series
+from .collect import Collected
+from .thresholds import KERNEL_ZONES, RATIO_CRITICAL, RATIO_WARNING
 
 # Risk score: weight and the value at which a component saturates (docs/capacity-review.md).
 RISK = {
@@ -45,274 +48,75 @@ def fmt_ratio(r: float | None) -> str:
     return "–" if r is None else f"{r:.2f}:1"
 
 
-def _key(metric: dict) -> tuple[str, str]:
-    return metric.get("instance", ""), metric.get("node", "")
+def _f(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return None if math.isnan(v) or math.isinf(v) else v
 
 
-def _val(entry: dict) -> float:
-    v = float(entry["value"][1])
-    return v
+def _int(v: Any) -> int | None:
+    v = _f(v)
+    return None if v is None else int(round(v))
 
 
-def _by_node(rows: list[dict]) -> dict[tuple[str, str], float]:
-    return {_key(r["metric"]): _val(r) for r in rows}
-
-
-def _by_instance(rows: list[dict]) -> dict[str, float]:
-    return {r["metric"].get("instance", ""): _val(r) for r in rows}
-
-
-def _finite(v: float | None) -> float | None:
-    return None if v is None or math.isnan(v) or math.isinf(v) else v
-
-
-def time_above(points: list[tuple[float, float]], threshold: float, step: float) -> dict[str, Any]:
-    """Time above ``threshold`` at step resolution: every point above counts
-    one step; also the longest stretch of consecutive points above."""
-    count = 0
-    longest: tuple[int, float | None, float | None] = (0, None, None)
-    run, run_start, prev_t = 0, None, None
-    for t, v in points:
-        if not math.isnan(v) and v > threshold:
-            count += 1
-            if run and prev_t is not None and t - prev_t <= step * 1.01:
-                run += 1
-            else:
-                run, run_start = 1, t
-            if run > longest[0]:
-                longest = (run, run_start, t)
-        else:
-            run = 0
-        prev_t = t
+def node_row(raw: dict[str, Any], step: float, inst: dict[str, Any]) -> dict[str, Any]:
+    """One node's figures, flat (the CSV's columns), from the reduced answers."""
+    state, zone = raw.get("state", {}), raw.get("zone", {})
+    peaks = raw.get("state_peak", {})
+    bs = _f(inst.get("block_size"))
+    by_reason = {k: int(round(v)) for k, v in sorted(raw.get("failed_blocks_by_reason", {}).items())}
+    failed = _int(raw.get("failed_blocks")) or 0
     return {
-        "hours": count * step / 3600,
-        "longest_hours": longest[0] * step / 3600,
-        "longest_from": longest[1],
-        "longest_to": longest[2],
+        "instance": raw["instance"],
+        "node": raw["node"],
+        "ratio_current": _f(raw.get("ratio_current")),
+        "ratio_min": _f(raw.get("ratio_min")),
+        "ratio_peak": _f(raw.get("ratio_peak")),
+        "hours_above_3": raw.get("steps_above_3", 0.0) * step / 3600,
+        "hours_above_4": raw.get("steps_above_4", 0.0) * step / 3600,
+        "online_bytes": _f(state.get("online")),
+        "offline_bytes": _f(state.get("offline", 0.0)),
+        "going_offline_bytes": _f(state.get("going-offline", 0.0)),
+        "offline_peak_bytes": _f(peaks.get("offline", 0.0)),
+        "going_offline_peak_bytes": _f(peaks.get("going-offline", 0.0)),
+        "online_kernel_bytes": sum(v for z, v in zone.items() if z in KERNEL_ZONES),
+        "online_movable_bytes": zone.get("Movable", 0.0),
+        "online_mixed_bytes": zone.get("none", 0.0),
+        "hot_unpluggable_peak_bytes": _f(raw.get("hot_peak")),
+        "hot_unpluggable_min_bytes": _f(raw.get("hot_min")),
+        "hot_unpluggable_current_bytes": _f(raw.get("hot_current")),
+        "unofflinable_blocks_peak": _int(raw.get("unofflinable_peak")),
+        "unofflinable_blocks_current": _int(raw.get("unofflinable_current")),
+        "failed_offline_blocks": failed,
+        "failed_offline_bytes": failed * bs if bs else (0.0 if not failed else None),
+        "failed_offline_bytes_by_reason": {k: v * bs for k, v in by_reason.items()} if bs else {},
     }
 
 
-def counter_events(series: list[Series], first_boundary: float) -> list[Series]:
-    """Counter samples at bar boundaries -> events per bar, as (bar end, count).
-    A decrease is a counter reset (the new value counts); a series first seen
-    after the first boundary started from 0 within the period (memhp's
-    counters appear with their first event and count from memhp.exporter start)."""
-    out = []
-    for s in series:
-        pts = [(t, v) for t, v in sorted(s.points) if not math.isnan(v)]
-        events: list[tuple[float, float]] = []
-        if pts and pts[0][0] > first_boundary + 1e-6:
-            events.append((pts[0][0], pts[0][1]))
-        for (_, prev), (t, v) in zip(pts, pts[1:]):
-            events.append((t, v - prev if v >= prev else v))
-        out.append(Series(s.labels, events))
-    return out
-
-
-def analyze(
-    c: Collected,
-    *,
-    prometheus: str,
-    selector: str,
-    range_s: float,
-    runbook_base: str = RUNBOOK_BASE,
-    warnings: list[str] | None = None,
-) -> dict[str, Any]:
-    I = c.instant  # noqa: E741
-    c.events = {
-        name: counter_events(c.ranges[name], c.bucket_start)
-        for name in ("failure_counters", "block_failure_counters", "action_counters")
-    }
-    ratio_peak, ratio_min, ratio_cur = _by_node(I["ratio_peak"]), _by_node(I["ratio_min"]), _by_node(I["ratio_current"])
-    hot_peak, hot_min, hot_cur = _by_node(I["hot_peak"]), _by_node(I["hot_min"]), _by_node(I["hot_current"])
-    unoff_peak, unoff_cur = _by_node(I["unofflinable_peak"]), _by_node(I["unofflinable_current"])
-    state_cur: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
-    state_peak: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
-    for r in I["state_current"]:
-        state_cur[_key(r["metric"])][r["metric"].get("state", "")] = _val(r)
-    for r in I["state_peak"]:
-        state_peak[_key(r["metric"])][r["metric"].get("state", "")] = _val(r)
-    zone_cur: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
-    for r in I["zone_current"]:
-        zone_cur[_key(r["metric"])][r["metric"].get("zone", "")] = _val(r)
-    ratio_series = {_key(s.labels): s.points for s in c.ranges["ratio"]}
-
-    block_size = _by_instance(I["block_size"])
-    block_node: dict[tuple[str, str], dict[str, str]] = {}
-    for r in I["block_info"]:
-        m = r["metric"]
-        block_node[(m.get("instance", ""), m.get("block", ""))] = m
-    block_online = {(r["metric"].get("instance", ""), r["metric"].get("block", "")): _val(r) for r in I["block_online"]}
-    failed_blocks: dict[tuple[str, str], list[dict]] = defaultdict(list)  # (instance, node) -> blocks
-    per_block: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
-    for ev in c.events["block_failure_counters"]:
-        m, n = ev.labels, round(sum(v for _, v in ev.points))
-        if n > 0:
-            per_block[(m.get("instance", ""), m.get("block", ""))][m.get("reason", "")] = n
-    for (inst, block), reasons in per_block.items():
-        info = block_node.get((inst, block), {})
-        node = info.get("node", "unknown")
-        failed_blocks[(inst, node)].append(
-            {
-                "block": block,
-                "zone": info.get("zone"),
-                "valid_zones": info.get("valid_zones"),
-                "failures": sum(reasons.values()),
-                "reasons": dict(sorted(reasons.items())),
-                "still_online": None if (inst, block) not in block_online else block_online[(inst, block)] >= 1,
-            }
-        )
-
-    failures: dict[str, dict[str, int]] = defaultdict(dict)
-    for ev in c.events["failure_counters"]:
-        n = round(sum(v for _, v in ev.points))
-        if n > 0:
-            failures[ev.labels.get("instance", "")][ev.labels.get("reason", "")] = n
-    actions: dict[str, list[dict]] = defaultdict(list)
-    for ev in c.events["action_counters"]:
-        m, n = ev.labels, round(sum(v for _, v in ev.points))
-        if n > 0:
-            actions[m.get("instance", "")].append(
-                {"action": m.get("action", ""), "result": m.get("result", ""), "errno": m.get("errno", ""), "count": n}
-            )
-    q_peak, q_cur = _by_instance(I["quarantined_peak"]), _by_instance(I["quarantined_current"])
-
-    keys = sorted(
-        set(ratio_peak)
-        | set(hot_cur)
-        | set(state_cur)
-        | set(zone_cur)
-        | set(unoff_cur)
-        | {k for k in failed_blocks if k[1] != "unknown"}
-    )
-    instances_all = sorted({k[0] for k in keys} | set(failures) | set(actions) | set(q_peak))
-
-    inst_rows: dict[str, dict] = {}
-    for inst in instances_all:
-        acts = sorted(actions.get(inst, []), key=lambda a: (a["action"], a["result"], a["errno"]))
-        failed_acts = [a for a in acts if a["result"] == "failed"]
-        unknown_blocks = failed_blocks.get((inst, "unknown"), [])
-        inst_rows[inst] = {
-            "instance": inst,
-            "block_size_bytes": block_size.get(inst),
-            "offline_failures_by_reason": dict(sorted(failures.get(inst, {}).items())),
-            "offline_failures": sum(failures.get(inst, {}).values()),
-            "actions": acts,
-            "actions_by_result": _sum_by(acts, ("action", "result")),
-            "failed_actions": sum(a["count"] for a in failed_acts),
-            "failed_actions_by_errno": _sum_by(failed_acts, ("action", "errno")),
-            "quarantined_blocks": {"peak": _int(q_peak.get(inst)), "current": _int(q_cur.get(inst))},
-            "failed_offline_blocks_unknown_node": unknown_blocks,
-        }
-
-    nodes: list[dict[str, Any]] = []
-    for key in keys:
-        inst, node = key
-        zones = zone_cur.get(key, {})
-        states = state_cur.get(key, {})
-        peaks = state_peak.get(key, {})
-        pts = ratio_series.get(key, [])
-        above3 = time_above(pts, RATIO_WARNING, c.step)
-        above4 = time_above(pts, RATIO_CRITICAL, c.step)
-        finite = [(t, v) for t, v in pts if not math.isnan(v)]
-        # when the ratio never moved, there is no moment of peak to show
-        peak_at = (
-            max(finite, key=lambda p: p[1])[0]
-            if finite and max(v for _, v in finite) > min(v for _, v in finite)
-            else None
-        )
-        blocks = sorted(failed_blocks.get(key, []), key=lambda b: _block_sort(b["block"]))
-        bs = block_size.get(inst)
-        by_reason: dict[str, float] = defaultdict(float)
-        for b in blocks:
-            for reason in b["reasons"]:
-                by_reason[reason] += bs or 0
-        nodes.append(
-            {
-                "instance": inst,
-                "node": node,
-                "ratio": {
-                    "peak": _finite(ratio_peak.get(key)),
-                    "min": _finite(ratio_min.get(key)),
-                    "current": _finite(ratio_cur.get(key)),
-                    "peak_at": peak_at,
-                    "peak_at_iso": iso(peak_at),
-                },
-                "hours_above_3": above3["hours"],
-                "hours_above_4": above4["hours"],
-                "longest_above_4": {
-                    "hours": above4["longest_hours"],
-                    "from": iso(above4["longest_from"]),
-                    "to": iso(above4["longest_to"]),
-                },
-                "longest_above_3": {
-                    "hours": above3["longest_hours"],
-                    "from": iso(above3["longest_from"]),
-                    "to": iso(above3["longest_to"]),
-                },
-                "bytes": {
-                    "online": states.get("online"),
-                    "offline": states.get("offline", 0.0),
-                    "going_offline": states.get("going-offline", 0.0),
-                    "offline_peak": peaks.get("offline", 0.0),
-                    "going_offline_peak": peaks.get("going-offline", 0.0),
-                    "online_movable": zones.get("Movable", 0.0),
-                    "online_kernel": sum(v for z, v in zones.items() if z in KERNEL_ZONES),
-                    "online_mixed": zones.get("none", 0.0),
-                },
-                "hot_unpluggable_bytes": {
-                    "peak": hot_peak.get(key),
-                    "min": hot_min.get(key),
-                    "current": hot_cur.get(key),
-                },
-                "unofflinable_blocks": {"peak": _int(unoff_peak.get(key)), "current": _int(unoff_cur.get(key))},
-                "failed_offline_blocks": blocks,
-                "failed_offline_bytes": (len(blocks) * bs) if bs else None,
-                "failed_offline_bytes_by_reason": dict(sorted(by_reason.items())) if bs else {},
-                "failed_offline_blocks_still_online": sum(1 for b in blocks if b["still_online"]),
-            }
-        )
-    for row in nodes:
-        row["risk"] = risk(row, inst_rows[row["instance"]])
-    ranking = sorted(nodes, key=lambda n: (-n["risk"]["score"], -(n["ratio"]["peak"] or 0), n["instance"], n["node"]))
-    for i, row in enumerate(ranking, 1):
-        row["risk"]["rank"] = i
-
-    fleet = fleet_figures(c, nodes, inst_rows)
-    report = {
-        "meta": {
-            "prometheus": prometheus,
-            "selector": selector,
-            "start": c.start,
-            "end": c.end,
-            "start_iso": iso(c.start),
-            "end_iso": iso(c.end),
-            "range_seconds": range_s,
-            "step_seconds": c.step,
-            "event_bucket_seconds": c.bucket,
-            "generated_at": iso(datetime.now(UTC).timestamp()),
-            "thresholds": {"warning": RATIO_WARNING, "critical": RATIO_CRITICAL},
-            "risk_weights": {k: {"weight": w, "saturates_at": s} for k, (w, s) in RISK.items()},
-            "warnings": list(warnings or []),
+def instance_row(raw: dict[str, Any]) -> dict[str, Any]:
+    failures = {k: int(round(v)) for k, v in sorted(raw.get("offline_failures_by_reason", {}).items()) if v}
+    acts = [
+        {"action": a, "result": r, "errno": e, "count": int(round(n))}
+        for (a, r, e), n in sorted(raw.get("actions", {}).items())
+        if round(n) > 0
+    ]
+    failed = [a for a in acts if a["result"] == "failed"]
+    return {
+        "instance": raw["instance"],
+        "block_size_bytes": _f(raw.get("block_size")),
+        "offline_failures_by_reason": failures,
+        "offline_failures": sum(failures.values()),
+        "failed_offline_blocks": _int(raw.get("failed_blocks")) or 0,
+        "actions": acts,
+        "actions_by_result": _sum_by(acts, ("action", "result")),
+        "failed_actions": sum(a["count"] for a in failed),
+        "failed_actions_by_errno": _sum_by(failed, ("action", "errno")),
+        "quarantined_blocks": {
+            "peak": _int(raw.get("quarantined_peak")),
+            "current": _int(raw.get("quarantined_current")),
         },
-        "fleet": fleet,
-        "nodes": nodes,
-        "instances": [inst_rows[i] for i in instances_all],
-        "ranking": [
-            {"rank": n["risk"]["rank"], "instance": n["instance"], "node": n["node"], "score": n["risk"]["score"]}
-            for n in ranking
-        ],
     }
-    report["findings"] = findings(report, runbook_base)
-    return report
-
-
-def _int(v: float | None) -> int | None:
-    return None if v is None or math.isnan(v) else int(round(v))
-
-
-def _block_sort(b: str) -> tuple[int, str]:
-    return (int(b), b) if b.isdigit() else (1 << 62, b)
 
 
 def _sum_by(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
@@ -324,10 +128,10 @@ def _sum_by(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
 
 def risk(node: dict, inst: dict) -> dict[str, Any]:
     raw = {
-        "ratio_now": node["ratio"]["current"] or 0.0,
+        "ratio_now": node["ratio_current"] or 0.0,
         "hours_above_4": node["hours_above_4"],
         "hours_above_3": node["hours_above_3"],
-        "offline_trouble": len(node["failed_offline_blocks"]) + (node["unofflinable_blocks"]["current"] or 0),
+        "offline_trouble": node["failed_offline_blocks"] + (node["unofflinable_blocks_current"] or 0),
         "quarantined": inst["quarantined_blocks"]["peak"] or 0,
         "failed_actions": inst["failed_actions"],
     }
@@ -335,41 +139,104 @@ def risk(node: dict, inst: dict) -> dict[str, Any]:
     return {"score": round(sum(parts.values()), 1), "components": parts, "inputs": raw}
 
 
-def _series_stats(series: list[Series]) -> dict[str, float | None]:
-    pts = [v for s in series for _, v in s.points if not math.isnan(v)]
-    if not pts:
+def rank(c: Collected) -> tuple[list[dict], dict[str, dict]]:
+    """Every node's row with its risk score and rank (best rank = worst node),
+    and every host's row."""
+    insts = {name: instance_row(raw) for name, raw in c.instances.items()}
+    rows = []
+    for raw in c.nodes.values():
+        inst = insts.get(raw["instance"]) or instance_row({"instance": raw["instance"]})
+        insts.setdefault(raw["instance"], inst)
+        row = node_row(raw, c.step, c.instances.get(raw["instance"], {}))
+        r = risk(row, inst)
+        row["risk"] = r["score"]
+        row["risk_components"] = r["components"]
+        row["quarantined_blocks_peak_host"] = inst["quarantined_blocks"]["peak"]
+        row["failed_actions_host"] = inst["failed_actions"]
+        rows.append(row)
+    rows.sort(key=lambda n: (-n["risk"], -(n["ratio_peak"] or 0), n["instance"], n["node"]))
+    for i, row in enumerate(rows, 1):
+        row["rank"] = i
+    return rows, insts
+
+
+def time_above(grid: np.ndarray, y: np.ndarray, line: float, step: float) -> dict[str, Any]:
+    """The longest run of consecutive grid points above ``line``."""
+    above = np.nan_to_num(y, nan=-np.inf) > line
+    best, best_from, run, run_from = 0, None, 0, None
+    for i, a in enumerate(above):
+        if a:
+            if run == 0:
+                run_from = float(grid[i])
+            run += 1
+            if run > best:
+                best, best_from = run, run_from
+        else:
+            run = 0
+    return {
+        "hours": best * step / 3600,
+        "from": iso(best_from),
+        "to": iso(best_from + (best - 1) * step) if best_from is not None else None,
+    }
+
+
+def detail(c: Collected, row: dict) -> dict:
+    """The listed node's extras: when it peaked, its longest stretches above
+    the lines, the blocks that failed to offline."""
+    out = dict(row)
+    y = c.shown.get((row["instance"], row["node"]))
+    if y is not None and np.isfinite(y).any():
+        finite = y[np.isfinite(y)]
+        moved = float(finite.max()) > float(finite.min())
+        out["ratio_peak_at"] = float(c.grid[int(np.nanargmax(y))]) if moved else None
+        out["ratio_peak_at_iso"] = iso(out["ratio_peak_at"])
+        out["longest_above_4"] = time_above(c.grid, y, RATIO_CRITICAL, c.step)
+        out["longest_above_3"] = time_above(c.grid, y, RATIO_WARNING, c.step)
+    blocks = [b for b in c.blocks.get(row["instance"], []) if b["node"] == row["node"]]
+    out["failed_offline_block_list"] = blocks
+    out["failed_offline_blocks_still_online"] = sum(1 for b in blocks if b["still_online"]) if blocks else None
+    return out
+
+
+def _stats(y: np.ndarray | None) -> dict[str, float | None]:
+    if y is None or not np.isfinite(y).any():
         return {"current": None, "min": None, "peak": None}
-    last = max((p for s in series for p in s.points if not math.isnan(p[1])), key=lambda p: p[0])
-    return {"current": last[1], "min": min(pts), "peak": max(pts)}
+    finite = np.flatnonzero(np.isfinite(y))
+    return {"current": float(y[finite[-1]]), "min": float(np.nanmin(y)), "peak": float(np.nanmax(y))}
 
 
 def fleet_figures(c: Collected, nodes: list[dict], insts: dict[str, dict]) -> dict[str, Any]:
-    by_state = {s.labels.get("state", ""): _series_stats([s]) for s in c.ranges["fleet_state"]}
     failures: dict[str, int] = defaultdict(int)
+    acts: dict[tuple[str, str], int] = defaultdict(int)
     for i in insts.values():
         for reason, n in i["offline_failures_by_reason"].items():
             failures[reason] += n
-    acts: dict[tuple[str, str], int] = defaultdict(int)
-    for i in insts.values():
         for a in i["actions_by_result"]:
             acts[(a["action"], a["result"])] += a["count"]
+    cur = c.curves
+    zero = {"current": 0.0, "min": 0.0, "peak": 0.0}
     return {
         "instances": len({n["instance"] for n in nodes}),
         "nodes": len(nodes),
-        "online_bytes": by_state.get("online", {"current": None, "min": None, "peak": None}),
-        "offline_bytes": by_state.get("offline", {"current": 0.0, "min": 0.0, "peak": 0.0}),
-        "going_offline_bytes": by_state.get("going-offline", {"current": 0.0, "min": 0.0, "peak": 0.0}),
-        "online_movable_bytes": sum(n["bytes"]["online_movable"] for n in nodes),
-        "online_kernel_bytes": sum(n["bytes"]["online_kernel"] for n in nodes),
-        "hot_unpluggable_bytes": _series_stats(c.ranges["fleet_hot"]),
-        "ratio": _series_stats(c.ranges["fleet_ratio"]),
-        "nodes_above_3_now": sum(1 for n in nodes if (n["ratio"]["current"] or 0) > RATIO_WARNING),
-        "nodes_above_4_in_period": sum(1 for n in nodes if n["hours_above_4"] > 0),
+        "online_bytes": _stats(cur.get("state:online")),
+        "offline_bytes": _stats(cur.get("state:offline")) if "state:offline" in cur else zero,
+        "going_offline_bytes": _stats(cur.get("state:going-offline")) if "state:going-offline" in cur else zero,
+        "online_kernel_bytes": _stats(cur.get("zone:kernel")),
+        "online_movable_bytes": _stats(cur.get("zone:Movable")),
+        "hot_unpluggable_bytes": _stats(cur.get("hot")),
+        "ratio": _stats(cur.get("ratio_fleet")),
+        "ratio_p50": _stats(cur.get("ratio_p50")),
+        "ratio_p90": _stats(cur.get("ratio_p90")),
+        "ratio_max": _stats(cur.get("ratio_max")),
+        "nodes_above_3_now": sum(1 for n in nodes if (n["ratio_current"] or 0) > RATIO_WARNING),
+        "nodes_above_4_now": sum(1 for n in nodes if (n["ratio_current"] or 0) > RATIO_CRITICAL),
         "nodes_above_3_in_period": sum(1 for n in nodes if n["hours_above_3"] > 0),
+        "nodes_above_4_in_period": sum(1 for n in nodes if n["hours_above_4"] > 0),
         "offline_failures_by_reason": dict(sorted(failures.items())),
         "offline_failures": sum(failures.values()),
-        "failed_offline_bytes": sum(n["failed_offline_bytes"] or 0 for n in nodes),
-        "unofflinable_blocks": sum(n["unofflinable_blocks"]["current"] or 0 for n in nodes),
+        "failed_offline_blocks": sum(i["failed_offline_blocks"] for i in insts.values()),
+        "failed_offline_bytes": sum(i["failed_offline_blocks"] * (i["block_size_bytes"] or 0) for i in insts.values()),
+        "unofflinable_blocks": sum(n["unofflinable_blocks_current"] or 0 for n in nodes),
         "actions_by_result": [{"action": a, "result": r, "count": n} for (a, r), n in sorted(acts.items())],
         "failed_actions": sum(i["failed_actions"] for i in insts.values()),
         "quarantined_blocks_now": sum(i["quarantined_blocks"]["current"] or 0 for i in insts.values()),
@@ -390,154 +257,299 @@ def _blocks_text(blocks: list[dict]) -> str:
     return ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
 
 
-def findings(r: dict, runbook_base: str) -> list[dict]:
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'s' if n != 1 else ''}"
+
+
+# A kind of finding: which rows it is about, how they are ordered, its headline and entry texts.
+Kind = tuple[str, str, str, str, Callable[[dict], bool], Callable[[dict], Any], Callable[[int, list[dict]], str]]
+
+
+def findings(
+    nodes: list[dict],
+    insts: dict[str, dict],
+    details: Callable[[dict], dict],
+    runbook_base: str,
+    top: int,
+) -> list[dict]:
+    """Findings grouped by kind: a headline with the count, the worst ``top``
+    entries below it (nodes by their own figure, ties by risk rank)."""
+
+    def node_entry_ratio_crit(n: dict) -> str:
+        d = details(n)
+        text = (
+            f"{_where(n)} spent {n['hours_above_4']:.1f} h above 4:1 ({n['hours_above_3']:.1f} h above 3:1), "
+            f"peak {fmt_ratio(n['ratio_peak'])}"
+        )
+        if d.get("ratio_peak_at_iso"):
+            text += f" at {d['ratio_peak_at_iso']}"
+        lo = d.get("longest_above_4")
+        if lo and lo["hours"]:
+            text += f"; longest stretch above 4:1: {lo['hours']:.1f} h from {lo['from']}"
+        return text + "."
+
+    def node_entry_ratio_high(n: dict) -> str:
+        d = details(n)
+        text = (
+            f"{_where(n)} spent {n['hours_above_3']:.1f} h above 3:1 (never above 4:1), "
+            f"peak {fmt_ratio(n['ratio_peak'])}"
+        )
+        if d.get("ratio_peak_at_iso"):
+            text += f" at {d['ratio_peak_at_iso']}"
+        return text + "."
+
+    def node_entry_failed(n: dict) -> str:
+        d = details(n)
+        blocks = d.get("failed_offline_block_list") or []
+        why = ", ".join(f"{r}: {fmt_bytes(b)}" for r, b in n["failed_offline_bytes_by_reason"].items())
+        text = f"{fmt_bytes(n['failed_offline_bytes'])} ({_plural(n['failed_offline_blocks'], 'memory block')}"
+        if blocks:
+            zones = sorted({b["zone"] for b in blocks if b["zone"]})
+            text += f": {_blocks_text(blocks)}, zone {'/'.join(zones) or 'unknown'}"
+        text += f") could not be offlined on {_where(n)}"
+        text += f" ({why})" if why else ""
+        if d.get("failed_offline_blocks_still_online") is not None:
+            text += f"; {d['failed_offline_blocks_still_online']} of them still online at the end of the period"
+        return text + "."
+
+    node_kinds: list[Kind] = [
+        (
+            "ratio_critical",
+            "critical",
+            "MemhpMovableKernelRatioCritical",
+            "node",
+            lambda n: n["hours_above_4"] > 0,
+            lambda n: (-n["hours_above_4"], n["rank"]),
+            lambda k, rows: (
+                f"{_plural(k, 'node')} spent time above 4:1 MOVABLE:KERNEL: unmovable allocations "
+                f"(memmap, page tables, pinned pages) can only use the kernel zones"
+            ),
+        ),
+        (
+            "ratio_now",
+            "warning",
+            "MemhpMovableKernelRatioHigh",
+            "node",
+            lambda n: (n["ratio_current"] or 0) > RATIO_WARNING,
+            lambda n: (-(n["ratio_current"] or 0), n["rank"]),
+            lambda k, rows: (
+                f"{_plural(k, 'node')} above 3:1 at the end of the period "
+                f"({sum(1 for r in rows if (r['ratio_current'] or 0) > RATIO_CRITICAL):,} above 4:1): "
+                f"do not online more memory to ZONE_MOVABLE there"
+            ),
+        ),
+        (
+            "ratio_high",
+            "warning",
+            "MemhpMovableKernelRatioHigh",
+            "node",
+            lambda n: n["hours_above_3"] > 0 and n["hours_above_4"] == 0,
+            lambda n: (-n["hours_above_3"], n["rank"]),
+            lambda k, rows: f"{_plural(k, 'node')} spent time above 3:1 MOVABLE:KERNEL (never above 4:1)",
+        ),
+        (
+            "failed_offline",
+            "warning",
+            "MemhpOfflineFailuresRising",
+            "node",
+            lambda n: n["failed_offline_blocks"] > 0,
+            lambda n: (-n["failed_offline_blocks"], n["rank"]),
+            lambda k, rows: (
+                f"{fmt_bytes(sum(r['failed_offline_bytes'] or 0 for r in rows))} in "
+                f"{_plural(sum(r['failed_offline_blocks'] for r in rows), 'memory block')} on {_plural(k, 'node')} "
+                f"could not be offlined when asked"
+            ),
+        ),
+        (
+            "hot_unpluggable_zero",
+            "warning",
+            "MemhpHotUnpluggableBelowFloor",
+            "node",
+            lambda n: (
+                bool(n["hot_unpluggable_peak_bytes"])
+                and n["hot_unpluggable_min_bytes"] is not None
+                and n["hot_unpluggable_min_bytes"] <= 0
+            ),
+            lambda n: (n["rank"],),
+            lambda k, rows: f"{_plural(k, 'node')} had their hot-unpluggable memory (online ZONE_MOVABLE) fall to 0",
+        ),
+        (
+            "going_offline",
+            "warning",
+            "MemhpBlockStuckGoingOffline",
+            "node",
+            lambda n: bool(n["going_offline_peak_bytes"]),
+            lambda n: (-(n["going_offline_peak_bytes"] or 0), n["rank"]),
+            lambda k, rows: f"{_plural(k, 'node')} had memory blocks going-offline (offline_pages() retrying)",
+        ),
+        (
+            "left_offline",
+            "info",
+            "MemhpBlocksLeftOffline",
+            "node",
+            lambda n: bool(n["offline_bytes"]),
+            lambda n: (-(n["offline_bytes"] or 0), n["rank"]),
+            lambda k, rows: (
+                f"{fmt_bytes(sum(r['offline_bytes'] or 0 for r in rows))} in offline memory blocks on "
+                f"{_plural(k, 'node')} at the end of the period: present but neither usable nor counted in "
+                f"MOVABLE:KERNEL"
+            ),
+        ),
+        (
+            "unofflinable",
+            "info",
+            "MemhpOfflineFailuresRising",
+            "node",
+            lambda n: (n["unofflinable_blocks_peak"] or 0) > 0,
+            lambda n: (-(n["unofflinable_blocks_current"] or 0), n["rank"]),
+            lambda k, rows: (
+                f"{_plural(k, 'node')} {'has' if k == 1 else 'have'} online memory blocks the kernel cannot offline "
+                f"(valid_zones none: the block spans zones or nodes, or has holes); they can never be hot-unplugged"
+            ),
+        ),
+    ]
+    node_entry: dict[str, Callable[[dict], str]] = {
+        "ratio_critical": node_entry_ratio_crit,
+        "ratio_now": lambda n: f"{_where(n)} is at {fmt_ratio(n['ratio_current'])}.",
+        "ratio_high": node_entry_ratio_high,
+        "failed_offline": node_entry_failed,
+        "hot_unpluggable_zero": lambda n: (
+            f"{_where(n)}: peak {fmt_bytes(n['hot_unpluggable_peak_bytes'])}, "
+            f"now {fmt_bytes(n['hot_unpluggable_current_bytes'])}."
+        ),
+        "going_offline": lambda n: f"{_where(n)}: up to {fmt_bytes(n['going_offline_peak_bytes'])} going-offline.",
+        "left_offline": lambda n: f"{_where(n)}: {fmt_bytes(n['offline_bytes'])} offline.",
+        "unofflinable": lambda n: (
+            f"{_where(n)}: {n['unofflinable_blocks_current']} block(s) now, peak {n['unofflinable_blocks_peak']}."
+        ),
+    }
     out: list[dict] = []
 
-    def add(severity: str, alert: str, text: str, instance: str, node: str | None = None, **data: Any) -> None:
+    def group(kind: str, severity: str, alert: str, unit: str, headline: str, entries: list[dict], total: int) -> None:
+        shown = entries[:top]
+        more = total - len(shown)
         out.append(
             {
+                "kind": kind,
                 "severity": severity,
                 "alert": alert,
                 "runbook_url": f"{runbook_base}#{alert.lower()}",
-                "text": text,
-                "instance": instance,
-                "node": node,
-                **data,
+                "unit": unit,
+                "count": total,
+                "text": headline + (f"; worst {len(shown)} below" if more > 0 else "") + ".",
+                "entries": shown,
+                "more": more,
             }
         )
 
-    for n in sorted(r["nodes"], key=lambda n: n["risk"]["rank"]):
-        ratio = n["ratio"]
-        if n["hours_above_4"] > 0:
-            lo = n["longest_above_4"]
-            add(
-                "critical",
-                "MemhpMovableKernelRatioCritical",
-                f"{_where(n)} spent {n['hours_above_4']:.1f} h above 4:1 MOVABLE:KERNEL "
-                f"({n['hours_above_3']:.1f} h above 3:1), peak {fmt_ratio(ratio['peak'])} at {ratio['peak_at_iso']}; "
-                f"longest stretch above 4:1: {lo['hours']:.1f} h from {lo['from']}. Unmovable allocations "
-                f"(memmap, page tables, pinned pages) can only use the kernel zones.",
-                n["instance"],
-                n["node"],
-                hours=n["hours_above_4"],
-            )
-        elif n["hours_above_3"] > 0:
-            add(
-                "warning",
-                "MemhpMovableKernelRatioHigh",
-                f"{_where(n)} spent {n['hours_above_3']:.1f} h above 3:1 MOVABLE:KERNEL (never above 4:1), "
-                f"peak {fmt_ratio(ratio['peak'])} at {ratio['peak_at_iso']}.",
-                n["instance"],
-                n["node"],
-                hours=n["hours_above_3"],
-            )
-        if (ratio["current"] or 0) > RATIO_WARNING:
-            crit = ratio["current"] > RATIO_CRITICAL
-            add(
-                "critical" if crit else "warning",
-                "MemhpMovableKernelRatioCritical" if crit else "MemhpMovableKernelRatioHigh",
-                f"{_where(n)} is at {fmt_ratio(ratio['current'])} MOVABLE:KERNEL at the end of the period: do not "
-                f"online more memory to ZONE_MOVABLE on this node.",
-                n["instance"],
-                n["node"],
-            )
-        if n["failed_offline_blocks"]:
-            blocks = n["failed_offline_blocks"]
-            reasons = n["failed_offline_bytes_by_reason"]
-            why = ", ".join(f"{reason}: {fmt_bytes(b)}" for reason, b in reasons.items()) or ", ".join(
-                sorted({x for b in blocks for x in b["reasons"]})
-            )
-            zones = sorted({b["zone"] for b in blocks if b["zone"]})
-            still = n["failed_offline_blocks_still_online"]
-            add(
-                "warning",
-                "MemhpOfflineFailuresRising",
-                f"{fmt_bytes(n['failed_offline_bytes'])} ({len(blocks)} memory block{'s' * (len(blocks) != 1)}: "
-                f"{_blocks_text(blocks)}, zone {'/'.join(zones) or 'unknown'}) requested for removal could not be "
-                f"offlined on {_where(n)} ({why}); {still} of them still online at the end of the period.",
-                n["instance"],
-                n["node"],
-                bytes=n["failed_offline_bytes"],
-            )
-        if (n["unofflinable_blocks"]["peak"] or 0) > 0:
-            u = n["unofflinable_blocks"]
-            add(
-                "info",
-                "MemhpOfflineFailuresRising",
-                f"{_where(n)} has {u['current']} online memory block(s) the kernel cannot offline (valid_zones "
-                f"none: the block spans zones or nodes, or has holes); peak {u['peak']} in the period. They can never "
-                f"be hot-unplugged.",
-                n["instance"],
-                n["node"],
-                blocks=u["current"],
-            )
-        hot = n["hot_unpluggable_bytes"]
-        if hot["peak"] and hot["min"] is not None and hot["min"] <= 0 < hot["peak"]:
-            add(
-                "warning",
-                "MemhpHotUnpluggableBelowFloor",
-                f"{_where(n)}'s hot-unpluggable memory (online ZONE_MOVABLE) fell to 0 in the period "
-                f"(peak {fmt_bytes(hot['peak'])}, now {fmt_bytes(hot['current'])}).",
-                n["instance"],
-                n["node"],
-            )
-        b = n["bytes"]
-        if b["going_offline_peak"]:
-            add(
-                "warning",
-                "MemhpBlockStuckGoingOffline",
-                f"{_where(n)} had up to {fmt_bytes(b['going_offline_peak'])} in going-offline memory blocks "
-                f"(offline_pages() retrying).",
-                n["instance"],
-                n["node"],
-            )
-        if b["offline"]:
-            add(
-                "info",
-                "MemhpBlocksLeftOffline",
-                f"{_where(n)} has {fmt_bytes(b['offline'])} in offline memory blocks at the end of the period: "
-                f"present but neither usable nor counted in MOVABLE:KERNEL (hot-added and not onlined, or handed "
-                f"back and awaiting removal).",
-                n["instance"],
-                n["node"],
-                bytes=b["offline"],
-            )
-    for i in r["instances"]:
-        q = i["quarantined_blocks"]
-        if (q["peak"] or 0) > 0:
-            add(
-                "warning",
-                "MemhpControllerBlocksQuarantined",
-                f"{i['instance']}: the controller quarantined up to {q['peak']} memory block(s) after repeated "
-                f"failures ({q['current']} quarantined at the end of the period).",
-                i["instance"],
-            )
-        if i["failed_actions"]:
-            detail = ", ".join(
-                f"{a['action']} {a['errno'] or 'unknown'}: {a['count']}" for a in i["failed_actions_by_errno"]
-            )
-            add(
-                "warning",
-                "MemhpControllerActionsFailing",
-                f"{i['instance']}: {i['failed_actions']} controller action(s) on memory blocks ended failed "
-                f"({detail}).",
-                i["instance"],
-                count=i["failed_actions"],
-            )
-        unknown = i["failed_offline_blocks_unknown_node"]
-        if unknown or (
-            i["offline_failures"]
-            and not any(n["failed_offline_blocks"] for n in r["nodes"] if n["instance"] == i["instance"])
-        ):
-            reasons = ", ".join(f"{k}: {v}" for k, v in i["offline_failures_by_reason"].items())
-            add(
-                "warning",
-                "MemhpOfflineFailuresRising",
-                f"{i['instance']}: the kernel logged {i['offline_failures']} failed offline attempt(s) ({reasons})"
-                + (f"; {len(unknown)} block(s) without a known node" if unknown else "")
-                + ".",
-                i["instance"],
-                count=i["offline_failures"],
-            )
+    for kind, severity, alert, unit, match, order, headline in node_kinds:
+        rows = sorted((n for n in nodes if match(n)), key=order)
+        if not rows:
+            continue
+        if kind == "ratio_now" and any((r["ratio_current"] or 0) > RATIO_CRITICAL for r in rows):
+            severity, alert = "critical", "MemhpMovableKernelRatioCritical"
+        entries = [
+            {"instance": n["instance"], "node": n["node"], "rank": n["rank"], "text": node_entry[kind](n)}
+            for n in rows[:top]
+        ]
+        group(kind, severity, alert, unit, headline(len(rows), rows), entries, len(rows))
+
+    hosts = list(insts.values())
+    q = sorted(
+        (i for i in hosts if (i["quarantined_blocks"]["peak"] or 0) > 0), key=lambda i: -i["quarantined_blocks"]["peak"]
+    )
+    if q:
+        group(
+            "quarantined",
+            "warning",
+            "MemhpControllerBlocksQuarantined",
+            "host",
+            f"{_plural(len(q), 'host')} had the controller quarantine memory blocks after repeated failures",
+            [
+                {
+                    "instance": i["instance"],
+                    "node": None,
+                    "text": f"{i['instance']}: the controller quarantined up to {i['quarantined_blocks']['peak']} "
+                    f"memory block(s) ({i['quarantined_blocks']['current']} at the end of the period).",
+                }
+                for i in q[:top]
+            ],
+            len(q),
+        )
+    fa = sorted((i for i in hosts if i["failed_actions"]), key=lambda i: (-i["failed_actions"], i["instance"]))
+    if fa:
+        group(
+            "failed_actions",
+            "warning",
+            "MemhpControllerActionsFailing",
+            "host",
+            f"{_plural(sum(i['failed_actions'] for i in fa), 'controller action')} on memory blocks ended failed "
+            f"on {_plural(len(fa), 'host')}",
+            [
+                {
+                    "instance": i["instance"],
+                    "node": None,
+                    "text": f"{i['instance']}: {i['failed_actions']} controller action(s) ended failed ("
+                    + ", ".join(
+                        f"{a['action']} {a['errno'] or 'unknown'}: {a['count']}" for a in i["failed_actions_by_errno"]
+                    )
+                    + ").",
+                }
+                for i in fa[:top]
+            ],
+            len(fa),
+        )
+    with_nodes = {n["instance"] for n in nodes if n["failed_offline_blocks"]}
+    un = sorted(
+        (i for i in hosts if i["offline_failures"] and i["instance"] not in with_nodes),
+        key=lambda i: (-i["offline_failures"], i["instance"]),
+    )
+    if un:
+        group(
+            "offline_failures_no_node",
+            "warning",
+            "MemhpOfflineFailuresRising",
+            "host",
+            f"{_plural(len(un), 'host')} logged failed offline attempts without per-node block data",
+            [
+                {
+                    "instance": i["instance"],
+                    "node": None,
+                    "text": f"{i['instance']}: {i['offline_failures']} failed offline attempt(s) ("
+                    + ", ".join(f"{k}: {v}" for k, v in i["offline_failures_by_reason"].items())
+                    + ").",
+                }
+                for i in un[:top]
+            ],
+            len(un),
+        )
     out.sort(key=lambda f: SEVERITY_ORDER[f["severity"]])
     return out
+
+
+def summary(fleet: dict) -> list[str]:
+    """The first screen, in sentences."""
+    f = fleet
+    lines = [
+        f"{f['instances']:,} hosts, {f['nodes']:,} NUMA nodes.",
+        f"MOVABLE:KERNEL: fleet {fmt_ratio(f['ratio']['current'])} at the end (peak {fmt_ratio(f['ratio']['peak'])}); "
+        f"median node {fmt_ratio(f['ratio_p50']['current'])}, 90th percentile {fmt_ratio(f['ratio_p90']['current'])}, "
+        f"worst {fmt_ratio(f['ratio_max']['current'])} (worst in the period {fmt_ratio(f['ratio_max']['peak'])}).",
+        f"{_plural(f['nodes_above_4_in_period'], 'node')} went above 4:1 and {f['nodes_above_3_in_period']:,} "
+        f"above 3:1 during the period; {f['nodes_above_3_now']:,} above 3:1 at the end.",
+        f"Hot-unpluggable memory (online ZONE_MOVABLE): {fmt_bytes(f['hot_unpluggable_bytes']['current'])} at the end "
+        f"(low {fmt_bytes(f['hot_unpluggable_bytes']['min'])}, high {fmt_bytes(f['hot_unpluggable_bytes']['peak'])}); "
+        f"online {fmt_bytes(f['online_bytes']['current'])}, offline {fmt_bytes(f['offline_bytes']['current'])}.",
+        f"Offline failures logged by the kernel: {f['offline_failures']:,}"
+        + (
+            " (" + ", ".join(f"{k}: {v:,}" for k, v in f["offline_failures_by_reason"].items()) + ")"
+            if f["offline_failures"]
+            else ""
+        )
+        + f"; {fmt_bytes(f['failed_offline_bytes'])} in {f['failed_offline_blocks']:,} blocks could not be offlined.",
+        "Controller: "
+        + (", ".join(f"{a['action']} {a['result']}: {a['count']:,}" for a in f["actions_by_result"]) or "no actions")
+        + f"; {_plural(f['instances_with_quarantine'], 'host')} quarantined blocks "
+        f"({f['quarantined_blocks_now']:,} quarantined now).",
+    ]
+    return lines

@@ -4,13 +4,30 @@ queries Prometheus's HTTP API, never sysfs)."""
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from .promapi import Prometheus, ReportError, auto_step, format_duration, normalize_selector, parse_duration, parse_time
+from .promapi import (
+    DEFAULT_MAX_SAMPLES,
+    Prometheus,
+    ReportError,
+    auto_step,
+    format_duration,
+    normalize_selector,
+    parse_duration,
+    parse_time,
+)
+from .thresholds import RATIO_CRITICAL, RATIO_WARNING, RUNBOOK_BASE
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
 
 EXAMPLE = """examples:
   memhp report --prometheus http://prometheus:9090 --range 30d --out review/
@@ -24,7 +41,8 @@ def add_report_parser(sub) -> None:
         help="capacity review from Prometheus (HTML, Markdown, PNG charts, JSON)",
         description="Query Prometheus (memhp's recording rules, alerts/memhp.rules.yaml) over a time "
         "range and write a capacity review: report.html (self-contained), report.md, "
-        "report.json and charts/*.png in --out.",
+        "report.json, charts/*.png, and every node's and host's figures in nodes.csv, nodes.json, "
+        "instances.csv and instances.json in --out.",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -60,6 +78,29 @@ def add_report_parser(sub) -> None:
         metavar="URL",
         help="base URL of docs/runbooks.md for the findings' links (default: the alerts' runbook_url)",
     )
+    p.add_argument(
+        "--top",
+        type=int,
+        default=20,
+        metavar="N",
+        help="nodes and hosts listed in the tables, highest risk first (default 20; all of them are in "
+        "nodes.csv/nodes.json and instances.csv/instances.json)",
+    )
+    p.add_argument(
+        "--top-findings",
+        type=int,
+        default=10,
+        metavar="N",
+        help="entries listed under each kind of finding, worst first (default 10)",
+    )
+    p.add_argument(
+        "--query-max-samples",
+        type=int,
+        default=DEFAULT_MAX_SAMPLES,
+        metavar="N",
+        help="the server's sample limit (Prometheus --query.max-samples, default 50000000): queries are "
+        "split to use at most half of it",
+    )
     p.add_argument("--timeout", default="60s", metavar="DURATION", help="per-request timeout (default 60s)")
     prog = p.add_mutually_exclusive_group()
     prog.add_argument(
@@ -74,23 +115,21 @@ def add_report_parser(sub) -> None:
 
 
 class Progress:
-    """``[  3/24] query …`` on stderr: one rewritten line on a terminal, plain
+    """``[  3] 0.4s query …`` on stderr: one rewritten line on a terminal, plain
     lines otherwise (only with --progress)."""
 
     def __init__(self, stream: TextIO, enabled: bool) -> None:
         self.stream, self.enabled = stream, enabled
         self.tty = enabled and stream.isatty()
-        self.total, self.done, self.t0 = 0, 0, time.monotonic()
-
-    def start(self, total: int) -> None:
-        self.total = self.done + total  # the probe's requests came first
+        self.done, self.t0 = 0, time.monotonic()
 
     def tick(self, what: str) -> None:
         self.done += 1
-        if not self.enabled or not self.total:
+        if not self.enabled:
             return
         what = what if len(what) <= 70 else what[:67] + "..."
-        line = f"memhp report: [{min(self.done, self.total):>3}/{self.total}] {time.monotonic() - self.t0:5.1f}s {what}"
+        # the number of requests is not known in advance (queries are split as the sizes require)
+        line = f"memhp report: [{self.done:>3}] {time.monotonic() - self.t0:5.1f}s {what}"
         if self.tty:
             self.stream.write("\r\033[K" + line)
         else:
@@ -128,6 +167,10 @@ def _run(args: argparse.Namespace) -> int:
         timeout = parse_duration(args.timeout)
     except ValueError as e:
         raise ReportError(str(e)) from None
+    if not 1 <= args.top <= MAX_TOP or not 1 <= args.top_findings <= MAX_TOP:
+        raise ReportError(f"--top and --top-findings must be between 1 and {MAX_TOP}")
+    if not 1000 <= args.query_max_samples <= 10**12:
+        raise ReportError("--query-max-samples must be between 1000 and 10^12")
     step, note = auto_step(range_s, requested)
     end = float(int(end // step) * step) if not args.end else end
     start = end - range_s
@@ -142,53 +185,140 @@ def _run(args: argparse.Namespace) -> int:
         from .charts import render_charts
     except ImportError as e:
         raise ReportError(f"memhp report needs matplotlib ({e}): pip install 'memhp[report]'") from None
-    from .collect import collect, probe
+    from .analysis import RISK, detail, findings, fleet_figures, rank, summary
+    from .collect import Collector, probe
 
-    probe(prom, selector, start, end)
-    data = collect(prom, selector, start, end, step, progress=progress.start)
+    t0 = time.monotonic()
+    instances, nodes = probe(prom, selector, start, end)
+    progress.message(f"{instances} host(s), {nodes} NUMA node(s)")
+    col = Collector(prom, selector, start, end, step, args.query_max_samples, instances, nodes)
+    col.node_figures()
+    col.instance_figures()
+    col.event_figures()
+    col.fleet_curves()
+    rows, insts = rank(col.c)
+    top_rows = rows[: args.top]
+    col.shown_ratio([(n["instance"], n["node"]) for n in rows])
+    hosts = sorted(
+        (i for i in insts.values() if i["failed_actions"] or i["offline_failures"] or i["quarantined_blocks"]["peak"]),
+        key=lambda i: (
+            -i["failed_actions"],
+            -(i["quarantined_blocks"]["peak"] or 0),
+            -i["offline_failures"],
+            i["instance"],
+        ),
+    )[: args.top]
+    col.listed_blocks({n["instance"] for n in top_rows} | {i["instance"] for i in hosts})
     progress.finish()
 
-    from .analysis import RUNBOOK_BASE, analyze
+    c = col.c
+    details: dict[tuple[str, str], dict] = {}
 
-    report = analyze(
-        data,
-        prometheus=prom.url,
-        selector=selector,
-        range_s=range_s,
-        runbook_base=(args.runbook_url or RUNBOOK_BASE).rstrip("/"),
-        warnings=warnings,
-    )
+    def details_of(row: dict) -> dict:
+        key = (row["instance"], row["node"])
+        if key not in details:
+            details[key] = detail(c, row)
+        return details[key]
+
+    fleet = fleet_figures(c, rows, insts)
+    report: dict = {
+        "meta": {
+            "prometheus": prom.url,
+            "selector": selector,
+            "start": c.start,
+            "end": c.end,
+            "start_iso": iso(c.start),
+            "end_iso": iso(c.end),
+            "range_seconds": range_s,
+            "step_seconds": c.step,
+            "event_bucket_seconds": c.bucket,
+            "generated_at": iso(datetime.now(UTC).timestamp()),
+            "thresholds": {"warning": RATIO_WARNING, "critical": RATIO_CRITICAL},
+            "risk_weights": {k: {"weight": w, "saturates_at": s} for k, (w, s) in RISK.items()},
+            "top": args.top,
+            "query_max_samples": args.query_max_samples,
+            "warnings": warnings,
+        },
+        "summary": summary(fleet),
+        "findings": findings(
+            rows, insts, details_of, (args.runbook_url or RUNBOOK_BASE).rstrip("/"), args.top_findings
+        ),
+        "fleet": fleet,
+        "charts": {},
+        "nodes": [details_of(n) for n in top_rows],
+        "instances": hosts,
+        "blocks": [{"instance": i, **b} for i in sorted(c.blocks) for b in c.blocks[i]],
+        "files": dict(FILES),
+    }
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         progress.message("drawing charts")
         from .render import build, to_html, to_markdown
 
-        charts = render_charts(data, report, out / "charts")
-        report["charts"] = charts
-        doc = build(report, charts)
+        report["charts"] = render_charts(c, [(n["instance"], n["node"]) for n in rows[:SHOWN]], out / "charts")
+        write_full_data(out, rows, insts)
+        report["meta"]["prometheus_requests"] = prom.requests
+        report["meta"]["prometheus_seconds"] = round(prom.query_seconds, 3)
+        report["meta"]["wall_seconds"] = round(time.monotonic() - t0, 3)
+        doc = build(report, report["charts"])
         (out / "report.md").write_text(to_markdown(doc))
         title = f"memhp capacity review {report['meta']['start_iso']} – {report['meta']['end_iso']}"
         (out / "report.html").write_text(to_html(doc, out / "charts", title))
-        (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        (out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=False) + "\n")
     except OSError as e:
         raise ReportError(f"cannot write the report to {out}: {e}") from None
 
     if args.json:
-        json.dump(report, sys.stdout, indent=2, sort_keys=True)
+        json.dump(report, sys.stdout, indent=1, sort_keys=False)
         sys.stdout.write("\n")
     else:
         f = report["fleet"]
         print(
             f"memhp report: {f['instances']} host(s), {f['nodes']} NUMA node(s), "
-            f"{format_duration(range_s)} ending {report['meta']['end_iso']}: {len(report['findings'])} finding(s)"
+            f"{format_duration(range_s)} ending {report['meta']['end_iso']}"
         )
-        for x in report["findings"][:10]:
-            print(f"  [{x['severity']}] {x['text']}")
-        if len(report["findings"]) > 10:
-            print(f"  ... and {len(report['findings']) - 10} more")
+        for line in report["summary"][1:]:
+            print(f"  {line}")
+        for g in report["findings"]:
+            print(f"  [{g['severity']}] {g['text']}")
+            for entry in g["entries"][:3]:
+                print(f"      {entry['text']}")
         print(
-            f"wrote {out / 'report.html'}, {out / 'report.md'}, {out / 'report.json'}, "
-            f"{len(charts)} chart(s) in {out / 'charts'}"
+            f"wrote {out / 'report.html'}, report.md, report.json, nodes.csv, nodes.json, instances.csv, instances.json"
         )
     return 0
+
+
+FILES = {
+    "nodes_csv": "nodes.csv",
+    "nodes_json": "nodes.json",
+    "instances_csv": "instances.csv",
+    "instances_json": "instances.json",
+}
+SHOWN = 10
+MAX_TOP = 1000
+
+
+def _cell(v: object) -> object:
+    return json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else ("" if v is None else v)
+
+
+def write_full_data(out: Path, rows: list[dict], insts: dict[str, dict]) -> None:
+    """Every node's and host's row, as CSV and as JSON (written row by row)."""
+    for name, items in (("nodes", rows), ("instances", [insts[k] for k in sorted(insts)])):
+        if not items:
+            (out / f"{name}.csv").write_text("")
+            (out / f"{name}.json").write_text("[]\n")
+            continue
+        fields = list(items[0])
+        with (out / f"{name}.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(fields)
+            for it in items:
+                w.writerow([_cell(it.get(k)) for k in fields])
+        with (out / f"{name}.json").open("w") as f:
+            f.write("[\n")
+            for i, it in enumerate(items):
+                f.write(("," if i else "") + json.dumps(it, sort_keys=True) + "\n")
+            f.write("]\n")

@@ -1,27 +1,35 @@
 """Every query ``memhp report`` sends, and the figures made from the answers.
 
-Recording rules (``alerts/memhp.rules.yaml``) are used wherever one exists;
-raw metrics otherwise (each such query names the recording rule that would
-serve it, see docs/capacity-review.md).
+Prometheus does the reduction: per node, one number per figure comes back
+(``*_over_time`` of the recording rules of ``alerts/memhp.rules.yaml``, time
+above a line from a subquery); fleet curves come back as a handful of series
+(``quantile``/``sum``/``count`` by time); events as exact per-bar counts.  The
+only per-node time series fetched are those of the few nodes drawn.  Nothing
+kept here grows with the number of samples; the per-node rows (a few hundred
+bytes each) are the only thing that grows with the fleet.
+
+Every query that reads many series is sized from the probe's counts so that
+it stays under the server's sample limit (``--query-max-samples``); range
+queries are split by time, subqueries into consecutive windows, and a chunk
+the server still refuses is halved (promapi.py).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
-from memhp.thresholds import ratio_thresholds
+import numpy as np
 
-from .promapi import Prometheus, ReportError, format_duration
+from .promapi import Prometheus, ReportError, SampleLimitError, format_duration
+from .thresholds import KERNEL_ZONES, RATIO_CRITICAL, RATIO_WARNING
 
-KERNEL_ZONES = ("DMA", "DMA32", "Normal")
-# The alerts' thresholds (memhp/thresholds.yaml), so the report flags what the alerts flag.
-RATIO_WARNING, RATIO_CRITICAL = ratio_thresholds()
-
-# Recording rules this report reads (the probe checks the first one exists).
+# Recording rules this report reads (alerts/memhp.rules.yaml).
 R_STATE = "instance_node:memhp_blocks_bytes:sum_by_state"
 R_ZONE = "instance_node:memhp_online_bytes:sum_by_zone"
 R_RATIO = "instance_node:memhp_movable_kernel_ratio:ratio"
@@ -31,25 +39,9 @@ R_I_HOT = "instance:memhp_hot_unpluggable_bytes:sum"
 R_I_MOV = "instance:memhp_node_movable_accounted_bytes:sum"
 R_I_KER = "instance:memhp_node_kernel_accounted_bytes:sum"
 
-
-@dataclass
-class Series:
-    """One range-query series: label set and (t, value) points."""
-
-    labels: dict[str, str]
-    points: list[tuple[float, float]]
-
-
-@dataclass
-class Collected:
-    start: float
-    end: float
-    step: float
-    bucket: float
-    bucket_start: float = 0.0
-    instant: dict[str, list[dict]] = field(default_factory=dict)
-    ranges: dict[str, list[Series]] = field(default_factory=dict)
-    events: dict[str, list[Series]] = field(default_factory=dict)  # counter differences per bar (analysis.py)
+SAMPLE_SHARE = 0.5  # a query is sized to use at most this share of the server's sample limit
+SHOWN_NODES = 10  # nodes drawn on the "worst nodes" ratio chart
+SCALE = 1 << 16  # packs two step counts of one subquery window (at most SCALE - 1 steps) in one float
 
 
 def sel(metric: str, selector: str, *extra: str) -> str:
@@ -66,84 +58,68 @@ def event_bucket(range_s: float, step: float) -> float:
     return max(step, range_s / 96)
 
 
-def queries(selector: str, window: str, bucket_s: float) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
-    """(instant queries evaluated at the end of the range, range queries as
-    (expr, "step"|"bucket")) by name."""
-    s = lambda m, *x: sel(m, selector, *x)  # noqa: E731
-    block_state_online = s("memhp_block_state", 'state="online"')
-    failing = f"(max by (instance, block) (max_over_time({s('memhp_block_offline_failures_total')}[{window}])) > 0)"
-    instant = {
-        "ratio_peak": f"max_over_time({s(R_RATIO)}[{window}])",
-        "ratio_min": f"min_over_time({s(R_RATIO)}[{window}])",
-        "ratio_current": f"last_over_time({s(R_RATIO)}[{window}])",
-        "hot_peak": f"max_over_time({s(R_HOT)}[{window}])",
-        "hot_min": f"min_over_time({s(R_HOT)}[{window}])",
-        "hot_current": f"last_over_time({s(R_HOT)}[{window}])",
-        "state_current": f"last_over_time({s(R_STATE)}[{window}])",
-        "state_peak": f"max_over_time({s(R_STATE)}[{window}])",
-        "zone_current": f"last_over_time({s(R_ZONE)}[{window}])",
-        # raw: a recording rule instance_node:memhp_blocks_unofflinable:sum would serve these
-        "unofflinable_peak": f"max by (instance, node) (max_over_time({s('memhp_blocks_unofflinable')}[{window}]))",
-        "unofflinable_current": f"max by (instance, node) (last_over_time({s('memhp_blocks_unofflinable')}[{window}]))",
-        # blocks that failed offlining: their node and zone, and whether still online at the end
-        "block_info": f"max by (instance, block, node, zone, valid_zones) "
-        f"(last_over_time({s('memhp_block_info')}[{window}])) and on (instance, block) {failing}",
-        # The exporter exports a block one by one only while it is worth a look (a failing block
-        # while it stays online), so only a sample at the end says "still online"; absent = unknown.
-        "block_online": f"max by (instance, block) (last_over_time({block_state_online}[5m]))"
-        f" and on (instance, block) {failing}",
-        "block_size": f"max by (instance) (last_over_time({s('memhp_block_size_bytes')}[{window}]))",
-        "quarantined_peak": f"max by (instance) (max_over_time({s('memhp_controller_quarantined_blocks')}[{window}]))",
-        "quarantined_current": f"max by (instance) "
-        f"(last_over_time({s('memhp_controller_quarantined_blocks')}[{window}]))",
-    }
-    if selector:  # the cluster: rules cannot be filtered by instance: sum the instance: rules instead
-        fleet_state = f"sum by (state) ({s(R_I_STATE)})"
-        fleet_hot = f"sum({s(R_I_HOT)})"
-        fleet_ratio = f"sum({s(R_I_MOV)}) / (sum({s(R_I_KER)}) > 0)"
-    else:
-        fleet_state = "cluster:memhp_blocks_bytes:sum_by_state"
-        fleet_hot = "cluster:memhp_hot_unpluggable_bytes:sum"
-        fleet_ratio = "cluster:memhp_movable_kernel_ratio:ratio"
-    ranges = {
-        "ratio": (s(R_RATIO), "step"),
-        "state": (s(R_STATE), "step"),
-        "zone": (s(R_ZONE), "step"),
-        "fleet_state": (fleet_state, "step"),
-        "fleet_hot": (fleet_hot, "step"),
-        "fleet_ratio": (fleet_ratio, "step"),
-        # Events (raw counters, sampled at every bar boundary; counted as differences in analysis.py).
-        # Not the rules' 5m rates: rate() never extrapolates a counter below zero, so a rate5m rule
-        # loses part of the first events of a counter that starts at 0 (12% in the test history),
-        # and increase() over a bar has the same edge effects.
-        "failure_counters": (f"sum by (instance, reason) ({s('memhp_offline_failures_total')})", "bucket"),
-        "block_failure_counters": (
-            f"sum by (instance, block, reason) ({s('memhp_block_offline_failures_total')})",
-            "bucket",
-        ),
-        "action_counters": (
-            f"sum by (instance, action, result, errno) ({s('memhp_controller_actions_total')})",
-            "bucket",
-        ),
-    }
-    return instant, ranges
+def events(metric: str, by: str, selector: str, bucket: float, extra: str = "") -> str:
+    """Events per bar (t - bucket, t] of a counter, exactly: the increase over
+    the bar when the counter grew; after a reset (a decrease) the new value;
+    for a series not there one bar earlier (memhp's counters appear with their
+    first event) its value.  Not ``increase()``: it extrapolates, and a counter
+    that starts at 0 loses part of its first events (12% in the test history)."""
+    x = f"sum by ({by}) ({sel(metric, selector, *([extra] if extra else []))})"
+    before = f"sum by ({by}) ({sel(metric, selector, *([extra] if extra else []))} offset {format_duration(bucket)})"
+    return f"(({x} - {before}) >= 0) or {x}"
 
 
-def probe(prom: Prometheus, selector: str, start: float, end: float) -> None:
+@dataclass
+class Collected:
+    start: float
+    end: float
+    step: float
+    bucket: float
+    bucket_start: float
+    max_samples: int
+    instances_count: int = 0
+    nodes_count: int = 0
+    nodes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    instances: dict[str, dict[str, Any]] = field(default_factory=dict)
+    curves: dict[str, np.ndarray] = field(default_factory=dict)  # on the step grid
+    bars: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # on the bar grid, by label
+    shown: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # ratio of the drawn nodes
+    blocks: dict[str, list[dict]] = field(default_factory=dict)  # failed blocks of listed hosts
+
+    @property
+    def grid(self) -> np.ndarray:
+        n = int((self.end - self.start) // self.step) + 1
+        return self.start + np.arange(n) * self.step
+
+    @property
+    def bar_grid(self) -> np.ndarray:
+        n = int(round((self.end - self.bucket_start) / self.bucket))
+        return self.bucket_start + self.bucket * np.arange(1, n + 1)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def probe(prom: Prometheus, selector: str, start: float, end: float) -> tuple[int, int]:
     """Fail early, and clearly, when the selector matches nothing or the range
-    holds no data."""
+    holds no data; else (instances, nodes) in the range.  Only counts and
+    metric names come back, never a list of series."""
     prom.buildinfo()
     window = format_duration(end - start)
     shown = "{" + selector + "}" if selector else "(no selector)"
     any_memhp = sel("", selector, '__name__=~"memhp_.+|.+:memhp_.+"')
-    if prom.series_count(any_memhp) == 0:
+    if not prom.metric_names(any_memhp):
         raise ReportError(
             f"no memhp series match the selector {shown} in Prometheus at {prom.url}: check the "
             f"label matchers (the recording rules keep only instance, node, zone, state, reason, "
             f"action and result) and that Prometheus scrapes memhp-exporter"
         )
-    if not prom.instant(f"count(count_over_time({sel(R_STATE, selector)}[{window}]))", end):
-        raw = prom.instant(f"count(count_over_time({sel('memhp_blocks_bytes', selector)}[{window}]))", end)
+    nodes = prom.count(f"count by (instance, node) (last_over_time({sel(R_RATIO, selector)}[{window}]))", end)
+    if not nodes:
+        nodes = prom.count(f"count by (instance, node) (last_over_time({sel(R_STATE, selector)}[{window}]))", end)
+    if not nodes:
+        raw = prom.count(f"count by (instance) (last_over_time({sel('memhp_blocks_bytes', selector)}[{window}]))", end)
         span = f"between {_iso(start)} and {_iso(end)}"
         if raw:
             raise ReportError(
@@ -151,53 +127,346 @@ def probe(prom: Prometheus, selector: str, start: float, end: float) -> None:
                 f"alerts/memhp.rules.yaml into Prometheus (or backfill it: promtool tsdb "
                 f"create-blocks-from rules), and select only labels the rules keep"
             )
-        n = prom.series_count(sel(R_STATE, selector)) or prom.series_count(any_memhp)
+        names = prom.metric_names(any_memhp)
         raise ReportError(
-            f"no data {span} (--range {window}): the selector {shown} matches {n} memhp series, "
+            f"no data {span} (--range {window}): the selector {shown} matches {len(names)} memhp metric(s), "
             f"but none has samples in that range; pick another --end/--range"
         )
+    instances = prom.count(f"count by (instance) (last_over_time({sel(R_STATE, selector)}[{window}]))", end)
+    return instances, nodes
 
 
-def collect(
-    prom: Prometheus,
-    selector: str,
-    start: float,
-    end: float,
-    step: float,
-    progress: Callable[[int], None] | None = None,
-) -> Collected:
-    window = format_duration(end - start)
-    bucket = event_bucket(end - start, step)
-    instant_q, range_q = queries(selector, window, bucket)
-    # counters sampled at end, end - bucket, ..., back to the first boundary at or before start
-    b_end = end
-    b_start = end - math.ceil((end - start) / bucket - 1e-9) * bucket
-    if progress:
-        total = len(instant_q) + sum(
-            prom.range_requests(start, end, step) if kind == "step" else prom.range_requests(b_start, b_end, bucket)
-            for _, kind in range_q.values()
+class Collector:
+    def __init__(
+        self,
+        prom: Prometheus,
+        selector: str,
+        start: float,
+        end: float,
+        step: float,
+        max_samples: int,
+        instances: int,
+        nodes: int,
+    ) -> None:
+        self.prom, self.selector = prom, selector
+        self.window = format_duration(end - start)
+        bucket = event_bucket(end - start, step)
+        b_start = end - math.ceil((end - start) / bucket - 1e-9) * bucket
+        self.budget = max(1, int(max_samples * SAMPLE_SHARE))
+        self.c = Collected(start, end, step, bucket, b_start, max_samples, instances, nodes)
+
+    def s(self, metric: str, *extra: str) -> str:
+        return sel(metric, self.selector, *extra)
+
+    # -- per node and per host: one number per figure
+
+    def _instant(self, expr: str) -> list[dict]:
+        return self.prom.instant(expr, self.c.end)
+
+    def node_figures(self) -> None:
+        w, s = self.window, self.s
+        rows = self.c.nodes
+
+        def row(m: dict) -> dict[str, Any]:
+            key = (m.get("instance", ""), m.get("node", ""))
+            r = rows.get(key)
+            if r is None:
+                r = rows[key] = {"instance": key[0], "node": key[1]}
+            return r
+
+        def put(expr: str, name: str, by: str | None = None) -> None:
+            for e in self._instant(expr):
+                v = float(e["value"][1])
+                r = row(e["metric"])
+                if by is None:
+                    r[name] = v
+                else:
+                    r.setdefault(name, {})[e["metric"].get(by, "")] = v
+
+        for fn, name in (("max", "ratio_peak"), ("min", "ratio_min"), ("last", "ratio_current")):
+            put(f"{fn}_over_time({s(R_RATIO)}[{w}])", name)
+        for fn, name in (("max", "hot_peak"), ("min", "hot_min"), ("last", "hot_current")):
+            put(f"{fn}_over_time({s(R_HOT)}[{w}])", name)
+        put(f"last_over_time({s(R_STATE)}[{w}])", "state", by="state")
+        not_online = s(R_STATE, 'state=~"offline|going-offline"')
+        put(f"max_over_time({not_online}[{w}])", "state_peak", by="state")
+        put(f"last_over_time({s(R_ZONE)}[{w}])", "zone", by="zone")
+        # raw per-node gauges (one series per node, not per block)
+        put(f"max by (instance, node) (max_over_time({s('memhp_blocks_unofflinable')}[{w}]))", "unofflinable_peak")
+        put(f"max by (instance, node) (last_over_time({s('memhp_blocks_unofflinable')}[{w}]))", "unofflinable_current")
+        self._time_above()
+        # blocks whose offlining failed in the range, by node (where memhp_block_info tells the node)
+        f = self._failed_blocks()
+        info = f"max by (instance, block, node) (last_over_time({s('memhp_block_info')}[{w}]))"
+        joined = f"({f} * on (instance, block) group_left (node) {info})"
+        put(f"count by (instance, node, reason) ({joined})", "failed_blocks_by_reason", by="reason")
+        put(f"count by (instance, node) (max by (instance, node, block) ({joined}))", "failed_blocks")
+
+    def _failed_blocks(self) -> str:
+        """(instance, block, reason) of the blocks whose failure counter grew in
+        the range, or appeared in it."""
+        peak = (
+            f"max by (instance, block, reason) (max_over_time({self.s('memhp_block_offline_failures_total')}"
+            f"[{self.window}]))"
         )
-        progress(total)
-    out = Collected(start=start, end=end, step=step, bucket=bucket, bucket_start=b_start)
-    for name, expr in instant_q.items():
-        out.instant[name] = prom.instant(expr, end)
-    for name, (expr, kind) in range_q.items():
-        if kind == "step":
-            res = prom.range(expr, start, end, step)
+        before = (
+            f"max by (instance, block, reason) ({self.s('memhp_block_offline_failures_total')} offset {self.window})"
+        )
+        return f"((({peak} - {before}) > 0) or ({peak} > 0 unless {before}))"
+
+    def _time_above(self) -> None:
+        """Steps of the report's grid at which the ratio was above 3:1 and
+        above 4:1, per node, from one subquery:
+        ``sum_over_time(((ratio > bool 3) + SCALE * (ratio > bool 4))[w:step])``
+        (the two counts packed in one number: a subquery is the costliest
+        query of the report, and this reads the samples once, not twice);
+        evaluated in consecutive windows small enough for the sample limit (a
+        subquery holds both selectors' points of every node in its window at once)."""
+        c = self.c
+        total_steps = int((c.end - c.start) // c.step)
+        per = max(1, min(total_steps, self.budget // max(2 * c.nodes_count, 1), SCALE - 1))
+        k = 0
+        r = self.s(R_RATIO)
+        inner = f"(({r} > bool {RATIO_WARNING:g}) + {SCALE} * ({r} > bool {RATIO_CRITICAL:g}))"
+        while k < total_steps:
+            n = min(per, total_steps - k)
+            at = c.end - k * c.step
+            rng = f"{int(n * c.step * 1000) - 1}ms"  # (at - n steps, at]: windows do not overlap
+            expr = f"sum_over_time({inner}[{rng}:{format_duration(c.step)}])"
+            try:
+                res = self.prom.instant(expr, at)
+            except SampleLimitError:
+                if per > 1:
+                    per = max(1, per // 2)
+                    continue
+                raise
+            for e in res:
+                m = e["metric"]
+                key = (m.get("instance", ""), m.get("node", ""))
+                row = c.nodes.setdefault(key, {"instance": key[0], "node": key[1]})
+                v = int(round(float(e["value"][1])))
+                row["steps_above_3"] = row.get("steps_above_3", 0.0) + v % SCALE
+                row["steps_above_4"] = row.get("steps_above_4", 0.0) + v // SCALE
+            k += n
+
+    def instance_figures(self) -> None:
+        w, s = self.window, self.s
+        rows = self.c.instances
+
+        def put(expr: str, name: str, by: str | None = None) -> None:
+            for e in self._instant(expr):
+                inst = e["metric"].get("instance", "")
+                r = rows.setdefault(inst, {"instance": inst})
+                v = float(e["value"][1])
+                if by is None:
+                    r[name] = v
+                else:
+                    r.setdefault(name, {})[e["metric"].get(by, "")] = v
+
+        put(f"max by (instance) (last_over_time({s('memhp_block_size_bytes')}[{w}]))", "block_size")
+        put(f"max by (instance) (max_over_time({s('memhp_controller_quarantined_blocks')}[{w}]))", "quarantined_peak")
+        put(
+            f"max by (instance) (last_over_time({s('memhp_controller_quarantined_blocks')}[{w}]))",
+            "quarantined_current",
+        )
+        put(f"count by (instance) (max by (instance, block) ({self._failed_blocks()}))", "failed_blocks")
+
+    def _recent_count(self, metric: str) -> int:
+        """Series of ``metric`` in the last hour of the range: the size of a
+        query, cheaply (an estimate: a chunk that is still too big is halved)."""
+        return self.prom.count(f"last_over_time({self.s(metric)}[1h])", self.c.end)
+
+    # -- events: exact counts per bar, reduced while they stream in
+
+    def event_figures(self) -> None:
+        c = self.c
+        grid = c.bar_grid
+        specs: list[tuple[str, str, str, Callable[[dict], str], Callable[[dict], tuple]]] = [
+            (
+                "failures",
+                "memhp_offline_failures_total",
+                "instance, reason",
+                lambda m: m.get("reason", "?"),
+                lambda m: ("offline_failures_by_reason", m.get("reason", "")),
+            ),
+            (
+                "actions",
+                "memhp_controller_actions_total",
+                "instance, action, result, errno",
+                lambda m: f"{m.get('action', '?')} {m.get('result', '?')}",
+                lambda m: ("actions", (m.get("action", ""), m.get("result", ""), m.get("errno", ""))),
+            ),
+        ]
+        for name, metric, by, bar_label, inst_key in specs:
+            outputs = max(1, self._recent_count(metric))  # about this many series come back
+            bars: dict[str, np.ndarray] = {}
+            expr = events(metric, by, self.selector, c.bucket)
+            for chunk in self.prom.range_chunks(
+                expr,
+                grid[0],
+                grid[-1],
+                c.bucket,
+                inputs=outputs * 2,
+                outputs=outputs,
+                max_samples=self.budget,
+            ):
+                for series in chunk:
+                    m = series["metric"]
+                    arr = bars.setdefault(bar_label(m), np.zeros(len(grid)))
+                    total = 0.0
+                    for t, v in series["values"]:
+                        fv = float(v)
+                        if math.isnan(fv):
+                            continue
+                        i = int(round((float(t) - grid[0]) / c.bucket))
+                        if 0 <= i < len(grid):
+                            arr[i] += fv
+                            total += fv
+                    if total:
+                        inst = m.get("instance", "")
+                        field_name, key = inst_key(m)
+                        r = c.instances.setdefault(inst, {"instance": inst})
+                        d = r.setdefault(field_name, {})
+                        d[key] = d.get(key, 0.0) + total
+            c.bars[name] = bars
+
+    # -- fleet curves on the step grid
+
+    def fleet_curves(self) -> None:
+        c, s = self.c, self.s
+        nodes = max(c.nodes_count, 1)
+        zone_series = max(1, self._recent_count(R_ZONE))
+        if self.selector:  # the cluster: rules cannot be filtered by instance: sum the instance: rules instead
+            fleet_state, fleet_hot = f"sum by (state) ({s(R_I_STATE)})", f"sum({s(R_I_HOT)})"
+            fleet_ratio = f"sum({s(R_I_MOV)}) / (sum({s(R_I_KER)}) > 0)"
+            per_instance = max(c.instances_count, 1) * 3
         else:
-            res = prom.range(expr, b_start, b_end, bucket)
-        out.ranges[name] = [Series(r["metric"], [(float(t), _num(v)) for t, v in r["values"]]) for r in res]
-    return out
+            fleet_state = "cluster:memhp_blocks_bytes:sum_by_state"
+            fleet_hot = "cluster:memhp_hot_unpluggable_bytes:sum"
+            fleet_ratio = "cluster:memhp_movable_kernel_ratio:ratio"
+            per_instance = 3
+        queries: list[tuple[str, str, int, Callable[[dict], str]]] = [
+            (f"quantile(0.5, {s(R_RATIO)})", "ratio_p50", nodes, lambda m: ""),
+            (f"quantile(0.9, {s(R_RATIO)})", "ratio_p90", nodes, lambda m: ""),
+            (f"max({s(R_RATIO)})", "ratio_max", nodes, lambda m: ""),
+            (f"count({s(R_RATIO)} > {RATIO_WARNING:g})", "nodes_above_3", nodes, lambda m: ""),
+            (f"sum by (zone) ({s(R_ZONE)})", "zone", zone_series, lambda m: m.get("zone", "")),
+            (fleet_state, "state", per_instance, lambda m: m.get("state", "")),
+            (fleet_hot, "hot", per_instance, lambda m: ""),
+            (fleet_ratio, "ratio_fleet", per_instance, lambda m: ""),
+        ]
+        grid = c.grid
+        for expr, name, inputs, label in queries:
+            for chunk in self.prom.range_chunks(
+                expr, c.start, c.end, c.step, inputs=inputs, outputs=8, max_samples=self.budget
+            ):
+                for series in chunk:
+                    key = name + (":" + label(series["metric"]) if label(series["metric"]) else "")
+                    arr = c.curves.get(key)
+                    if arr is None:
+                        arr = c.curves[key] = np.full(len(grid), math.nan)
+                    _fill(arr, grid, c.step, series["values"])
+        # kernel zones together
+        kernel = [c.curves[k] for k in c.curves if k.startswith("zone:") and k[5:] in KERNEL_ZONES]
+        if kernel:
+            c.curves["zone:kernel"] = np.nansum(np.vstack(kernel), axis=0)
+        if "nodes_above_3" not in c.curves:
+            c.curves["nodes_above_3"] = np.zeros(len(grid))
+        else:
+            c.curves["nodes_above_3"] = np.nan_to_num(c.curves["nodes_above_3"])
+
+    # -- only for what is drawn or listed
+
+    def shown_ratio(self, keys: list[tuple[str, str]]) -> None:
+        c = self.c
+        keys = keys[:SHOWN_NODES]
+        if not keys:
+            return
+        insts = "|".join(re.escape(i) for i in sorted({k[0] for k in keys}))
+        want = set(keys)
+        grid = c.grid
+        for chunk in self.prom.range_chunks(
+            self.s(R_RATIO, f'instance=~"{_promql_re(insts)}"'),
+            c.start,
+            c.end,
+            c.step,
+            inputs=len(keys) * 4,
+            outputs=len(keys) * 4,
+            max_samples=self.budget,
+        ):
+            for series in chunk:
+                m = series["metric"]
+                key = (m.get("instance", ""), m.get("node", ""))
+                if key in want:
+                    arr = c.shown.get(key)
+                    if arr is None:
+                        arr = c.shown[key] = np.full(len(grid), math.nan)
+                    _fill(arr, grid, c.step, series["values"])
+
+    def listed_blocks(self, instances: Iterable[str]) -> None:
+        """Per-block detail (block, node, zone, reasons, failures, still online)
+        of the hosts listed in the report that had blocks fail to offline."""
+        c = self.c
+        insts = sorted({i for i in instances if c.instances.get(i, {}).get("failed_blocks")})
+        if not insts:
+            return
+        match = f'instance=~"{_promql_re("|".join(re.escape(i) for i in insts))}"'
+        w = self.window
+        per_block: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+        grid = c.bar_grid
+        expr = events("memhp_block_offline_failures_total", "instance, block, reason", self.selector, c.bucket, match)
+        for chunk in self.prom.range_chunks(
+            expr, grid[0], grid[-1], c.bucket, inputs=2000, outputs=2000, max_samples=self.budget
+        ):
+            for series in chunk:
+                m = series["metric"]
+                n = sum(float(v) for _, v in series["values"] if not math.isnan(float(v)))
+                if n > 0:
+                    d = per_block[(m.get("instance", ""), m.get("block", ""))]
+                    d[m.get("reason", "")] = d.get(m.get("reason", ""), 0.0) + n
+        failing = f"({self._failed_blocks()})"
+        info = {
+            (e["metric"].get("instance", ""), e["metric"].get("block", "")): e["metric"]
+            for e in self._instant(
+                f"max by (instance, block, node, zone, valid_zones) "
+                f"(last_over_time({self.s('memhp_block_info', match)}[{w}])) and on (instance, block) {failing}"
+            )
+        }
+        # The exporter exports a block one by one only while it is worth a look (a failing block
+        # while it stays online), so only a sample at the end says "still online"; absent = unknown.
+        state_online = self.s("memhp_block_state", match, 'state="online"')
+        online = {
+            (e["metric"].get("instance", ""), e["metric"].get("block", "")): float(e["value"][1])
+            for e in self._instant(
+                f"max by (instance, block) (last_over_time({state_online}[5m])) and on (instance, block) {failing}"
+            )
+        }
+        for (inst, block), reasons in per_block.items():
+            meta = info.get((inst, block), {})
+            c.blocks.setdefault(inst, []).append(
+                {
+                    "block": block,
+                    "node": meta.get("node"),
+                    "zone": meta.get("zone"),
+                    "valid_zones": meta.get("valid_zones"),
+                    "failures": int(round(sum(reasons.values()))),
+                    "reasons": {k: int(round(v)) for k, v in sorted(reasons.items())},
+                    "still_online": None if (inst, block) not in online else online[(inst, block)] >= 1,
+                }
+            )
+        for blocks in c.blocks.values():
+            blocks.sort(key=lambda b: (int(b["block"]), b["block"]) if b["block"].isdigit() else (1 << 62, b["block"]))
 
 
-def _num(v: Any) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
+def _promql_re(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _iso(ts: float) -> str:
-    from datetime import datetime
-
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+def _fill(arr: np.ndarray, grid: np.ndarray, step: float, values: list) -> None:
+    for t, v in values:
+        i = int(round((float(t) - grid[0]) / step))
+        if 0 <= i < len(arr):
+            try:
+                arr[i] = float(v)
+            except (TypeError, ValueError):
+                pass

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,8 +21,27 @@ CHUNK_POINTS = 1_440  # range queries are split into chunks of at most this many
 NICE_STEPS = [15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800]
 
 
+DEFAULT_MAX_SAMPLES = 50_000_000  # Prometheus' default --query.max-samples
+RESPONSE_POINTS = 200_000  # at most this many points in one answer: bounds the client's memory
+
+
 class ReportError(Exception):
     """Something the user can act on; printed without a traceback."""
+
+
+class SampleLimitError(ReportError):
+    """The server refused a query for loading more samples than its
+    --query.max-samples (or a query frontend's equivalent) allows."""
+
+
+LIMIT_HINT = "over the server's sample limit (--query.max-samples; tell memhp report with --query-max-samples): "
+
+
+def is_sample_limit(message: str) -> bool:
+    # Prometheus: "query processing would load too many samples into memory in ...";
+    # Thanos and Mimir word it the same way or say "max samples" / "sample limit"
+    m = message.lower()
+    return "too many samples" in m or "max samples" in m or "sample limit" in m or "max-samples" in m
 
 
 def parse_duration(text: str) -> float:
@@ -102,10 +122,13 @@ class Prometheus:
         self.timeout = timeout
         self.on_request = on_request or (lambda what: None)
         self.requests = 0
+        self.chunks = 0
+        self.query_seconds = 0.0  # wall time spent waiting for answers
 
     def _get(self, path: str, params: list[tuple[str, str]], what: str) -> Any:
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
         body = b""
+        t0 = time.monotonic()
         try:
             req = urllib.request.Request(url, headers={"Accept": "application/json"})
             with urllib.request.urlopen(req, timeout=self.timeout) as r:
@@ -117,13 +140,15 @@ class Prometheus:
                 raise ReportError(
                     f"{self.url} answered HTTP {e.code} to {path}: is this a Prometheus server? ({body[:200]!r})"
                 ) from None
-            raise ReportError(
-                f"Prometheus refused {what}: {answer.get('errorType', e.code)}: {answer.get('error', '')}"
-            ) from None
+            message = f"Prometheus refused {what}: {answer.get('errorType', e.code)}: {answer.get('error', '')}"
+            if is_sample_limit(str(answer.get("error", ""))):
+                raise SampleLimitError(LIMIT_HINT + message) from None
+            raise ReportError(message) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise ReportError(f"cannot reach Prometheus at {self.url}: {reason}") from None
         finally:
+            self.query_seconds += time.monotonic() - t0
             self.requests += 1
             self.on_request(what)
         answer = _json(body)
@@ -133,7 +158,10 @@ class Prometheus:
                 f"the server's base URL? ({body[:200]!r})"
             )
         if answer["status"] != "success":
-            raise ReportError(f"Prometheus refused {what}: {answer.get('errorType')}: {answer.get('error')}")
+            message = f"Prometheus refused {what}: {answer.get('errorType')}: {answer.get('error')}"
+            if is_sample_limit(str(answer.get("error", ""))):
+                raise SampleLimitError(LIMIT_HINT + message)
+            raise ReportError(message)
         return answer["data"]
 
     def buildinfo(self) -> dict:
@@ -150,32 +178,59 @@ class Prometheus:
             return [{"metric": {}, "value": data["result"]}]
         return data["result"]
 
-    def range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
-        """A range query split into chunks of at most CHUNK_POINTS points on the
-        grid start + k*step; the chunks' values merged per label set."""
-        merged: dict[tuple, dict] = {}
+    def range_chunks(
+        self, expr: str, start: float, end: float, step: float, *, inputs: int, outputs: int, max_samples: int
+    ) -> Iterator[list[dict]]:
+        """A range query on the grid start + k*step, split by time into chunks
+        that stay under ``max_samples`` for ``inputs`` series read and under
+        RESPONSE_POINTS points per answer for ``outputs`` series returned; yields each chunk's result (the
+        caller reduces it, so nothing grows with the range or the fleet).  A
+        chunk the server still refuses for its sample limit is halved, down to
+        one point; then the refusal is reported."""
         n_points = int((end - start) // step) + 1
+        per_chunk = _per_chunk(inputs, outputs, max_samples)
         k = 0
         while k < n_points:
-            k_end = min(n_points, k + CHUNK_POINTS) - 1
+            k_end = min(n_points, k + per_chunk) - 1
             s, e = start + k * step, start + k_end * step
-            data = self._get(
-                "/api/v1/query_range",
-                [("query", expr), ("start", f"{s:.3f}"), ("end", f"{e:.3f}"), ("step", f"{step:g}")],
-                f"query {expr}",
-            )
-            for series in data["result"]:
-                key = tuple(sorted(series["metric"].items()))
-                merged.setdefault(key, {"metric": series["metric"], "values": []})["values"].extend(series["values"])
+            try:
+                data = self._get(
+                    "/api/v1/query_range",
+                    [("query", expr), ("start", f"{s:.3f}"), ("end", f"{e:.3f}"), ("step", f"{step:g}")],
+                    f"query {expr}",
+                )
+            except SampleLimitError as err:
+                if k_end == k:
+                    raise SampleLimitError(
+                        f"{err} (even one time step of it: select fewer hosts with --selector, or ask for a "
+                        f"higher limit)"
+                    ) from None
+                per_chunk = max(1, (k_end - k + 1) // 2)
+                continue
+            self.chunks += 1
+            yield data["result"]
             k = k_end + 1
-        return list(merged.values())
 
-    def range_requests(self, start: float, end: float, step: float) -> int:
+    def chunk_count(self, start: float, end: float, step: float, *, inputs: int, outputs: int, max_samples: int) -> int:
         n_points = int((end - start) // step) + 1
-        return -(-n_points // CHUNK_POINTS)
+        return -(-n_points // _per_chunk(inputs, outputs, max_samples))
 
-    def series_count(self, match: str) -> int:
-        return len(self._get("/api/v1/series", [("match[]", match)], f"series {match}"))
+    def metric_names(self, match: str, start: float | None = None, end: float | None = None) -> list[str]:
+        """The metric names among the series ``match`` selects (a few dozen
+        strings, however many series there are)."""
+        params = [("match[]", match)]
+        if start is not None and end is not None:
+            params += [("start", f"{start:.3f}"), ("end", f"{end:.3f}")]
+        return list(self._get("/api/v1/label/__name__/values", params, f"metric names of {match}"))
+
+    def count(self, expr: str, at: float) -> int:
+        """``count(expr)`` evaluated by the server: one number back."""
+        res = self.instant(f"count({expr})", at)
+        return int(float(res[0]["value"][1])) if res else 0
+
+
+def _per_chunk(inputs: int, outputs: int, max_samples: int) -> int:
+    return max(1, min(CHUNK_POINTS, max_samples // max(inputs, 1), RESPONSE_POINTS // max(outputs, 1)))
 
 
 def _json(body: bytes) -> dict | None:

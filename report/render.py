@@ -1,5 +1,7 @@
 """The review as a document (headings, paragraphs, lists, tables, images),
-rendered twice: Markdown (charts as files next to it) and one self-contained
+in the order a meeting reads it: the fleet at a glance and the findings by
+kind on the first screen, the fleet charts, then the worst nodes and hosts
+(capped; the full per-node data is in nodes.csv/nodes.json).  Rendered twice: Markdown (charts as files next to it) and one self-contained
 HTML page (charts inlined as data: URIs, inline CSS, no script, no external
 resource)."""
 
@@ -25,6 +27,10 @@ def _h(n: float | None) -> str:
 
 def _i(n: Any) -> str:
     return "–" if n is None else str(n)
+
+
+def _anchor(text: str) -> str:
+    return "".join(ch for ch in text.lower().replace(" ", "-") if ch.isalnum() or ch in "-_")
 
 
 def build(r: dict, charts: dict[str, dict]) -> list[tuple]:
@@ -54,21 +60,19 @@ def build(r: dict, charts: dict[str, dict]) -> list[tuple]:
     if m["warnings"]:
         doc.append(("ul", [[("b", "Note:"), " " + w] for w in m["warnings"]]))
 
+    doc.append(("h2", "At a glance"))
+    doc.append(("ul", [[line] for line in r["summary"]]))
+
     doc.append(("h2", "Findings"))
     if r["findings"]:
-        doc.append(
-            (
-                "ul",
-                [
-                    [
-                        ("sev", x["severity"]),
-                        " " + x["text"] + " ",
-                        ("link", f"runbook: {x['alert']}", x["runbook_url"]),
-                    ]
-                    for x in r["findings"]
-                ],
-            )
-        )
+        items: list[list] = []
+        for g in r["findings"]:
+            item: list = [("sev", g["severity"]), " " + g["text"] + " "]
+            if g["entries"]:
+                item += [("link", "details", "#" + _anchor("finding " + g["kind"])), " · "]
+            item.append(("link", f"runbook: {g['alert']}", g["runbook_url"]))
+            items.append(item)
+        doc.append(("ul", items))
     else:
         doc.append(
             (
@@ -80,50 +84,41 @@ def build(r: dict, charts: dict[str, dict]) -> list[tuple]:
             )
         )
 
-    doc.append(("h2", "Fleet totals"))
+    doc.append(("h2", "Fleet over time"))
+    for name, alt in (
+        ("distribution", "MOVABLE:KERNEL across the fleet: median, 90th percentile and worst node, nodes above 3:1"),
+        ("capacity", "Fleet memory by zone (kernel zones, ZONE_MOVABLE, mixed) and offline/going-offline blocks"),
+        ("failures", "Offline failures by reason over the period"),
+        ("actions", "Controller actions on memory blocks by result"),
+    ):
+        if name in charts:
+            doc.append(("img", name, alt, charts[name]))
     rows = [
         ["memory in online blocks", *_stats(f["online_bytes"], fmt_bytes)],
+        ["online kernel zones", *_stats(f["online_kernel_bytes"], fmt_bytes)],
+        ["online ZONE_MOVABLE (hot-unpluggable)", *_stats(f["hot_unpluggable_bytes"], fmt_bytes)],
         ["memory in offline blocks", *_stats(f["offline_bytes"], fmt_bytes)],
         ["memory in going-offline blocks", *_stats(f["going_offline_bytes"], fmt_bytes)],
-        ["hot-unpluggable (online ZONE_MOVABLE)", *_stats(f["hot_unpluggable_bytes"], fmt_bytes)],
-        ["MOVABLE:KERNEL (fleet)", *_stats(f["ratio"], fmt_ratio)],
+        ["MOVABLE:KERNEL, fleet", *_stats(f["ratio"], fmt_ratio)],
+        ["MOVABLE:KERNEL, median node", *_stats(f["ratio_p50"], fmt_ratio)],
+        ["MOVABLE:KERNEL, 90th percentile", *_stats(f["ratio_p90"], fmt_ratio)],
+        ["MOVABLE:KERNEL, worst node", *_stats(f["ratio_max"], fmt_ratio)],
     ]
     doc.append(("table", ["figure", "end of period", "minimum", "peak"], rows))
-    acts = ", ".join(f"{a['action']} {a['result']}: {a['count']}" for a in f["actions_by_result"]) or "none"
-    fails = ", ".join(f"{k}: {v}" for k, v in f["offline_failures_by_reason"].items()) or "none"
-    doc.append(
-        (
-            "table",
-            ["figure", "value"],
-            [
-                ["hosts (instances) / NUMA nodes", f"{f['instances']} / {f['nodes']}"],
-                [
-                    "online kernel zones / ZONE_MOVABLE, end of period",
-                    f"{fmt_bytes(f['online_kernel_bytes'])} / {fmt_bytes(f['online_movable_bytes'])}",
-                ],
-                [
-                    "nodes above 4:1 / above 3:1 during the period",
-                    f"{f['nodes_above_4_in_period']} / {f['nodes_above_3_in_period']}",
-                ],
-                ["nodes above 3:1 at the end of the period", str(f["nodes_above_3_now"])],
-                ["offline failures (kernel log), by reason", f"{f['offline_failures']} ({fails})"],
-                ["memory in blocks that failed to offline", fmt_bytes(f["failed_offline_bytes"])],
-                ["online blocks that cannot be offlined (valid_zones none)", str(f["unofflinable_blocks"])],
-                ["controller actions (blocks), by result", acts],
-                [
-                    "hosts that quarantined blocks / blocks quarantined now",
-                    f"{f['instances_with_quarantine']} / {f['quarantined_blocks_now']}",
-                ],
-            ],
-        )
-    )
 
-    doc.append(("h2", "Nodes ranked by risk"))
+    n_all, top = f["nodes"], r["nodes"]
+    doc.append(("h2", "Highest-risk nodes"))
+    if "worst_nodes" in charts:
+        doc.append(("img", "worst_nodes", "MOVABLE:KERNEL of the highest-risk nodes", charts["worst_nodes"]))
     doc.append(
         (
             "p",
             [
-                "Risk score 0–100, higher is worse: "
+                f"The {len(top):,} highest-risk of {n_all:,} nodes (all of them: ",
+                ("link", "nodes.csv", r["files"]["nodes_csv"]),
+                ", ",
+                ("link", "nodes.json", r["files"]["nodes_json"]),
+                "). Risk 0–100, higher is worse: "
                 + "; ".join(f"{k.replace('_', ' ')} {w} points (full at {s:g})" for k, (w, s) in RISK.items())
                 + ". ",
                 ("link", "How it is computed", DOC_LINK + "#risk-score"),
@@ -131,8 +126,6 @@ def build(r: dict, charts: dict[str, dict]) -> list[tuple]:
             ],
         )
     )
-    ranked = sorted(r["nodes"], key=lambda n: n["risk"]["rank"])
-    insts = {i["instance"]: i for i in r["instances"]}
     doc.append(
         (
             "table",
@@ -146,6 +139,7 @@ def build(r: dict, charts: dict[str, dict]) -> list[tuple]:
                 "h > 3:1",
                 "h > 4:1",
                 "hot-unpluggable now",
+                "offline",
                 "failed to offline",
                 "cannot offline (blocks)",
                 "quarantined peak (host)",
@@ -153,192 +147,104 @@ def build(r: dict, charts: dict[str, dict]) -> list[tuple]:
             ],
             [
                 [
-                    str(n["risk"]["rank"]),
+                    str(n["rank"]),
                     n["instance"],
                     n["node"],
-                    f"{n['risk']['score']:.1f}",
-                    fmt_ratio(n["ratio"]["current"]),
-                    fmt_ratio(n["ratio"]["peak"]),
+                    f"{n['risk']:.1f}",
+                    fmt_ratio(n["ratio_current"]),
+                    fmt_ratio(n["ratio_peak"]),
                     _h(n["hours_above_3"]),
                     _h(n["hours_above_4"]),
-                    fmt_bytes(n["hot_unpluggable_bytes"]["current"]),
+                    fmt_bytes(n["hot_unpluggable_current_bytes"]),
+                    fmt_bytes(n["offline_bytes"]),
                     fmt_bytes(n["failed_offline_bytes"]) if n["failed_offline_blocks"] else "0",
-                    _i(n["unofflinable_blocks"]["current"]),
-                    _i(insts[n["instance"]]["quarantined_blocks"]["peak"]),
-                    str(insts[n["instance"]]["failed_actions"]),
+                    _i(n["unofflinable_blocks_current"]),
+                    _i(n["quarantined_blocks_peak_host"]),
+                    str(n["failed_actions_host"]),
                 ]
-                for n in ranked
+                for n in top
             ],
         )
     )
 
-    doc.append(("h2", "Capacity per node"))
-    if "capacity" in charts:
-        doc.append(
-            (
-                "img",
-                "capacity",
-                "Memory per node over the period: online kernel zones, online ZONE_MOVABLE, "
-                "offline and going-offline blocks",
-                charts["capacity"],
-            )
-        )
-    doc.append(
-        (
-            "table",
-            [
-                "instance",
-                "node",
-                "online",
-                "kernel zones",
-                "ZONE_MOVABLE",
-                "mixed (none)",
-                "offline",
-                "hot-unpluggable peak",
-                "minimum",
-                "end of period",
-            ],
-            [
-                [
-                    n["instance"],
-                    n["node"],
-                    fmt_bytes(n["bytes"]["online"]),
-                    fmt_bytes(n["bytes"]["online_kernel"]),
-                    fmt_bytes(n["bytes"]["online_movable"]),
-                    fmt_bytes(n["bytes"]["online_mixed"]),
-                    fmt_bytes(n["bytes"]["offline"]),
-                    fmt_bytes(n["hot_unpluggable_bytes"]["peak"]),
-                    fmt_bytes(n["hot_unpluggable_bytes"]["min"]),
-                    fmt_bytes(n["hot_unpluggable_bytes"]["current"]),
-                ]
-                for n in ranked
-            ],
-        )
-    )
-    doc.append(("p", ["Online, kernel zones, ZONE_MOVABLE, mixed and offline are at the end of the period."]))
-
-    doc.append(("h2", "MOVABLE:KERNEL ratio"))
-    if "ratio" in charts:
-        doc.append(("img", "ratio", "MOVABLE:KERNEL per node against the 3:1 and 4:1 lines", charts["ratio"]))
-    doc.append(
-        (
-            "table",
-            ["instance", "node", "end of period", "minimum", "peak", "peak at", "h > 3:1", "h > 4:1", "longest > 4:1"],
-            [
-                [
-                    n["instance"],
-                    n["node"],
-                    fmt_ratio(n["ratio"]["current"]),
-                    fmt_ratio(n["ratio"]["min"]),
-                    fmt_ratio(n["ratio"]["peak"]),
-                    n["ratio"]["peak_at_iso"] or "–",
-                    _h(n["hours_above_3"]),
-                    _h(n["hours_above_4"]),
-                    f"{n['longest_above_4']['hours']:.1f} h from {n['longest_above_4']['from']}"
-                    if n["longest_above_4"]["hours"]
-                    else "–",
-                ]
-                for n in ranked
-            ],
-        )
-    )
-
-    doc.append(("h2", "Blocks that could not be offlined"))
-    brows = [
-        [
-            n["instance"],
-            n["node"],
-            b["block"],
-            b["zone"] or "?",
-            ", ".join(f"{k} ×{v}" for k, v in b["reasons"].items()),
-            {True: "yes", False: "no", None: "?"}[b["still_online"]],
-        ]
-        for n in ranked
-        for b in n["failed_offline_blocks"]
-    ]
-    brows += [
-        [
-            i["instance"],
-            "?",
-            b["block"],
-            b["zone"] or "?",
-            ", ".join(f"{k} ×{v}" for k, v in b["reasons"].items()),
-            {True: "yes", False: "no", None: "?"}[b["still_online"]],
-        ]
-        for i in r["instances"]
-        for b in i["failed_offline_blocks_unknown_node"]
-    ]
-    if brows:
+    for g in r["findings"]:
+        if not g["entries"]:
+            continue
+        doc.append(("h3", f"Finding {g['kind']}"))
         doc.append(
             (
                 "p",
                 [
-                    "Memory blocks whose offlining failed during the period (kernel log, "
+                    ("sev", g["severity"]),
+                    " " + g["text"] + " ",
+                    ("link", f"runbook: {g['alert']}", g["runbook_url"]),
+                ],
+            )
+        )
+        items = [[e["text"]] for e in g["entries"]]
+        if g["more"]:
+            items.append([f"… and {g['more']:,} more {g['unit']}s (nodes.csv, instances.csv)"])
+        doc.append(("ul", items))
+
+    doc.append(("h2", "Hosts: offline failures and controller"))
+    hosts = r["instances"]
+    if hosts:
+        doc.append(
+            (
+                "p",
+                [
+                    f"The {len(hosts):,} host{'s' if len(hosts) != 1 else ''} with the most failed controller "
+                    f"actions, quarantined blocks and offline failures (all hosts: ",
+                    ("link", "instances.csv", r["files"]["instances_csv"]),
+                    ").",
+                ],
+            )
+        )
+        doc.append(
+            (
+                "table",
+                ["instance", "failed actions", "by errno", "actions", "offline failures", "quarantined peak / now"],
+                [
+                    [
+                        i["instance"],
+                        str(i["failed_actions"]),
+                        ", ".join(
+                            f"{a['action']} {a['errno'] or '?'}: {a['count']}" for a in i["failed_actions_by_errno"]
+                        )
+                        or "–",
+                        ", ".join(f"{a['action']} {a['result']}: {a['count']}" for a in i["actions_by_result"]) or "–",
+                        ", ".join(f"{k}: {v}" for k, v in i["offline_failures_by_reason"].items()) or "0",
+                        f"{_i(i['quarantined_blocks']['peak'])} / {_i(i['quarantined_blocks']['current'])}",
+                    ]
+                    for i in hosts
+                ],
+            )
+        )
+    else:
+        doc.append(("p", ["No host logged an offline failure, and the controller had no failures or quarantine."]))
+    brows = [
+        [
+            b["instance"],
+            b["node"] or "?",
+            b["block"],
+            b["zone"] or "?",
+            ", ".join(f"{k} ×{v}" for k, v in b["reasons"].items()),
+            {True: "yes", False: "no", None: "?"}[b["still_online"]],
+        ]
+        for b in r["blocks"]
+    ]
+    if brows:
+        doc.append(("h3", "Blocks that could not be offlined"))
+        doc.append(
+            (
+                "p",
+                [
+                    "Memory blocks of the hosts listed above whose offlining failed in the period (kernel log, "
                     "memhp_block_offline_failures_total), with the kernel's reason."
                 ],
             )
         )
         doc.append(("table", ["instance", "node", "block", "zone", "reasons (failures)", "still online at end"], brows))
-    else:
-        doc.append(("p", ["No offline attempt failed in the period."]))
-    urows = [
-        [
-            n["instance"],
-            n["node"],
-            _i(n["unofflinable_blocks"]["current"]),
-            _i(n["unofflinable_blocks"]["peak"]),
-            fmt_bytes(n["bytes"]["online_mixed"]),
-        ]
-        for n in ranked
-        if (n["unofflinable_blocks"]["peak"] or 0) > 0
-    ]
-    if urows:
-        doc.append(
-            (
-                "p",
-                [
-                    "Online blocks the kernel cannot offline at all (valid_zones none: the block spans zones "
-                    "or nodes, or contains holes):"
-                ],
-            )
-        )
-        doc.append(("table", ["instance", "node", "blocks, end of period", "peak", "online mixed-zone memory"], urows))
-
-    doc.append(("h2", "Offline failures"))
-    if "failures" in charts:
-        doc.append(("img", "failures", "Offline failures by reason over the period", charts["failures"]))
-    frows = [
-        [i["instance"], reason, str(n)] for i in r["instances"] for reason, n in i["offline_failures_by_reason"].items()
-    ]
-    doc.append(
-        ("table", ["instance", "reason", "failures"], frows)
-        if frows
-        else (
-            "p",
-            ["The kernel logged no offline failure in the period (or the offline_failures collector was not running)."],
-        )
-    )
-
-    doc.append(("h2", "Controller"))
-    if "actions" in charts:
-        doc.append(("img", "actions", "Controller actions on memory blocks by result", charts["actions"]))
-    arows = [
-        [i["instance"], a["action"], a["result"], a["errno"] or "–", str(a["count"])]
-        for i in r["instances"]
-        for a in i["actions"]
-    ]
-    doc.append(
-        ("table", ["instance", "action", "result", "errno", "blocks"], arows)
-        if arows
-        else ("p", ["The controller took no action in the period."])
-    )
-    qrows = [
-        [i["instance"], _i(i["quarantined_blocks"]["peak"]), _i(i["quarantined_blocks"]["current"])]
-        for i in r["instances"]
-        if i["quarantined_blocks"]["peak"] is not None
-    ]
-    if qrows:
-        doc.append(("table", ["instance", "quarantined blocks, peak", "end of period"], qrows))
 
     doc.append(("h2", "How to read this report"))
     doc.append(
@@ -348,7 +254,15 @@ def build(r: dict, charts: dict[str, dict]) -> list[tuple]:
                 "Ratios are MOVABLE:KERNEL as the kernel's auto-movable policy accounts them (ZONE_MOVABLE "
                 "present + CMA against kernel-zone present − CMA); 3:1 and 4:1 are the warning and critical "
                 "lines of memhp's alerts. Hours above a line are counted at the report's resolution. Counts are "
-                "increases of the counters over the period, rounded. See ",
+                "increases of the counters over the period. Full data: ",
+                ("link", "nodes.csv", r["files"]["nodes_csv"]),
+                ", ",
+                ("link", "nodes.json", r["files"]["nodes_json"]),
+                ", ",
+                ("link", "instances.csv", r["files"]["instances_csv"]),
+                ", ",
+                ("link", "instances.json", r["files"]["instances_json"]),
+                ". See ",
                 ("link", "docs/capacity-review.md", DOC_LINK),
                 ".",
             ],
@@ -441,7 +355,7 @@ def to_html(doc: list[tuple], chart_dir: Path, title: str) -> str:
     for block in doc:
         kind = block[0]
         if kind in ("h1", "h2", "h3"):
-            anchor = block[1].lower().replace(" ", "-").replace(":", "")
+            anchor = _anchor(block[1])
             body.append(f'<{kind} id="{html.escape(anchor, quote=True)}">{html.escape(block[1])}</{kind}>')
         elif kind == "p":
             body.append(f"<p>{_html_inline(block[1])}</p>")

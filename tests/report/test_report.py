@@ -75,7 +75,11 @@ def report(history_prometheus, history_end, tmp_path_factory):
 
 
 def _node(rep: dict, instance: str, node: str) -> dict:
-    return next(n for n in rep["nodes"] if n["instance"] == instance and n["node"] == node)
+    """A node's full row (nodes.json), with the listed extras when it is in the top-N."""
+    full = json.loads((rep["out"] / "nodes.json").read_text()) if "out" in rep else rep["nodes"]
+    row = next(n for n in full if n["instance"] == instance and n["node"] == node)
+    listed = {(n["instance"], n["node"]): n for n in rep["json"]["nodes"]} if "json" in rep else {}
+    return {**row, **listed.get((instance, node), {})}
 
 
 def test_meta_and_resolution(report, history_end):
@@ -85,38 +89,80 @@ def test_meta_and_resolution(report, history_end):
     assert m["step_seconds"] == 60  # 3 days / 11,000 points -> the 1m floor
     assert m["event_bucket_seconds"] == 3600
     assert m["warnings"] == []
+    assert m["prometheus_requests"] > 10 and m["prometheus_seconds"] > 0
+
+
+def test_structure_is_the_same_in_json_and_markdown(report):
+    data = report["json"]
+    assert list(data) == [
+        "meta",
+        "summary",
+        "findings",
+        "fleet",
+        "charts",
+        "nodes",
+        "instances",
+        "blocks",
+        "files",
+    ]
+    md = report["md"]
+    heads = [line for line in md.splitlines() if line.startswith("## ")]
+    assert heads[:4] == ["## At a glance", "## Findings", "## Fleet over time", "## Highest-risk nodes"]
+    for line in data["summary"]:
+        assert line in md
+    for g in data["findings"]:
+        assert g["text"] in md
+        for e in g["entries"]:
+            assert e["text"] in md
 
 
 @pytest.mark.parametrize("key", sorted(EXPECTED))
 def test_node_figures(report, key):
-    exp, n = EXPECTED[key], _node(report["json"], *key)
+    exp, n = EXPECTED[key], _node(report, *key)
     step_h = report["json"]["meta"]["step_seconds"] / 3600
-    assert n["ratio"]["peak"] == pytest.approx(exp["peak_ratio"])
-    assert n["ratio"]["current"] == pytest.approx(exp["current_ratio"])
+    assert n["ratio_peak"] == pytest.approx(exp["peak_ratio"])
+    assert n["ratio_current"] == pytest.approx(exp["current_ratio"])
     # time above the lines, at step resolution (one step at either edge of an episode)
     assert abs(n["hours_above_4"] - exp["hours_above_4"]) <= 2 * step_h
     assert abs(n["hours_above_3"] - exp["hours_above_3"]) <= 2 * step_h
     peak, low, cur = exp["hot_unpluggable"]
-    assert n["hot_unpluggable_bytes"] == {"peak": peak, "min": low, "current": cur}
+    assert (n["hot_unpluggable_peak_bytes"], n["hot_unpluggable_min_bytes"], n["hot_unpluggable_current_bytes"]) == (
+        peak,
+        low,
+        cur,
+    )
     assert n["failed_offline_bytes"] == exp["failed_offline_bytes"]
     assert n["failed_offline_bytes_by_reason"] == exp["failed_offline_bytes_by_reason"]
-    assert n["unofflinable_blocks"]["current"] == exp["unofflinable_blocks"]
+    assert n["unofflinable_blocks_current"] == exp["unofflinable_blocks"]
     story = next(s for s in NODES if (s.instance, s.node) == key)
-    assert n["bytes"]["online_kernel"] == story.dma32 + story.normal
-    assert n["bytes"]["online_movable"] == story.movable_online(RANGE_HOURS)
-    assert n["bytes"]["offline"] == story.movable_pool - story.movable_online(RANGE_HOURS)
+    assert n["online_kernel_bytes"] == story.dma32 + story.normal
+    assert n["online_movable_bytes"] == story.movable_online(RANGE_HOURS)
+    assert n["offline_bytes"] == story.movable_pool - story.movable_online(RANGE_HOURS)
+
+
+def test_full_data_beside_the_html(report):
+    import csv
+
+    rows = list(csv.DictReader((report["out"] / "nodes.csv").open()))
+    assert {(r["instance"], r["node"]) for r in rows} == set(EXPECTED)
+    full = json.loads((report["out"] / "nodes.json").read_text())
+    assert [(n["instance"], n["node"]) for n in full] == [(r["instance"], r["node"]) for r in rows]
+    db1 = next(r for r in rows if (r["instance"], r["node"]) == ("db1", "0"))
+    assert float(db1["ratio_peak"]) == 4.5 and db1["rank"] == "1"
+    hosts = list(csv.DictReader((report["out"] / "instances.csv").open()))
+    assert {h["instance"] for h in hosts} == {"db1", "db2", "db3"}
 
 
 def test_longest_episode_and_peak_time(report, history_end):
-    n = _node(report["json"], "db1", "0")
+    n = _node(report, "db1", "0")
     start = history_end - RANGE_HOURS * HOUR
     assert abs(n["longest_above_4"]["hours"] - 14) <= 2 / 60
-    assert abs(n["ratio"]["peak_at"] - (start + 30 * HOUR)) <= 120  # the 4.5:1 episode began at h30
+    assert abs(n["ratio_peak_at"] - (start + 30 * HOUR)) <= 120  # the 4.5:1 episode began at h30
 
 
 def test_blocks_that_could_not_be_offlined(report):
-    n = _node(report["json"], "db1", "0")
-    blocks = {b["block"]: b for b in n["failed_offline_blocks"]}
+    n = _node(report, "db1", "0")
+    blocks = {b["block"]: b for b in n["failed_offline_block_list"]}
     assert set(blocks) == {"600", "601", "602", "603"}
     assert blocks["600"]["reasons"] == {"unmovable page": 3}
     assert blocks["603"]["reasons"] == {"failure to isolate range": 1}
@@ -124,7 +170,7 @@ def test_blocks_that_could_not_be_offlined(report):
 
 
 def test_failures_actions_quarantine(report):
-    insts = {i["instance"]: i for i in report["json"]["instances"]}
+    insts = {i["instance"]: i for i in json.loads((report["out"] / "instances.json").read_text())}
     assert set(insts) == {"db1", "db2", "db3"}
     for inst, by_reason in EXPECTED_FAILURES.items():
         assert insts[inst]["offline_failures_by_reason"] == by_reason
@@ -135,6 +181,7 @@ def test_failures_actions_quarantine(report):
     for inst, (peak, cur) in EXPECTED_QUARANTINED.items():
         assert insts[inst]["quarantined_blocks"] == {"peak": peak, "current": cur}
     assert insts["db3"]["quarantined_blocks"] == {"peak": None, "current": None}  # no controller there
+    assert [i["instance"] for i in report["json"]["instances"]] == ["db1"]  # only hosts with trouble are listed
 
 
 def test_fleet_totals(report):
@@ -148,55 +195,61 @@ def test_fleet_totals(report):
     assert f["failed_offline_bytes"] == 4 * BLOCK
     assert f["nodes_above_4_in_period"] == 1 and f["nodes_above_3_in_period"] == 2
     assert f["failed_actions"] == 4
+    assert f["ratio_max"]["peak"] == pytest.approx(4.5) and f["ratio_p50"]["current"] == pytest.approx(2.0)
 
 
 def test_risk_ranking(report):
-    ranking = [(r["instance"], r["node"]) for r in report["json"]["ranking"]]
+    ranking = [(r["instance"], r["node"]) for r in json.loads((report["out"] / "nodes.json").read_text())]
     assert ranking[0] == ("db1", "0")
     assert set(ranking[-2:]) == {("db3", "0"), ("db3", "1")}
-    top = _node(report["json"], "db1", "0")["risk"]
-    assert top["score"] == pytest.approx(sum(top["components"].values()), abs=0.1)
-    assert 0 < top["score"] <= 100
+    top = _node(report, "db1", "0")
+    assert top["risk"] == pytest.approx(sum(top["risk_components"].values()), abs=0.1)
+    assert 0 < top["risk"] <= 100
 
 
 def test_findings_from_the_data(report):
-    findings = report["json"]["findings"]
-    texts = [f["text"] for f in findings]
-    crit = [f for f in findings if f["severity"] == "critical"]
-    assert len(crit) == 1 and crit[0]["alert"] == "MemhpMovableKernelRatioCritical"
-    assert re.search(r"db1 node 0 spent 14\.0 h above 4:1", crit[0]["text"]), crit[0]["text"]
+    groups = {g["kind"]: g for g in report["json"]["findings"]}
+    texts = [e["text"] for g in groups.values() for e in g["entries"]]
+    assert report["json"]["findings"][0]["severity"] == "critical"
+    crit = groups["ratio_critical"]
+    assert crit["count"] == 1 and crit["alert"] == "MemhpMovableKernelRatioCritical"
+    assert crit["text"].startswith("1 node spent time above 4:1")
+    assert re.search(r"db1 node 0 spent 14\.0 h above 4:1", crit["entries"][0]["text"]), crit
     assert any(
         re.search(
-            r"^512\.0 MiB \(4 memory blocks: 600-603, zone Movable\) requested for removal could "
+            r"^512\.0 MiB \(4 memory blocks: 600-603, zone Movable\) could "
             r"not be offlined on db1 node 0 \(failure to isolate range: 256\.0 MiB, unmovable page: "
-            r"256\.0 MiB\)",
+            r"256\.0 MiB\); 4 of them still online",
             t,
         )
         for t in texts
     ), texts
-    assert any(re.search(r"db2 node 0 spent 6\.0 h above 3:1", t) for t in texts), texts
-    assert any("quarantined up to 2 memory block" in t for t in texts)
-    assert any("4 controller action(s)" in t and "EBUSY: 4" in t for t in texts)
+    assert groups["ratio_high"]["count"] == 1
+    assert re.search(r"db2 node 0 spent 6\.0 h above 3:1", groups["ratio_high"]["entries"][0]["text"])
+    assert "quarantined up to 2 memory block" in groups["quarantined"]["entries"][0]["text"]
+    assert "4 controller action(s)" in texts[texts.index(groups["failed_actions"]["entries"][0]["text"])]
+    assert "EBUSY: 4" in groups["failed_actions"]["entries"][0]["text"]
+    assert groups["left_offline"]["count"] == 2 and groups["unofflinable"]["count"] == 1
     assert not any("db3" in t for t in texts)  # the quiet host has nothing to say
     # every finding links to an existing runbook section
     anchors = {h[3:].strip().lower() for h in RUNBOOKS.read_text().splitlines() if h.startswith("## ")}
-    for f in findings:
-        assert f["runbook_url"].endswith("/docs/runbooks.md#" + f["alert"].lower())
-        assert f["alert"].lower() in anchors, f["alert"]
+    for g in groups.values():
+        assert g["runbook_url"].endswith("/docs/runbooks.md#" + g["alert"].lower())
+        assert g["alert"].lower() in anchors, g["alert"]
 
 
 def test_markdown_summary(report):
     md = report["md"]
     assert md.startswith("# memhp capacity review")
     assert "| 1 | db1 | 0 | " in md  # ranked first
-    row = next(line for line in md.splitlines() if line.startswith("| db1 | 0 | 2.00:1 |"))
-    assert "| 4.50:1 |" in row and "| 19.0 | 14.0 |" in row
-    assert "| db1 | failure to isolate range | 3 |" in md and "| db1 | unmovable page | 5 |" in md
-    assert "| db1 | offline | failed | EBUSY | 4 |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| 1 | db1 | 0 |"))
+    assert "| 2.00:1 | 4.50:1 | 19.0 | 14.0 |" in row
+    assert "| db1 | 4 | offline EBUSY: 4 |" in md
     assert "| db1 | 0 | 600 | Movable | unmovable page ×3 | yes |" in md
     assert "(https://github.com/memhp/memhp/blob/main/docs/runbooks.md#memhpmovablekernelratiocritical)" in md
-    for name in ("capacity", "ratio", "failures", "actions"):
+    for name in ("distribution", "capacity", "failures", "actions", "worst_nodes"):
         assert f"(charts/{name}.png)" in md
+    assert "[nodes.csv](nodes.csv)" in md
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -209,13 +262,14 @@ def test_charts_are_real_pngs(report):
     from PIL import Image
 
     charts = report["json"]["charts"]
-    assert set(charts) == {"capacity", "ratio", "failures", "actions"}
     expected = {
-        "ratio": (1000, 400),
+        "distribution": (1000, 520),
+        "capacity": (1000, 380),
         "failures": (1000, 350),
         "actions": (1000, 350),
-        "capacity": (1000, 250 * 3 + 50),
-    }  # 5 nodes: 3 rows of 2
+        "worst_nodes": (1000, 400),
+    }
+    assert set(charts) == set(expected)
     for name, info in charts.items():
         path = report["out"] / info["file"]
         assert _png_size(path) == expected[name] == (info["width"], info["height"])
@@ -230,7 +284,7 @@ def test_html_is_self_contained(report):
     html = (report["out"] / "report.html").read_text()
     assert "<script" not in html and "<link" not in html and "@import" not in html
     srcs = re.findall(r'\bsrc="([^"]*)"', html)
-    assert len(srcs) == 4 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert len(srcs) == 5 and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert "url(" not in html
 
 
@@ -256,6 +310,20 @@ def _chromium(args: list[str], page: Path, tmp_path: Path) -> subprocess.Complet
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
+def page_height(page: Path, tmp_path: Path, width: int = 1280, tall: int = 16000) -> int:
+    """The rendered page's height in pixels: a screenshot in a window taller
+    than the page, and the last row that is not the white background."""
+    from PIL import Image
+
+    shot = tmp_path / f"height-{len(list(tmp_path.iterdir()))}.png"
+    r = _chromium([f"--screenshot={shot}", f"--window-size={width},{tall}", "--hide-scrollbars"], page, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with Image.open(shot) as im:
+        box = Image.eval(im.convert("L"), lambda v: 255 - v).getbbox()
+    assert box is not None, "blank page"
+    return box[3]
+
+
 def _console(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line]
 
@@ -275,7 +343,7 @@ def test_html_renders_in_chromium(report, tmp_path):
     assert _console(r.stderr) == [], _console(r.stderr)
     dom = r.stdout
     assert "<h1" in dom and "memhp capacity review" in dom
-    assert dom.count('<img id="chart-') == 4
+    assert dom.count('<img id="chart-') == 5
     assert "db1 node 0 spent 14.0 h above 4:1" in dom
     shot = report["out"] / "screenshot.png"
     r = _chromium([f"--screenshot={shot}", "--window-size=1280,2400", "--hide-scrollbars"], page, tmp_path)
@@ -287,6 +355,9 @@ def test_html_renders_in_chromium(report, tmp_path):
     with Image.open(shot) as im:
         colours = im.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 50  # text, tables and charts, not a blank page
+    # the first screen (1280x800) holds the summary and the findings' headlines
+    height = page_height(page, tmp_path)
+    assert 1500 < height < 9000, height
     keep = os.environ.get("MEMHP_REPORT_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
@@ -333,12 +404,13 @@ def test_selector_and_progress(history_prometheus, history_end, tmp_path):
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert {(n["instance"], n["node"]) for n in data["nodes"]} == {("db2", "0")}
+    assert data["fleet"]["nodes"] == 1 and data["fleet"]["instances"] == 1
     assert data["fleet"]["hot_unpluggable_bytes"]["peak"] == 26 * GiB  # from the instance: rules
     assert data["meta"]["selector"] == 'instance="db2"'
     lines = [line for line in r.stderr.splitlines() if line.startswith("memhp report: [")]
     assert len(lines) > 10
-    done, total = map(int, re.search(r"\[\s*(\d+)/(\d+)\]", lines[-1]).groups())
-    assert done == total
+    numbers = [int(re.search(r"\[\s*(\d+)\]", line).group(1)) for line in lines]
+    assert numbers == list(range(1, len(numbers) + 1))  # one line per request
     # without --progress and without a terminal: quiet
     r = memhp(
         "report",
@@ -355,6 +427,7 @@ def test_selector_and_progress(history_prometheus, history_end, tmp_path):
     )
     assert r.returncode == 0 and r.stderr == "", r.stderr
     assert "db2 node 0 spent 6.0 h above 3:1" in r.stdout
+    assert "Traceback" not in r.stderr
 
 
 def _fails(r: subprocess.CompletedProcess, *needles: str) -> None:

@@ -1,14 +1,24 @@
-"""The report's pure parts: durations, step choice, selectors, counter events."""
+"""The report's pure parts: durations, step choice, selectors, event and chunk
+sizing, findings grouping."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-from memhp.report.analysis import counter_events, time_above
-from memhp.report.collect import Series, event_bucket
-from memhp.report.promapi import MAX_POINTS, auto_step, format_duration, normalize_selector, parse_duration
+from memhp.report.analysis import findings, time_above
+from memhp.report.collect import event_bucket, events
+from memhp.report.promapi import (
+    MAX_POINTS,
+    _per_chunk,
+    auto_step,
+    format_duration,
+    is_sample_limit,
+    normalize_selector,
+    parse_duration,
+)
 
 
 @pytest.mark.parametrize(
@@ -46,18 +56,61 @@ def test_selector():
         normalize_selector('memhp_blocks{instance="a"}')
 
 
-def test_counter_events_resets_and_late_series():
-    t0 = 1000.0
-    s = Series({"reason": "x"}, [(t0, 2), (t0 + 60, 5), (t0 + 120, 1), (t0 + 180, math.nan), (t0 + 240, 4)])
-    assert counter_events([s], t0)[0].points == [(t0 + 60, 3), (t0 + 120, 1), (t0 + 240, 3)]
-    late = Series({}, [(t0 + 120, 1), (t0 + 180, 2)])  # appeared with its first event
-    assert counter_events([late], t0)[0].points == [(t0 + 120, 1), (t0 + 180, 1)]
+def test_events_expression_counts_resets_and_late_series():
+    e = events("memhp_offline_failures_total", "instance, reason", 'instance="a"', 3600)
+    x = 'sum by (instance, reason) (memhp_offline_failures_total{instance="a"})'
+    before = 'sum by (instance, reason) (memhp_offline_failures_total{instance="a"} offset 1h)'
+    assert e == f"(({x} - {before}) >= 0) or {x}"
 
 
-def test_time_above_counts_steps_and_the_longest_stretch():
-    pts = [(i * 60.0, v) for i, v in enumerate([1, 5, 5, 1, 5, 5, 5, math.nan, 5])]
-    r = time_above(pts, 4, 60)
-    assert r["hours"] == 6 * 60 / 3600 and r["longest_hours"] == 3 * 60 / 3600 and r["longest_from"] == 240
+def test_chunks_stay_under_the_sample_limit_and_the_answer_size():
+    assert _per_chunk(inputs=20_000, outputs=1, max_samples=25_000_000) == 1_250
+    assert _per_chunk(inputs=80_000, outputs=4, max_samples=25_000_000) == 312
+    assert _per_chunk(inputs=1_000, outputs=1_000, max_samples=25_000_000) == 200  # 200,000 points per answer
+    assert _per_chunk(inputs=10**9, outputs=1, max_samples=1000) == 1  # never below one step
+    assert is_sample_limit("query processing would load too many samples into memory in query execution")
+    assert not is_sample_limit("parse error: unexpected character")
+
+
+def test_time_above_finds_the_longest_stretch():
+    grid = np.arange(9) * 60.0
+    y = np.array([1, 5, 5, 1, 5, 5, 5, math.nan, 5], dtype=float)
+    r = time_above(grid, y, 4, 60)
+    assert r["hours"] == 3 * 60 / 3600 and r["from"] == "1970-01-01 00:04 UTC"
+
+
+def _row(i: int, h3: float, h4: float) -> dict:
+    return {
+        "instance": f"h{i}",
+        "node": "0",
+        "rank": i + 1,
+        "ratio_current": 2.0,
+        "ratio_peak": 4.5 if h4 else 3.5,
+        "hours_above_3": h3,
+        "hours_above_4": h4,
+        "failed_offline_blocks": 0,
+        "failed_offline_bytes_by_reason": {},
+        "hot_unpluggable_peak_bytes": 1.0,
+        "hot_unpluggable_min_bytes": 1.0,
+        "going_offline_peak_bytes": 0.0,
+        "offline_bytes": 0.0,
+        "unofflinable_blocks_peak": 0,
+    }
+
+
+def test_findings_are_grouped_counted_and_capped():
+    rows = [_row(i, h3=float(i % 30), h4=0.0) for i in range(212)] + [_row(300, 5.0, 2.0)]
+    groups = {g["kind"]: g for g in findings(rows, {}, lambda r: {}, "https://x/runbooks.md", top=10)}
+    high = groups["ratio_high"]
+    assert high["count"] == sum(1 for i in range(212) if i % 30) and len(high["entries"]) == 10
+    assert (
+        high["text"] == f"{high['count']} nodes spent time above 3:1 MOVABLE:KERNEL (never above 4:1); worst 10 below."
+    )
+    assert high["entries"][0]["text"].startswith("h29 node 0 spent 29.0 h above 3:1")  # longest first, then rank
+    assert high["more"] == high["count"] - 10
+    crit = groups["ratio_critical"]
+    assert crit["count"] == 1 and crit["text"].startswith("1 node spent") and "worst" not in crit["text"]
+    assert crit["runbook_url"] == "https://x/runbooks.md#memhpmovablekernelratiocritical"
 
 
 def test_event_bucket():

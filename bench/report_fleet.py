@@ -1,0 +1,98 @@
+"""``memhp report`` against a synthetic fleet: wall time, peak RSS of the
+report process and Prometheus' query time.
+
+    python -m bench.report_fleet --hosts 1000 --hours 72
+    python -m bench.report_fleet --hosts 10000 --tsdb /var/tmp/fleet10k   # keep (and reuse) the TSDB
+
+The fleet is tests/report/fleet.py's (2 NUMA nodes per host, the recording
+rules' series written directly, 5-minute samples), turned into TSDB blocks
+with ``promtool tsdb create-blocks-from openmetrics`` and served by a real
+Prometheus with its default limits (``--query.max-samples`` 50M).  The
+report runs as the real command line; its peak RSS is the child's
+``ru_maxrss`` (os.wait4), not this process's.  Results: docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.helpers.prometheus import start_prometheus
+from tests.report.fleet import RANGE_HOURS, build_fleet_tsdb
+
+REPO = Path(__file__).resolve().parents[1]
+INTERVAL = 300
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hosts", type=int, default=1000)
+    ap.add_argument("--hours", type=int, default=RANGE_HOURS, help=f"reviewed range (the history is {RANGE_HOURS} h)")
+    ap.add_argument("--tsdb", type=Path, help="directory for the TSDB, reused when it already holds one")
+    ap.add_argument("--runs", type=int, default=1, help="report runs (the first warms Prometheus' caches)")
+    args = ap.parse_args()
+    if not 1 <= args.hosts <= 100_000 or not 1 <= args.hours <= RANGE_HOURS:
+        ap.error(f"--hosts 1..100000, --hours 1..{RANGE_HOURS}")
+    work = args.tsdb or Path(tempfile.mkdtemp(prefix="memhp-report-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    meta = work / "bench.json"
+    if meta.exists() and json.loads(meta.read_text())["hosts"] == args.hosts:
+        end = json.loads(meta.read_text())["end"]
+        print(f"reusing the TSDB in {work} ({args.hosts} hosts)")
+    else:
+        end = int(time.time()) // INTERVAL * INTERVAL - 600
+        t0 = time.monotonic()
+        build_fleet_tsdb(work, args.hosts, end, INTERVAL)
+        meta.write_text(json.dumps({"hosts": args.hosts, "end": end}))
+        print(f"generated {args.hosts} hosts x {RANGE_HOURS} h in {time.monotonic() - t0:.0f} s ({work})")
+    prom = start_prometheus(work / "prometheus", [], tsdb_path=work / "tsdb", retention="400d", ready_timeout=900)
+    try:
+        for run in range(args.runs):
+            out = work / f"report-{run}"
+            cmd = [
+                sys.executable,
+                "-m",
+                "memhp.cli",
+                "report",
+                "--prometheus",
+                prom.url,
+                "--range",
+                f"{args.hours}h",
+                "--end",
+                str(end),
+                "--step",
+                "5m",
+                "--out",
+                str(out),
+                "--timeout",
+                "600s",
+            ]
+            t0 = time.monotonic()
+            p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            _, status, usage = os.wait4(p.pid, 0)
+            wall = time.monotonic() - t0
+            err = p.stderr.read().decode() if p.stderr else ""
+            if status != 0:
+                print(err, file=sys.stderr)
+                return 1
+            m = json.loads((out / "report.json").read_text())["meta"]
+            html = (out / "report.html").stat().st_size
+            print(
+                f"hosts {args.hosts}  nodes {2 * args.hosts}  range {args.hours} h  run {run + 1}: "
+                f"wall {wall:.1f} s  peak RSS {usage.ru_maxrss / 1024:.0f} MiB  "
+                f"Prometheus {m['prometheus_requests']} requests, {m['prometheus_seconds']:.1f} s  "
+                f"report.html {html / 1024:.0f} KiB  user+sys {usage.ru_utime + usage.ru_stime:.1f} s"
+            )
+    finally:
+        prom.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
