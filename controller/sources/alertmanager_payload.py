@@ -141,6 +141,18 @@ class AlertFields:
     ends_at: str | None
     fingerprint: str
 
+    def alert(self, status: str, source: str) -> Alert:
+        return Alert(
+            name=self.name,
+            status=status,
+            labels=self.labels,
+            annotations=self.annotations,
+            starts_at=self.starts_at,
+            ends_at=self.ends_at,
+            fingerprint=self.fingerprint,
+            source=source,
+        )
+
 
 def alert_fields(raw: dict, where: str) -> AlertFields:
     labels = labels_of(raw, "labels", where)
@@ -218,17 +230,7 @@ def _webhook_alert(raw: Any, where: str, source: str) -> Alert:
     if not isinstance(raw, dict):
         raise PayloadError(R_INVALID, f"{where} must be an object, got {type(raw).__name__}")
     status = _status(raw, where)
-    f = alert_fields(raw, where)
-    return Alert(
-        name=f.name,
-        status=status,
-        labels=f.labels,
-        annotations=f.annotations,
-        starts_at=f.starts_at,
-        ends_at=f.ends_at,
-        fingerprint=f.fingerprint,
-        source=source,
-    )
+    return alert_fields(raw, where).alert(status, source)
 
 
 # --------------------------------------------------------------------------- API v2 (GET /api/v2/alerts)

@@ -388,16 +388,7 @@ class PullSource:
             return None
         if f.labels.get(self.settings.node_label) != self.settings.node_name:
             return None
-        return Alert(
-            name=f.name,
-            status=FIRING,
-            labels=f.labels,
-            annotations=f.annotations,
-            starts_at=f.starts_at,
-            ends_at=f.ends_at,
-            fingerprint=f.fingerprint,
-            source=SOURCE,
-        )
+        return f.alert(FIRING, SOURCE)
 
     # -- reconciling
     def poll_once(self) -> PollResult:
