@@ -5,18 +5,13 @@ import threading
 
 from prometheus_client import CollectorRegistry
 
-from memhp.exporter.cli import ExporterConfig, build_registry
 from memhp.exporter.collectors import BlocksCollector, MemhpCollector, SubCollector
 from memhp.exporter.collectors.blocks import GoingOfflineTracker
 from memhp.exporter.kernel.fsread import ParseErrors
 from memhp.exporter.kernel.paths import Paths
 from memhp.exporter.kernel.snapshot import read_snapshot
+from tests.helpers.exporter import registry_for
 from tests.helpers.trees import block_dirs, remove_block, write
-
-
-def registry_for(root, **kw) -> CollectorRegistry:
-    cfg = ExporterConfig(paths=Paths(str(root / "sys"), str(root / "proc")), once=True, **kw)
-    return build_registry(cfg)[0]
 
 
 def test_counts_match_the_tree(host_archive_root):

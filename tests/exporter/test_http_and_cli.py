@@ -12,7 +12,7 @@ import pytest
 from memhp.exporter.cli import get_parser, main
 from memhp.exporter.collectors import COLLECTORS
 from memhp.exporter.server import parse_listen_address, serve
-from tests.exporter.test_collectors import registry_for
+from tests.helpers.exporter import registry_for
 from tests.helpers.trees import block_dirs, remove_block
 
 

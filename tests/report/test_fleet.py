@@ -14,8 +14,8 @@ import time
 import pytest
 
 from tests.helpers.prometheus import PROMTOOL, prometheus_binary, start_prometheus
+from tests.helpers.report import chromium, console_lines, fails_in_one_line, memhp, page_height
 from tests.report.fleet import HOUR, KERNEL, LEAD_HOURS, RANGE_HOURS, build_fleet_tsdb, expected, host_name, story
-from tests.report.test_report import CHROMIUM, _chromium, _console, _fails, memhp, page_height
 
 pytestmark = pytest.mark.prometheus
 
@@ -135,11 +135,10 @@ def test_document_is_capped(report):
     assert heads[:3] == ["## At a glance", "## Findings", "## Fleet over time"]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (scripts/setup.sh installs it)")
 def test_page_height_stays_bounded(report, tmp_path):
     page = report["out"] / "report.html"
-    r = _chromium(["--dump-dom"], page, tmp_path)
-    assert r.returncode == 0 and _console(r.stderr) == [], r.stderr[-2000:]
+    r = chromium(["--dump-dom"], page, tmp_path)
+    assert r.returncode == 0 and console_lines(r.stderr) == [], r.stderr[-2000:]
     height = page_height(page, tmp_path)
     # 200 hosts: the same sections as 3 hosts, tables capped at --top 20: one long page, not 100k px
     assert 2000 < height < 9000, height
@@ -176,7 +175,7 @@ def test_sample_limit_split_and_refusal(fleet, report, tmp_path):
         prom.stop()
     prom = _server_copy(fleet, "tiny", 100)
     try:
-        _fails(
+        fails_in_one_line(
             _report(prom.url, fleet["end"], tmp_path / "tiny"),
             "sample limit",
             "--query.max-samples",

@@ -11,14 +11,12 @@ import os
 import re
 import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.prometheus import free_port
-from tests.helpers.tools import require_tool
+from tests.helpers.report import chromium, console_lines, fails_in_one_line, memhp, page_height
 from tests.report.history import (
     BLOCK,
     EXPECTED,
@@ -35,18 +33,6 @@ pytestmark = pytest.mark.prometheus
 
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOKS = REPO / "docs" / "runbooks.md"
-
-
-def memhp(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """The real command line (``memhp`` is memhp.cli:main)."""
-    return subprocess.run(
-        [sys.executable, "-m", "memhp.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -288,67 +274,27 @@ def test_html_is_self_contained(report):
     assert "url(" not in html
 
 
-def _chromium(args: list[str], page: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    profile = tmp_path / f"chromium-profile-{len(list(tmp_path.iterdir()))}"
-    profile.mkdir()
-    argv = [
-        require_tool("chromium", "chromium-browser"),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--enable-logging=stderr",
-        "--v=0",
-        *args,
-        page.as_uri(),
-    ]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-
-
-def page_height(page: Path, tmp_path: Path, width: int = 1280, tall: int = 16000) -> int:
-    """The rendered page's height in pixels: a screenshot in a window taller
-    than the page, and the last row that is not the white background."""
-    from PIL import Image
-
-    shot = tmp_path / f"height-{len(list(tmp_path.iterdir()))}.png"
-    r = _chromium([f"--screenshot={shot}", f"--window-size={width},{tall}", "--hide-scrollbars"], page, tmp_path)
-    assert r.returncode == 0, r.stderr[-2000:]
-    with Image.open(shot) as im:
-        box = Image.eval(im.convert("L"), lambda v: 255 - v).getbbox()
-    assert box is not None, "blank page"
-    return box[3]
-
-
-def _console(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
-
-
 def test_console_detection_works(tmp_path):
     """The check below would see a console error: a page that logs one."""
     page = tmp_path / "canary.html"
     page.write_text('<!DOCTYPE html><p>x</p><script>console.error("canary-7731")</script>')
-    r = _chromium(["--dump-dom"], page, tmp_path)
-    assert any("canary-7731" in line for line in _console(r.stderr)), r.stderr[-2000:]
+    r = chromium(["--dump-dom"], page, tmp_path)
+    assert any("canary-7731" in line for line in console_lines(r.stderr)), r.stderr[-2000:]
 
 
 def test_html_renders_in_chromium(report, tmp_path):
     page = report["out"] / "report.html"
-    r = _chromium(["--dump-dom"], page, tmp_path)
+    r = chromium(["--dump-dom"], page, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert _console(r.stderr) == [], _console(r.stderr)
+    assert console_lines(r.stderr) == [], console_lines(r.stderr)
     dom = r.stdout
     assert "<h1" in dom and "memhp capacity review" in dom
     assert dom.count('<img id="chart-') == 5
     assert "db1 node 0 spent 14.0 h above 4:1" in dom
     shot = report["out"] / "screenshot.png"
-    r = _chromium([f"--screenshot={shot}", "--window-size=1280,2400", "--hide-scrollbars"], page, tmp_path)
+    r = chromium([f"--screenshot={shot}", "--window-size=1280,2400", "--hide-scrollbars"], page, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert _console(r.stderr) == [], _console(r.stderr)
+    assert console_lines(r.stderr) == [], console_lines(r.stderr)
     assert _png_size(shot) == (1280, 2400)
     from PIL import Image
 
@@ -430,18 +376,9 @@ def test_selector_and_progress(history_prometheus, history_end, tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def _fails(r: subprocess.CompletedProcess, *needles: str) -> None:
-    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.startswith("memhp report: error: "), r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
-    for n in needles:
-        assert n in r.stderr, r.stderr
-
-
 def test_error_unreachable(tmp_path):
     port = free_port()  # nothing listens there
-    _fails(
+    fails_in_one_line(
         memhp("report", "--prometheus", f"http://127.0.0.1:{port}", "--range", "1d", "--out", str(tmp_path)),
         "cannot reach Prometheus",
         f"127.0.0.1:{port}",
@@ -450,7 +387,7 @@ def test_error_unreachable(tmp_path):
 
 
 def test_error_empty_selector(history_prometheus, history_end, tmp_path):
-    _fails(
+    fails_in_one_line(
         memhp(
             "report",
             "--prometheus",
@@ -470,7 +407,7 @@ def test_error_empty_selector(history_prometheus, history_end, tmp_path):
 
 
 def test_error_range_without_data(history_prometheus, history_end, tmp_path):
-    _fails(
+    fails_in_one_line(
         memhp(
             "report",
             "--prometheus",
@@ -488,11 +425,11 @@ def test_error_range_without_data(history_prometheus, history_end, tmp_path):
 
 
 def test_error_bad_arguments(history_prometheus, tmp_path):
-    _fails(
+    fails_in_one_line(
         memhp("report", "--prometheus", history_prometheus.url, "--range", "3 days", "--out", str(tmp_path)),
         "not a duration",
     )
-    _fails(
+    fails_in_one_line(
         memhp(
             "report",
             "--prometheus",
@@ -506,7 +443,7 @@ def test_error_bad_arguments(history_prometheus, tmp_path):
         ),
         "Prometheus refused",
     )
-    _fails(
+    fails_in_one_line(
         memhp("report", "--prometheus", history_prometheus.url + "/nonsense", "--range", "1d", "--out", str(tmp_path)),
         "is this a Prometheus server",
     )
