@@ -119,3 +119,36 @@ def test_every_test_folder_is_a_package():
     folders = {p.parent for p in python_sources() if p.is_relative_to(tests) and p.suffix == ".py"}
     missing = sorted(str(f.relative_to(REPO)) for f in folders if not (f / "__init__.py").exists())
     assert not missing, f"add an empty __init__.py to: {missing}"
+
+
+def _imports(folder: str) -> dict[str, set[str]]:
+    """Absolute memhp.* modules imported by each .py file of a top-level folder."""
+    import ast
+
+    out: dict[str, set[str]] = {}
+    for path in sorted((REPO / folder).rglob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        out[str(path.relative_to(REPO))] = {n for n in names if n == "memhp" or n.startswith("memhp.")}
+    return out
+
+
+def test_imports_go_one_way():
+    """controller -> exporter's read model (memhp.exporter.kernel) only; report -> memhp only;
+    the exporter imports nothing from the other sides (README, "Layout")."""
+    bad = []
+    for f, mods in _imports("controller").items():
+        bad += [(f, m) for m in mods if m.startswith("memhp.exporter") and not m.startswith("memhp.exporter.kernel")]
+        bad += [(f, m) for m in mods if m.startswith("memhp.report")]
+    for f, mods in _imports("report").items():
+        bad += [(f, m) for m in mods if m.startswith(("memhp.exporter", "memhp.controller"))]
+    for f, mods in _imports("exporter").items():
+        bad += [(f, m) for m in mods if m.startswith(("memhp.controller", "memhp.report"))]
+    for f, mods in _imports("memhp").items():
+        if f != "memhp/cli.py":  # the umbrella command dispatches to the sides
+            bad += [(f, m) for m in mods if m.startswith(("memhp.exporter", "memhp.controller", "memhp.report"))]
+    assert not bad, bad
