@@ -13,9 +13,9 @@ import signal
 import sys
 import threading
 
-from memhp.controller.sources.auth import SecretFileError
 from memhp.controller.sources.webhook import WebhookConfigError, add_webhook_arguments, settings_from_args
 from memhp.units import parse_duration
+from memhp.web.secrets import SecretFileError
 
 from .delivery import Deliverer, DeliverySettings
 from .metrics import RelayMetrics

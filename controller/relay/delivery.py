@@ -30,7 +30,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from memhp.controller import httpclient
 from memhp.controller.alert import FIRING, Alert
-from memhp.controller.sources.auth import SecretFile, parse_basic_auth, parse_bearer_token
+from memhp.web.secrets import SecretFile, parse_basic_auth, parse_bearer_token
 
 from .metrics import RelayMetrics
 

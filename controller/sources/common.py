@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
 
 _FNV64_OFFSET = 14695981039346656037
 _FNV64_PRIME = 1099511628211
@@ -102,13 +101,3 @@ def canonical_end_time(value: str | None) -> str | None:
 
 def now_time() -> str:
     return format_time(datetime.now(UTC))
-
-
-def string_map(value: Any, what: str) -> dict[str, str]:
-    """A JSON object whose values are all strings (labels, annotations)."""
-    if not isinstance(value, dict):
-        raise TypeError(f"{what} must be an object of strings, got {type(value).__name__}")
-    for k, v in value.items():
-        if not isinstance(v, str):
-            raise TypeError(f"{what}[{k!r}] must be a string, got {type(v).__name__}")
-    return dict(value)

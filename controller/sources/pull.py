@@ -60,9 +60,9 @@ from memhp.controller import httpclient
 from memhp.controller.alert import FIRING, RESOLVED, Alert, AlertSink, SinkFull, SinkUnavailable
 from memhp.controller.metrics import ControllerMetrics
 from memhp.units import parse_duration
+from memhp.web.secrets import SecretFile, SecretFileError, parse_basic_auth, parse_bearer_token
 
 from .alertmanager_payload import PayloadError, parse_api_alert, parse_api_alerts
-from .auth import SecretFile, SecretFileError, parse_basic_auth, parse_bearer_token
 from .common import now_time
 
 log = logging.getLogger(__name__)

@@ -168,7 +168,7 @@ class BlocksCollector(SubCollector):
         if self.failures is None:
             return frozenset()
         _, by_block, _ = self.failures.snapshot()
-        return frozenset(int(b) for b, _ in by_block if b.isdigit())
+        return frozenset(int(b) for b, _ in by_block if b.isascii() and b.isdigit())
 
     def _rendered(self, view: BlockView, failing: frozenset[int], size: int | None, ctx: ScrapeContext) -> _Rendered:
         key = (view.version, failing, size)
