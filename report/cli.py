@@ -189,7 +189,7 @@ def _run(args: argparse.Namespace) -> int:
     from .collect import Collector, probe
 
     t0 = time.monotonic()
-    instances, nodes = probe(prom, selector, start, end)
+    instances, nodes = probe(prom, selector, start, end, step)
     progress.message(f"{instances} host(s), {nodes} NUMA node(s)")
     col = Collector(prom, selector, start, end, step, args.query_max_samples, instances, nodes)
     col.node_figures()

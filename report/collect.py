@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .overtime import Combine, OverTime
 from .promapi import Prometheus, ReportError, SampleLimitError, format_duration
 from .thresholds import KERNEL_ZONES, RATIO_CRITICAL, RATIO_WARNING
 
@@ -101,10 +102,11 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def probe(prom: Prometheus, selector: str, start: float, end: float) -> tuple[int, int]:
+def probe(prom: Prometheus, selector: str, start: float, end: float, step: float) -> tuple[int, int]:
     """Fail early, and clearly, when the selector matches nothing or the range
     holds no data; else (instances, nodes) in the range.  Only counts and
-    metric names come back, never a list of series."""
+    metric names come back, never a list of series (unless the server refuses
+    the count over the whole range: then the keys of each shorter window)."""
     prom.buildinfo()
     window = format_duration(end - start)
     shown = "{" + selector + "}" if selector else "(no selector)"
@@ -115,11 +117,18 @@ def probe(prom: Prometheus, selector: str, start: float, end: float) -> tuple[in
             f"label matchers (the recording rules keep only instance, node, zone, state, reason, "
             f"action and result) and that Prometheus scrapes memhp-exporter"
         )
-    nodes = prom.count(f"count by (instance, node) (last_over_time({sel(R_RATIO, selector)}[{window}]))", end)
+    over_time = OverTime(prom, start, end, step)
+
+    def count(by: str, metric: str) -> int:
+        expr = _count_by(by, sel(metric, selector))
+        try:
+            return prom.count(expr(window), end)
+        except SampleLimitError:
+            return len(over_time.query(expr, "last"))
+
+    nodes = count("instance, node", R_RATIO) or count("instance, node", R_STATE)
     if not nodes:
-        nodes = prom.count(f"count by (instance, node) (last_over_time({sel(R_STATE, selector)}[{window}]))", end)
-    if not nodes:
-        raw = prom.count(f"count by (instance) (last_over_time({sel('memhp_blocks_bytes', selector)}[{window}]))", end)
+        raw = count("instance", "memhp_blocks_bytes")
         span = f"between {_iso(start)} and {_iso(end)}"
         if raw:
             raise ReportError(
@@ -132,7 +141,7 @@ def probe(prom: Prometheus, selector: str, start: float, end: float) -> tuple[in
             f"no data {span} (--range {window}): the selector {shown} matches {len(names)} memhp metric(s), "
             f"but none has samples in that range; pick another --end/--range"
         )
-    instances = prom.count(f"count by (instance) (last_over_time({sel(R_STATE, selector)}[{window}]))", end)
+    instances = count("instance", R_STATE)
     return instances, nodes
 
 
@@ -153,6 +162,7 @@ class Collector:
         bucket = event_bucket(end - start, step)
         b_start = end - math.ceil((end - start) / bucket - 1e-9) * bucket
         self.budget = max(1, int(max_samples * SAMPLE_SHARE))
+        self.over_time = OverTime(prom, start, end, step)
         self.c = Collected(start, end, step, bucket, b_start, max_samples, instances, nodes)
 
     def s(self, metric: str, *extra: str) -> str:
@@ -175,7 +185,13 @@ class Collector:
             return r
 
         def put(expr: str, name: str, by: str | None = None) -> None:
-            for e in self._instant(expr):
+            store(self._instant(expr), name, by)
+
+        def put_over(combine: Combine, expr: Callable[[str], str], name: str, by: str | None = None) -> None:
+            store(self.over_time.query(expr, combine), name, by)
+
+        def store(answer: list[dict], name: str, by: str | None) -> None:
+            for e in answer:
                 v = float(e["value"][1])
                 r = row(e["metric"])
                 if by is None:
@@ -183,17 +199,18 @@ class Collector:
                 else:
                     r.setdefault(name, {})[e["metric"].get(by, "")] = v
 
-        for fn, name in (("max", "ratio_peak"), ("min", "ratio_min"), ("last", "ratio_current")):
-            put(f"{fn}_over_time({s(R_RATIO)}[{w}])", name)
-        for fn, name in (("max", "hot_peak"), ("min", "hot_min"), ("last", "hot_current")):
-            put(f"{fn}_over_time({s(R_HOT)}[{w}])", name)
-        put(f"last_over_time({s(R_STATE)}[{w}])", "state", by="state")
+        fns: tuple[tuple[Combine, str], ...] = (("max", "peak"), ("min", "min"), ("last", "current"))
+        for fn, what in fns:
+            put_over(fn, _over_time(fn, s(R_RATIO)), f"ratio_{what}")
+            put_over(fn, _over_time(fn, s(R_HOT)), f"hot_{what}")
+        put_over("last", _over_time("last", s(R_STATE)), "state", by="state")
         not_online = s(R_STATE, 'state=~"offline|going-offline"')
-        put(f"max_over_time({not_online}[{w}])", "state_peak", by="state")
-        put(f"last_over_time({s(R_ZONE)}[{w}])", "zone", by="zone")
+        put_over("max", _over_time("max", not_online), "state_peak", by="state")
+        put_over("last", _over_time("last", s(R_ZONE)), "zone", by="zone")
         # raw per-node gauges (one series per node, not per block)
-        put(f"max by (instance, node) (max_over_time({s('memhp_blocks_unofflinable')}[{w}]))", "unofflinable_peak")
-        put(f"max by (instance, node) (last_over_time({s('memhp_blocks_unofflinable')}[{w}]))", "unofflinable_current")
+        unoff = s("memhp_blocks_unofflinable")
+        put_over("max", lambda w: f"max by (instance, node) (max_over_time({unoff}[{w}]))", "unofflinable_peak")
+        put_over("last", lambda w: f"max by (instance, node) (last_over_time({unoff}[{w}]))", "unofflinable_current")
         self._time_above()
         # blocks whose offlining failed in the range, by node (where memhp_block_info tells the node)
         f = self._failed_blocks()
@@ -250,26 +267,24 @@ class Collector:
             k += n
 
     def instance_figures(self) -> None:
-        w, s = self.window, self.s
+        s = self.s
         rows = self.c.instances
 
-        def put(expr: str, name: str, by: str | None = None) -> None:
-            for e in self._instant(expr):
+        def store(answer: list[dict], name: str) -> None:
+            for e in answer:
                 inst = e["metric"].get("instance", "")
-                r = rows.setdefault(inst, {"instance": inst})
-                v = float(e["value"][1])
-                if by is None:
-                    r[name] = v
-                else:
-                    r.setdefault(name, {})[e["metric"].get(by, "")] = v
+                rows.setdefault(inst, {"instance": inst})[name] = float(e["value"][1])
 
-        put(f"max by (instance) (last_over_time({s('memhp_block_size_bytes')}[{w}]))", "block_size")
-        put(f"max by (instance) (max_over_time({s('memhp_controller_quarantined_blocks')}[{w}]))", "quarantined_peak")
-        put(
-            f"max by (instance) (last_over_time({s('memhp_controller_quarantined_blocks')}[{w}]))",
-            "quarantined_current",
+        def put_over(combine: Combine, expr: Callable[[str], str], name: str) -> None:
+            store(self.over_time.query(expr, combine), name)
+
+        size, quarantined = s("memhp_block_size_bytes"), s("memhp_controller_quarantined_blocks")
+        put_over("last", lambda w: f"max by (instance) (last_over_time({size}[{w}]))", "block_size")
+        put_over("max", lambda w: f"max by (instance) (max_over_time({quarantined}[{w}]))", "quarantined_peak")
+        put_over("last", lambda w: f"max by (instance) (last_over_time({quarantined}[{w}]))", "quarantined_current")
+        store(
+            self._instant(f"count by (instance) (max by (instance, block) ({self._failed_blocks()}))"), "failed_blocks"
         )
-        put(f"count by (instance) (max by (instance, block) ({self._failed_blocks()}))", "failed_blocks")
 
     def _recent_count(self, metric: str) -> int:
         """Series of ``metric`` in the last hour of the range: the size of a
@@ -456,6 +471,14 @@ class Collector:
             )
         for blocks in c.blocks.values():
             blocks.sort(key=lambda b: (int(b["block"]), b["block"]) if b["block"].isdigit() else (1 << 62, b["block"]))
+
+
+def _count_by(by: str, selector: str) -> Callable[[str], str]:
+    return lambda w: f"count by ({by}) (last_over_time({selector}[{w}]))"
+
+
+def _over_time(fn: str, selector: str) -> Callable[[str], str]:
+    return lambda w: f"{fn}_over_time({selector}[{w}])"
 
 
 def _promql_re(text: str) -> str:

@@ -30,18 +30,74 @@ class ReportError(Exception):
 
 
 class SampleLimitError(ReportError):
-    """The server refused a query for loading more samples than its
-    --query.max-samples (or a query frontend's equivalent) allows."""
+    """The server refused a query for a limit that a shorter time range
+    relieves: samples (Prometheus --query.max-samples, Mimir -querier.max-samples)
+    or chunks (Mimir and Cortex -querier.max-fetched-chunks-per-query and
+    -querier.max-fetched-chunk-bytes-per-query, Thanos --store.limits.request-samples,
+    which it enforces as chunks).  The report splits such a query by time."""
 
 
-LIMIT_HINT = "over the server's sample limit (--query.max-samples; tell memhp report with --query-max-samples): "
+class SeriesLimitError(ReportError):
+    """The server refused a query for the number of series it selects: a
+    shorter time range does not help, so the report stops and says which
+    limit to raise."""
+
+
+LIMIT_HINT = (
+    "over the server's sample limit (Prometheus --query.max-samples, tell memhp report with "
+    "--query-max-samples; Mimir -querier.max-fetched-chunks-per-query): "
+)
+SERIES_HINT = (
+    "over the server's per-query series limit (Mimir/Cortex -querier.max-fetched-series-per-query, "
+    "Thanos --store.limits.request-series): the report reads every node's series at once; raise the "
+    "limit for this tenant or review fewer hosts per run with --selector: "
+)
+
+# Wordings of the refusals, lower case: Prometheus ("query processing would load
+# too many samples into memory"), Mimir ("the query exceeded the maximum number
+# of chunks ... (err-mimir-max-chunks-per-query)", "... aggregated chunks size
+# limit ..."), Cortex ("the query hit the max number of chunks limit"), Thanos
+# store ("exceeded chunks limit", "exceeded bytes limit").
+_TIME_SPLITTABLE = (
+    "too many samples",
+    "max samples",
+    "sample limit",
+    "samples limit",
+    "max-samples",
+    "number of chunks",
+    "chunks limit",
+    "chunks size limit",
+    "data size limit",
+    "bytes limit",
+    "err-mimir-max-chunks",
+    "err-mimir-max-estimated",
+)
+_SERIES = (
+    "maximum number of series",
+    "max number of series",
+    "series limit",
+    "err-mimir-max-series-per-query",
+)
 
 
 def is_sample_limit(message: str) -> bool:
-    # Prometheus: "query processing would load too many samples into memory in ...";
-    # Thanos and Mimir word it the same way or say "max samples" / "sample limit"
+    """A refusal that a query over a shorter time range would not get."""
     m = message.lower()
-    return "too many samples" in m or "max samples" in m or "sample limit" in m or "max-samples" in m
+    return any(w in m for w in _TIME_SPLITTABLE)
+
+
+def is_series_limit(message: str) -> bool:
+    m = message.lower()
+    return not is_sample_limit(m) and any(w in m for w in _SERIES)
+
+
+def limit_error(error: str, message: str) -> ReportError:
+    """The error to raise for a refusal whose server text is ``error``."""
+    if is_sample_limit(error):
+        return SampleLimitError(LIMIT_HINT + message)
+    if is_series_limit(error):
+        return SeriesLimitError(SERIES_HINT + message)
+    return ReportError(message)
 
 
 def parse_duration(text: str) -> float:
@@ -141,9 +197,7 @@ class Prometheus:
                     f"{self.url} answered HTTP {e.code} to {path}: is this a Prometheus server? ({body[:200]!r})"
                 ) from None
             message = f"Prometheus refused {what}: {answer.get('errorType', e.code)}: {answer.get('error', '')}"
-            if is_sample_limit(str(answer.get("error", ""))):
-                raise SampleLimitError(LIMIT_HINT + message) from None
-            raise ReportError(message) from None
+            raise limit_error(str(answer.get("error", "")), message) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise ReportError(f"cannot reach Prometheus at {self.url}: {reason}") from None
@@ -159,9 +213,7 @@ class Prometheus:
             )
         if answer["status"] != "success":
             message = f"Prometheus refused {what}: {answer.get('errorType')}: {answer.get('error')}"
-            if is_sample_limit(str(answer.get("error", ""))):
-                raise SampleLimitError(LIMIT_HINT + message)
-            raise ReportError(message)
+            raise limit_error(str(answer.get("error", "")), message)
         return answer["data"]
 
     def buildinfo(self) -> dict:

@@ -1,7 +1,9 @@
 """``memhp report`` on a 200-host fleet (fleet.py: recording-rule series
 written directly, real Prometheus over a real TSDB): the fleet figures and
 the capped, grouped document; the server's sample limit, honoured by
-splitting and, when it cannot be, reported in one line."""
+splitting and, when it cannot be, reported in one line; a query frontend's
+chunk limit (Mimir's), honoured by splitting by time, and its series limit,
+reported in one line."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import time
 
 import pytest
 
+from tests.helpers.frontend import LimitingFrontend
 from tests.helpers.prometheus import PROMTOOL, prometheus_binary, start_prometheus
 from tests.helpers.report import chromium, console_lines, fails_in_one_line, memhp, page_height
 from tests.report.fleet import HOUR, KERNEL, LEAD_HOURS, RANGE_HOURS, build_fleet_tsdb, expected, host_name, story
@@ -183,3 +186,36 @@ def test_sample_limit_split_and_refusal(fleet, report, tmp_path):
     finally:
         prom.stop()
     assert LEAD_HOURS * HOUR > 0
+
+
+def test_query_frontend_limits(fleet, report, tmp_path):
+    prom, end = fleet["prom"], fleet["end"]
+    state = prom.query(
+        f"count(last_over_time(instance_node:memhp_blocks_bytes:sum_by_state[{RANGE_HOURS + 1}h]))", at=end
+    )
+    series = int(float(state[0]["value"][1]))
+    # Mimir counts chunks: the per-node state series over 72 h (36 blocks of 2 h) are over this
+    # limit, over 36 h they are not; range queries over the fleet's ratio are over it too
+    frontend = LimitingFrontend(prom.url, max_chunks=20 * series)
+    try:
+        r = _report(frontend.url, end, tmp_path / "chunks")
+        assert r.returncode == 0, r.stderr
+        got = json.loads(r.stdout)
+    finally:
+        frontend.stop()
+    assert any("sum_by_state[3d]" in q for q in frontend.refused), frontend.refused
+    assert any("quantile" in q for q in frontend.refused), frontend.refused
+    assert got["fleet"] == report["json"]["fleet"]
+    assert got["findings"] == report["json"]["findings"]
+    assert (tmp_path / "chunks" / "nodes.json").read_text() == (report["out"] / "nodes.json").read_text()
+    # a series limit is not relieved by a shorter range: one line, naming the limit to raise
+    frontend = LimitingFrontend(prom.url, max_series=100)
+    try:
+        fails_in_one_line(
+            _report(frontend.url, end, tmp_path / "series"),
+            "-querier.max-fetched-series-per-query",
+            "err-mimir-max-series-per-query",
+            "--selector",
+        )
+    finally:
+        frontend.stop()

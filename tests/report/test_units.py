@@ -10,12 +10,14 @@ import pytest
 
 from memhp.report.analysis import findings, time_above
 from memhp.report.collect import event_bucket, events
+from memhp.report.overtime import windows
 from memhp.report.promapi import (
     MAX_POINTS,
     _per_chunk,
     auto_step,
     format_duration,
     is_sample_limit,
+    is_series_limit,
     normalize_selector,
     parse_duration,
 )
@@ -70,6 +72,44 @@ def test_chunks_stay_under_the_sample_limit_and_the_answer_size():
     assert _per_chunk(inputs=10**9, outputs=1, max_samples=1000) == 1  # never below one step
     assert is_sample_limit("query processing would load too many samples into memory in query execution")
     assert not is_sample_limit("parse error: unexpected character")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "query processing would load too many samples into memory in query execution",  # Prometheus, Mimir
+        "the query exceeded the maximum number of chunks (limit: 2000000 chunks) (err-mimir-max-chunks-per-query). "
+        "Consider reducing the time range and/or number of series selected by the query.",
+        "the query exceeded the aggregated chunks size limit (limit: 1000 bytes) (err-mimir-max-chunks-bytes-per-query)",
+        "the query hit the max number of chunks limit (limit: 2000000 chunks)",  # Cortex
+        "exceeded chunks limit: limit 1000 violated (got 1200)",  # Thanos store
+    ],
+)
+def test_limits_a_shorter_range_relieves(message):
+    assert is_sample_limit(message) and not is_series_limit(message)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "the query exceeded the maximum number of series (limit: 100 series) (err-mimir-max-series-per-query). "
+        "Consider reducing the time range and/or number of series selected by the query.",
+        "the query hit the max number of series limit (limit: 100 series)",  # Cortex
+        "exceeded series limit: limit 100 violated (got 400)",  # Thanos store
+    ],
+)
+def test_series_limits_are_not_split(message):
+    assert is_series_limit(message) and not is_sample_limit(message)
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 7, 865])
+def test_over_time_windows_cover_the_range_exactly(parts):
+    start, end = 1000.0, 1000.0 + 72 * 3600
+    w = windows(start, end, parts)
+    assert 1 <= len(w) <= parts and max(n for _, n in w) == -(-(end - start) // parts)
+    assert w[0][0] == end and sum(n for _, n in w) == end - start
+    for (at, n), (nxt, _) in zip(w, w[1:], strict=False):
+        assert nxt == at - n  # consecutive, most recent first
 
 
 def test_time_above_finds_the_longest_stretch():
