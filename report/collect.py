@@ -42,6 +42,8 @@ R_I_KER = "instance:memhp_node_kernel_accounted_bytes:sum"
 
 SAMPLE_SHARE = 0.5  # a query is sized to use at most this share of the server's sample limit
 SHOWN_NODES = 10  # nodes drawn on the "worst nodes" ratio chart
+CANDIDATE_MARGIN = 3600  # seconds before the range also searched for nodes above 3:1 (> any lookback delta)
+BATCH_CHARS = 60_000  # instance names per time-above query, in characters (the query is POSTed when long)
 SCALE = 1 << 16  # packs two step counts of one subquery window (at most SCALE - 1 steps) in one float
 
 
@@ -236,14 +238,43 @@ class Collector:
         above 4:1, per node, from one subquery:
         ``sum_over_time(((ratio > bool 3) + SCALE * (ratio > bool 4))[w:step])``
         (the two counts packed in one number: a subquery is the costliest
-        query of the report, and this reads the samples once, not twice);
-        evaluated in consecutive windows small enough for the sample limit (a
-        subquery holds both selectors' points of every node in its window at once)."""
+        query of the report, and this reads the samples once, not twice).
+
+        Only the hosts with a node whose ratio went above 3:1 are asked (a
+        node that never did has 0 steps above either line): in a fleet most
+        hosts are not, and this query is most of Prometheus' time.  They are
+        asked by batches of instance names; each batch is evaluated in
+        consecutive windows small enough for the sample limit (a subquery
+        holds both selectors' points of every node in its window at once)."""
         c = self.c
-        total_steps = int((c.end - c.start) // c.step)
-        per = max(1, min(total_steps, self.budget // max(2 * c.nodes_count, 1), SCALE - 1))
-        k = 0
         r = self.s(R_RATIO)
+        # the subquery's first step looks back before the range start: ask a wider range here, and
+        # a node is a candidate if it went above the line in any window (a superset is harmless)
+        wide = OverTime(self.prom, c.start - CANDIDATE_MARGIN, c.end, c.step)
+        above = wide.query(lambda w: f"max_over_time({r}[{w}]) > {RATIO_WARNING:g}", "max")
+        nodes_of: dict[str, int] = defaultdict(int)
+        for e in above:
+            nodes_of[e["metric"].get("instance", "")] += 1
+        batch: list[str] = []
+        size = 0
+        for inst in sorted(nodes_of):
+            if batch and size + len(inst) > BATCH_CHARS:
+                self._time_above_of(batch, sum(nodes_of[i] for i in batch))
+                batch, size = [], 0
+            batch.append(inst)
+            size += len(inst) + 1
+        if batch:
+            self._time_above_of(batch, sum(nodes_of[i] for i in batch))
+
+    def _time_above_of(self, instances: list[str], candidates: int) -> None:
+        c = self.c
+        match = f'instance=~"{_promql_re("|".join(re.escape(i) for i in instances))}"'
+        r = self.s(R_RATIO, match)
+        # every node of these hosts is read, not only the candidates: two per host is a fair guess
+        nodes = max(candidates, 2 * len(instances))
+        total_steps = int((c.end - c.start) // c.step)
+        per = max(1, min(total_steps, self.budget // max(2 * nodes, 1), SCALE - 1))
+        k = 0
         inner = f"(({r} > bool {RATIO_WARNING:g}) + {SCALE} * ({r} > bool {RATIO_CRITICAL:g}))"
         while k < total_steps:
             n = min(per, total_steps - k)

@@ -22,6 +22,7 @@ NICE_STEPS = [15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43
 
 
 DEFAULT_MAX_SAMPLES = 50_000_000  # Prometheus' default --query.max-samples
+MAX_URL_QUERY = 4_000  # longer queries are POSTed (common proxy limits on a request line are 4-8 KiB)
 RESPONSE_POINTS = 200_000  # at most this many points in one answer: bounds the client's memory
 
 
@@ -182,11 +183,16 @@ class Prometheus:
         self.query_seconds = 0.0  # wall time spent waiting for answers
 
     def _get(self, path: str, params: list[tuple[str, str]], what: str) -> Any:
-        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
+        encoded = urllib.parse.urlencode(params)
         body = b""
         t0 = time.monotonic()
         try:
-            req = urllib.request.Request(url, headers={"Accept": "application/json"})
+            headers = {"Accept": "application/json"}
+            if len(encoded) <= MAX_URL_QUERY or path not in ("/api/v1/query", "/api/v1/query_range"):
+                req = urllib.request.Request(f"{self.url}{path}?{encoded}", headers=headers)
+            else:  # the query APIs take the same parameters as a form; proxies refuse long URLs
+                headers["Content-Type"] = "application/x-www-form-urlencoded"
+                req = urllib.request.Request(f"{self.url}{path}", data=encoded.encode(), headers=headers)
             with urllib.request.urlopen(req, timeout=self.timeout) as r:
                 body = r.read()
         except urllib.error.HTTPError as e:

@@ -65,7 +65,10 @@ class LimitingFrontend:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                frontend.handle(self)
+                frontend.handle(self, b"")
+
+            def do_POST(self) -> None:  # the query APIs take their parameters as a form too
+                frontend.handle(self, self.rfile.read(int(self.headers.get("Content-Length", "0"))))
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -78,9 +81,10 @@ class LimitingFrontend:
         self.server.shutdown()
         self.server.server_close()
 
-    def _upstream(self, path_qs: str) -> tuple[int, bytes]:
+    def _upstream(self, path_qs: str, form: bytes = b"") -> tuple[int, bytes]:
+        req = urllib.request.Request(self.upstream + path_qs, data=form or None)
         try:
-            with urllib.request.urlopen(self.upstream + path_qs, timeout=120) as r:
+            with urllib.request.urlopen(req, timeout=120) as r:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
@@ -108,9 +112,9 @@ class LimitingFrontend:
             return CHUNKS_MESSAGE.format(limit=self.max_chunks)
         return None
 
-    def handle(self, req: BaseHTTPRequestHandler) -> None:
+    def handle(self, req: BaseHTTPRequestHandler, form: bytes) -> None:
         parsed = urllib.parse.urlsplit(req.path)
-        params = dict(urllib.parse.parse_qsl(parsed.query))
+        params = dict(urllib.parse.parse_qsl(parsed.query or form.decode()))
         refusal = None
         if parsed.path in ("/api/v1/query", "/api/v1/query_range"):
             refusal = self.verdict(parsed.path, params)
@@ -120,7 +124,7 @@ class LimitingFrontend:
             body = json.dumps({"status": "error", "errorType": "execution", "error": refusal}).encode()
         else:
             self.passed += 1
-            status, body = self._upstream(req.path)
+            status, body = self._upstream(req.path, form)
         req.send_response(status)
         req.send_header("Content-Type", "application/json")
         req.send_header("Content-Length", str(len(body)))
