@@ -15,6 +15,7 @@ import pytest
 from memhp.controller.cli import get_parser
 from tests.helpers.controller import policy_text, standard_layout
 from tests.helpers.wait import wait_until
+from tests.helpers.web import webhook_body
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin" / "memhp-controller"
@@ -252,18 +253,7 @@ def test_daemon_acts_on_a_webhook_delivery_and_stops_on_sigterm(setup, tree, tmp
                 return r.status == 200
 
         wait_until(healthy, 30, desc="controller listening")
-        body = {
-            "version": "4",
-            "status": "firing",
-            "receiver": "memhp",
-            "groupKey": "k",
-            "truncatedAlerts": 0,
-            "groupLabels": {},
-            "commonLabels": {},
-            "commonAnnotations": {},
-            "externalURL": "http://am",
-            "alerts": [{**_alert_doc(), "status": "firing", "generatorURL": "http://prom"}],
-        }
+        body = webhook_body([{**_alert_doc(), "status": "firing", "generatorURL": "http://prom"}], groupKey="k")
         for _ in range(2):  # a repeat of the same occurrence does not act twice
             req = urllib.request.Request(
                 f"http://127.0.0.1:{port}/webhook/alertmanager",

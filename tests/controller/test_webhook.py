@@ -36,6 +36,7 @@ from memhp.units import parse_duration
 from tests.helpers.sink import RecordingSink
 from tests.helpers.tls import make_self_signed_cert
 from tests.helpers.wait import wait_until
+from tests.helpers.web import webhook_body
 
 TOKEN = "t0ken-for-tests-0123456789"
 
@@ -55,19 +56,10 @@ def alert(name="MemoryBlocksOffline", status=FIRING, labels=None, **extra):
 
 
 def payload(*alerts, **extra):
-    doc = {
-        "version": "4",
-        "groupKey": '{}:{alertname="MemoryBlocksOffline"}',
-        "truncatedAlerts": 0,
-        "status": FIRING,
-        "receiver": "memhp",
-        "groupLabels": {"alertname": "MemoryBlocksOffline"},
-        "commonLabels": {"alertname": "MemoryBlocksOffline"},
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager:9093",
-        "alerts": list(alerts) or [alert()],
-    }
-    doc.update(extra)
+    group = {"alertname": "MemoryBlocksOffline"}
+    envelope = {"groupKey": '{}:{alertname="MemoryBlocksOffline"}', "groupLabels": group, "commonLabels": group}
+    doc = webhook_body(list(alerts) or [alert()], **envelope)
+    doc.update(extra)  # may replace "alerts" too
     return doc
 
 

@@ -45,6 +45,7 @@ from tests.helpers.prometheus import (
 )
 from tests.helpers.tools import require_tool
 from tests.helpers.trees import FIXTURES, unpack
+from tests.helpers.web import webhook_body
 
 REPO = Path(__file__).resolve().parents[2]
 EXPORTER = REPO / ".venv" / "bin" / "memhp-exporter"
@@ -163,33 +164,21 @@ def start_controller_endpoint(workdir: Path) -> ControllerEndpoint:
     assert server is not None, "controller endpoint did not start"
     ep = ControllerEndpoint(url=server.url, token_file=token, metrics=metrics, server=server)
     # A real Alertmanager-format delivery through the real receiver (alerts_received_total).
-    payload = {
-        "version": "4",
+    alert = {
         "status": "firing",
-        "receiver": "memhp-controller",
-        "groupKey": "{}:{}",
-        "truncatedAlerts": 0,
-        "externalURL": "http://127.0.0.1:9093",
-        "groupLabels": {},
-        "commonLabels": {},
-        "commonAnnotations": {},
-        "alerts": [
-            {
-                "status": "firing",
-                "labels": {
-                    "alertname": "MemhpBlocksLeftOffline",
-                    "instance": CONTROLLER_INSTANCE,
-                    "node": "1",
-                    "severity": "warning",
-                },
-                "annotations": {},
-                "startsAt": "2026-01-01T00:00:00Z",
-                "endsAt": "0001-01-01T00:00:00Z",
-                "generatorURL": "",
-                "fingerprint": "0123456789abcdef",
-            }
-        ],
+        "labels": {
+            "alertname": "MemhpBlocksLeftOffline",
+            "instance": CONTROLLER_INSTANCE,
+            "node": "1",
+            "severity": "warning",
+        },
+        "annotations": {},
+        "startsAt": "2026-01-01T00:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "",
+        "fingerprint": "0123456789abcdef",
     }
+    payload = webhook_body([alert], receiver="memhp-controller", groupKey="{}:{}")
     req = urllib.request.Request(
         server.webhook_url,
         data=json.dumps(payload).encode(),

@@ -49,10 +49,6 @@ _RANGE = re.compile(r"\[([0-9a-z]+)(?::[0-9a-z]*)?\]")
 _OFFSET = re.compile(r"\boffset\s+([0-9a-z]+)")
 
 
-def _seconds(text: str) -> float:
-    return units.parse_duration(text)
-
-
 class LimitingFrontend:
     def __init__(self, upstream: str, *, max_chunks: int = 0, max_series: int = 0) -> None:
         self.upstream = upstream.rstrip("/")
@@ -98,8 +94,8 @@ class LimitingFrontend:
     def verdict(self, path: str, params: dict[str, str]) -> str | None:
         """The refusal Mimir would give this query, or None."""
         expr = params.get("query", "")
-        span = max([_seconds(r) for r in _RANGE.findall(expr)] + [0.0])
-        span += max([_seconds(o) for o in _OFFSET.findall(expr)] + [0.0])
+        span = max([units.parse_duration(r) for r in _RANGE.findall(expr)] + [0.0])
+        span += max([units.parse_duration(o) for o in _OFFSET.findall(expr)] + [0.0])
         at = params.get("time") or params.get("end", "")
         if path.endswith("/query_range"):
             span += float(params["end"]) - float(params["start"])

@@ -1,4 +1,4 @@
-"""Credentials and payloads shared by the web layer's tests (tests/web)."""
+"""Credentials and payloads shared by the web layer's and the controller's tests."""
 
 from __future__ import annotations
 
@@ -13,6 +13,25 @@ def secret_file(path: Path, text: str) -> Path:
     return path
 
 
+def webhook_body(alerts: list, **envelope) -> dict:
+    """Alertmanager's webhook document (version 4) around ``alerts``, as
+    Alertmanager sends it; ``envelope`` replaces any of its fields."""
+    doc = {
+        "version": "4",
+        "status": "firing",
+        "receiver": "memhp",
+        "groupKey": "{}",
+        "truncatedAlerts": 0,
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": alerts,
+    }
+    doc.update(envelope)
+    return doc
+
+
 def payload(**alert_extra) -> dict:
     alert = {
         "status": "firing",
@@ -23,4 +42,4 @@ def payload(**alert_extra) -> dict:
         "fingerprint": "0123456789abcdef",
     }
     alert.update(alert_extra)
-    return {"version": "4", "status": "firing", "receiver": "memhp", "groupKey": "{}", "alerts": [alert]}
+    return webhook_body([alert])

@@ -30,6 +30,7 @@ import pytest
 from memhp.exporter.kernel.accounting import Balance, balance
 from memhp.exporter.kernel.fsread import ParseErrors
 from memhp.exporter.kernel.zoneinfo import parse_zoneinfo
+from tests.helpers.web import webhook_body
 from tests.vm.guest import Guest, VMConfig
 from tests.vm.guest_controller import GuestController
 
@@ -239,28 +240,24 @@ GUEST_PORT = 10312
 
 def _payload(alert_labels: dict, starts_at: str, fingerprint: str) -> dict:
     labels = {"alertname": ALERT, **alert_labels}
-    return {
-        "version": "4",
+    summary = {"summary": "hot-added memory is offline"}
+    alert = {
         "status": "firing",
-        "receiver": "memhp-controller",
-        "groupKey": f'{{}}/{{alertname=~"Memhp.+"}}:{{alertname="{ALERT}"}}',
-        "truncatedAlerts": 0,
-        "externalURL": "http://alertmanager.invalid:9093",
-        "groupLabels": {"alertname": ALERT},
-        "commonLabels": labels,
-        "commonAnnotations": {"summary": "hot-added memory is offline"},
-        "alerts": [
-            {
-                "status": "firing",
-                "labels": labels,
-                "annotations": {"summary": "hot-added memory is offline"},
-                "startsAt": starts_at,
-                "endsAt": "0001-01-01T00:00:00Z",
-                "generatorURL": "http://prometheus.invalid:9090/graph",
-                "fingerprint": fingerprint,
-            }
-        ],
+        "labels": labels,
+        "annotations": summary,
+        "startsAt": starts_at,
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus.invalid:9090/graph",
+        "fingerprint": fingerprint,
     }
+    return webhook_body(
+        [alert],
+        receiver="memhp-controller",
+        groupKey=f'{{}}/{{alertname=~"Memhp.+"}}:{{alertname="{ALERT}"}}',
+        groupLabels={"alertname": ALERT},
+        commonLabels=labels,
+        commonAnnotations=summary,
+    )
 
 
 def _post(port: int, body: dict, token: str) -> tuple[int, str]:

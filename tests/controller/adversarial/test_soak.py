@@ -50,6 +50,7 @@ from memhp.controller.config import load_config
 from tests.controller.adversarial.tmpfs import fill, small_tmpfs
 from tests.helpers.controller import policy_text, standard_layout
 from tests.helpers.wait import free_port, wait_until
+from tests.helpers.web import webhook_body
 
 REPO = Path(__file__).resolve().parents[3]
 BIN = REPO / ".venv" / "bin" / "memhp-controller"
@@ -89,20 +90,7 @@ def alert_doc(fp: str, starts: str = "2026-01-01T00:00:00Z") -> dict:
 
 
 def payload(*alerts: dict) -> bytes:
-    return json.dumps(
-        {
-            "version": "4",
-            "status": "firing",
-            "receiver": "memhp",
-            "groupKey": "k",
-            "truncatedAlerts": 0,
-            "groupLabels": {},
-            "commonLabels": {},
-            "commonAnnotations": {},
-            "externalURL": "http://am",
-            "alerts": list(alerts),
-        }
-    ).encode()
+    return json.dumps(webhook_body(list(alerts), groupKey="k")).encode()
 
 
 class Controller:
