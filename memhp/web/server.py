@@ -268,6 +268,13 @@ class WebServer:
             self._sock.close()
             raise
         self._thread = threading.Thread(target=self._accept_loop, name=f"{name}-http", daemon=True)
+        if limits.max_connections < limits.max_concurrency:
+            log.warning(
+                "--web.max-connections %d is below --web.max-concurrency %d: at most %d requests are served at once",
+                limits.max_connections,
+                limits.max_concurrency,
+                limits.max_connections,
+            )
 
     # -- life cycle
     def start(self) -> WebServer:
