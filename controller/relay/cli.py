@@ -19,7 +19,7 @@ from memhp.web.secrets import SecretFileError
 
 from .delivery import Deliverer, DeliverySettings
 from .metrics import RelayMetrics
-from .receiver import DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_CONCURRENCY, FanOutSink, serve
+from .receiver import DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CONNECTIONS, FanOutSink, serve
 from .template import DEFAULT_TEMPLATE, TargetTemplate, TemplateError
 
 log = logging.getLogger("memhp.relay")
@@ -40,7 +40,8 @@ once every target has accepted its alerts, 503 (Alertmanager retries)
 otherwise.  Metrics on /metrics of the listen address.
 
 Defaults differ from memhp-controller's: --web.listen-address
-{DEFAULT_LISTEN_ADDRESS}, --web.max-concurrency {DEFAULT_MAX_CONCURRENCY}.
+{DEFAULT_LISTEN_ADDRESS}, --web.max-concurrency {DEFAULT_MAX_CONCURRENCY},
+--web.max-connections {DEFAULT_MAX_CONNECTIONS}.
 """
 
 
@@ -50,7 +51,11 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log.level", dest="log_level", default="info", choices=("debug", "info", "warning", "error"))
     add_webhook_arguments(parser)
-    parser.set_defaults(web_listen_address=DEFAULT_LISTEN_ADDRESS, web_max_concurrency=DEFAULT_MAX_CONCURRENCY)
+    parser.set_defaults(
+        web_listen_address=DEFAULT_LISTEN_ADDRESS,
+        web_max_concurrency=DEFAULT_MAX_CONCURRENCY,
+        web_max_connections=DEFAULT_MAX_CONNECTIONS,
+    )
     d = DeliverySettings()
     g = parser.add_argument_group("targets (the controllers)")
     g.add_argument(

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 10303
 DEFAULT_LISTEN_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_MAX_CONCURRENCY = 256
+# Every request slot usable, plus room for refusals being answered and connections still sending
+# their headers (those are closed to make room; health has a reserve of its own besides).
+DEFAULT_MAX_CONNECTIONS = DEFAULT_MAX_CONCURRENCY + 64
 FANOUT_WORKERS = 32  # for the rare payload whose alerts go to several targets
 
 

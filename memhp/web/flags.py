@@ -38,7 +38,7 @@ def add_limit_arguments(
         default=defaults.read_timeout,
         metavar="DURATION",
         help="total time to receive one request, TLS handshake included (default %(default)ss); also bounds "
-        "sending the answer",
+        "sending the answer, which holds no request slot",
     )
     group.add_argument(
         "--web.max-connections",
@@ -46,8 +46,8 @@ def add_limit_arguments(
         type=int,
         default=defaults.max_connections,
         metavar="N",
-        help="open connections at most (default %(default)s); at the bound the oldest one still sending its "
-        "headers is closed",
+        help="open connections at most (default %(default)s); at the bound the oldest one already answered "
+        "or still sending its headers is closed; a few more are kept for /-/healthy alone",
     )
     group.add_argument(
         "--web.max-concurrency",

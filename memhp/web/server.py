@@ -3,10 +3,15 @@
 Phases of a connection, and what bounds each:
 
 1. **accept**: at most ``max_connections`` open connections.  At the bound, the
-   oldest connection that has not yet sent its request headers is closed to
-   make room (counted as ``connection_limit``); only when every connection is
-   past its headers is the new one refused (plain HTTP: a 503, TLS: closed).
-   Slow or idle clients therefore cannot lock anyone out.
+   oldest connection that has already been answered (and is only draining
+   what the client still sends), else the oldest that has not yet sent its
+   request headers, is closed to make room (counted as ``connection_limit``).
+   Slow, idle or refused clients therefore cannot lock anyone out.  When no
+   connection can be closed, ``health_connections`` more are taken, but only a
+   request to a ``public`` route (health) is served on them: anything else is
+   answered 503 ``connection_limit`` once its headers are in, so traffic that
+   holds every connection cannot fail the readiness probe.  Beyond those the
+   new connection is refused (plain HTTP: a 503, TLS: closed).
 2. **TLS handshake, request line and headers**: within ``header_timeout``
    (and ``read_timeout``), at most ``max_header_bytes`` and ``max_headers``.
    No request slot is held yet, and nothing is known about the client: a
@@ -16,7 +21,8 @@ Phases of a connection, and what bounds each:
    credentials (401 before anything else, unknown paths included, so paths are
    not revealed); a method the path does not serve gets 405 with ``Allow``.
 4. **a request slot**: at most ``max_concurrency`` authenticated requests are
-   served at once; one more is answered 503 ``overloaded`` at once.
+   served at once; one more is answered 503 ``overloaded`` at once.  The slot
+   is held from here to the end of the handler, not while the answer is sent.
 5. **body**: only routes that take one; ``Content-Length`` required (no
    chunked), ASCII digits only, at most ``max_body_bytes`` (413 judged from the
    header, before reading); all of it within ``read_timeout`` of the connection.
@@ -24,9 +30,12 @@ Phases of a connection, and what bounds each:
    :class:`Response`.  An exception there is a 500 and one log line, never a
    dropped connection.
 7. **answer**: ``Connection: close`` (HTTP/1.0 framing), the configured extra
-   headers, gzip where the route allows it and the client accepts it; sending
-   is bounded by ``read_timeout`` too.  An unread body is drained a little
-   (bounded) so that closing does not reset the connection under the answer.
+   headers, gzip where the route allows it and the client accepts it.  The
+   request slot is released before sending: a client that does not read holds
+   only its connection, until the send deadline (``read_timeout``, counted
+   from the start of sending).  An unread body is drained a little (bounded)
+   so that closing does not reset the connection under the answer; a draining
+   connection is the first to be closed when room is needed.
 
 Refusals are counted through ``on_reject(reason)``; those a client can trigger
 at will are logged escaped and rate-limited.
@@ -52,7 +61,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .address import bind_address
-from .auth import AUTH_MISSING, Authenticator
+from .auth import AUTH_BUSY, AUTH_MISSING, Authenticator
 from .logs import RateLimitedLog, escape
 from .tls import TLSContexts
 
@@ -74,6 +83,8 @@ R_INTERNAL = "internal_error"
 
 HEALTH_PATH = "/-/healthy"
 RETRY_AFTER_OVERLOADED = 1
+# Smaller bodies go out in one send with the head: two small segments would meet Nagle and delayed ACKs.
+_ONE_SEND_BYTES = 64 * 1024
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _DIGITS = re.compile(r"[0-9]{1,18}")
@@ -88,6 +99,8 @@ class Limits:
     max_body_bytes: int = 1 << 20
     max_header_bytes: int = 16 * 1024
     max_headers: int = 64
+    # Connections beyond max_connections kept for public routes (health) when none can be closed.
+    health_connections: int = 4
 
     def validate(self) -> list[str]:
         problems = []
@@ -194,6 +207,8 @@ class _Conn:
     client: str
     started: float
     pending: bool = True  # headers not yet received: may be closed to make room
+    draining: bool = False  # answered, only draining: the first to be closed to make room
+    health_only: bool = False  # taken from the health reserve: serves public routes only
     evicted: bool = False
 
 
@@ -253,6 +268,13 @@ class WebServer:
             self._sock.close()
             raise
         self._thread = threading.Thread(target=self._accept_loop, name=f"{name}-http", daemon=True)
+        if limits.max_connections < limits.max_concurrency:
+            log.warning(
+                "--web.max-connections %d is below --web.max-concurrency %d: at most %d requests are served at once",
+                limits.max_connections,
+                limits.max_concurrency,
+                limits.max_connections,
+            )
 
     # -- life cycle
     def start(self) -> WebServer:
@@ -326,25 +348,14 @@ class WebServer:
     def _admit(self, sock: socket.socket, client: str) -> None:
         sock.setblocking(True)
         conn = _Conn(sock, client, time.monotonic())
-        victim = None
         with self._lock:
-            if len(self._conns) >= self.limits.max_connections:
-                victim = next((c for c in self._conns.values() if c.pending), None)
-                if victim is None:
-                    full = True
-                else:
-                    full = False
-                    victim.evicted = True
-                    del self._conns[id(victim)]
-            else:
-                full = False
-            if not full:
-                self._conns[id(conn)] = conn
+            victim, full = self._make_room(conn)
         if victim is not None:
             self._refuse_log(
                 R_CONNECTION_LIMIT,
-                "closed a connection from %s still sending its request: %d open",
+                "closed a connection from %s %s: %d open",
                 escape(victim.client),
+                "already answered" if victim.draining else "still sending its request",
                 self.limits.max_connections,
             )
             self._close_now(victim)
@@ -365,6 +376,23 @@ class WebServer:
             sock.close()
             return
         threading.Thread(target=self._serve, args=(conn,), name=f"{self.name}-conn", daemon=True).start()
+
+    def _make_room(self, conn: _Conn) -> tuple[_Conn | None, bool]:
+        """Under the lock: register ``conn`` unless the server is full; (connection to close, full)."""
+        limits = self.limits
+        victim = None
+        if len(self._conns) >= limits.max_connections:
+            conns = self._conns.values()
+            victim = next((c for c in conns if c.draining), None) or next((c for c in conns if c.pending), None)
+            if victim is not None:
+                victim.evicted = True
+                del self._conns[id(victim)]
+        open_now = len(self._conns)
+        if open_now >= limits.max_connections + limits.health_connections:
+            return victim, True
+        conn.health_only = open_now >= limits.max_connections
+        self._conns[id(conn)] = conn
+        return victim, False
 
     @staticmethod
     def _close_now(conn: _Conn) -> None:
@@ -404,17 +432,19 @@ class WebServer:
                 return
             except _BadRequest as e:
                 self._answer(sock, None, Response(e.status, reason=R_BAD_HTTP, message=str(e)))
-                self._drain(sock, header_deadline)  # the rest of what it sent, so the answer is not reset
+                self._drain(conn, sock, header_deadline)  # the rest of what it sent, so the answer is not reset
                 return
             with self._lock:
                 conn.pending = False
             reader.deadline = started + self.limits.read_timeout
-            resp = self._dispatch(req, rfile, state)
+            resp = self._dispatch(req, rfile, state, conn.health_only)
             if resp is not None:
-                self._answer(sock, req, resp)
-            self._release(state)  # before the lingering close: the client may already send its next request
+                data = self._encode(req, resp)
+                self._release(state)  # the handler is done: a client slow to read holds no slot
+                self._send(sock, req, data)
+            self._release(state)
             if state["unread_body"]:
-                self._drain(sock, header_deadline)
+                self._drain(conn, sock, header_deadline)
         except Exception as e:  # noqa: BLE001 - a connection's thread must never die with a traceback
             log.error("error serving %s: %s", escape(conn.client), escape(f"{type(e).__name__}: {e}"))
         finally:
@@ -497,7 +527,9 @@ class WebServer:
                 headers[key] = text
         return Request(method, target, split.path or "/", split.query, headers, client)
 
-    def _dispatch(self, req: Request, rfile: io.BufferedReader[Any], state: dict[str, Any]) -> Response | None:
+    def _dispatch(
+        self, req: Request, rfile: io.BufferedReader[Any], state: dict[str, Any], health_only: bool = False
+    ) -> Response | None:
         route = self.routes.get(req.path)
         method = "GET" if req.method == "HEAD" else req.method
         has_body = "content-length" in req.headers or "transfer-encoding" in req.headers
@@ -506,23 +538,22 @@ class WebServer:
                 state["unread_body"] = has_body
                 return Response(405, reason=R_METHOD, message=f"use {route.allow}", headers={"Allow": route.allow})
             return self._call(route.methods[method], req)
-        reason = self.auth.check(req.header("Authorization"))
-        if reason is not None:
-            state["unread_body"] = has_body
+        state["unread_body"] = has_body  # until a route reads it
+        if health_only:
             return Response(
-                401,
-                reason=reason,
-                message="authentication required" if reason == AUTH_MISSING else "wrong credentials",
-                headers={"WWW-Authenticate": self.auth.challenge},
+                503,
+                reason=R_CONNECTION_LIMIT,
+                message="too many connections",
+                headers={"Retry-After": str(RETRY_AFTER_OVERLOADED)},
             )
+        refusal = self._authenticate(req)
+        if refusal is not None:
+            return refusal
         if route is None:
-            state["unread_body"] = has_body
             return Response(404, reason=R_NOT_FOUND, message=f"no such path {escape(req.path)!r}")
         if method not in route.methods:
-            state["unread_body"] = has_body
             return Response(405, reason=R_METHOD, message=f"use {route.allow}", headers={"Allow": route.allow})
         if not self._slots.acquire(blocking=False):
-            state["unread_body"] = has_body
             return Response(
                 503,
                 reason=R_OVERLOADED,
@@ -543,9 +574,25 @@ class WebServer:
                 return None
             req.body = body_or_refusal
             state["unread_body"] = False
-        elif has_body:
-            state["unread_body"] = True
         return self._call(route.methods[method], req)
+
+    def _authenticate(self, req: Request) -> Response | None:
+        reason = self.auth.check(req.header("Authorization"))
+        if reason is None:
+            return None
+        if reason == AUTH_BUSY:  # not judged: say so, and when to come back, instead of "wrong credentials"
+            return Response(
+                503,
+                reason=reason,
+                message="too many password checks at once",
+                headers={"Retry-After": str(RETRY_AFTER_OVERLOADED)},
+            )
+        return Response(
+            401,
+            reason=reason,
+            message="authentication required" if reason == AUTH_MISSING else "wrong credentials",
+            headers={"WWW-Authenticate": self.auth.challenge},
+        )
 
     def _read_body(self, req: Request, rfile: io.BufferedReader[Any]) -> bytes | Response | None:
         limit = self.limits.max_body_bytes
@@ -610,6 +657,10 @@ class WebServer:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
 
     def _answer(self, sock: socket.socket, req: Request | None, resp: Response) -> None:
+        self._send(sock, req, self._encode(req, resp))
+
+    def _encode(self, req: Request | None, resp: Response) -> tuple[bytes, bytes]:
+        """The answer's head and body (none for HEAD); counts and logs a refusal."""
         if resp.reason is not None:
             self._refuse_log(
                 resp.reason,
@@ -628,9 +679,7 @@ class WebServer:
             body = gzip.compress(body, compresslevel=6)
             headers["Content-Encoding"] = "gzip"
             headers["Vary"] = "Accept-Encoding"
-        data = self._head(resp.status, ctype, len(body), headers)
-        if req is None or req.method != "HEAD":
-            data += body
+        head = self._head(resp.status, ctype, len(body), headers)
         if req is not None:
             log.debug(
                 "%s %s %s -> %d %d bytes",
@@ -640,15 +689,34 @@ class WebServer:
                 resp.status,
                 len(body),
             )
+        if req is not None and req.method == "HEAD":
+            return head, b""
+        if len(body) <= _ONE_SEND_BYTES:
+            return head + body, b""
+        return head, body
+
+    def _send(self, sock: socket.socket, req: Request | None, data: tuple[bytes, bytes]) -> None:
+        """Send within the send deadline (``read_timeout`` from now): bounds a client that will not read."""
+        deadline = time.monotonic() + self.limits.read_timeout
         try:
-            sock.settimeout(self.limits.read_timeout)  # bounds a client that will not read
-            sock.sendall(data)
+            for part in data:
+                if part:
+                    sock.settimeout(max(0.001, deadline - time.monotonic()))
+                    sock.sendall(part)
         except OSError as e:
             log.debug("could not answer %s: %s", escape(req.client if req else "-"), escape(e))
 
-    def _drain(self, sock: socket.socket, deadline: float, cap: int = 64 * 1024, wait: float = 1.0) -> None:
+    def _drain(
+        self, conn: _Conn, sock: socket.socket, deadline: float, cap: int = 64 * 1024, wait: float = 1.0
+    ) -> None:
         """Lingering close: read (and drop) a little of an unread body so that
-        closing does not reset the connection before the client has read our answer."""
+        closing does not reset the connection before the client has read our answer.
+        The connection may be closed meanwhile to make room: a client that sends
+        no body must not hold a connection for the whole wait."""
+        with self._lock:
+            conn.draining = True
+            if conn.evicted:
+                return
         until = min(time.monotonic() + wait, max(deadline, time.monotonic()) + wait)
         got = 0
         try:

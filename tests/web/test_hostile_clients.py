@@ -248,8 +248,11 @@ def test_when_every_connection_is_past_its_headers_a_new_one_is_refused_at_once(
             )
             holders.append(s)
         wait_until(lambda: c.handle.in_flight == 2, timeout=5, desc="two requests in flight")
+        # Issue 19: health is answered on the connections kept for it; anything else there is refused at once.
         answer, took = _timed(lambda: exchange(c.port, b"GET /-/healthy HTTP/1.0\r\n\r\n"))
-        assert status_of(answer) == 503 and took < PROMPT
+        assert status_of(answer) == 200 and took < PROMPT
+        (status, _, resp), took = _timed(lambda: c.request(body=payload()))
+        assert status == 503 and resp.getheader("Retry-After") == "1" and took < PROMPT
         assert c.rejected("connection_limit") == 1
     finally:
         for s in holders:
