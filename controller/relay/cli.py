@@ -18,6 +18,7 @@ from memhp.units import parse_duration
 from memhp.web.secrets import SecretFileError
 
 from .delivery import Deliverer, DeliverySettings
+from .fanout import DEFAULT_PARALLELISM, DEFAULT_WORKERS
 from .metrics import RelayMetrics
 from .receiver import DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_CONCURRENCY, FanOutSink, serve
 from .template import DEFAULT_TEMPLATE, TargetTemplate, TemplateError
@@ -93,6 +94,24 @@ def get_parser() -> argparse.ArgumentParser:
         help=f"deliveries waiting per target besides the one in flight; 503 above (default {d.queue_size})",
     )
     g.add_argument(
+        "--target.parallelism",
+        dest="target_parallelism",
+        type=int,
+        default=DEFAULT_PARALLELISM,
+        metavar="N",
+        help="deliveries at once for one notification with several targets, its own thread included "
+        f"(default {DEFAULT_PARALLELISM})",
+    )
+    g.add_argument(
+        "--target.workers",
+        dest="target_workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help="threads shared by all notifications, lent to those with several targets; "
+        f"none free: a notification goes on with its own thread (default {DEFAULT_WORKERS})",
+    )
+    g.add_argument(
         "--target.bearer-token-file", dest="target_bearer_token_file", metavar="FILE",
         help="send 'Authorization: Bearer <token>' read from FILE to the controllers",
     )  # fmt: skip
@@ -118,7 +137,13 @@ def build(args: argparse.Namespace, metrics: RelayMetrics) -> FanOutSink:
         basic_auth_file=args.target_basic_auth_file,
         ca_file=args.target_tls_ca_file,
     )
-    return FanOutSink(template, Deliverer(settings, metrics), metrics)
+    return FanOutSink(
+        template,
+        Deliverer(settings, metrics),
+        metrics,
+        parallelism=args.target_parallelism,
+        workers=args.target_workers,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
