@@ -20,7 +20,14 @@ from memhp.web.secrets import SecretFileError
 from .delivery import Deliverer, DeliverySettings
 from .fanout import DEFAULT_PARALLELISM, DEFAULT_WORKERS
 from .metrics import RelayMetrics
-from .receiver import DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_CONCURRENCY, FanOutSink, serve
+from .receiver import (
+    DEFAULT_LISTEN_ADDRESS,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONCURRENCY,
+    MAX_NOTIFICATION_ALERTS,
+    FanOutSink,
+    serve,
+)
 from .template import DEFAULT_TEMPLATE, TargetTemplate, TemplateError
 
 log = logging.getLogger("memhp.relay")
@@ -41,7 +48,10 @@ once every target has accepted its alerts, 503 (Alertmanager retries)
 otherwise.  Metrics on /metrics of the listen address.
 
 Defaults differ from memhp-controller's: --web.listen-address
-{DEFAULT_LISTEN_ADDRESS}, --web.max-concurrency {DEFAULT_MAX_CONCURRENCY}.
+{DEFAULT_LISTEN_ADDRESS}, --web.max-concurrency {DEFAULT_MAX_CONCURRENCY},
+--web.max-body-bytes {DEFAULT_MAX_BODY_BYTES}.  A notification may hold up to
+{MAX_NOTIFICATION_ALERTS:,} alerts (within --web.max-body-bytes); each controller
+gets its alerts in POSTs of at most 1,000 alerts and 1 MiB.
 """
 
 
@@ -51,7 +61,11 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log.level", dest="log_level", default="info", choices=("debug", "info", "warning", "error"))
     add_webhook_arguments(parser)
-    parser.set_defaults(web_listen_address=DEFAULT_LISTEN_ADDRESS, web_max_concurrency=DEFAULT_MAX_CONCURRENCY)
+    parser.set_defaults(
+        web_listen_address=DEFAULT_LISTEN_ADDRESS,
+        web_max_concurrency=DEFAULT_MAX_CONCURRENCY,
+        web_max_body_bytes=DEFAULT_MAX_BODY_BYTES,
+    )
     d = DeliverySettings()
     g = parser.add_argument_group("targets (the controllers)")
     g.add_argument(

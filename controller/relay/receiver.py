@@ -34,6 +34,11 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 10303
 DEFAULT_LISTEN_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_MAX_CONCURRENCY = 256
+# More than a controller takes (1,000 alerts, 1 MiB): a group_by other than instance can put more
+# alerts for one node in one notification, and the relay splits what it sends on (batching.py).
+# About 730 bytes per alert as Alertmanager sends them: 10,000 fit in 8 MiB.
+MAX_NOTIFICATION_ALERTS = 10_000
+DEFAULT_MAX_BODY_BYTES = 8 << 20
 
 
 class FanOutSink:
@@ -124,4 +129,11 @@ def serve(settings: webhook.WebhookSettings, sink: FanOutSink, metrics: RelayMet
     """
     # The server only uses .registry, .requests_rejected and .alerts_received, which RelayMetrics has.
     metrics.requests_rejected.labels(webhook.R_SINK_UNAVAILABLE)
-    return webhook.serve(settings, sink, cast(ControllerMetrics, metrics), name="memhp-relay", reuse_port=True)
+    return webhook.serve(
+        settings,
+        sink,
+        cast(ControllerMetrics, metrics),
+        name="memhp-relay",
+        reuse_port=True,
+        max_alerts=MAX_NOTIFICATION_ALERTS,
+    )

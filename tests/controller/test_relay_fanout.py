@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import selectors
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -232,3 +234,121 @@ def test_a_notification_to_many_unresponsive_targets_starves_no_one(fleet):
     assert relay.value("memhp_relay_delivery_failures_total", reason="deadline") == N_DEAD
     assert len(probes) >= 20
     assert sum(probes) / len(probes) >= 0.99, f"{probes.count(False)} of {len(probes)} health probes failed"
+
+
+# --------------------------------------------------------------------------- a real relay process
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class RelayProcess:
+    """``memhp-relay`` as a process, without credentials (loopback only), its flags' defaults otherwise."""
+
+    def __init__(self, target_port: int, *args: str) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "memhp-relay"),
+                f"--web.listen-address={self.url.removeprefix('http://')}",
+                "--web.no-auth",
+                f"--target.template=http://{{instance:host}}:{target_port}/webhook/alertmanager",
+                *args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while not self.healthy():
+            assert self.proc.poll() is None, self.proc.stderr.read().decode()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "relay did not start"
+            time.sleep(0.1)
+
+    def post(self, data: bytes, timeout: float = 120) -> int:
+        req = urllib.request.Request(
+            self.url + "/webhook/alertmanager", data=data, method="POST", headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/-/healthy", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def metric(self, name: str) -> float:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+        self.proc.stderr.close()  # type: ignore[union-attr]
+
+
+def real_alert(host: str, i: int, annotation_bytes: int = 0) -> dict:
+    """An alert as Alertmanager sends it (about 730 bytes), with a padded annotation if asked."""
+    labels = {
+        "alertname": "MemhpHotAddedMemoryOffline",
+        "instance": f"{host}:10301",
+        "job": "memhp",
+        "severity": "warning",
+        "node": "0",
+        "cluster": "prod-eu-1",
+        "block": str(i),
+    }
+    return {
+        "status": FIRING,
+        "labels": labels,
+        "annotations": {
+            "summary": "Hot-added memory stays offline",
+            "description": "3 memory blocks (384 MiB) hot-added more than 10m ago are still offline.",
+            "runbook_url": "https://example.com/runbooks/memhp#MemhpHotAddedMemoryOffline",
+            "padding": "x" * annotation_bytes,
+        },
+        "startsAt": "2026-01-01T10:00:00.123456789Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus-0:9090/graph?g0.expr=sum+by+%28instance%2C+node%29+%28memhp_memory"
+        "_blocks%7Bstate%3D%22offline%22%2Chot_added%3D%22true%22%7D%29+%3E+0&g0.tab=1",
+        "fingerprint": labels_fingerprint(labels),
+    }
+
+
+@pytest.mark.parametrize(("count", "annotation_bytes"), [(2500, 0), (600, 3000)])
+def test_a_notification_larger_than_a_controller_takes_is_split(count, annotation_bytes):
+    """group_by other than instance: one node's alerts beyond the controller's 1,000 alerts / 1 MiB."""
+    host = "127.0.0.1"
+    port = free_port(host)
+    sink = RecordingSink()
+    controller = serve(WebhookSettings(listen_address=f"{host}:{port}", no_auth=True), sink, ControllerMetrics())
+    relay = RelayProcess(port)
+    try:
+        data = body([real_alert(host, i, annotation_bytes) for i in range(count)])
+        assert len(data) > 1 << 20  # more than the controller's --web.max-body-bytes, too
+        assert relay.post(data) == 200
+        sizes = [len(b) for b in sink.batches]
+        assert sum(sizes) == count and max(sizes) <= 1000, sizes
+        assert sorted(int(a.labels["block"]) for a in sink.alerts) == list(range(count))
+        assert relay.metric("memhp_relay_alerts_delivered_total") == count
+    finally:
+        relay.close()
+        controller.shutdown()
+
+
+def test_the_relay_refuses_more_alerts_than_its_documented_cap():
+    relay = RelayProcess(free_port())
+    try:
+        tiny = [{"status": FIRING, "labels": {"alertname": "A"}, "startsAt": "2026-01-01T10:00:00Z"}]
+        assert relay.post(json.dumps(webhook_body(tiny * 10_001)).encode()) == 400
+        assert relay.metric('memhp_relay_requests_rejected_total{reason="invalid_payload"}') == 1
+    finally:
+        relay.close()
