@@ -352,3 +352,79 @@ def test_the_relay_refuses_more_alerts_than_its_documented_cap():
         assert relay.metric('memhp_relay_requests_rejected_total{reason="invalid_payload"}') == 1
     finally:
         relay.close()
+
+
+def test_a_relay_process_under_repeated_fan_out_to_unresponsive_targets_keeps_serving():
+    """As Alertmanager would: 4 groups of 100 unresponsive nodes each, resent as soon as answered,
+    while another group's 2 live nodes keep getting their alerts and /-/healthy keeps answering."""
+    senders, per_group, attack_seconds, deadline = 4, 100, 8.0, 3.0
+    hosts = [loopback(i) for i in range(senders * per_group + 2)]
+    port, socks = shared_port(hosts)
+    live = []
+    for host, s in zip(hosts[:2], socks[:2], strict=True):
+        s.close()  # a controller listens there instead, at once
+        sink = RecordingSink()
+        settings = WebhookSettings(listen_address=f"{host}:{port}", no_auth=True)
+        live.append((serve(settings, sink, ControllerMetrics()), sink))
+    dead = Unresponsive(socks[2:])
+    relay = RelayProcess(port, f"--target.deadline={deadline}s")
+    stop = threading.Event()
+    attacks: list[tuple[int, float]] = []
+    legit: list[tuple[int, float]] = []
+    probes: list[bool] = []
+
+    def timed_posts(data: bytes, out: list, pause: float) -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            out.append((relay.post(data, timeout=60), time.monotonic() - started))
+            stop.wait(pause)
+
+    def probe() -> None:
+        while not stop.is_set():
+            probes.append(relay.healthy())
+            stop.wait(0.05)
+
+    groups = [
+        body([alert(h, port) for h in hosts[2 + g * per_group : 2 + (g + 1) * per_group]]) for g in range(senders)
+    ]
+    mine = body([alert(handle.host, port) for handle, _ in live])
+    threads = [threading.Thread(target=timed_posts, args=(g, attacks, 0.0), daemon=True) for g in groups]
+    threads += [
+        threading.Thread(target=timed_posts, args=(mine, legit, 0.5), daemon=True),
+        threading.Thread(target=probe, daemon=True),
+    ]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(attack_seconds)
+        stop.set()
+        for t in threads:
+            t.join(90)
+        busy = relay.metric("memhp_relay_fanout_workers_busy")
+        for _ in range(20):  # a helper gives its thread back just after its notification is answered
+            if busy == 0:
+                break
+            time.sleep(0.1)
+            busy = relay.metric("memhp_relay_fanout_workers_busy")
+    finally:
+        relay.close()
+        dead.close()
+        for handle, _ in live:
+            handle.shutdown()
+    assert attacks and all(code == 503 and took < deadline + SLACK for code, took in attacks), attacks
+    assert len(legit) >= 5 and all(code == 200 and took < deadline for code, took in legit), legit
+    assert all(len(sink.batches) == len(legit) for _, sink in live)
+    assert len(probes) >= 50
+    assert sum(probes) / len(probes) >= 0.99, f"{probes.count(False)} of {len(probes)} health probes failed"
+    assert busy == 0  # every shared thread given back
+
+
+def test_every_relay_flag_and_metric_is_documented():
+    from memhp.controller.relay.cli import get_parser
+
+    doc = (Path(__file__).parents[2] / "docs" / "relay.md").read_text()
+    flags = {o for a in get_parser()._actions for o in a.option_strings if o.startswith("--")} - {"--help"}
+    assert not {f for f in flags if f"`{f}`" not in doc}
+    families = {m.name for m in RelayMetrics().registry.collect()}
+    names = {n + "_total" if n + "_total" in doc else n for n in families}
+    assert not {n for n in names if f"`{n}`" not in doc}
