@@ -10,7 +10,7 @@ consecutive batches within those bounds (docs/relay.md, "Limits").
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from memhp.controller.alert import Alert
@@ -34,23 +34,22 @@ def alert_doc(a: Alert) -> dict[str, Any]:
     }
 
 
-def batches(alerts: Sequence[Alert], max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> list[Sequence[Alert]]:
+def batches(alerts: Sequence[Alert], max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Iterator[Sequence[Alert]]:
     """``alerts`` in consecutive slices of at most MAX_ALERTS, each body within ``max_bytes``.
 
     A body is its alerts, plus commonLabels (no larger than any one alert),
     plus the envelope; an alert too large on its own still goes, alone (the
-    controller refuses it, and the log says so).
+    controller refuses it, and the log says so).  Lazy, so that a delivery
+    whose deadline passes does not size the rest.
     """
-    out: list[Sequence[Alert]] = []
     first = size = largest = 0
     for i, a in enumerate(alerts):
         n = len(json.dumps(alert_doc(a), separators=(",", ":"))) + 1
         over = size + n + max(largest, n) + ENVELOPE_BYTES > max_bytes
         if i > first and (i - first >= MAX_ALERTS or over):
-            out.append(alerts[first:i])
+            yield alerts[first:i]
             first, size, largest = i, 0, 0
         size += n
         largest = max(largest, n)
     if first < len(alerts):
-        out.append(alerts[first:])
-    return out
+        yield alerts[first:]
