@@ -7,7 +7,8 @@ This is the one module that knows the webhook server (memhp.web through
 The sink's ``submit`` returns only when every target has accepted its
 alerts; otherwise it raises SinkUnavailable, the server answers 503 and
 Alertmanager sends the group again (its notification log is updated only on
-success).  Alerts whose target cannot be made are counted and logged, not
+success).  It returns within the delivery deadline, plus a second at most for
+a notification with several targets (fanout.py), whatever their number.  Alerts whose target cannot be made are counted and logged, not
 retried: sending them again would not help.
 """
 

@@ -447,3 +447,12 @@ def test_batches_keep_order_and_both_bounds():
     assert [x for b in got for x in b] == alerts
     assert all(len(b) <= 1000 and len(webhook_payload(b, "r")) <= 1 << 20 for b in got[:-1])
     assert len(got[-1]) == 1  # too large for any batch but its own: it goes alone
+
+
+@pytest.mark.parametrize(
+    ("flag", "needle"), [("--target.parallelism=0", "parallelism"), ("--target.workers=-1", "workers")]
+)
+def test_cli_refuses_fan_out_bounds_out_of_range(flag, needle):
+    relay_bin = str(Path(sys.executable).parent / "memhp-relay")
+    p = subprocess.run([relay_bin, "--web.no-auth", flag], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and needle in p.stderr, p.stderr
