@@ -62,20 +62,29 @@ class Helpers:
             self._free -= n
             return n
 
-    def run(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on one reserved thread, which is given back when ``fn`` returns.
+    def run(self, fn: Callable[[], None]) -> bool:
+        """Run ``fn`` on one reserved thread, which is given back when ``fn`` returns;
+        False (and the thread given back) once closed.
 
         The pool has one thread per reservation, so ``fn`` never waits in its queue.
         """
+
+        def give_back() -> None:
+            with self._lock:
+                self._free += 1
 
         def job() -> None:
             try:
                 fn()
             finally:
-                with self._lock:
-                    self._free += 1
+                give_back()
 
-        self._pool.submit(job)
+        try:
+            self._pool.submit(job)
+        except RuntimeError:  # shut down: the notification goes on with the threads it has
+            give_back()
+            return False
+        return True
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -114,7 +123,9 @@ class Notification:
     def _start_helper(self, helpers: Helpers) -> None:
         with self._cond:
             self._running += 1
-        helpers.run(self._helper)
+        if not helpers.run(self._helper):
+            with self._cond:
+                self._running -= 1
 
     def _helper(self) -> None:
         try:
