@@ -18,8 +18,17 @@ from memhp.units import parse_duration
 from memhp.web.secrets import SecretFileError
 
 from .delivery import Deliverer, DeliverySettings
+from .fanout import DEFAULT_PARALLELISM, DEFAULT_WORKERS
 from .metrics import RelayMetrics
-from .receiver import DEFAULT_LISTEN_ADDRESS, DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_CONNECTIONS, FanOutSink, serve
+from .receiver import (
+    DEFAULT_LISTEN_ADDRESS,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_CONNECTIONS,
+    MAX_NOTIFICATION_ALERTS,
+    FanOutSink,
+    serve,
+)
 from .template import DEFAULT_TEMPLATE, TargetTemplate, TemplateError
 
 log = logging.getLogger("memhp.relay")
@@ -41,7 +50,10 @@ otherwise.  Metrics on /metrics of the listen address.
 
 Defaults differ from memhp-controller's: --web.listen-address
 {DEFAULT_LISTEN_ADDRESS}, --web.max-concurrency {DEFAULT_MAX_CONCURRENCY},
---web.max-connections {DEFAULT_MAX_CONNECTIONS}.
+--web.max-connections {DEFAULT_MAX_CONNECTIONS}, --web.max-body-bytes
+{DEFAULT_MAX_BODY_BYTES}.  A notification may hold up to
+{MAX_NOTIFICATION_ALERTS:,} alerts (within --web.max-body-bytes); each controller
+gets its alerts in POSTs of at most 1,000 alerts and 1 MiB.
 """
 
 
@@ -55,6 +67,7 @@ def get_parser() -> argparse.ArgumentParser:
         web_listen_address=DEFAULT_LISTEN_ADDRESS,
         web_max_concurrency=DEFAULT_MAX_CONCURRENCY,
         web_max_connections=DEFAULT_MAX_CONNECTIONS,
+        web_max_body_bytes=DEFAULT_MAX_BODY_BYTES,
     )
     d = DeliverySettings()
     g = parser.add_argument_group("targets (the controllers)")
@@ -98,6 +111,24 @@ def get_parser() -> argparse.ArgumentParser:
         help=f"deliveries waiting per target besides the one in flight; 503 above (default {d.queue_size})",
     )
     g.add_argument(
+        "--target.parallelism",
+        dest="target_parallelism",
+        type=int,
+        default=DEFAULT_PARALLELISM,
+        metavar="N",
+        help="deliveries at once for one notification with several targets, its own thread included "
+        f"(default {DEFAULT_PARALLELISM})",
+    )
+    g.add_argument(
+        "--target.workers",
+        dest="target_workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help="threads shared by all notifications, lent to those with several targets; "
+        f"none free: a notification goes on with its own thread (default {DEFAULT_WORKERS})",
+    )
+    g.add_argument(
         "--target.bearer-token-file", dest="target_bearer_token_file", metavar="FILE",
         help="send 'Authorization: Bearer <token>' read from FILE to the controllers",
     )  # fmt: skip
@@ -123,7 +154,13 @@ def build(args: argparse.Namespace, metrics: RelayMetrics) -> FanOutSink:
         basic_auth_file=args.target_basic_auth_file,
         ca_file=args.target_tls_ca_file,
     )
-    return FanOutSink(template, Deliverer(settings, metrics), metrics)
+    return FanOutSink(
+        template,
+        Deliverer(settings, metrics),
+        metrics,
+        parallelism=args.target_parallelism,
+        workers=args.target_workers,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,12 +32,12 @@ from memhp.controller import httpclient
 from memhp.controller.alert import FIRING, Alert
 from memhp.web.secrets import SecretFile, parse_basic_auth, parse_bearer_token
 
+from .batching import MIN_LEFT, alert_doc, batches
 from .metrics import RelayMetrics
 
 log = logging.getLogger(__name__)
 
 MAX_ANSWER_BYTES = 64 * 1024
-GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 
 # delivery_failures{reason}
 F_QUEUE_FULL = "queue_full"
@@ -103,17 +103,7 @@ def webhook_payload(alerts: Sequence[Alert], receiver: str) -> bytes:
         "commonAnnotations": {},
         "externalURL": "",
         "truncatedAlerts": 0,
-        "alerts": [
-            {
-                "status": a.status,
-                "labels": dict(a.labels),
-                "annotations": dict(a.annotations),
-                "startsAt": a.starts_at,
-                "endsAt": a.ends_at or GO_ZERO_TIME,
-                "fingerprint": a.fingerprint,
-            }
-            for a in alerts
-        ],
+        "alerts": [alert_doc(a) for a in alerts],
     }
     return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -162,10 +152,14 @@ class Deliverer:
         self.metrics.queue_depth_max.set(max((t.pending for t in self._targets.values()), default=0))
 
     # -- delivery
-    def deliver(self, url: str, alerts: Sequence[Alert]) -> None:
-        """Deliver ``alerts`` to ``url`` or raise DeliveryFailed (after retries, within the deadline)."""
+    def deliver(self, url: str, alerts: Sequence[Alert], deadline: float | None = None) -> None:
+        """Deliver ``alerts`` to ``url`` or raise DeliveryFailed (after retries, by the deadline).
+
+        ``deadline`` is absolute (``time.monotonic()``), set when the notification
+        arrived, so that time spent queued counts; by default ``settings.deadline`` from now.
+        """
         start = time.monotonic()
-        end = start + self.settings.deadline
+        end = start + self.settings.deadline if deadline is None else deadline
         result = "failure"
         try:
             target = self._enter(url)
@@ -176,12 +170,15 @@ class Deliverer:
             if not target.lock.acquire(timeout=max(0.0, end - time.monotonic())):
                 raise DeliveryFailed(F_DEADLINE, f"queued for {url} past the deadline")
             try:
-                self._deliver_with_retries(url, webhook_payload(alerts, self.receiver), end)
+                for batch in batches(alerts):
+                    if end - time.monotonic() < MIN_LEFT:  # never connect once the deadline has passed
+                        raise DeliveryFailed(F_DEADLINE, f"{url}: deadline passed before the delivery started")
+                    self._deliver_with_retries(url, webhook_payload(batch, self.receiver), end)
+                    for a in batch:
+                        self.metrics.alerts_delivered.labels(a.status).inc()
             finally:
                 target.lock.release()
             result = "success"
-            for a in alerts:
-                self.metrics.alerts_delivered.labels(a.status).inc()
         except DeliveryFailed as e:
             self.metrics.delivery_failures.labels(e.reason).inc()
             raise

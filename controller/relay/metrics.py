@@ -53,4 +53,9 @@ class RelayMetrics:
         self.queue_depth_max = Gauge(
             "memhp_relay_queue_depth_max", "Deliveries queued or in flight for the busiest target.", registry=r
         )
+        self.fanout_workers_busy = Gauge(
+            "memhp_relay_fanout_workers_busy",
+            "Shared threads (--target.workers) helping notifications with several targets right now.",
+            registry=r,
+        )
         self.targets = Gauge("memhp_relay_targets", "Targets with a delivery queued or in flight.", registry=r)

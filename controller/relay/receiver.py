@@ -7,7 +7,8 @@ This is the one module that knows the webhook server (memhp.web through
 The sink's ``submit`` returns only when every target has accepted its
 alerts; otherwise it raises SinkUnavailable, the server answers 503 and
 Alertmanager sends the group again (its notification log is updated only on
-success).  Alerts whose target cannot be made are counted and logged, not
+success).  It returns within the delivery deadline, plus a second at most for
+a notification with several targets (fanout.py), whatever their number.  Alerts whose target cannot be made are counted and logged, not
 retried: sending them again would not help.
 """
 
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
 from typing import cast
 
 from memhp.controller.alert import Alert, SinkUnavailable
@@ -25,6 +26,7 @@ from memhp.controller.metrics import ControllerMetrics
 from memhp.controller.sources import webhook
 
 from .delivery import Deliverer, DeliveryFailed
+from .fanout import DEFAULT_PARALLELISM, DEFAULT_WORKERS, Helpers, Notification
 from .metrics import RelayMetrics
 from .template import UNRESOLVABLE_REASONS, TargetTemplate, Unresolvable
 
@@ -36,17 +38,35 @@ DEFAULT_MAX_CONCURRENCY = 256
 # Every request slot usable, plus room for refusals being answered and connections still sending
 # their headers (those are closed to make room; health has a reserve of its own besides).
 DEFAULT_MAX_CONNECTIONS = DEFAULT_MAX_CONCURRENCY + 64
-FANOUT_WORKERS = 32  # for the rare payload whose alerts go to several targets
+# More than a controller takes (1,000 alerts, 1 MiB): a group_by other than instance can put more
+# alerts for one node in one notification, and the relay splits what it sends on (batching.py).
+# About 730 bytes per alert as Alertmanager sends them: 10,000 fit in 8 MiB.
+MAX_NOTIFICATION_ALERTS = 10_000
+DEFAULT_MAX_BODY_BYTES = 8 << 20
 
 
 class FanOutSink:
     """An AlertSink that delivers each alert to its node's controller before returning."""
 
-    def __init__(self, template: TargetTemplate, deliverer: Deliverer, metrics: RelayMetrics) -> None:
+    def __init__(
+        self,
+        template: TargetTemplate,
+        deliverer: Deliverer,
+        metrics: RelayMetrics,
+        *,
+        parallelism: int = DEFAULT_PARALLELISM,
+        workers: int = DEFAULT_WORKERS,
+    ) -> None:
+        if not 1 <= parallelism <= 1024:
+            raise ValueError("--target.parallelism must be between 1 and 1024")
+        if not 0 <= workers <= 4096:
+            raise ValueError("--target.workers must be between 0 and 4096")
         self.template = template
         self.deliverer = deliverer
         self.metrics = metrics
-        self._pool = ThreadPoolExecutor(FANOUT_WORKERS, thread_name_prefix="memhp-relay-fanout")
+        self.parallelism = parallelism
+        self._helpers = Helpers(workers)
+        metrics.fanout_workers_busy.set_function(lambda: self._helpers.busy)
         self._warned = 0
         self._warn_lock = threading.Lock()
         for reason in UNRESOLVABLE_REASONS:
@@ -77,24 +97,17 @@ class FanOutSink:
             )
 
     def submit(self, alerts: Sequence[Alert]) -> None:
-        by_target = self.targets(alerts)
-        items = list(by_target.items())
+        deadline = time.monotonic() + self.deliverer.settings.deadline  # for every target, queueing included
+        items = list(self.targets(alerts).items())
         failures: list[str] = []
         if len(items) == 1:  # the shipped route groups by node: the common case, no thread hop
             try:
-                self.deliverer.deliver(*items[0])
+                self.deliverer.deliver(*items[0], deadline=deadline)
             except DeliveryFailed as e:
                 failures.append(str(e))
         elif items:
-            futures = [self._pool.submit(self.deliverer.deliver, url, batch) for url, batch in items]
-            wait(futures)
-            for f in futures:
-                exc = f.exception()
-                if isinstance(exc, DeliveryFailed):
-                    failures.append(str(exc))
-                elif exc is not None:
-                    log.error("delivery crashed: %r", exc)
-                    failures.append(repr(exc))
+            notification = Notification(items, self.deliverer.deliver, deadline)
+            failures = notification.run(self._helpers, self.parallelism)
         if failures:
             log.warning(
                 "%d of %d target(s) did not get their alerts; answering 503 so Alertmanager retries: %s",
@@ -105,7 +118,7 @@ class FanOutSink:
             raise SinkUnavailable(f"{len(failures)} of {len(items)} target(s) did not get their alerts")
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._helpers.close()
 
 
 def serve(settings: webhook.WebhookSettings, sink: FanOutSink, metrics: RelayMetrics) -> webhook.WebhookServer:
@@ -120,4 +133,11 @@ def serve(settings: webhook.WebhookSettings, sink: FanOutSink, metrics: RelayMet
     """
     # The server only uses .registry, .requests_rejected and .alerts_received, which RelayMetrics has.
     metrics.requests_rejected.labels(webhook.R_SINK_UNAVAILABLE)
-    return webhook.serve(settings, sink, cast(ControllerMetrics, metrics), name="memhp-relay", reuse_port=True)
+    return webhook.serve(
+        settings,
+        sink,
+        cast(ControllerMetrics, metrics),
+        name="memhp-relay",
+        reuse_port=True,
+        max_alerts=MAX_NOTIFICATION_ALERTS,
+    )

@@ -179,19 +179,21 @@ def _status(obj: dict, where: str) -> str:
     return value
 
 
-def _alert_list(value: Any, where: str) -> list:
+def _alert_list(value: Any, where: str, limit: int = MAX_ALERTS) -> list:
     if not isinstance(value, list):
         raise PayloadError(R_INVALID, f"{where} must be a list")
-    if len(value) > MAX_ALERTS:
-        raise PayloadError(R_INVALID, f"{where} holds {len(value)} alerts, more than {MAX_ALERTS}")
+    if len(value) > limit:
+        raise PayloadError(R_INVALID, f"{where} holds {len(value)} alerts, more than {limit}")
     return value
 
 
 # --------------------------------------------------------------------------- webhook (version 4)
 
 
-def parse_webhook_payload(body: bytes, *, source: str = "webhook") -> list[Alert]:
+def parse_webhook_payload(body: bytes, *, source: str = "webhook", max_alerts: int = MAX_ALERTS) -> list[Alert]:
     """Validate one Alertmanager webhook body (version 4) and return its alerts.
+
+    ``max_alerts``: the controller's cap; the relay, which splits what it sends on, allows more.
 
     All or nothing: any invalid alert rejects the whole payload (Alertmanager
     does not resend on 4xx, and acting on part of a group we misread is worse).
@@ -213,7 +215,7 @@ def parse_webhook_payload(body: bytes, *, source: str = "webhook") -> list[Alert
     truncated = payload.get("truncatedAlerts", 0)
     if not isinstance(truncated, int) or isinstance(truncated, bool) or truncated < 0:
         raise PayloadError(R_INVALID, "payload.truncatedAlerts must be a non-negative integer")
-    raw_alerts = _alert_list(payload.get("alerts"), "payload.alerts")
+    raw_alerts = _alert_list(payload.get("alerts"), "payload.alerts", max_alerts)
     if not raw_alerts:
         raise PayloadError(R_INVALID, "payload.alerts is empty")
     alerts = [_webhook_alert(raw, f"alerts[{i}]", source) for i, raw in enumerate(raw_alerts)]

@@ -47,7 +47,14 @@ from memhp.web.address import split_host_port as _split_host_port
 from memhp.web.auth import AUTH_FAILED, AUTH_MISSING
 from memhp.web.flags import add_limit_arguments, add_web_config_argument, limits_from_args
 
-from .alertmanager_payload import R_BAD_JSON, R_BAD_VERSION, R_INVALID, PayloadError, parse_webhook_payload
+from .alertmanager_payload import (
+    MAX_ALERTS,
+    R_BAD_JSON,
+    R_BAD_VERSION,
+    R_INVALID,
+    PayloadError,
+    parse_webhook_payload,
+)
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +263,7 @@ def _json_document(status: int, reason: str | None, message: str, extra: dict[st
     return "application/json", (json.dumps(doc) + "\n").encode()
 
 
-def _routes(sink: AlertSink, metrics: ControllerMetrics) -> dict[str, Route]:
+def _routes(sink: AlertSink, metrics: ControllerMetrics, max_alerts: int) -> dict[str, Route]:
     def health(req: Request) -> Response:
         return Response(200, b"OK\n")
 
@@ -265,7 +272,7 @@ def _routes(sink: AlertSink, metrics: ControllerMetrics) -> dict[str, Route]:
 
     def webhook(req: Request) -> Response:
         try:
-            alerts = parse_webhook_payload(req.body)
+            alerts = parse_webhook_payload(req.body, max_alerts=max_alerts)
         except PayloadError as e:
             return Response(400, reason=e.reason, message=str(e))
         return _submit(sink, metrics, alerts)
@@ -350,6 +357,7 @@ def serve(
     *,
     name: str = "memhp-controller",
     reuse_port: bool = False,
+    max_alerts: int = MAX_ALERTS,
 ) -> WebhookServer:
     """Validate the settings, bind, and serve in a background thread.
 
@@ -368,7 +376,7 @@ def serve(
         tls = tls_contexts(config, settings.tls_cert_file, settings.tls_key_file)
         server = WebServer(
             settings.listen_address,
-            _routes(sink, metrics),
+            _routes(sink, metrics, max_alerts),
             limits=settings.limits,
             auth=auth,
             tls=tls,
