@@ -20,6 +20,7 @@ while TLS still checks the certificate against the URL's host name
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import socket
 import ssl
 import threading
@@ -73,9 +74,13 @@ def resolve(host: str, port: int, deadline: float, resolver: Resolver = getaddri
     abandoned, not stopped), OSError when it fails or too many lookups are already pending.
     """
     try:
-        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
-    except socket.gaierror:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
         pass  # a name
+    else:
+        if ip.version == 4:
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
+        return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port, 0, 0))]
     if not _pending_lookups.acquire(blocking=False):
         raise OSError(f"{MAX_PENDING_LOOKUPS} DNS lookups already pending; not resolving {host}")
     done = threading.Event()
@@ -85,7 +90,7 @@ def resolve(host: str, port: int, deadline: float, resolver: Resolver = getaddri
     def lookup() -> None:
         try:
             result.append(resolver(host, port))
-        except BaseException as e:  # handed to the waiting request, whatever it is
+        except (OSError, ValueError) as e:  # gaierror, or UnicodeError from IDNA: the request's error
             error.append(e)
         finally:
             _pending_lookups.release()
@@ -96,7 +101,7 @@ def resolve(host: str, port: int, deadline: float, resolver: Resolver = getaddri
         raise DeadlineExceeded(f"resolving {host} took longer than {deadline:g}s")
     if error:
         raise error[0]
-    if not result[0]:
+    if not result or not result[0]:
         raise OSError(f"{host} resolves to no address")
     return result[0]
 

@@ -151,6 +151,4 @@ def _name_rule(name: str) -> str:
     try:
         return check_host(name).lower()
     except BadHost:
-        raise ValueError(
-            f"--target.allow {name!r}: give a host name, a suffix starting with '.', or a CIDR"
-        ) from None
+        raise ValueError(f"--target.allow {name!r}: give a host name, a suffix starting with '.', or a CIDR") from None

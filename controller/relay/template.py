@@ -81,7 +81,7 @@ class TargetTemplate:
         tail = self.text[end:]
         if not any(isinstance(p, re.Match) for p in host):
             raise TemplateError(
-                f"target template {self.text!r} has no label in its host: every alert would go to one place"
+                f"target template {self.text!r} names no label in its host: every alert would go to one place"
             )
         if "{" in tail or "}" in tail:
             raise TemplateError(
