@@ -28,6 +28,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from memhp.controller import httpclient
 from memhp.controller.alert import FIRING, Alert
 from memhp.controller.metrics import ControllerMetrics
 from memhp.controller.relay.delivery import Deliverer, DeliveryFailed, DeliverySettings
@@ -456,3 +457,25 @@ def test_a_hanging_dns_lookup_does_not_outlive_the_deadline(hanging_name):
     took = time.monotonic() - started
     assert e.value.reason == "deadline"
     assert took < 2 + 3  # the delivery deadline, plus slack for a loaded machine; the lookup hangs 60 s
+
+
+def test_hanging_lookups_are_bounded_in_number_too():
+    """Abandoned lookups end on the resolver's own timeout; until then at most MAX_PENDING_LOOKUPS
+    exist, and a request beyond them fails at once instead of starting another thread."""
+    release = threading.Event()
+
+    def hang(host, port):
+        release.wait(60)
+        raise socket.gaierror(socket.EAI_AGAIN, "gave up")
+
+    try:
+        for _ in range(httpclient.MAX_PENDING_LOOKUPS):
+            with pytest.raises(httpclient.DeadlineExceeded):
+                httpclient.resolve("hangs.invalid", 80, 0.001, hang)
+        threads = threading.active_count()
+        with pytest.raises(OSError, match="already pending"):
+            httpclient.resolve("hangs.invalid", 80, 30, hang)
+        assert threading.active_count() == threads
+    finally:
+        release.set()
+    wait_until(lambda: httpclient.resolve("hangs.invalid", 80, 5, lambda h, p: [("x",)]), desc="slots back")
