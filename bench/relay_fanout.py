@@ -6,11 +6,14 @@
 A real Alertmanager (Debian's) routes one alert per instance, grouped by
 instance, to one receiver URL shared (SO_REUSEPORT) by two real
 ``memhp-relay`` processes over TLS with a bearer token.  The relays find each
-alert's controller from its labels with the template
-``http://{memhp_controller_address}{memhp_controller_path|}/webhook/alertmanager``:
-the first ``--controllers`` instances are real ``memhp-controller`` processes
-on fixture trees (they write only there), the rest go, by path, to one
-lightweight counting receiver in this process.  Mid-burst one relay is
+alert's controller from its labels with the default template's shape,
+``http://{instance:host}:PORT/webhook/alertmanager``, and ``--target.allow
+127.0.0.0/8``: each instance is a loopback address of its own (a label
+chooses only the host; the port is the template's).  The first
+``--controllers`` instances are real ``memhp-controller`` processes on
+fixture trees (they write only there) on 127.0.1.x; the rest are
+127.1.x.y, where one lightweight counting receiver in this process listens on
+every one of those addresses.  Mid-burst one relay is
 killed with SIGKILL; Alertmanager retries what it had in flight.  Then every
 alert is resolved, and the resolutions must arrive too.
 
@@ -50,7 +53,6 @@ from tests.helpers.wait import free_port, wait_until
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ALERTNAME = "MemhpFleetRelayTest"
-TEMPLATE = "http://{memhp_controller_address}{memhp_controller_path|}/webhook/alertmanager"
 TOKEN_AM = "am-to-relay-token-0123456789"
 TOKEN_CTRL = "relay-to-controller-token-9876543210"
 GROUP_WAIT = 1.0
@@ -73,18 +75,20 @@ def cpu_seconds(pid: int) -> float:
 
 
 class CountingReceiver:
-    """A small asyncio HTTP/1.0 server that counts alerts by request path, fingerprint and status."""
+    """A small asyncio HTTP/1.0 server, listening on ``port`` of each of ``hosts``, that counts alerts
+    by the address they reached, fingerprint and status."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, hosts: list[str], port: int) -> None:
         self.expected_auth = f"Bearer {token}".encode()
-        self.counts: Counter[tuple[str, str]] = Counter()  # (path, status)
+        self.hosts = hosts
+        self.counts: Counter[tuple[str, str]] = Counter()  # (address reached, status)
         self.fingerprints: dict[str, set[str]] = {"firing": set(), "resolved": set()}
         self.requests = 0
         self.refused = 0
         self.first_at: dict[str, float] = {}
         self.last_at: dict[str, float] = {}
         self.lock = threading.Lock()
-        self.port = 0
+        self.port = port
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="counting-receiver", daemon=True)
@@ -96,8 +100,7 @@ class CountingReceiver:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024))
-        self.port = server.sockets[0].getsockname()[1]
+        self._loop.run_until_complete(asyncio.start_server(self._handle, self.hosts, self.port, backlog=64))
         self._ready.set()
         self._loop.run_forever()
 
@@ -109,7 +112,7 @@ class CountingReceiver:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
             lines = head.split(b"\r\n")
-            path = lines[0].split(b" ")[1].decode()
+            reached = writer.get_extra_info("sockname")[0]
             headers = {}
             for line in lines[1:]:
                 k, _, v = line.partition(b":")
@@ -119,7 +122,7 @@ class CountingReceiver:
                 self.refused += 1
                 writer.write(b"HTTP/1.0 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
             else:
-                self._record(path, json.loads(body))
+                self._record(reached, json.loads(body))
                 writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
             await writer.drain()
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
@@ -127,13 +130,13 @@ class CountingReceiver:
         finally:
             writer.close()
 
-    def _record(self, path: str, payload: dict[str, Any]) -> None:
+    def _record(self, reached: str, payload: dict[str, Any]) -> None:
         now = time.monotonic()
         with self.lock:
             self.requests += 1
             for a in payload["alerts"]:
                 status = a["status"]
-                self.counts[(path, status)] += 1
+                self.counts[(reached, status)] += 1
                 self.fingerprints[status].add(a["fingerprint"])
                 self.first_at.setdefault(status, now)
                 self.last_at[status] = now
@@ -154,6 +157,7 @@ POLICY_RULES = [
 class Controller:
     name: str
     root: Path
+    host: str
     port: int
     journal: Path
     proc: subprocess.Popen
@@ -170,7 +174,7 @@ class Controller:
         return [r for r in self.records() if r.get("type") == "action_start"]
 
 
-def start_controller(workdir: Path, name: str, token_file: Path) -> Controller:
+def start_controller(workdir: Path, name: str, token_file: Path, host: str, port: int) -> Controller:
     root = workdir / name
     shutil.rmtree(root, ignore_errors=True)
     tree = SysTree(root / "root")
@@ -188,7 +192,6 @@ def start_controller(workdir: Path, name: str, token_file: Path) -> Controller:
     }
     policy_file = root / "policy.yaml"
     policy_file.write_text(yaml.safe_dump(policy, sort_keys=False))
-    port = free_port()
     log = open(root / "controller.log", "ab")
     proc = subprocess.Popen(
         [
@@ -196,7 +199,7 @@ def start_controller(workdir: Path, name: str, token_file: Path) -> Controller:
             f"--config.file={policy_file}",
             f"--path.sysfs={tree.root / 'sys'}",
             f"--path.procfs={tree.proc}",
-            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.listen-address={host}:{port}",
             f"--web.auth.bearer-token-file={token_file}",
             "--log.level=warning",
         ],
@@ -205,7 +208,7 @@ def start_controller(workdir: Path, name: str, token_file: Path) -> Controller:
         stdin=subprocess.DEVNULL,
     )
     log.close()
-    return Controller(name, root, port, journal, proc, tree)
+    return Controller(name, root, host, port, journal, proc, tree)
 
 
 # --------------------------------------------------------------------------- relays
@@ -217,7 +220,9 @@ class Relay:
     log: Path
 
 
-def start_relay(workdir: Path, n: int, port: int, cert: Path, key: Path, am_token: Path, ctrl_token: Path) -> Relay:
+def start_relay(
+    workdir: Path, n: int, port: int, cert: Path, key: Path, am_token: Path, ctrl_token: Path, target_port: int
+) -> Relay:
     log_path = workdir / f"relay{n}.log"
     log = open(log_path, "ab")
     proc = subprocess.Popen(
@@ -227,8 +232,9 @@ def start_relay(workdir: Path, n: int, port: int, cert: Path, key: Path, am_toke
             f"--web.auth.bearer-token-file={am_token}",
             f"--web.tls.cert-file={cert}",
             f"--web.tls.key-file={key}",
-            f"--target.template={TEMPLATE}",
+            f"--target.template=http://{{instance:host}}:{target_port}/webhook/alertmanager",
             f"--target.bearer-token-file={ctrl_token}",
+            "--target.allow=127.0.0.0/8",
             "--log.level=warning",
         ],
         stdout=log,
@@ -316,10 +322,16 @@ def run_fleet(workdir: Path, instances: int, controllers: int = 20, kill_relay: 
     am_token = _secret(workdir / "am-token", TOKEN_AM)
     ctrl_token = _secret(workdir / "controller-token", TOKEN_CTRL)
     cert, key = make_self_signed_cert(workdir, "relay")
-    sink = CountingReceiver(TOKEN_CTRL).start()
-    ctrls = [start_controller(workdir, f"ctrl{i:02d}", ctrl_token) for i in range(controllers)]
+    _raise_fd_limit(instances)
+    target_port = free_port()  # free on 127.0.0.1; other loopback addresses are all but unused
+    fake_hosts = [_fake_host(i) for i in range(instances - controllers)]
+    sink = CountingReceiver(TOKEN_CTRL, fake_hosts, target_port).start()
+    ctrls = [
+        start_controller(workdir, f"ctrl{i:02d}", ctrl_token, _controller_host(i), target_port)
+        for i in range(controllers)
+    ]
     relay_port = free_port()
-    relays = [start_relay(workdir, n, relay_port, cert, key, am_token, ctrl_token) for n in range(2)]
+    relays = [start_relay(workdir, n, relay_port, cert, key, am_token, ctrl_token, target_port) for n in range(2)]
     am = Alertmanager(
         {
             "route": {
@@ -350,14 +362,10 @@ def run_fleet(workdir: Path, instances: int, controllers: int = 20, kill_relay: 
         workdir / "alertmanager",
     )
     try:
-        for i, c in enumerate(ctrls):
-            for _attempt in range(3):  # a free port can be taken by another process before the controller binds
-                wait_until(partial(_up_or_exited, c), timeout=60, desc=f"{c.name} up")
-                if c.proc.poll() is None:
-                    break
-                c = ctrls[i] = start_controller(workdir, c.name, ctrl_token)
+        for c in ctrls:
+            wait_until(partial(_up_or_exited, c), timeout=60, desc=f"{c.name} up")
             assert c.proc.poll() is None, (c.root / "controller.log").read_text()
-        wait_until(lambda: _listening(relay_port), timeout=30, desc="relay up")
+        wait_until(lambda: _listening("127.0.0.1", relay_port), timeout=30, desc="relay up")
         am.start()
         assert am.proc is not None
         am_pid = am.proc.pid
@@ -366,12 +374,8 @@ def run_fleet(workdir: Path, instances: int, controllers: int = 20, kill_relay: 
         starts = datetime.now(UTC) - timedelta(seconds=5)
         alerts = []
         for i in range(instances):
-            labels = {"instance": f"node{i:05d}:10301", "severity": "warning"}
-            if i < controllers:
-                labels["memhp_controller_address"] = f"127.0.0.1:{ctrls[i].port}"
-            else:
-                labels["memhp_controller_address"] = f"127.0.0.1:{sink.port}"
-                labels["memhp_controller_path"] = f"/node/node{i:05d}"
+            host = ctrls[i].host if i < controllers else fake_hosts[i - controllers]
+            labels = {"instance": f"{host}:10301", "severity": "warning"}
             alert = api_alert(ALERTNAME, labels, starts_at=starts)
             alerts.append(alert)
             fp = labels_fingerprint(alert["labels"])
@@ -474,19 +478,39 @@ def _post(am: Alertmanager, alerts: list[dict[str, Any]]) -> None:
 
 
 def _up_or_exited(c: Controller) -> bool:
-    return _listening(c.port) or c.proc.poll() is not None
+    return _listening(c.host, c.port) or c.proc.poll() is not None
+
+
+def _controller_host(i: int) -> str:
+    return f"127.0.1.{i + 1}"
+
+
+def _fake_host(i: int) -> str:
+    return f"127.1.{i // 250}.{i % 250 + 1}"
+
+
+def _raise_fd_limit(instances: int) -> None:
+    """The counting receiver holds one listening socket per fake node."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = instances + 1024
+    if soft < want:
+        if hard != resource.RLIM_INFINITY and hard < want:
+            raise SystemExit(f"need {want} file descriptors (ulimit -n), the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
 def _finished(c: Controller) -> int:
     return sum(r.get("type") == "action_end" for r in c.records())
 
 
-def _listening(port: int) -> bool:
+def _listening(host: str, port: int) -> bool:
     import socket
 
     with socket.socket() as s:
         s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
 def _am_gets(am: Alertmanager) -> float:

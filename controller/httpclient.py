@@ -7,20 +7,37 @@ passes (connect, TLS handshake, headers and body alike), and the body is
 read one socket read at a time, so it never grows past ``max_bytes`` (plus
 one read) before the request is abandoned.  Used by pull mode (polls of
 Alertmanager) and by the relay (deliveries to controllers).
+
+The host name is resolved inside the deadline too: ``getaddrinfo`` cannot be
+interrupted, so it runs in a worker thread that the request waits for only
+until the deadline, then abandons (the lookup ends on the resolver's own
+timeout; at most ``MAX_PENDING_LOOKUPS`` may be pending at once, past that a
+request fails at once).  The connection then goes to the addresses found,
+while TLS still checks the certificate against the URL's host name
+(``server_hostname``), as it would without the split.
 """
 
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import Message
+from typing import Any
 from urllib.parse import urlsplit
 
 _READ_CHUNK = 64 * 1024
+MAX_PENDING_LOOKUPS = 256
+
+AddrInfo = tuple[Any, ...]  # one getaddrinfo entry: (family, type, proto, canonname, sockaddr)
+Resolver = Callable[[str, int], Sequence[AddrInfo]]
+
+_pending_lookups = threading.BoundedSemaphore(MAX_PENDING_LOOKUPS)
 
 
 class DeadlineExceeded(TimeoutError):
@@ -46,6 +63,86 @@ class Response:
         return min(float(int(value[:9])), cap)
 
 
+def getaddrinfo_tcp(host: str, port: int) -> Sequence[AddrInfo]:
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+def resolve(host: str, port: int, deadline: float, resolver: Resolver = getaddrinfo_tcp) -> Sequence[AddrInfo]:
+    """``resolver(host, port)`` in a worker thread, waited for ``deadline`` seconds at most.
+
+    IP literals skip the thread.  Raises DeadlineExceeded when the lookup takes longer (it is
+    abandoned, not stopped), OSError when it fails or too many lookups are already pending.
+    """
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        pass  # a name
+    else:
+        if ip.version == 4:
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
+        return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port, 0, 0))]
+    if not _pending_lookups.acquire(blocking=False):
+        raise OSError(f"{MAX_PENDING_LOOKUPS} DNS lookups already pending; not resolving {host}")
+    done = threading.Event()
+    result: list[Sequence[AddrInfo]] = []
+    error: list[BaseException] = []
+
+    def lookup() -> None:
+        try:
+            result.append(resolver(host, port))
+        except (OSError, ValueError) as e:  # gaierror, or UnicodeError from IDNA: the request's error
+            error.append(e)
+        finally:
+            _pending_lookups.release()
+            done.set()
+
+    threading.Thread(target=lookup, name=f"resolve {host[:64]}", daemon=True).start()
+    if not done.wait(max(0.0, deadline)):
+        raise DeadlineExceeded(f"resolving {host} took longer than {deadline:g}s")
+    if error:
+        raise error[0]
+    if not result or not result[0]:
+        raise OSError(f"{host} resolves to no address")
+    return result[0]
+
+
+def _connect_any(addresses: Sequence[AddrInfo], end: float) -> socket.socket:
+    """A TCP connection to the first of ``addresses`` that accepts before monotonic time ``end``."""
+    last: OSError = OSError("no address to connect to")
+    for family, type_, proto, _, sockaddr in addresses:
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            break
+        sock = socket.socket(family, type_, proto)
+        try:
+            sock.settimeout(remaining)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as e:
+            sock.close()
+            last = e
+    raise last
+
+
+class _Pinned:
+    """Connects to addresses resolved beforehand; ``self.host`` (the Host header, and TLS's
+    server_hostname) stays the URL's host."""
+
+    addresses: Sequence[AddrInfo] = ()
+    end: float = 0.0
+
+    def _create_connection(self, address: object, timeout: object, source_address: object = None) -> socket.socket:
+        return _connect_any(self.addresses, self.end)
+
+
+class _PinnedHTTP(_Pinned, http.client.HTTPConnection):
+    pass
+
+
+class _PinnedHTTPS(_Pinned, http.client.HTTPSConnection):
+    pass
+
+
 def request(
     url: str,
     *,
@@ -55,22 +152,27 @@ def request(
     deadline: float,
     max_bytes: int,
     ssl_context: ssl.SSLContext | None = None,
+    resolver: Resolver = getaddrinfo_tcp,
 ) -> Response:
     """Send one request and read the whole answer within ``deadline`` seconds.
 
     Raises DeadlineExceeded, ResponseTooLarge, or OSError / http.client.HTTPException
-    (refused, reset, TLS, malformed answer).  Never follows redirects.
+    (refused, reset, TLS, malformed answer).  Never follows redirects.  ``resolver`` turns the
+    host name into addresses (getaddrinfo's shape); it runs within the deadline.
     """
+    start = time.monotonic()
     parts = urlsplit(url)
     host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    conn: http.client.HTTPConnection
+    addresses = resolve(host, port, deadline, resolver)
+    conn: _PinnedHTTP | _PinnedHTTPS
     if parts.scheme == "https":
-        conn = http.client.HTTPSConnection(
-            host, parts.port, timeout=deadline, context=ssl_context or ssl.create_default_context()
-        )
+        conn = _PinnedHTTPS(host, port, timeout=deadline, context=ssl_context or ssl.create_default_context())
     else:
-        conn = http.client.HTTPConnection(host, parts.port, timeout=deadline)
+        conn = _PinnedHTTP(host, port, timeout=deadline)
+    conn.addresses, conn.end = addresses, start + deadline
+    remaining = start + deadline - time.monotonic()
     expired = threading.Event()
 
     def expire() -> None:
@@ -82,9 +184,8 @@ def request(
             except OSError:
                 pass
 
-    timer = threading.Timer(deadline, expire)
+    timer = threading.Timer(remaining, expire)
     timer.daemon = True
-    start = time.monotonic()
     timer.start()
     try:
         conn.request(method, target, body=body, headers=headers or {})

@@ -1,8 +1,11 @@
 """``memhp-relay``: the fan-out relay between Alertmanager and the controllers of a fleet.
 
 memhp-relay --web.listen-address :10303 --web.auth.bearer-token-file /etc/memhp/relay-token \\
-    --target.template 'http://{instance:host}:10302/webhook/alertmanager' \\
-    --target.bearer-token-file /etc/memhp/controller-token
+    --target.template 'https://{instance:host}:10302/webhook/alertmanager' \\
+    --target.allow .nodes.example.com --target.tls.ca-file /etc/memhp/fleet-ca.crt \\
+    --target.token-key-file /etc/memhp/controller-token-key
+
+memhp-relay derive-token HOST... --target.token-key-file FILE   (a node's own controller token)
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import threading
 
 from memhp.controller.sources.webhook import WebhookConfigError, add_webhook_arguments, settings_from_args
 from memhp.units import parse_duration
-from memhp.web.secrets import SecretFileError
+from memhp.web.secrets import SecretFileError, read_regular_file
 
 from .delivery import Deliverer, DeliverySettings
 from .fanout import DEFAULT_PARALLELISM, DEFAULT_WORKERS
+from .hosts import AllowList, BadHost, host_of
 from .metrics import RelayMetrics
 from .receiver import (
     DEFAULT_LISTEN_ADDRESS,
@@ -30,6 +34,7 @@ from .receiver import (
     serve,
 )
 from .template import DEFAULT_TEMPLATE, TargetTemplate, TemplateError
+from .tokens import derive_token, parse_token_key
 
 log = logging.getLogger("memhp.relay")
 
@@ -43,10 +48,17 @@ Alertmanager sends every memhp alert to one URL (this relay, any number of
 stateless replicas behind it, path /webhook/alertmanager); the relay sends
 each alert on to the controller its labels name, through --target.template
 (default {DEFAULT_TEMPLATE}):
-{{label}} is the label's value, {{label:host}} its host part (port dropped),
-{{label|text}} falls back to text when the label is absent.  It answers 200
+Labels fill in the template's host only (scheme, port and path are the
+template's): {{label:host}} is the host of a host, host:port, [v6] or
+[v6]:port value; {{label}} a piece of a host name (letters, digits, '.', '-');
+{{label|text}} falls back to text when the label is absent.  Whenever the
+relay sends credentials, --target.allow must list where they may go (or
+--target.allow-any say that anywhere will do).  It answers 200
 once every target has accepted its alerts, 503 (Alertmanager retries)
 otherwise.  Metrics on /metrics of the listen address.
+
+`memhp-relay derive-token HOST... --target.token-key-file FILE` prints the
+per-node token the relay sends each HOST with --target.token-key-file.
 
 Defaults differ from memhp-controller's: --web.listen-address
 {DEFAULT_LISTEN_ADDRESS}, --web.max-concurrency {DEFAULT_MAX_CONCURRENCY},
@@ -137,14 +149,48 @@ def get_parser() -> argparse.ArgumentParser:
         help="send basic auth from FILE (one line 'user:password') to the controllers",
     )  # fmt: skip
     g.add_argument(
+        "--target.token-key-file", dest="target_token_key_file", metavar="FILE",
+        help="send each controller its own token, hex(HMAC-SHA256(key, host)), key read from FILE "
+        "(see 'memhp-relay derive-token')",
+    )  # fmt: skip
+    g.add_argument(
         "--target.tls.ca-file", dest="target_tls_ca_file", metavar="FILE",
-        help="CA bundle to verify https controllers (default: the system's)",
+        help="CA bundle to verify https controllers; their certificate must name the host reached "
+        "(default: the system's CAs)",
+    )  # fmt: skip
+    g.add_argument(
+        "--target.allow", dest="target_allow", action="append", default=[], metavar="RULES",
+        help="hosts the relay may send to: '.suffix' of host names, exact host names, CIDRs; repeatable "
+        "or comma-separated; required with credentials",
+    )  # fmt: skip
+    g.add_argument(
+        "--target.allow-any", dest="target_allow_any", action="store_true",
+        help="send credentials to any host the alerts' labels name (unsafe: anyone who can post an alert "
+        "to Alertmanager gets them)",
     )  # fmt: skip
     return parser
 
 
+def allow_list(args: argparse.Namespace, sends_credentials: bool) -> AllowList | None:
+    """The allow-list the template enforces, None for none; ValueError for a missing or bad one."""
+    allow = AllowList.parse(args.target_allow)
+    if args.target_allow_any:
+        if allow:
+            raise ValueError("give --target.allow or --target.allow-any, not both")
+        log.warning(
+            "--target.allow-any: credentials go to ANY host an alert's labels name; anyone who can post an "
+            "alert to Alertmanager can have them sent to a host of their choice"
+        )
+        return None
+    if sends_credentials and not allow:
+        raise ValueError(
+            "the relay sends credentials to the controllers: list where with --target.allow "
+            "(host-name suffixes, CIDRs), or give --target.allow-any"
+        )
+    return allow or None
+
+
 def build(args: argparse.Namespace, metrics: RelayMetrics) -> FanOutSink:
-    template = TargetTemplate(args.target_template)
     settings = DeliverySettings(
         deadline=args.target_deadline,
         attempt_timeout=args.target_attempt_timeout,
@@ -152,8 +198,10 @@ def build(args: argparse.Namespace, metrics: RelayMetrics) -> FanOutSink:
         queue_size=args.target_queue_size,
         bearer_token_file=args.target_bearer_token_file,
         basic_auth_file=args.target_basic_auth_file,
+        token_key_file=args.target_token_key_file,
         ca_file=args.target_tls_ca_file,
     )
+    template = TargetTemplate(args.target_template, allow_list(args, settings.sends_credentials))
     return FanOutSink(
         template,
         Deliverer(settings, metrics),
@@ -163,7 +211,32 @@ def build(args: argparse.Namespace, metrics: RelayMetrics) -> FanOutSink:
     )
 
 
+def derive_token_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="memhp-relay derive-token",
+        description="Print each HOST's controller token (one line each): what the relay sends with "
+        "--target.token-key-file, for that node's --web.auth.bearer-token-file.  HOST is the host "
+        "the target template makes for the node (a name, an IPv4 address or [IPv6]; a port is ignored).",
+    )
+    parser.add_argument("hosts", nargs="+", metavar="HOST")
+    parser.add_argument("--target.token-key-file", dest="target_token_key_file", metavar="FILE", required=True)
+    args = parser.parse_args(argv)
+    try:
+        data, _ = read_regular_file(args.target_token_key_file)
+        key = parse_token_key(data, args.target_token_key_file)
+        tokens = [derive_token(key, host_of(h)) for h in args.hosts]
+    except (SecretFileError, BadHost) as e:
+        print(f"memhp-relay derive-token: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    for token in tokens:
+        print(token)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["derive-token"]:
+        return derive_token_main(argv[1:])
     args = get_parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -189,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("relay running; targets from %s", sink.template.text)
+    allow = sink.template.allow
+    log.info(
+        "relay running; targets from %s, allowed: %s", sink.template.text, allow.describe() if allow else "any host"
+    )
     while not stop.wait(3600):
         pass
     server.shutdown()

@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
@@ -34,6 +35,7 @@ from memhp.web.secrets import SecretFile, parse_basic_auth, parse_bearer_token
 
 from .batching import MIN_LEFT, alert_doc, batches
 from .metrics import RelayMetrics
+from .tokens import derive_token, parse_token_key
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,12 @@ class DeliverySettings:
     queue_size: int = 8  # deliveries waiting per target, besides the one in flight
     bearer_token_file: str | None = None
     basic_auth_file: str | None = None
+    token_key_file: str | None = None  # per-node tokens (tokens.py)
     ca_file: str | None = None
+
+    @property
+    def sends_credentials(self) -> bool:
+        return bool(self.bearer_token_file or self.basic_auth_file or self.token_key_file)
 
     def validate(self) -> None:
         if self.deadline <= 0 or self.attempt_timeout <= 0:
@@ -65,8 +72,11 @@ class DeliverySettings:
             raise ValueError("--target.max-attempts must be between 1 and 20")
         if not 0 <= self.queue_size <= 10_000:
             raise ValueError("--target.queue-size must be between 0 and 10000")
-        if self.bearer_token_file and self.basic_auth_file:
-            raise ValueError("give a bearer token file or a basic auth file for the targets, not both")
+        given = [f for f in (self.bearer_token_file, self.basic_auth_file, self.token_key_file) if f]
+        if len(given) > 1:
+            raise ValueError(
+                "give one of --target.bearer-token-file, --target.basic-auth-file, --target.token-key-file"
+            )
 
 
 class DeliveryFailed(Exception):
@@ -109,8 +119,15 @@ def webhook_payload(alerts: Sequence[Alert], receiver: str) -> bytes:
 
 
 class Deliverer:
-    def __init__(self, settings: DeliverySettings, metrics: RelayMetrics, receiver: str = "memhp-relay") -> None:
+    def __init__(
+        self,
+        settings: DeliverySettings,
+        metrics: RelayMetrics,
+        receiver: str = "memhp-relay",
+        resolver: httpclient.Resolver = httpclient.getaddrinfo_tcp,
+    ) -> None:
         settings.validate()
+        self._resolver = resolver
         self.settings = settings
         self.metrics = metrics
         self.receiver = receiver
@@ -118,6 +135,9 @@ class Deliverer:
             SecretFile(settings.bearer_token_file, parse_bearer_token) if settings.bearer_token_file else None
         )
         self._basic = SecretFile(settings.basic_auth_file, parse_basic_auth) if settings.basic_auth_file else None
+        self._token_key = SecretFile(settings.token_key_file, parse_token_key) if settings.token_key_file else None
+        # CERT_REQUIRED and check_hostname: the certificate must name the URL's host, which
+        # httpclient passes as server_hostname even though it resolves the name itself.
         self._ssl = ssl.create_default_context(cafile=settings.ca_file)
         self._targets: dict[str, _Target] = {}
         self._lock = threading.Lock()
@@ -186,9 +206,11 @@ class Deliverer:
             self._leave(url, target)
             self.metrics.delivery_duration.labels(result).observe(time.monotonic() - start)
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, url: str) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "User-Agent": "memhp-relay"}
-        if self._bearer is not None:
+        if self._token_key is not None:
+            headers["Authorization"] = "Bearer " + derive_token(self._token_key.get(), urlsplit(url).hostname or "")
+        elif self._bearer is not None:
             headers["Authorization"] = "Bearer " + self._bearer.get().decode()
         elif self._basic is not None:
             user, password = self._basic.get()
@@ -223,10 +245,11 @@ class Deliverer:
                 url,
                 method="POST",
                 body=body,
-                headers=self._headers(),
+                headers=self._headers(url),
                 deadline=timeout,
                 max_bytes=MAX_ANSWER_BYTES,
                 ssl_context=self._ssl,
+                resolver=self._resolver,
             )
         except httpclient.DeadlineExceeded as e:
             self.metrics.delivery_attempts.labels("timeout").inc()

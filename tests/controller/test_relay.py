@@ -1,8 +1,10 @@
 """memhp-relay: the target template, and delivery through real HTTP servers on loopback.
 
 Targets are the controller's own webhook server (``sources.webhook.serve``) with a
-recording sink, or raw sockets where a target must misbehave.  The whole path with a
-real Alertmanager, real relay processes and real controllers is in test_relay_fleet.py.
+recording sink, or raw sockets where a target must misbehave.  A label fills in only the
+host, so the targets of one test share a port, each on its own loopback address
+(127.0.0.11, .12, ...).  The whole path with a real Alertmanager, real relay processes and
+real controllers is in test_relay_fleet.py; hostile labels in test_relay_security.py.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 from memhp.controller.alert import FIRING, RESOLVED
 from memhp.controller.metrics import ControllerMetrics
 from memhp.controller.relay.delivery import Deliverer, DeliverySettings
+from memhp.controller.relay.hosts import AllowList
 from memhp.controller.relay.metrics import RelayMetrics
 from memhp.controller.relay.receiver import FanOutSink
 from memhp.controller.relay.receiver import serve as serve_relay
@@ -30,6 +33,7 @@ from memhp.controller.sources.common import labels_fingerprint
 from memhp.controller.sources.webhook import WebhookSettings, serve
 from tests.helpers.sink import RecordingSink
 from tests.helpers.tls import make_self_signed_cert
+from tests.helpers.wait import free_port
 
 RELAY_TOKEN = "am-to-relay-0123456789"
 CTRL_TOKEN = "relay-to-controller-0123456789"
@@ -51,10 +55,10 @@ def test_default_template_takes_the_host_of_instance():
     assert t.resolve({"instance": "node-7"}) == "http://node-7:10302/webhook/alertmanager"
 
 
-def test_fallback_and_path_placeholders():
-    t = TargetTemplate("https://{addr}{prefix|}/webhook/alertmanager")
-    assert t.resolve({"addr": "10.0.0.1:10302"}) == "https://10.0.0.1:10302/webhook/alertmanager"
-    assert t.resolve({"addr": "sink:80", "prefix": "/n/7"}) == "https://sink:80/n/7/webhook/alertmanager"
+def test_host_name_pieces_and_fallbacks():
+    t = TargetTemplate("https://{node}.{zone|nodes}.example.com:8443/webhook/alertmanager")
+    assert t.resolve({"node": "n7"}) == "https://n7.nodes.example.com:8443/webhook/alertmanager"
+    assert t.resolve({"node": "n7", "zone": "eu-1"}) == "https://n7.eu-1.example.com:8443/webhook/alertmanager"
 
 
 @pytest.mark.parametrize(
@@ -62,21 +66,33 @@ def test_fallback_and_path_placeholders():
     [
         ({}, "missing_label"),
         ({"instance": ""}, "missing_label"),
-        ({"instance": "evil@host:1"}, "bad_label_value"),
-        ({"instance": "host/../x:1"}, "bad_label_value"),
-        ({"instance": "a b:1"}, "bad_label_value"),
-        ({"instance": "host?x=1:1"}, "bad_label_value"),
-        ({"instance": "host:99999"}, "bad_url"),
+        ({"instance": "evil@host"}, "bad_label_value"),
+        ({"instance": "host/../x"}, "bad_label_value"),
+        ({"instance": "a b"}, "bad_label_value"),
+        ({"instance": "host?x=1"}, "bad_label_value"),
+        ({"instance": "host:10302"}, "bad_label_value"),  # {label} is host text: no port
+        ({"instance": "-host"}, "bad_url"),  # host text, but not a host name
+        ({"instance": "127.1"}, "bad_url"),  # the C resolver's 127.0.0.1
     ],
 )
 def test_unresolvable_alerts(labels, reason):
     with pytest.raises(Unresolvable) as e:
-        TargetTemplate("http://{instance}/webhook/alertmanager").resolve(labels)
+        TargetTemplate("http://{instance}:10302/webhook/alertmanager").resolve(labels)
     assert e.value.reason == reason
 
 
 @pytest.mark.parametrize(
-    "text", ["http://fixed:10302/webhook", "ftp://{instance}/x", "http://{instance}/{unclosed", "http://{in-stance}/"]
+    "text",
+    [
+        "http://fixed:10302/webhook",
+        "ftp://{instance}/x",
+        "http://{instance}/{unclosed",
+        "http://{in-stance}/",
+        "http://{instance}/{path}",  # a label in the path
+        "http://{instance:host}:{port}/x",  # a label in the port
+        "http://{user}@host/x",  # user info
+        "http://{instance|/x}/y",  # a fallback that is not host text
+    ],
 )
 def test_unusable_templates_refused(text):
     with pytest.raises(TemplateError):
@@ -112,15 +128,20 @@ def payload(*alerts: dict) -> bytes:
 
 
 class Controllers:
-    """Real controller webhook servers (recording sinks) on loopback."""
+    """Real controller webhook servers (recording sinks), one port, each on its own loopback address."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.token = secret(tmp_path / "ctrl-token", CTRL_TOKEN)
         self.handles: list = []
+        self.port = free_port()
+        self._hosts = iter(f"127.0.0.{i}" for i in range(11, 250))
+
+    def next_host(self) -> str:
+        return next(self._hosts)
 
     def start(self, **overrides):
         sink = RecordingSink()
-        settings = dict(listen_address="127.0.0.1:0", bearer_token_file=str(self.token))
+        settings = dict(listen_address=f"{self.next_host()}:{self.port}", bearer_token_file=str(self.token))
         settings.update(overrides)
         handle = serve(WebhookSettings(**settings), sink, ControllerMetrics())
         self.handles.append(handle)
@@ -144,7 +165,7 @@ class Relay:
         token = secret(tmp_path / "relay-token", RELAY_TOKEN)
         delivery.setdefault("bearer_token_file", str(tmp_path / "ctrl-token"))
         self.deliverer = Deliverer(DeliverySettings(**delivery), self.metrics)
-        self.sink = FanOutSink(TargetTemplate(template), self.deliverer, self.metrics)
+        self.sink = FanOutSink(TargetTemplate(template, AllowList.parse(["127.0.0.0/8"])), self.deliverer, self.metrics)
         self.handle = serve_relay(
             WebhookSettings(listen_address="127.0.0.1:0", bearer_token_file=str(token), max_concurrency=64),
             self.sink,
@@ -176,8 +197,8 @@ class Relay:
 def relay(tmp_path, controllers):
     started: list[Relay] = []
 
-    def start(template: str = "http://{addr}/webhook/alertmanager", **delivery) -> Relay:
-        r = Relay(tmp_path, template, **delivery)
+    def start(scheme: str = "http", **delivery) -> Relay:
+        r = Relay(tmp_path, f"{scheme}://{{addr:host}}:{controllers.port}/webhook/alertmanager", **delivery)
         started.append(r)
         return r
 
@@ -208,11 +229,9 @@ def test_each_alert_reaches_its_own_controller_with_its_identity(relay, controll
 def test_a_target_that_misses_its_alerts_makes_the_answer_503(relay, controllers):
     h1, s1 = controllers.start()
     dead = socket.socket()
-    dead.bind(("127.0.0.1", 0))  # bound, never listening: connection refused
+    dead.bind((controllers.next_host(), controllers.port))  # bound, never listening: connection refused
     r = relay(deadline=2, max_attempts=2)
-    status, doc = r.post(
-        payload(alert_doc("n1", addr=addr(h1)), alert_doc("n2", addr=f"127.0.0.1:{dead.getsockname()[1]}"))
-    )
+    status, doc = r.post(payload(alert_doc("n1", addr=addr(h1)), alert_doc("n2", addr=dead.getsockname()[0])))
     dead.close()
     assert status == 503 and "1 of 2 target(s)" in doc["message"]
     assert len(s1.alerts) == 1  # the live one got its alert; Alertmanager's resend is harmless to it
@@ -259,8 +278,8 @@ def test_relay_refuses_alertmanager_without_the_token(relay):
 class SlowTarget:
     """Accepts, then answers 200 only after ``delay`` seconds."""
 
-    def __init__(self, delay: float) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, delay: float, controllers: Controllers) -> None:
+        self.sock = socket.create_server((controllers.next_host(), controllers.port))
         self.delay = delay
         self.accepted = 0
         threading.Thread(target=self._serve, daemon=True).start()
@@ -285,11 +304,12 @@ class SlowTarget:
 
     @property
     def addr(self) -> str:
-        return f"127.0.0.1:{self.sock.getsockname()[1]}"
+        host, port = self.sock.getsockname()
+        return f"{host}:{port}"
 
 
-def test_one_delivery_in_flight_per_target_and_a_bounded_queue(relay):
-    target = SlowTarget(1.0)
+def test_one_delivery_in_flight_per_target_and_a_bounded_queue(relay, controllers):
+    target = SlowTarget(1.0, controllers)
     r = relay(queue_size=1, deadline=10)
     results: list[int] = []
     threads = [
@@ -306,8 +326,8 @@ def test_one_delivery_in_flight_per_target_and_a_bounded_queue(relay):
     assert r.value("memhp_relay_delivery_failures_total", reason="queue_full") == 1
 
 
-def test_a_target_that_stalls_fails_within_the_deadline(relay):
-    target = SlowTarget(30.0)
+def test_a_target_that_stalls_fails_within_the_deadline(relay, controllers):
+    target = SlowTarget(30.0, controllers)
     r = relay(deadline=1.5, attempt_timeout=1.0, max_attempts=3)
     started = time.monotonic()
     status, _ = r.post(payload(alert_doc("n1", addr=target.addr)))
@@ -316,11 +336,14 @@ def test_a_target_that_stalls_fails_within_the_deadline(relay):
 
 
 def test_tls_to_the_controllers_verified_with_the_ca_file(relay, controllers, tmp_path):
-    cert, key = make_self_signed_cert(tmp_path, "controller")
-    h1, s1 = controllers.start(tls_cert_file=str(cert), tls_key_file=str(key))
-    ok = relay("https://{addr}/webhook/alertmanager", ca_file=str(cert))
+    host = controllers.next_host()
+    cert, key = make_self_signed_cert(tmp_path, "controller", sans=f"IP:{host}")
+    h1, s1 = controllers.start(
+        listen_address=f"{host}:{controllers.port}", tls_cert_file=str(cert), tls_key_file=str(key)
+    )
+    ok = relay("https", ca_file=str(cert))
     assert ok.post(payload(alert_doc("n1", addr=addr(h1))))[0] == 200 and len(s1.alerts) == 1
-    untrusted = relay("https://{addr}/webhook/alertmanager", max_attempts=1)
+    untrusted = relay("https", max_attempts=1)
     assert untrusted.post(payload(alert_doc("n2", addr=addr(h1))))[0] == 503
     assert len(s1.alerts) == 1
 
@@ -331,6 +354,8 @@ def test_cli_refuses_unsafe_or_unusable_settings(tmp_path):
         (["--web.listen-address=0.0.0.0:0"], "authentication is required"),
         (["--web.no-auth", "--target.template=http://fixed/x"], "names no label"),
         (["--web.no-auth", "--target.max-attempts=0"], "max-attempts"),
+        (["--web.no-auth", "--target.template=http://{a}/{b}"], "only fill in the host"),
+        (["--web.no-auth", "--target.allow=10.0.0.1/8"], "not a CIDR"),
     ):
         p = subprocess.run([relay_bin, *args], capture_output=True, text=True, timeout=30)
         assert p.returncode == 2 and needle in p.stderr, (args, p.stderr)

@@ -3,15 +3,24 @@ PodDisruptionBudget, the systemd environment file; their arguments parse and the
 
 from __future__ import annotations
 
+import json
+import ssl
 import subprocess
+import urllib.error
+import urllib.request
 
+import pytest
 import yaml
 
 from memhp.controller.relay.cli import get_parser
+from memhp.controller.relay.hosts import AllowList
 from memhp.controller.relay.template import TargetTemplate
+from tests.helpers.alertmanager import Alertmanager, alertmanager_config, api_alert
 from tests.helpers.deploy import EXAMPLES, SYSTEMD, env_file_words, k8s_doc, tool
+from tests.helpers.tls import make_self_signed_cert
 
 FLEET = EXAMPLES / "alertmanager-memhp-fleet.yml"
+AM_WEB_CONFIG = EXAMPLES / "alertmanager-web-config.yml"
 
 
 def test_amtool_accepts_the_fleet_example():
@@ -52,6 +61,9 @@ def test_memhp_alerts_route_to_the_relay_grouped_by_node():
 def _relay_args(words: list[str]):
     args = get_parser().parse_args(words)
     assert args.web_auth_bearer_token_file and args.target_bearer_token_file
+    # Credentials go only where an allow-list says; shipped EMPTY, so that the relay refuses to
+    # start until it is set (as with its empty token), and never --target.allow-any.
+    assert args.target_allow == [""] and not AllowList.parse(args.target_allow) and not args.target_allow_any
     return args
 
 
@@ -89,3 +101,23 @@ def test_systemd_relay_arguments_parse():
     for name in ("relay-token", "controller-token"):
         assert f"LoadCredential={name}:" in unit
     assert "DynamicUser=yes" in unit
+
+
+@pytest.mark.prometheus
+def test_alertmanager_web_config_example_refuses_unauthenticated_alerts(tmp_path):
+    cfg = yaml.safe_load(AM_WEB_CONFIG.read_text())
+    cert, key = make_self_signed_cert(tmp_path, "alertmanager")
+    cfg["tls_server_config"].update(cert_file=str(cert), key_file=str(key))
+    (user,) = cfg["basic_auth_users"]
+    with Alertmanager(
+        alertmanager_config(), tmp_path / "am", web_config=cfg, ca_file=cert, basic_auth=(user, "CHANGE-ME")
+    ) as am:
+        am.post_alerts([api_alert("MemhpBlocksLeftOffline", {"instance": "n1"})])  # with the credentials
+        body = json.dumps([api_alert("MemhpBlocksLeftOffline", {"instance": "127.0.0.2"})]).encode()
+        anonymous = urllib.request.Request(
+            am.url + "/api/v2/alerts", data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(anonymous, timeout=10, context=ssl.create_default_context(cafile=str(cert)))
+        assert e.value.code == 401
+        assert [a["labels"]["instance"] for a in am.alerts()] == ["n1"]
