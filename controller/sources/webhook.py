@@ -44,7 +44,7 @@ from memhp.web import (
 )
 from memhp.web import server as web
 from memhp.web.address import split_host_port as _split_host_port
-from memhp.web.auth import AUTH_FAILED, AUTH_MISSING
+from memhp.web.auth import AUTH_BUSY, AUTH_FAILED, AUTH_MISSING
 from memhp.web.flags import add_limit_arguments, add_web_config_argument, limits_from_args
 
 from .alertmanager_payload import (
@@ -90,6 +90,7 @@ _ZEROED_REASONS = (
     R_TOO_LARGE,
     AUTH_MISSING,
     AUTH_FAILED,
+    AUTH_BUSY,
     R_READ_TIMEOUT,
     R_QUEUE_FULL,
     R_SINK_UNAVAILABLE,

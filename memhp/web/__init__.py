@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .address import ListenAddressError, bind_address, is_loopback_host, split_host_port
-from .auth import AUTH_FAILED, AUTH_MISSING, Authenticator
+from .auth import AUTH_BUSY, AUTH_FAILED, AUTH_MISSING, Authenticator
 from .config import MAX_WEB_CONFIG_BYTES, TLSServerConfig, WebConfig, WebConfigError, parse_web_config
 from .secrets import SecretFile, SecretFileError
 from .server import HEALTH_PATH, Limits, Request, Response, Route, WebServer, gzip_accepted
@@ -46,6 +46,7 @@ def tls_contexts(
 
 
 __all__ = [
+    "AUTH_BUSY",
     "AUTH_FAILED",
     "AUTH_MISSING",
     "HEALTH_PATH",
