@@ -228,10 +228,73 @@ def test_every_key_is_documented():
         ('sev=""', {}, True),
         ("sev=page", {"sev": "page"}, True),  # unquoted value
         (r'msg="a \"q\""', {"msg": 'a "q"'}, True),
+        # regexes as Alertmanager users write them: the same answers as under Python's re
+        ('severity=~"warning|page"', {"severity": "page"}, True),
+        ('severity=~"warning|page"', {"severity": "pager"}, False),
+        (r'instance=~".*\\.prod\\.example\\.com(:[0-9]+)?"', {"instance": "db1.prod.example.com:9100"}, True),
+        (r'instance=~".*\\.prod\\.example\\.com(:[0-9]+)?"', {"instance": "db1.prodXexample.com"}, False),
+        ('job!~"node|memhp"', {"job": "memhp"}, False),
+        ('node=~".+"', {}, False),  # the missing label is "", which .+ does not match
+        ('node=~""', {}, True),
+        ('sev=~"(?i)PAGE"', {"sev": "page"}, True),
+        ('msg=~"a.b"', {"msg": "a\nb"}, True),  # `.` matches a newline, as before
+        ('zone=~"[A-Z][a-z]+"', {"zone": "Movable"}, True),
+        ('zone=~"é+"', {"zone": "éé"}, True),
+        ('x=~"a.b"', {"x": "a\ud800b"}, True),  # a lone surrogate (valid JSON) matches, never raises
     ],
 )
 def test_matchers(text, labels, expected):
     assert parse_matcher(text).matches(labels) is expected
+
+
+HOSTILE_MATCHING = r"""
+import sys, time
+from memhp.controller.config import parse_matcher
+
+m = parse_matcher(r'instance=~"(.*\\.)*prod\\.example\\.com"')
+labels = [{"instance": "a." * n + "x"} for n in range(40, 1040)]  # 81 bytes and longer, sender-chosen
+start = time.monotonic()
+hits = sum(m.matches(lb) for lb in labels)
+print(hits, time.monotonic() - start)
+"""
+
+
+def test_hostile_regex_against_hostile_labels_is_linear():
+    """A backtracking engine takes minutes on the first of these labels (the
+    controller's worker frozen inside one C call, which no signal interrupts):
+    run it in a child that can be killed."""
+    import subprocess
+    import sys
+
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", HOSTILE_MATCHING], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+    except subprocess.TimeoutExpired:
+        pytest.fail("1,000 hostile labels were not matched within 60 s: the regex engine backtracks")
+    hits, elapsed = out.split()
+    assert hits == "0" and float(elapsed) < 2.0
+
+
+def test_patterns_re2_refuses_are_config_errors_with_position():
+    p = problems("""\
+        rules:
+          - name: r
+            alertname: A
+            action: online
+            count: 1
+            matchers:
+              - 'instance=~"(a)\\\\1"'
+              - 'instance=~"db(?=1)"'
+              - 'instance=~"(?<!x)db"'
+              - 'instance=~"a{1001}"'
+        """)
+    assert len(p) == 1  # the walker stops at the first bad item of a list
+    assert p[0].startswith("policy.yaml:7:9: rules[0].matchers: bad regex")
+    assert "RE2 syntax" in p[0] and "backreferences" in p[0]
+    for bad in (r'x=~"db(?=1)"', r'x=~"(?<!x)db"', r'x=~"a{1001}"', r'x=~"(a)\\1"'):
+        with pytest.raises(ValueError, match=r"bad regex.*RE2 syntax"):
+            parse_matcher(bad)
 
 
 def test_units():
