@@ -516,6 +516,10 @@ class _Walker:
             value = self.plain(node)
             if want is float:
                 value = float(value)  # type: ignore[assignment]
+        if isinstance(value, float) and not math.isfinite(value):
+            # .nan passes every comparison as false: a check such as `v <= 0` would let it through
+            self.error(node, key, f"must be a finite number, got {_show(node) or value}")
+            return None
         check = meta.get("check")
         if check is not None and value is not None:
             try:

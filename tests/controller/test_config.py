@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -263,9 +266,6 @@ def test_hostile_regex_against_hostile_labels_is_linear():
     """A backtracking engine takes minutes on the first of these labels (the
     controller's worker frozen inside one C call, which no signal interrupts):
     run it in a child that can be killed."""
-    import subprocess
-    import sys
-
     try:
         out = subprocess.run(
             [sys.executable, "-c", HOSTILE_MATCHING], capture_output=True, text=True, timeout=60, check=True
@@ -335,3 +335,86 @@ def test_docs_reference_every_key_and_guard():
         "node_label",
     ):
         assert f"`{guard}`" in doc and guard in guards_doc
+
+
+def _numeric_keys(cls=Config, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every int or float key of the schema (durations are floats, sizes ints), as a path."""
+    import dataclasses
+    import typing
+
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+        tp = args[0] if len(args) == 1 else hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += _numeric_keys(tp, (*prefix, f.name))
+        elif typing.get_origin(tp) is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            out += _numeric_keys(typing.get_args(tp)[0], (*prefix, f"{f.name}[]"))
+        elif tp in (int, float):
+            out.append((*prefix, f.name))
+    return out
+
+
+NUMERIC_KEYS = _numeric_keys()
+
+
+def _policy_setting(path: tuple[str, ...], value: str) -> tuple[str, str]:
+    """A policy file setting ``path`` to ``value`` (last line), and the key the error names."""
+    lines, indent, key = [], "", []
+    for part in path[:-1]:
+        if part == "rules[]":
+            lines += ["rules:", "  - name: r", "    alertname: A", "    action: rebalance"]
+            indent, key = "    ", ["rules[0]"]
+        else:
+            lines.append(f"{indent}{part}:")
+            indent += "  "
+            key.append(part)
+    lines.append(f"{indent}{path[-1]}: {value}")
+    return "\n".join(lines) + "\n", ".".join([*key, path[-1]])
+
+
+def test_numeric_keys_are_found():
+    assert ("rules[]", "target_ratio") in NUMERIC_KEYS and ("guards", "quarantine", "duration") in NUMERIC_KEYS
+    assert len(NUMERIC_KEYS) >= 20
+
+
+@pytest.mark.parametrize("value", [".nan", ".NaN", ".inf", "-.inf", "+.inf"])
+@pytest.mark.parametrize("path", NUMERIC_KEYS, ids=".".join)
+def test_every_number_must_be_finite(path, value):
+    """`target_ratio: .nan` passed every check (nan compares false with everything) and the rule never acted."""
+    text, key = _policy_setting(path, value)
+    with pytest.raises(ConfigError) as e:
+        load_config_text(text, "policy.yaml")
+    last = text.splitlines()[-1]
+    where = f"policy.yaml:{len(text.splitlines())}:{last.index(value) + 1}: {key}: "
+    assert [p for p in e.value.problems if p.startswith(where)], (where, e.value.problems)
+
+
+def test_target_ratio_nan_is_refused_by_check_config(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  - name: r\n    alertname: A\n    action: rebalance\n    target_ratio: .nan\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "memhp.controller.cli", "--config.file", str(policy), "check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode != 0 and f"{policy}:5:19: rules[0].target_ratio: must be a finite number" in r.stderr
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, "9" * 400])  # 400 digits: float() rounds to inf
+def test_durations_are_finite(value):
+    with pytest.raises(ValueError, match="finite"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e400", "0", "-1"])
+def test_cli_intervals_and_ratios_are_finite_and_positive(text):
+    for argv in (
+        ["memhp.exporter.cli", f"--collector.blocks.resync-interval={text}"],
+        ["memhp.exporter.cli", f"--collector.blocks.state-interval={text}"],
+        ["memhp.controller.cli", "act", "rebalance", f"--target-ratio={text}"],
+    ):
+        r = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "invalid positive_number value" in r.stderr, (argv, r.stderr)
