@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 
 from memhp import __version__
-from memhp.units import positive_number
 from memhp.web import Limits, SecretFileError, tls_contexts, web_config
 from memhp.web.flags import add_limit_arguments, add_web_config_argument, limits_from_args
 
@@ -150,14 +149,14 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--collector.blocks.resync-interval",
         dest="resync_interval",
-        type=positive_number,
+        type=float,
         default=DEFAULT_RESYNC_INTERVAL,
         help="Seconds between full re-reads of every block in events mode.",
     )
     p.add_argument(
         "--collector.blocks.state-interval",
         dest="state_interval",
-        type=positive_number,
+        type=float,
         default=DEFAULT_STATE_INTERVAL,
         help="Seconds between reads of every block's state in events mode (going-offline and failed "
         "offlines send no uevent): a block stuck going-offline shows up within this time.",

@@ -410,11 +410,7 @@ def test_durations_are_finite(value):
 
 
 @pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e400", "0", "-1"])
-def test_cli_intervals_and_ratios_are_finite_and_positive(text):
-    for argv in (
-        ["memhp.exporter.cli", f"--collector.blocks.resync-interval={text}"],
-        ["memhp.exporter.cli", f"--collector.blocks.state-interval={text}"],
-        ["memhp.controller.cli", "act", "rebalance", f"--target-ratio={text}"],
-    ):
-        r = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, timeout=60)
-        assert r.returncode == 2 and "invalid positive_number value" in r.stderr, (argv, r.stderr)
+def test_act_target_ratio_is_finite_and_positive(text):
+    argv = ["memhp.controller.cli", "act", "rebalance", f"--target-ratio={text}"]
+    r = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--target-ratio: invalid positive_number value" in r.stderr, r.stderr
