@@ -59,7 +59,7 @@ def parse_duration(text: str | int | float) -> float:
             raise ValueError(f"not a duration: {text!r} (use e.g. '500ms', '30s', '5m', '1h30m')")
     if not math.isfinite(value):
         # .nan/.inf, or 400 digits that float() rounds to inf: no timer can take it
-        raise ValueError(f"duration must be a finite number of seconds: {text!r}")
+        raise ValueError(f"duration must be finite: {text!r}")
     if value < 0:
         raise ValueError(f"duration must not be negative: {text!r}")
     return value
