@@ -66,8 +66,9 @@ def parse_duration(text: str | int | float) -> float:
 
 
 def positive_number(text: str) -> float:
-    """A command-line number that must be finite and above 0 (an interval: 0, -1 or nan would spin or never fire).
-    Named for argparse's message: ``invalid positive_number value: 'nan'``."""
+    """A command-line number that must be finite and above 0 (``act --target-ratio``: nan compares false with
+    everything, so no check would catch it later).  Named for argparse's message: ``invalid positive_number
+    value: 'nan'``."""
     value = float(text)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"must be a finite number greater than 0: {text!r}")
