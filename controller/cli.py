@@ -17,7 +17,7 @@ import sys
 import threading
 
 from memhp.exporter.kernel.paths import Paths
-from memhp.units import parse_duration, parse_id_ranges, parse_size
+from memhp.units import parse_duration, parse_id_ranges, parse_size, positive_number
 
 from .config import ConfigError, load_config
 from .engine import Engine
@@ -162,7 +162,7 @@ def get_parser() -> argparse.ArgumentParser:
     target.add_argument(
         "--target-ratio",
         dest="target_ratio",
-        type=float,
+        type=positive_number,
         metavar="R",
         help="rebalance only: move blocks until MOVABLE:KERNEL <= R (e.g. 3 for 3:1)",
     )

@@ -25,6 +25,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+import re2
 import yaml
 
 from memhp.units import parse_duration, parse_size
@@ -115,6 +116,13 @@ def _int(default: int | None, check=_positive, doc: str = "") -> Any:
 
 _MATCHER = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*\Z", re.DOTALL)
 
+# RE2, as Alertmanager: matching takes time linear in the label, whatever the pattern.  Python's
+# backtracking re spent minutes on `(.*\.)*prod\.example\.com` against 81 sender-chosen bytes,
+# with the controller's worker stuck inside one C call.
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a refused pattern is a config error with its position, not stderr noise
+_RE2_OPTIONS.dot_nl = True  # `.` matches a newline, as it always did here (re.DOTALL)
+
 
 @dataclass(frozen=True)
 class Matcher:
@@ -127,7 +135,7 @@ class Matcher:
     label: str
     op: str
     value: str
-    regex: re.Pattern | None = dataclasses.field(default=None, compare=False, repr=False)
+    regex: Any = dataclasses.field(default=None, compare=False, repr=False)  # an RE2 pattern
 
     def matches(self, labels: typing.Mapping[str, str]) -> bool:
         v = labels.get(self.label, "")
@@ -137,7 +145,8 @@ class Matcher:
             return v == self.value
         if self.op == "!=":
             return v != self.value
-        hit = self.regex.fullmatch(v) is not None  # type: ignore[union-attr]
+        # bytes: a lone surrogate (valid JSON) cannot be encoded strictly, and must not raise here
+        hit = self.regex.fullmatch(v.encode("utf-8", "surrogatepass")) is not None
         return hit if self.op == "=~" else not hit
 
     def __str__(self) -> str:
@@ -160,13 +169,19 @@ def parse_matcher(text: str) -> Matcher:
         raise ValueError(f"unbalanced quotes in matcher {text!r}")
     else:
         value = raw
-    regex = None
-    if op in ("=~", "!~"):
-        try:
-            regex = re.compile(f"(?:{value})", re.DOTALL)
-        except re.error as e:
-            raise ValueError(f"bad regex in matcher {text!r}: {e}") from None
+    regex = _compile_regex(text, value) if op in ("=~", "!~") else None
     return Matcher(label, op, value, regex)
+
+
+def _compile_regex(text: str, value: str) -> Any:
+    try:
+        return re2.compile(f"(?:{value})", _RE2_OPTIONS)
+    except re2.error as e:
+        why = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise ValueError(
+            f"bad regex in matcher {text!r}: {why} (RE2 syntax, as Alertmanager: no backreferences, "
+            "no lookahead or lookbehind, repetition counts at most 1000)"
+        ) from None
 
 
 # --- sections ---------------------------------------------------------------------------------
@@ -501,6 +516,10 @@ class _Walker:
             value = self.plain(node)
             if want is float:
                 value = float(value)  # type: ignore[assignment]
+        if isinstance(value, float) and not math.isfinite(value):
+            # .nan passes every comparison as false: a check such as `v <= 0` would let it through
+            self.error(node, key, f"must be a finite number, got {_show(node) or value}")
+            return None
         check = meta.get("check")
         if check is not None and value is not None:
             try:

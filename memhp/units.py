@@ -57,8 +57,21 @@ def parse_duration(text: str | int | float) -> float:
             pos = m.end()
         if pos != len(s) or not s:
             raise ValueError(f"not a duration: {text!r} (use e.g. '500ms', '30s', '5m', '1h30m')")
-    if value < 0 or math.isnan(value):
+    if not math.isfinite(value):
+        # .nan/.inf, or 400 digits that float() rounds to inf: no timer can take it
+        raise ValueError(f"duration must be finite: {text!r}")
+    if value < 0:
         raise ValueError(f"duration must not be negative: {text!r}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """A command-line number that must be finite and above 0 (``act --target-ratio``: nan compares false with
+    everything, so no check would catch it later).  Named for argparse's message: ``invalid positive_number
+    value: 'nan'``."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"must be a finite number greater than 0: {text!r}")
     return value
 
 

@@ -122,8 +122,10 @@ class BlocksCollector(SubCollector):
         ("memhp_going_offline_observed", "counter"),
         ("memhp_block_snapshot_mode", "gauge"),
         ("memhp_block_snapshot_age_seconds", "gauge"),
+        ("memhp_block_snapshot_stale", "gauge"),
         ("memhp_block_snapshot_resyncs", "counter"),
         ("memhp_block_snapshot_uevents", "counter"),
+        ("memhp_block_snapshot_uevents_ignored", "counter"),
     )
 
     def __init__(
@@ -362,6 +364,12 @@ class BlocksCollector(SubCollector):
             value=max(0.0, time.time() - view.synced_at) if view.mode == EVENTS else 0.0,
         )
         live = self.live
+        yield GaugeMetricFamily(
+            "memhp_block_snapshot_stale",
+            "1 while uevents were lost (netlink overrun) and the full re-read that repairs the snapshot has not "
+            "finished: scrapes get the last snapshot, memhp_block_snapshot_age_seconds old.",
+            value=float(bool(live and live.stale and view.mode == EVENTS)),
+        )
         resyncs = CounterMetricFamily(
             "memhp_block_snapshot_resyncs",
             "Full re-reads of every block, by reason (start, interval, overrun, restart).",
@@ -374,6 +382,11 @@ class BlocksCollector(SubCollector):
             "memhp_block_snapshot_uevents",
             "Memory block uevents applied to the snapshot.",
             value=live.events_applied if live else 0,
+        )
+        yield CounterMetricFamily(
+            "memhp_block_snapshot_uevents_ignored",
+            "Memory uevents ignored: the device name is not memoryN with N 1-10 ASCII digits.",
+            value=live.events_ignored if live else 0,
         )
 
     def close(self) -> None:

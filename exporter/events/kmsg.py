@@ -125,6 +125,7 @@ class KmsgWatcher(RestartingThread):
                 os.lseek(fd, 0, os.SEEK_END)
             self.up = True
             pending = b""
+            ready_but_empty = False
             while not self._stop.is_set():
                 try:
                     chunk = os.read(fd, 8192)
@@ -135,13 +136,17 @@ class KmsgWatcher(RestartingThread):
                         continue  # /dev/kmsg: records overwritten before we read them
                     raise
                 if not chunk:
-                    # Nothing new: wait for more (poll works on /dev/kmsg; a
-                    # regular file is always "readable", so fall back to a wait).
-                    if is_chr:
-                        select.select([fd], [], [], self.poll_interval)
+                    # Nothing new.  /dev/kmsg says EAGAIN and poll() wakes us for the next
+                    # record; anything else (a regular file, or /dev/null: "readable" and at
+                    # EOF forever) would spin on select(), so it, and a device that woke us
+                    # for nothing, waits the poll interval instead.
+                    if is_chr and chunk is None and not ready_but_empty:
+                        ready_but_empty = bool(select.select([fd], [], [], self.poll_interval)[0])
                     else:
+                        ready_but_empty = False
                         self._stop.wait(self.poll_interval)
                     continue
+                ready_but_empty = False
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for raw in lines:

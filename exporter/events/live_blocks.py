@@ -15,6 +15,12 @@ the sysfs write that caused it returns, so every scrape first drains the
 socket without blocking.  A scrape that starts after the write has returned
 therefore sees the new state even if the monitor thread has not woken yet.
 
+A storm of events must not stall scrapes (2,000 events/s once kept one
+scrape 19.8 s in 43 overrun resyncs): one drain applies at most
+``drain_limit`` events, and a full resync never runs under the lock or in a
+scrape: an overrun asks the thread for one, and scrapes get the last view
+meanwhile, marked stale, its age the time since every block was last read.
+
 Where uevents cannot reach us (no netlink socket allowed, or a network
 namespace the kernel does not broadcast to) the store falls back to reading
 every block at scrape time; concurrent scrapes then share one read.
@@ -27,6 +33,7 @@ import fcntl
 import logging
 import os
 import select
+import socket
 import threading
 import time
 from bisect import bisect_left
@@ -37,7 +44,7 @@ from typing import Any
 
 from ..kernel.fsread import ATTR_MAX, ParseErrors
 from ..kernel.memory_blocks import has_node_dirs, read_block, read_blocks
-from ..kernel.model import BLOCK_STATES, MemoryBlock
+from ..kernel.model import BLOCK_STATES, MemoryBlock, parse_block_name
 from ..kernel.nodes import block_node_map, read_nodes
 from ..kernel.paths import Paths
 from .background import BACKOFF_MAX, BACKOFF_START
@@ -55,6 +62,9 @@ INIT_USER_NS_INO = 0xEFFFFFFD
 NS_GET_USERNS = 0xB701
 # Room for a virtio-mem resize of a few TiB worth of add+online pairs.
 RECEIVE_BUFFER = 8 << 20
+# Events one drain applies while holding the lock (a scrape waits for it): a
+# few hundred milliseconds of re-reads at most.  The rest wait in the socket.
+DRAIN_LIMIT = 1024
 
 
 def uevents_unreachable(proc: str = "/proc") -> str | None:
@@ -150,6 +160,7 @@ class LiveBlocks:
         poll_timeout: float = 1.0,
         monitor_factory: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        drain_limit: int = DRAIN_LIMIT,
     ) -> None:
         if mode not in ("auto", *MODES):
             raise ValueError(f"snapshot mode {mode!r} is not auto, events or scrape")
@@ -160,16 +171,23 @@ class LiveBlocks:
         self.state_interval = min(state_interval, resync_interval)
         self.source = source
         self.poll_timeout = poll_timeout
+        self.drain_limit = drain_limit
         self._monitor_factory = monitor_factory or self._netlink_monitor
         self._clock = clock
         self.fallback_reason: str | None = None
         self.resyncs: Counter[str] = Counter()
         self.events_applied = 0
+        self.events_ignored = 0  # uevents whose device name is not memoryN
         self.monitor_restarts = 0
         self._lock = threading.Lock()  # guards the monitor, the published view and the pending sets
         self._monitor: Any = None
         self._view = BlockView(0, [], SCRAPE, 0.0)
         self._resyncing = False
+        # A full resync the thread owes (the reason), and overruns counted / covered by a
+        # resync that started after them: the served view is stale while they differ.
+        self._resync_due: str | None = None
+        self._overruns = self._overruns_covered = 0
+        self._wake_r = self._wake_w = -1  # wakes the thread for a resync
         # Blocks seen before the kernel linked them to a node (mid hot-add:
         # read without valid_zones, and no uevent follows): re-read at every
         # drain until they are complete.
@@ -190,6 +208,11 @@ class LiveBlocks:
         """The mode in force right now: ``events`` only while a monitor is up."""
         return EVENTS if self._monitor is not None else SCRAPE
 
+    @property
+    def stale(self) -> bool:
+        """Events were lost (an overrun) and no full read since has finished."""
+        return self._overruns_covered < self._overruns
+
     def start(self) -> LiveBlocks:
         if self.requested_mode == SCRAPE:
             self.fallback_reason = "--collector.blocks.snapshot=scrape"
@@ -207,13 +230,15 @@ class LiveBlocks:
             return self
         # Listen first, read second: an event during the read waits in the socket.
         self._set_monitor(monitor)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._full_resync("start")
         self._thread = threading.Thread(target=self._run, name="memhp-blocks", daemon=True)
         self._thread.start()
         return self
 
     def view(self) -> BlockView:
-        """The blocks as they are now, for one scrape."""
+        """The blocks as they are now, for one scrape (or as they were at the last
+        full read plus the events since, while a resync after an overrun runs)."""
         with self._lock:
             if self._monitor is not None:
                 try:
@@ -226,10 +251,15 @@ class LiveBlocks:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake()
         if self._thread is not None:
             self._thread.join(3.0)
         with self._lock:
             self._set_monitor(None)
+        if self._wake_r >= 0 and (self._thread is None or not self._thread.is_alive()):
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1
 
     # -- the monitor ----------------------------------------------------------
 
@@ -241,7 +271,9 @@ class LiveBlocks:
         try:
             monitor.set_receive_buffer_size(RECEIVE_BUFFER)
         except OSError:
-            pass  # SO_RCVBUFFORCE needs CAP_NET_ADMIN; the default buffer and overrun resyncs remain
+            # SO_RCVBUFFORCE needs CAP_NET_ADMIN; without it SO_RCVBUF still gets up to
+            # net.core.rmem_max, which hosts often raise above its 208 KiB default.
+            _set_rcvbuf(monitor.fileno(), RECEIVE_BUFFER)
         monitor.start()
         return monitor
 
@@ -259,28 +291,28 @@ class LiveBlocks:
         self.monitor_restarts += 1
 
     def _drain_locked(self) -> None:
-        """Apply every queued uevent; an overrun costs a full resync."""
+        """Apply the queued uevents, at most ``drain_limit`` of them; an overrun
+        asks the thread for a full resync."""
         monitor = self._monitor
         touched: set[int] = set()
         removed: set[int] = set()
-        while True:
+        for _ in range(self.drain_limit):
             try:
                 device = monitor.poll(timeout=0)
             except OSError as e:
                 if e.errno != errno.ENOBUFS:
                     raise
-                # Events were dropped: nothing we hold can be trusted.
-                self._apply_locked(touched, removed)
-                self._full_resync_locked("overrun")
-                touched.clear()
-                removed.clear()
+                # Events were dropped: nothing we hold can be trusted until every block is read again.
+                self._overruns += 1
+                self._request_resync_locked("overrun")
                 continue
             if device is None:
                 break
             name = device.sys_name or ""
-            if not (name.startswith("memory") and name[6:].isdigit()):
+            block_id = parse_block_name(name)
+            if block_id is None:
+                self._ignore_locked(name)
                 continue
-            block_id = int(name[6:])
             self.events_applied += 1
             if device.action == "remove":
                 removed.add(block_id)
@@ -289,6 +321,23 @@ class LiveBlocks:
                 touched.add(block_id)
                 removed.discard(block_id)
         self._apply_locked(touched | (self._incomplete - removed), removed)
+
+    def _ignore_locked(self, name: str) -> None:
+        self.events_ignored += 1
+        level = logging.WARNING if self.events_ignored == 1 else logging.DEBUG
+        log.log(
+            level, "block snapshot: ignoring a memory uevent for %r (not memoryN); further ones are counted", name[:80]
+        )
+
+    def _request_resync_locked(self, reason: str) -> None:
+        self._resync_due = self._resync_due or reason
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass  # full (a wake-up is pending anyway), or closed
 
     # -- updating the snapshot --------------------------------------------------
 
@@ -368,6 +417,8 @@ class LiveBlocks:
             self._resyncing = True
             self._touched_during_resync = set()
             self._nodes_during_resync = set()
+            self._resync_due = None  # this read starts after whatever asked for one
+            covers = self._overruns
         try:
             started = time.time()
             blocks = self._read_all()
@@ -376,10 +427,7 @@ class LiveBlocks:
                 self._resyncing = False
         with self._lock:
             self._swap_in_locked(blocks, started, reason)
-
-    def _full_resync_locked(self, reason: str) -> None:
-        started = time.time()
-        self._swap_in_locked(self._read_all(), started, reason)
+            self._overruns_covered = max(self._overruns_covered, covers)
 
     def _swap_in_locked(self, blocks: list[MemoryBlock], started: float, reason: str) -> None:
         old = self._view
@@ -445,9 +493,11 @@ class LiveBlocks:
 
     def _step(self, monitor: Any) -> None:
         now = self._clock()
-        wait = max(0.0, min(self._next_full, self._next_state) - now)
-        ready, _, _ = select.select([monitor], [], [], min(wait, self.poll_timeout))
-        if ready:
+        wait = 0.0 if self._resync_due else max(0.0, min(self._next_full, self._next_state) - now)
+        ready, _, _ = select.select([monitor, self._wake_r], [], [], min(wait, self.poll_timeout))
+        if self._wake_r in ready:
+            _drain_pipe(self._wake_r)
+        if monitor in ready:
             with self._lock:
                 if self._monitor is monitor:
                     try:
@@ -456,7 +506,9 @@ class LiveBlocks:
                         self._monitor_failed_locked(e)
                         return
         now = self._clock()
-        if now >= self._next_full:
+        if self._resync_due:
+            self._full_resync(self._resync_due)
+        elif now >= self._next_full:
             self._full_resync("interval")
         elif now >= self._next_state:
             self._state_pass()
@@ -500,3 +552,21 @@ class LiveBlocks:
             raise flight.error
         assert flight.result is not None
         return flight.result
+
+
+def _set_rcvbuf(fd: int, size: int) -> None:
+    sock = socket.socket(fileno=os.dup(fd))  # the dup shares the socket; closing it leaves ours open
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    except OSError as e:
+        log.debug("block snapshot: SO_RCVBUF %d: %s", size, e)
+    finally:
+        sock.close()
+
+
+def _drain_pipe(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:
+        pass  # empty (EAGAIN)

@@ -7,7 +7,7 @@ import os
 import re
 
 from .fsread import ATTR_MAX, ParseErrors, decode_attr, parse_bool, parse_int, read_attr, read_bytes
-from .model import BLOCK_STATES, MemoryBlock, MemoryConfig
+from .model import BLOCK_STATES, MemoryBlock, MemoryConfig, parse_block_name
 
 NODE_LINK = re.compile(r"node([0-9]+)\Z")
 ZONE_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9]*\Z")
@@ -61,8 +61,8 @@ def list_block_ids(memory_dir: str, errors: ParseErrors) -> list[int]:
     except OSError as e:
         errors.add("memory", f"listdir: {os.strerror(e.errno or 0)}")
         return []
-    # memory[0-9]+ only, not memory_failure; cheaper than a regex per entry.
-    ids = [int(name[6:]) for name in names if name.startswith("memory") and name[6:].isdigit()]
+    # memory[0-9]+ only, not memory_failure
+    ids = [i for i in map(parse_block_name, names) if i is not None]
     ids.sort()
     return ids
 

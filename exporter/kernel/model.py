@@ -11,6 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 BLOCK_STATES = ("online", "offline", "going-offline")
+# Block ids are physical address / block size: 8 digits cover 2^52 bytes at 128 MiB blocks.
+MAX_BLOCK_DIGITS = 10
+
+
+def parse_block_name(name: str) -> int | None:
+    """N of a ``memoryN`` name, N 1-10 ASCII digits; None for anything else: ``memory_failure``,
+    ``memory²`` (``str.isdigit`` says yes, ``int`` raises) or 5,000 digits (``int`` refuses)."""
+    digits = name[6:]
+    if name.startswith("memory") and 0 < len(digits) <= MAX_BLOCK_DIGITS and digits.isascii() and digits.isdigit():
+        return int(digits)
+    return None
+
+
 MOVABLE = "Movable"
 NONE_ZONE = "none"
 

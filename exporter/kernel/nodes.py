@@ -6,7 +6,7 @@ import os
 import re
 
 from .fsread import ParseErrors, read_attr
-from .model import Node
+from .model import Node, parse_block_name
 
 NODE_DIR = re.compile(r"node([0-9]+)\Z")
 
@@ -54,7 +54,7 @@ def read_nodes(node_dir: str, errors: ParseErrors) -> list[Node]:
         except OSError as e:
             errors.add("nodeN", f"listdir: {os.strerror(e.errno or 0)}")
             continue
-        blocks = sorted(int(e[6:]) for e in entries if e.startswith("memory") and e[6:].isdigit())
+        blocks = sorted(i for i in map(parse_block_name, entries) if i is not None)
 
         member = {key: None if s is None else node_id in s for key, s in lists.items()}
         nodes.append(Node(node_id, tuple(blocks), member["has_memory"], member["has_normal_memory"], member["online"]))

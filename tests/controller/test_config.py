@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -228,10 +231,70 @@ def test_every_key_is_documented():
         ('sev=""', {}, True),
         ("sev=page", {"sev": "page"}, True),  # unquoted value
         (r'msg="a \"q\""', {"msg": 'a "q"'}, True),
+        # regexes as Alertmanager users write them: the same answers as under Python's re
+        ('severity=~"warning|page"', {"severity": "page"}, True),
+        ('severity=~"warning|page"', {"severity": "pager"}, False),
+        (r'instance=~".*\\.prod\\.example\\.com(:[0-9]+)?"', {"instance": "db1.prod.example.com:9100"}, True),
+        (r'instance=~".*\\.prod\\.example\\.com(:[0-9]+)?"', {"instance": "db1.prodXexample.com"}, False),
+        ('job!~"node|memhp"', {"job": "memhp"}, False),
+        ('node=~".+"', {}, False),  # the missing label is "", which .+ does not match
+        ('node=~""', {}, True),
+        ('sev=~"(?i)PAGE"', {"sev": "page"}, True),
+        ('msg=~"a.b"', {"msg": "a\nb"}, True),  # `.` matches a newline, as before
+        ('zone=~"[A-Z][a-z]+"', {"zone": "Movable"}, True),
+        ('zone=~"é+"', {"zone": "éé"}, True),
+        ('x=~"a.b"', {"x": "a\ud800b"}, True),  # a lone surrogate (valid JSON) matches, never raises
     ],
 )
 def test_matchers(text, labels, expected):
     assert parse_matcher(text).matches(labels) is expected
+
+
+HOSTILE_MATCHING = r"""
+import sys, time
+from memhp.controller.config import parse_matcher
+
+m = parse_matcher(r'instance=~"(.*\\.)*prod\\.example\\.com"')
+labels = [{"instance": "a." * n + "x"} for n in range(40, 1040)]  # 81 bytes and longer, sender-chosen
+start = time.monotonic()
+hits = sum(m.matches(lb) for lb in labels)
+print(hits, time.monotonic() - start)
+"""
+
+
+def test_hostile_regex_against_hostile_labels_is_linear():
+    """A backtracking engine takes minutes on the first of these labels (the
+    controller's worker frozen inside one C call, which no signal interrupts):
+    run it in a child that can be killed."""
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", HOSTILE_MATCHING], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+    except subprocess.TimeoutExpired:
+        pytest.fail("1,000 hostile labels were not matched within 60 s: the regex engine backtracks")
+    hits, elapsed = out.split()
+    assert hits == "0" and float(elapsed) < 2.0
+
+
+def test_patterns_re2_refuses_are_config_errors_with_position():
+    p = problems("""\
+        rules:
+          - name: r
+            alertname: A
+            action: online
+            count: 1
+            matchers:
+              - 'instance=~"(a)\\\\1"'
+              - 'instance=~"db(?=1)"'
+              - 'instance=~"(?<!x)db"'
+              - 'instance=~"a{1001}"'
+        """)
+    assert len(p) == 1  # the walker stops at the first bad item of a list
+    assert p[0].startswith("policy.yaml:7:9: rules[0].matchers: bad regex")
+    assert "RE2 syntax" in p[0] and "backreferences" in p[0]
+    for bad in (r'x=~"db(?=1)"', r'x=~"(?<!x)db"', r'x=~"a{1001}"', r'x=~"(a)\\1"'):
+        with pytest.raises(ValueError, match=r"bad regex.*RE2 syntax"):
+            parse_matcher(bad)
 
 
 def test_units():
@@ -272,3 +335,82 @@ def test_docs_reference_every_key_and_guard():
         "node_label",
     ):
         assert f"`{guard}`" in doc and guard in guards_doc
+
+
+def _numeric_keys(cls=Config, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every int or float key of the schema (durations are floats, sizes ints), as a path."""
+    import dataclasses
+    import typing
+
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+        tp = args[0] if len(args) == 1 else hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += _numeric_keys(tp, (*prefix, f.name))
+        elif typing.get_origin(tp) is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            out += _numeric_keys(typing.get_args(tp)[0], (*prefix, f"{f.name}[]"))
+        elif tp in (int, float):
+            out.append((*prefix, f.name))
+    return out
+
+
+NUMERIC_KEYS = _numeric_keys()
+
+
+def _policy_setting(path: tuple[str, ...], value: str) -> tuple[str, str]:
+    """A policy file setting ``path`` to ``value`` (last line), and the key the error names."""
+    lines, indent, key = [], "", []
+    for part in path[:-1]:
+        if part == "rules[]":
+            lines += ["rules:", "  - name: r", "    alertname: A", "    action: rebalance"]
+            indent, key = "    ", ["rules[0]"]
+        else:
+            lines.append(f"{indent}{part}:")
+            indent += "  "
+            key.append(part)
+    lines.append(f"{indent}{path[-1]}: {value}")
+    return "\n".join(lines) + "\n", ".".join([*key, path[-1]])
+
+
+def test_numeric_keys_are_found():
+    assert ("rules[]", "target_ratio") in NUMERIC_KEYS and ("guards", "quarantine", "duration") in NUMERIC_KEYS
+    assert len(NUMERIC_KEYS) >= 20
+
+
+@pytest.mark.parametrize("value", [".nan", ".NaN", ".inf", "-.inf", "+.inf"])
+@pytest.mark.parametrize("path", NUMERIC_KEYS, ids=".".join)
+def test_every_number_must_be_finite(path, value):
+    """`target_ratio: .nan` passed every check (nan compares false with everything) and the rule never acted."""
+    text, key = _policy_setting(path, value)
+    with pytest.raises(ConfigError) as e:
+        load_config_text(text, "policy.yaml")
+    last = text.splitlines()[-1]
+    where = f"policy.yaml:{len(text.splitlines())}:{last.index(value) + 1}: {key}: "
+    assert [p for p in e.value.problems if p.startswith(where)], (where, e.value.problems)
+
+
+def test_target_ratio_nan_is_refused_by_check_config(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  - name: r\n    alertname: A\n    action: rebalance\n    target_ratio: .nan\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "memhp.controller.cli", "--config.file", str(policy), "check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode != 0 and f"{policy}:5:19: rules[0].target_ratio: must be a finite number" in r.stderr
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, "9" * 400])  # 400 digits: float() rounds to inf
+def test_durations_are_finite(value):
+    with pytest.raises(ValueError, match="finite"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e400", "0", "-1"])
+def test_act_target_ratio_is_finite_and_positive(text):
+    argv = ["memhp.controller.cli", "act", "rebalance", f"--target-ratio={text}"]
+    r = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--target-ratio: invalid positive_number value" in r.stderr, r.stderr

@@ -1,5 +1,6 @@
 """Offline failures from kernel log lines, followed like tail -f."""
 
+import os
 import time
 
 from memhp.exporter.events.kmsg import FailureCounts, KmsgWatcher, parse_failure
@@ -92,3 +93,27 @@ def test_known_reasons_start_at_zero(tmp_path):
         assert reg.get_sample_value("memhp_offline_failures_total", {"reason": reason}) == 0
     counts.add(parse_failure(KMSG), 128 << 20, 0.0)
     assert reg.get_sample_value("memhp_offline_failures_total", {"reason": "notifier failure"}) == 1
+
+
+def _thread_cpu_seconds(native_id: int) -> float:
+    """utime + stime of one thread of this process, from /proc (fields 14 and 15)."""
+    with open(f"/proc/self/task/{native_id}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_character_device_at_eof_does_not_spin():
+    """--path.kmsg /dev/null: select() says readable and read() returns b"" at
+    once, forever; the idle watcher burnt 8.3 s of CPU every 10 s."""
+    w = KmsgWatcher("/dev/null", FailureCounts(block_limit=2), lambda: 128 << 20, poll_interval=0.5).start()
+    try:
+        wait_for(lambda: w.up)
+        tid = w._thread.native_id
+        assert tid is not None
+        before = _thread_cpu_seconds(tid)
+        time.sleep(2.0)
+        spent = _thread_cpu_seconds(tid) - before
+        assert w.up and w.restarts == 0
+    finally:
+        w.stop()
+    assert spent < 0.3, f"the watcher used {spent:.2f} s of CPU in 2 s of an empty log"
