@@ -31,7 +31,7 @@ from memhp.controller.relay.template import TargetTemplate
 from memhp.controller.sources.common import labels_fingerprint
 from memhp.controller.sources.webhook import WebhookSettings, serve
 from tests.helpers.sink import RecordingSink
-from tests.helpers.web import secret_file, webhook_body
+from tests.helpers.web import healthy, post_status, secret_file, webhook_body
 
 RELAY_TOKEN = "am-to-relay-0123456789"
 CTRL_TOKEN = "relay-to-controller-0123456789"
@@ -126,24 +126,10 @@ class Relay:
         )
 
     def post(self, data: bytes, timeout: float = 120) -> int:
-        req = urllib.request.Request(
-            self.handle.webhook_url,
-            data=data,
-            method="POST",
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {RELAY_TOKEN}"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status
-        except urllib.error.HTTPError as e:
-            return e.code
+        return post_status(self.handle.webhook_url, data, {"Authorization": f"Bearer {RELAY_TOKEN}"}, timeout)
 
     def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.handle.url + "/-/healthy", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
+        return healthy(self.handle.url)
 
     def value(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0
@@ -272,21 +258,10 @@ class RelayProcess:
             time.sleep(0.1)
 
     def post(self, data: bytes, timeout: float = 120) -> int:
-        req = urllib.request.Request(
-            self.url + "/webhook/alertmanager", data=data, method="POST", headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return resp.status
-        except urllib.error.HTTPError as e:
-            return e.code
+        return post_status(self.url + "/webhook/alertmanager", data, timeout=timeout)
 
     def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/-/healthy", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
+        return healthy(self.url)
 
     def metric(self, name: str) -> float:
         with urllib.request.urlopen(self.url + "/metrics", timeout=10) as resp:

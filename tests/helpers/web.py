@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 TOKEN = "t0ken-for-web-tests-0123456789"
@@ -43,3 +45,24 @@ def payload(**alert_extra) -> dict:
     }
     alert.update(alert_extra)
     return webhook_body([alert])
+
+
+def post_status(url: str, data: bytes, headers: dict[str, str] | None = None, timeout: float = 120) -> int:
+    """POST ``data`` as JSON to ``url``; the HTTP status, whatever it is."""
+    req = urllib.request.Request(
+        url, data=data, method="POST", headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def healthy(base_url: str, timeout: float = 2) -> bool:
+    """Whether ``/-/healthy`` of the server at ``base_url`` answers 200 within ``timeout``."""
+    try:
+        with urllib.request.urlopen(base_url + "/-/healthy", timeout=timeout) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
