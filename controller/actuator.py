@@ -304,10 +304,7 @@ class _AttemptFailed(Exception):
 
 def _backoff(r: RetryConfig) -> wait_exponential_jitter:
     """backoff_initial * 2**(n-1) + uniform(0, jitter), at most backoff_max."""
-    try:  # tenacity >= 9.1 names the first backoff "multiplier"
-        return wait_exponential_jitter(multiplier=r.backoff_initial, max=r.backoff_max, jitter=r.backoff_jitter)
-    except TypeError:  # older tenacity: "initial"
-        return wait_exponential_jitter(initial=r.backoff_initial, max=r.backoff_max, jitter=r.backoff_jitter)
+    return wait_exponential_jitter(multiplier=r.backoff_initial, max=r.backoff_max, jitter=r.backoff_jitter)
 
 
 class Actuator:

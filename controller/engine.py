@@ -55,7 +55,7 @@ def bounded_id(s: str) -> str:
 def occurrence_key(alert: Alert) -> Occurrence:
     """Idempotency key: firing and resolved of one episode are distinct occurrences."""
     fp, sa = alert.occurrence
-    return (bounded_id(fp), bounded_id(sa), alert.status != FIRING)
+    return Occurrence(bounded_id(fp), bounded_id(sa), alert.status != FIRING)
 
 
 def node_id(raw: str | None) -> int | None:
@@ -200,10 +200,10 @@ class Engine:
                 if self.match(a) is None:
                     continue
                 key = occurrence_key(a)
-                if key[0] and (self.guards.already_acted(key) or key in self._pending or key in in_batch):
+                if key.fingerprint and (self.guards.already_acted(key) or key in self._pending or key in in_batch):
                     self.metrics.alerts_deduplicated.inc()
                     continue
-                if key[0]:
+                if key.fingerprint:
                     in_batch.add(key)
                 work.append((a, key))
                 if len(work) > cap:  # all of a batch or none: this one can never fit
@@ -219,7 +219,7 @@ class Engine:
             if self._queue.qsize() + len(work) > cap:
                 raise SinkFull(f"queue full ({cap})")
             for a, key in work:
-                if key[0]:
+                if key.fingerprint:
                     self._pending.add(key)
                 self._queue.put(a)
                 self._inflight += 1

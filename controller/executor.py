@@ -43,7 +43,7 @@ class Origin:
 
     @property
     def occurrence(self) -> Occurrence:
-        return (self.fingerprint, self.starts_at, self.resolved)
+        return Occurrence(self.fingerprint, self.starts_at, self.resolved)
 
     def fields(self, req: Request) -> dict[str, Any]:
         """The alert fields of the records an action writes."""

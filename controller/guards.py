@@ -31,6 +31,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .config import GuardsConfig
 from .journal import Journal
@@ -66,7 +67,16 @@ MAX_ACTED = 50_000
 # others are counted (memhp_controller_guard_refusals_total, ..._refusals_unjournalled_total).
 REFUSAL_JOURNAL_INTERVAL = 60.0
 
-Occurrence = tuple[str, str, bool]  # (fingerprint, starts_at, resolved)
+
+class Occurrence(NamedTuple):
+    """One alert occurrence, the key that makes acting on it idempotent."""
+
+    fingerprint: str
+    starts_at: str
+    resolved: bool  # the resolution of that episode, a distinct occurrence from its firing
+
+
+NO_OCCURRENCE = Occurrence("", "", False)  # ``act``: no alert behind the action
 
 
 class Refused(Exception):
@@ -98,7 +108,7 @@ class GuardState:
             case ActionStart():
                 self.last_action[rec.rule] = max(ts, self.last_action.get(rec.rule, 0.0))
                 if rec.fingerprint:
-                    self._add_acted(rec.occurrence, ts)
+                    self._add_acted(Occurrence(*rec.occurrence), ts)
                 self.open_actions[rec.action_id] = rec
                 if len(self.open_actions) > MAX_ACTED:  # only a corrupt history gets here
                     self.open_actions.pop(next(iter(self.open_actions)))
@@ -125,7 +135,7 @@ class GuardState:
                 if rec.outcome == Outcome.COMPLETED:
                     self.changes.append((ts, rec.action_id, rec.block))
             case StateActed():
-                self._add_acted((rec.fingerprint, rec.starts_at, rec.resolved), rec.at)
+                self._add_acted(Occurrence(rec.fingerprint, rec.starts_at, rec.resolved), rec.at)
             case StateRule():
                 self.last_action[rec.rule] = max(rec.at, self.last_action.get(rec.rule, 0.0))
             case StateChange():
@@ -182,7 +192,7 @@ class GuardState:
         """What a rotated journal must carry over (records that rebuild this state)."""
         for occ, at in self.acted.items():
             if now - at <= self.acted_retention:
-                yield StateActed(fingerprint=occ[0], starts_at=occ[1], resolved=occ[2], at=at)
+                yield StateActed(fingerprint=occ.fingerprint, starts_at=occ.starts_at, resolved=occ.resolved, at=at)
         for rule, at in self.last_action.items():
             yield StateRule(rule=rule, at=at)
         self.changes_since(now - HOUR)
@@ -290,7 +300,8 @@ class Guards:
         return self.state.quarantined(self.clock())
 
     def already_acted(self, occurrence: Occurrence) -> bool:
-        return bool(occurrence[0]) and occurrence in self.state.acted
+        fingerprint, _, _ = occurrence
+        return bool(fingerprint) and occurrence in self.state.acted
 
     # --- bookkeeping -----------------------------------------------------------------------
 
@@ -301,7 +312,7 @@ class Guards:
         *,
         rule: str,
         action: Action,
-        occurrence: Occurrence = ("", "", False),
+        occurrence: Occurrence = NO_OCCURRENCE,
         source: str = "",
         plan: tuple[PlanStep, ...] = (),
     ) -> None:
@@ -325,9 +336,9 @@ class Guards:
                 detail=clip(detail),
                 rule=rule,
                 action=action,
-                fingerprint=occurrence[0],
-                starts_at=occurrence[1],
-                resolved=occurrence[2],
+                fingerprint=occurrence.fingerprint,
+                starts_at=occurrence.starts_at,
+                resolved=occurrence.resolved,
                 source=source,
                 plan=plan,
                 suppressed=suppressed,

@@ -18,12 +18,11 @@ and a body out.
 from __future__ import annotations
 
 import gzip as gzip_module
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import parse_qs
 
 from prometheus_client.core import Metric
-from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
@@ -155,22 +154,3 @@ def render(
             zipped.append(gzip_module.compress(EOF_LINE))
     # Concatenated gzip members are one valid gzip stream (RFC 1952 2.2).
     return content_type, b"".join(zipped if gzip else parts)
-
-
-def make_metrics_app(registry: Collector) -> Callable[..., list[bytes]]:
-    """A WSGI app serving :func:`render`, as prometheus_client's make_wsgi_app does."""
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        params = parse_qs(environ.get("QUERY_STRING", ""))
-        if environ.get("REQUEST_METHOD") == "OPTIONS":
-            start_response("200 OK", [("Allow", "OPTIONS,GET")])
-            return [b""]
-        use_gzip = gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", ""))
-        content_type, body = render(registry, environ.get("HTTP_ACCEPT"), params.get("name[]"), gzip=use_gzip)
-        headers = [("Content-Type", content_type)]
-        if use_gzip:
-            headers.append(("Content-Encoding", "gzip"))
-        start_response("200 OK", headers)
-        return [body]
-
-    return app

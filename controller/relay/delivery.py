@@ -18,7 +18,6 @@ import base64
 import http.client
 import json
 import logging
-import random
 import ssl
 import threading
 import time
@@ -29,6 +28,7 @@ from urllib.parse import urlsplit
 
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
+from memhp.backoff import exponential
 from memhp.controller import httpclient
 from memhp.controller.alert import FIRING, Alert
 from memhp.web.secrets import SecretFile, parse_basic_auth, parse_bearer_token
@@ -48,6 +48,10 @@ F_CONNECT = "connection"
 F_HTTP_RETRYABLE = "http_retryable"  # 408/429/5xx still, after the last attempt
 F_HTTP_REFUSED = "http_refused"  # another 4xx: not retried
 FAILURE_REASONS = (F_QUEUE_FULL, F_DEADLINE, F_CONNECT, F_HTTP_RETRYABLE, F_HTTP_REFUSED)
+
+# Between attempts: 0.2 s, 0.4 s, ... at most 2 s, each drawn from its upper half
+# so that a relay's retries to many nodes do not arrive together.
+RETRY_BACKOFF = exponential(0.2, 2.0, spread=0.5)
 
 
 @dataclass(frozen=True)
@@ -224,7 +228,7 @@ class Deliverer:
             return state.attempt_number >= s.max_attempts or end - time.monotonic() < 0.05
 
         def wait(state: RetryCallState) -> float:
-            backoff = min(0.2 * 2 ** (state.attempt_number - 1), 2.0) * random.uniform(0.5, 1.0)
+            backoff = RETRY_BACKOFF(state)
             exc = state.outcome.exception() if state.outcome is not None else None
             if isinstance(exc, _Retryable) and exc.retry_after is not None:
                 backoff = max(backoff, exc.retry_after)

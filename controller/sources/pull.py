@@ -48,7 +48,6 @@ import random
 import ssl
 import threading
 import time
-import urllib.request
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -325,11 +324,6 @@ class PullSource:
         except SecretFileError as e:
             raise PullConfigError(str(e)) from None
         self._ssl = ssl.create_default_context(cafile=settings.ca_file) if settings.url.startswith("https") else None
-        # No proxies from the environment and no redirects: credentials go to the URL configured, only.
-        handlers: list[Any] = [urllib.request.ProxyHandler({}), _NoRedirect()]
-        if self._ssl is not None:
-            handlers.append(urllib.request.HTTPSHandler(context=self._ssl))
-        self._opener = urllib.request.build_opener(*handlers)
         for r in POLL_RESULTS:
             metrics.polls.labels(r)
         self._last_success = time.monotonic()  # staleness counts from start-up until the first success
@@ -346,22 +340,24 @@ class PullSource:
             return dict(self._state.active)
 
     # -- fetching
-    def build_request(self) -> urllib.request.Request:
+    def _headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": "memhp-controller"}
         if self._bearer is not None:
             headers["Authorization"] = "Bearer " + self._bearer.get().decode()
         elif self._basic is not None:
             user, password = self._basic.get()
             headers["Authorization"] = "Basic " + base64.b64encode(user + b":" + password).decode()
-        return urllib.request.Request(self.settings.alerts_url(), headers=headers, method="GET")
+        return headers
 
     def fetch(self) -> list[dict[str, Any]]:
-        """The raw alert objects; raises OSError, _HTTPStatus or _BadResponse, all within the total deadline."""
-        req = self.build_request()
+        """The raw alert objects; raises OSError, _HTTPStatus or _BadResponse, all within the total deadline.
+
+        httpclient uses no proxy from the environment and follows no redirect: the
+        credentials go to the URL configured, only."""
         try:
             resp = httpclient.request(
-                req.full_url,
-                headers=dict(req.header_items()),
+                self.settings.alerts_url(),
+                headers=self._headers(),
                 deadline=self.settings.timeout,
                 max_bytes=self.settings.max_response_bytes,
                 ssl_context=self._ssl,
@@ -473,8 +469,3 @@ class PullSource:
             if failures and wait > interval * (1 + JITTER):
                 log.info("pull: %d failed poll(s) in a row; next poll in %.1fs", failures, wait)
             wait = max(0.0, wait - (time.monotonic() - started))
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None  # a redirect becomes an HTTPError: never forward credentials elsewhere

@@ -1,15 +1,27 @@
 """A daemon thread that keeps one long-running source going: when it fails it
-is restarted after an exponential backoff, and ``up``/``restarts`` say so."""
+is restarted after an exponential backoff (:mod:`memhp.backoff`), and
+``up``/``restarts`` say so."""
 
 from __future__ import annotations
 
 import logging
 import threading
 
+from tenacity.wait import wait_base
+
+from memhp.backoff import exponential, keep_running
+
 log = logging.getLogger(__name__)
 
+# The exporter's background sources wait 1 s after a failure, twice that after
+# each further one in a row, at most a minute.
 BACKOFF_START = 1.0
 BACKOFF_MAX = 60.0
+
+
+def restart_backoff() -> wait_base:
+    """The exporter's wait policy between restarts (read when a thread starts)."""
+    return exponential(BACKOFF_START, BACKOFF_MAX)
 
 
 class RestartingThread:
@@ -18,6 +30,7 @@ class RestartingThread:
     def __init__(self) -> None:
         self.up = False
         self.restarts = 0
+        self._first = True
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
@@ -34,17 +47,14 @@ class RestartingThread:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        backoff = BACKOFF_START
-        first = True
-        while not self._stop.is_set():
-            try:
-                self.follow(first)
-                backoff = BACKOFF_START
-            except Exception as e:  # noqa: BLE001 - any failure: count, back off, restart
-                self.up = False
-                self.restarts += 1
-                log.warning("%s failed: %s; restarting in %.0fs", self.name, e, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-            first = False
+        keep_running(self._follow_once, self._stop, restart_backoff(), self._failed)
         self.up = False
+
+    def _follow_once(self) -> None:
+        first, self._first = self._first, False
+        self.follow(first)
+
+    def _failed(self, error: Exception, wait: float) -> None:
+        self.up = False
+        self.restarts += 1
+        log.warning("%s failed: %s; restarting in %.0fs", self.name, error, wait)

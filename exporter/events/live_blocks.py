@@ -42,12 +42,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from memhp.backoff import keep_running
+
 from ..kernel.fsread import ATTR_MAX, ParseErrors
 from ..kernel.memory_blocks import has_node_dirs, read_block, read_blocks
 from ..kernel.model import BLOCK_STATES, MemoryBlock, parse_block_name
 from ..kernel.nodes import block_node_map, read_nodes
 from ..kernel.paths import Paths
-from .background import BACKOFF_MAX, BACKOFF_START
+from .background import restart_backoff
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +137,10 @@ def read_states(memory_dir: str, ids: Iterable[int]) -> dict[int, bytes | None]:
     return out
 
 
+class _MonitorLost(Exception):
+    """The thread's monitor failed (in a scrape or in the thread): back off, then listen again."""
+
+
 class _Flight:
     """One read shared by every scrape that arrived before it started."""
 
@@ -199,6 +205,7 @@ class LiveBlocks:
         self._flight: _Flight | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._following: Any = None  # the monitor the thread follows; None once it has waited after a loss
         self._next_full = self._next_state = 0.0
 
     # -- public ---------------------------------------------------------------
@@ -230,6 +237,7 @@ class LiveBlocks:
             return self
         # Listen first, read second: an event during the read waits in the socket.
         self._set_monitor(monitor)
+        self._following = monitor
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._full_resync("start")
         self._thread = threading.Thread(target=self._run, name="memhp-blocks", daemon=True)
@@ -464,26 +472,32 @@ class LiveBlocks:
     # -- the thread -------------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = BACKOFF_START
-        while not self._stop.is_set():
-            try:
-                with self._lock:
-                    monitor = self._monitor
-                if monitor is None:
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX)
-                    if self._stop.is_set():
-                        return
-                    self._restart_monitor()
-                    backoff = BACKOFF_START
-                    continue
-                self._step(monitor)
-            except Exception as e:  # noqa: BLE001 - never let the thread die: back off and retry
-                log.warning("block snapshot: %s", e)
-                with self._lock:
-                    if isinstance(e, OSError) and self._monitor is not None:
-                        self._monitor_failed_locked(e)
-                self._stop.wait(min(backoff, 1.0))
+        keep_running(self._turn, self._stop, restart_backoff(), self._turn_failed)
+
+    def _turn(self) -> None:
+        """Follow the monitor for one step; once it is lost, fail once (the
+        backoff waits) and then start a new one."""
+        with self._lock:
+            monitor = self._monitor
+        if monitor is not None:
+            self._following = monitor
+            self._step(monitor)
+        elif self._following is not None:
+            self._following = None
+            raise _MonitorLost("the uevent monitor is gone")
+        else:
+            self._restart_monitor()
+            self._following = self._monitor
+
+    def _turn_failed(self, error: Exception, wait: float) -> None:
+        if isinstance(error, _MonitorLost):
+            log.info("block snapshot: listening to uevents again in %.0fs", wait)
+            return
+        log.warning("block snapshot: %s; going on in %.0fs", error, wait)
+        with self._lock:
+            if isinstance(error, OSError) and self._monitor is not None:
+                self._monitor_failed_locked(error)
+                self._following = None  # this wait is the one after the loss
 
     def _restart_monitor(self) -> None:
         monitor = self._monitor_factory()

@@ -7,6 +7,7 @@ import hashlib
 import os
 
 from memhp.controller.alert import Alert
+from memhp.controller.guards import Occurrence
 from memhp.controller.policy import Request
 from tests.controller.sysfs_tree import errno_writer
 from tests.helpers.controller import standard_layout
@@ -76,7 +77,24 @@ def test_dry_run_from_the_config_file(tree, make_engine):
     assert e.handle(alert()).status == "dry_run"
     assert tree_digest(tree) == before
     # a dry-run does not consume the occurrence: the same alert acts once dry-run is off
-    assert not e.guards.already_acted(("f1", "2024-01-01T00:00:00.000Z"))
+    assert not e.guards.already_acted(Occurrence("f1", "2024-01-01T00:00:00.000Z", False))
+
+
+def test_an_occurrence_that_acted_is_remembered_by_name(tree, make_engine):
+    standard_layout(tree)
+    e = make_engine(
+        rules="""\
+        - name: r
+          alertname: MemoryPressure
+          action: online-new
+          count: 1
+        """,
+    )
+    assert e.handle(alert(fp="f9")).status == "done"
+    (acted,) = e.guards.state.acted
+    assert (acted.fingerprint, acted.starts_at, acted.resolved) == ("f9", "2024-01-01T00:00:00.000Z", False)
+    assert e.guards.already_acted(Occurrence("f9", "2024-01-01T00:00:00.000Z", False))
+    assert not e.guards.already_acted(acted._replace(resolved=True))  # the resolution is another occurrence
 
 
 def test_cooldown_per_rule(tree, make_engine, clock):

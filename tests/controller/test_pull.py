@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.server
+import threading
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from memhp.controller.metrics import ControllerMetrics
 from memhp.controller.sources.pull import (
+    P_ERROR,
+    P_SUCCESS,
     PullConfigError,
     PullSettings,
     PullSource,
@@ -110,17 +114,71 @@ def test_flags(monkeypatch, tmp_path):
         pull_settings_from_args(parser.parse_args(["--alertmanager.url", "http://x"]))
 
 
-def test_credentials_sent_from_files(tmp_path):
+class Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with ``answer`` (status, headers, body); records the request headers."""
+
+    answer: tuple[int, dict[str, str], bytes] = (200, {}, b"[]")
+    seen: list
+
+    def do_GET(self) -> None:
+        self.seen.append(dict(self.headers))
+        status, headers, body = self.answer
+        self.send_response(status)
+        for name, value in {"Content-Length": str(len(body)), **headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder():
+    """``start(answer=...) -> (url, seen)``: a real HTTP server on loopback."""
+    servers = []
+
+    def start(answer=Recorder.answer):
+        seen: list = []
+        handler = type("Handler", (Recorder,), {"answer": answer, "seen": seen})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}", seen
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_credentials_sent_from_files(tmp_path, recorder):
+    url, seen = recorder()
     tok = tmp_path / "tok"
     tok.write_text("pull-token\n")
-    src = PullSource(settings(bearer_token_file=str(tok)), RecordingSink(), ControllerMetrics())
-    assert src.build_request().get_header("Authorization") == "Bearer pull-token"
+    src = PullSource(settings(url=url, bearer_token_file=str(tok)), RecordingSink(), ControllerMetrics())
+    assert src.poll_once().result == P_SUCCESS
     basic = tmp_path / "basic"
     basic.write_text("memhp:pw:x\n")
-    src = PullSource(settings(basic_auth_file=str(basic)), RecordingSink(), ControllerMetrics())
-    assert src.build_request().get_header("Authorization") == "Basic " + base64.b64encode(b"memhp:pw:x").decode()
+    src = PullSource(settings(url=url, basic_auth_file=str(basic)), RecordingSink(), ControllerMetrics())
+    assert src.poll_once().result == P_SUCCESS
+    assert [h["Authorization"] for h in seen] == [
+        "Bearer pull-token",
+        "Basic " + base64.b64encode(b"memhp:pw:x").decode(),
+    ]
     with pytest.raises(PullConfigError):
         PullSource(settings(bearer_token_file=str(tmp_path / "missing")), RecordingSink(), ControllerMetrics())
+
+
+def test_a_redirect_is_an_error_and_the_credentials_stay(tmp_path, recorder):
+    elsewhere, seen_elsewhere = recorder()
+    url, seen = recorder(answer=(302, {"Location": elsewhere + "/api/v2/alerts"}, b""))
+    tok = tmp_path / "tok"
+    tok.write_text("pull-token\n")
+    src = PullSource(settings(url=url, bearer_token_file=str(tok)), RecordingSink(), ControllerMetrics())
+    result = src.poll_once()
+    assert (result.result, result.error) == (P_ERROR, "HTTP 302")
+    assert len(seen) == 1 and not seen_elsewhere
 
 
 GOOD = {

@@ -34,15 +34,10 @@ from memhp.controller.sources.webhook import WebhookSettings, serve
 from tests.helpers.sink import RecordingSink
 from tests.helpers.tls import make_self_signed_cert
 from tests.helpers.wait import free_port
+from tests.helpers.web import secret_file
 
 RELAY_TOKEN = "am-to-relay-0123456789"
 CTRL_TOKEN = "relay-to-controller-0123456789"
-
-
-def secret(path: Path, text: str) -> Path:
-    path.write_text(text + "\n")
-    path.chmod(0o600)
-    return path
 
 
 # --------------------------------------------------------------------------- template
@@ -131,7 +126,7 @@ class Controllers:
     """Real controller webhook servers (recording sinks), one port, each on its own loopback address."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.token = secret(tmp_path / "ctrl-token", CTRL_TOKEN)
+        self.token = secret_file(tmp_path / "ctrl-token", CTRL_TOKEN)
         self.handles: list = []
         self.port = free_port()
         self._hosts = iter(f"127.0.0.{i}" for i in range(11, 250))
@@ -162,7 +157,7 @@ def controllers(tmp_path):
 class Relay:
     def __init__(self, tmp_path: Path, template: str, **delivery) -> None:
         self.metrics = RelayMetrics()
-        token = secret(tmp_path / "relay-token", RELAY_TOKEN)
+        token = secret_file(tmp_path / "relay-token", RELAY_TOKEN)
         delivery.setdefault("bearer_token_file", str(tmp_path / "ctrl-token"))
         self.deliverer = Deliverer(DeliverySettings(**delivery), self.metrics)
         self.sink = FanOutSink(TargetTemplate(template, AllowList.parse(["127.0.0.0/8"])), self.deliverer, self.metrics)
@@ -241,7 +236,7 @@ def test_a_target_that_misses_its_alerts_makes_the_answer_503(relay, controllers
 
 def test_wrong_credentials_at_the_target_fail_at_once_without_retries(relay, controllers, tmp_path):
     h1, _ = controllers.start()
-    wrong = secret(tmp_path / "wrong", "not-the-token")
+    wrong = secret_file(tmp_path / "wrong", "not-the-token")
     r = relay(bearer_token_file=str(wrong), max_attempts=5)
     status, _ = r.post(payload(alert_doc("n1", addr=addr(h1))))
     assert status == 503

@@ -31,6 +31,7 @@ from memhp.controller.relay.template import TargetTemplate
 from memhp.controller.sources.common import labels_fingerprint
 from memhp.controller.sources.webhook import WebhookSettings, serve
 from tests.helpers.sink import RecordingSink
+from tests.helpers.wait import free_port
 from tests.helpers.web import healthy, post_status, secret_file, webhook_body
 
 RELAY_TOKEN = "am-to-relay-0123456789"
@@ -227,12 +228,6 @@ def test_a_notification_to_many_unresponsive_targets_starves_no_one(fleet):
 
 
 # --------------------------------------------------------------------------- a real relay process
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class RelayProcess:

@@ -40,6 +40,7 @@ from tests.helpers.alertmanager import api_alert, requires_alertmanager
 from tests.helpers.sink import RecordingSink
 from tests.helpers.tls import make_ca, make_self_signed_cert, make_signed_cert
 from tests.helpers.wait import free_port, wait_until
+from tests.helpers.web import secret_file
 
 REPO = Path(__file__).resolve().parents[2]
 FLEET_EXAMPLE = REPO / "deploy" / "examples" / "alertmanager-memhp-fleet.yml"
@@ -47,12 +48,6 @@ RELAY_BIN = str(Path(sys.executable).parent / "memhp-relay")
 RELAY_TOKEN = "am-to-relay-0123456789"
 CTRL_TOKEN = "relay-to-controller-0123456789"
 TOKEN_KEY = "0123456789abcdef0123456789abcdef0123456789abcdef"
-
-
-def secret(path: Path, text: str) -> Path:
-    path.write_text(text + "\n")
-    path.chmod(0o600)
-    return path
 
 
 # --------------------------------------------------------------------------- the template, as a property
@@ -137,8 +132,8 @@ def test_allow_list_names_match_suffixes_and_addresses_match_cidrs():
 
 
 def test_cli_requires_an_allow_list_with_credentials(tmp_path):
-    tok = secret(tmp_path / "tok", CTRL_TOKEN)
-    key = secret(tmp_path / "key", TOKEN_KEY)
+    tok = secret_file(tmp_path / "tok", CTRL_TOKEN)
+    key = secret_file(tmp_path / "key", TOKEN_KEY)
     for creds in ([f"--target.bearer-token-file={tok}"], [f"--target.token-key-file={key}"]):
         p = subprocess.run([RELAY_BIN, "--web.no-auth", *creds], capture_output=True, text=True, timeout=30)
         assert p.returncode == 2 and p.stderr.count("\n") == 1 and "--target.allow" in p.stderr, p.stderr
@@ -237,7 +232,7 @@ def test_hostile_alerts_posted_to_alertmanager_send_nothing_elsewhere(tmp_path, 
     attacker = Listener("127.0.0.2", port)  # where the template's port points, on a host not allowed
     attacker_other = Listener("127.0.0.2", attacker_port)  # a port of the attacker's choice
     sink = RecordingSink()
-    ctrl_token = secret(tmp_path / "ctrl-token", CTRL_TOKEN)
+    ctrl_token = secret_file(tmp_path / "ctrl-token", CTRL_TOKEN)
     controller = serve(
         WebhookSettings(listen_address=f"127.0.0.3:{port}", bearer_token_file=str(ctrl_token)),
         sink,
@@ -245,7 +240,7 @@ def test_hostile_alerts_posted_to_alertmanager_send_nothing_elsewhere(tmp_path, 
     )
     cert, key = make_self_signed_cert(tmp_path, "relay")
     relay_port = free_port()
-    relay_token = secret(tmp_path / "relay-token", RELAY_TOKEN)
+    relay_token = secret_file(tmp_path / "relay-token", RELAY_TOKEN)
     log = open(tmp_path / "relay.log", "wb")
     relay = subprocess.Popen(
         [
@@ -363,7 +358,7 @@ def test_a_controller_whose_certificate_names_another_host_gets_no_token(tmp_pat
     wrong = TLSListener("127.0.0.4", port, *make_signed_cert(tmp_path, ca, "other", "IP:127.0.0.5,DNS:other.example"))
     right = TLSListener("127.0.0.6", port, *make_signed_cert(tmp_path, ca, "right", "IP:127.0.0.6"))
     named = TLSListener("127.0.0.1", port, *make_signed_cert(tmp_path, ca, "named", "DNS:localhost"))
-    tok = secret(tmp_path / "tok", CTRL_TOKEN)
+    tok = secret_file(tmp_path / "tok", CTRL_TOKEN)
     d = Deliverer(
         DeliverySettings(bearer_token_file=str(tok), ca_file=str(ca[0]), max_attempts=1, deadline=5), RelayMetrics()
     )
@@ -386,7 +381,7 @@ def test_a_controller_whose_certificate_names_another_host_gets_no_token(tmp_pat
 
 
 def test_per_node_tokens_open_one_node_each(tmp_path):
-    key = secret(tmp_path / "key", TOKEN_KEY)
+    key = secret_file(tmp_path / "key", TOKEN_KEY)
     port = free_port()
     hosts = ["127.0.0.7", "127.0.0.8"]
     p = subprocess.run(
@@ -404,14 +399,16 @@ def test_per_node_tokens_open_one_node_each(tmp_path):
         servers.append(
             serve(
                 WebhookSettings(
-                    listen_address=f"{host}:{port}", bearer_token_file=str(secret(tmp_path / f"t{i}", token))
+                    listen_address=f"{host}:{port}", bearer_token_file=str(secret_file(tmp_path / f"t{i}", token))
                 ),
                 sinks[-1],
                 ControllerMetrics(),
             )
         )
     swapped = serve(  # a controller provisioned with another node's token refuses the relay
-        WebhookSettings(listen_address=f"127.0.0.9:{port}", bearer_token_file=str(secret(tmp_path / "t9", tokens[0]))),
+        WebhookSettings(
+            listen_address=f"127.0.0.9:{port}", bearer_token_file=str(secret_file(tmp_path / "t9", tokens[0]))
+        ),
         RecordingSink(),
         ControllerMetrics(),
     )

@@ -13,7 +13,6 @@ import os
 import socket
 import ssl
 import time
-from pathlib import Path
 
 import pytest
 
@@ -36,9 +35,7 @@ from memhp.units import parse_duration
 from tests.helpers.sink import RecordingSink
 from tests.helpers.tls import make_self_signed_cert
 from tests.helpers.wait import wait_until
-from tests.helpers.web import webhook_body
-
-TOKEN = "t0ken-for-tests-0123456789"
+from tests.helpers.web import TOKEN, rejected, secret_file, webhook_body
 
 
 def alert(name="MemoryBlocksOffline", status=FIRING, labels=None, **extra):
@@ -61,16 +58,6 @@ def payload(*alerts, **extra):
     doc = webhook_body(list(alerts) or [alert()], **envelope)
     doc.update(extra)  # may replace "alerts" too
     return doc
-
-
-def rejected(metrics: ControllerMetrics, reason: str) -> float:
-    return metrics.registry.get_sample_value("memhp_controller_requests_rejected_total", {"reason": reason}) or 0.0
-
-
-def secret_file(path: Path, text: str) -> Path:
-    path.write_text(text + "\n")
-    path.chmod(0o600)
-    return path
 
 
 # --------------------------------------------------------------------------- payload parsing
@@ -234,59 +221,6 @@ def test_flags_round_trip(tmp_path):
 
 
 # --------------------------------------------------------------------------- HTTP
-
-
-class Receiver:
-    def __init__(self, handle, sink: RecordingSink, metrics: ControllerMetrics, ssl_context=None):
-        self.handle, self.sink, self.metrics, self.ssl_context = handle, sink, metrics, ssl_context
-
-    def request(
-        self,
-        method="POST",
-        path=WEBHOOK_PATH,
-        body: bytes | dict | None = None,
-        token: str | None = TOKEN,
-        headers: dict | None = None,
-    ) -> tuple[int, dict | bytes, http.client.HTTPResponse]:
-        if isinstance(body, dict):
-            body = json.dumps(body).encode()
-        hdrs = dict(headers or {})
-        if token is not None:
-            hdrs["Authorization"] = f"Bearer {token}"
-        if body is not None:
-            hdrs.setdefault("Content-Type", "application/json")
-        if self.ssl_context is not None:
-            conn = http.client.HTTPSConnection("127.0.0.1", self.handle.port, timeout=10, context=self.ssl_context)
-        else:
-            conn = http.client.HTTPConnection("127.0.0.1", self.handle.port, timeout=10)
-        try:
-            conn.request(method, path, body=body, headers=hdrs)
-            resp = conn.getresponse()
-            data = resp.read()
-        finally:
-            conn.close()
-        ctype = resp.getheader("Content-Type", "")
-        return resp.status, (json.loads(data) if ctype.startswith("application/json") else data), resp
-
-    def raw(self) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.handle.port), timeout=10)
-
-
-@pytest.fixture
-def receiver(tmp_path):
-    started = []
-
-    def start(**overrides) -> Receiver:
-        sink, metrics = RecordingSink(), ControllerMetrics()
-        settings = dict(listen_address="127.0.0.1:0", bearer_token_file=str(secret_file(tmp_path / "token", TOKEN)))
-        settings.update(overrides)
-        handle = serve(WebhookSettings(**settings), sink, metrics)
-        started.append(handle)
-        return Receiver(handle, sink, metrics)
-
-    yield start
-    for h in started:
-        h.shutdown()
 
 
 def test_valid_delivery_is_accepted_and_counted(receiver):
@@ -520,7 +454,7 @@ def test_tls(receiver, tmp_path):
     cert, key = make_self_signed_cert(tmp_path)
     r = receiver(tls_cert_file=str(cert), tls_key_file=str(key))
     assert r.handle.url.startswith("https://127.0.0.1:")
-    r.ssl_context = ssl.create_default_context(cafile=str(cert))
+    r.context = ssl.create_default_context(cafile=str(cert))
     status, doc, _ = r.request(body=payload())
     assert status == 200 and len(r.sink.alerts) == 1
     assert r.request(body=payload(), token="wrong")[0] == 401
@@ -542,7 +476,7 @@ def test_tls_handshake_is_under_the_deadline(receiver, tmp_path):
     # The handler closes the socket at the deadline, a moment before its
     # thread gives the slot back: wait for that, then the only worker serves.
     wait_until(lambda: r.handle.in_flight == 0, timeout=5)
-    r.ssl_context = ssl.create_default_context(cafile=str(cert))
+    r.context = ssl.create_default_context(cafile=str(cert))
     assert r.request(body=payload())[0] == 200  # the only worker was freed
 
 

@@ -12,9 +12,7 @@ import pytest
 import yaml
 
 from memhp.controller.alert import FIRING, RESOLVED
-from memhp.controller.metrics import ControllerMetrics
 from memhp.controller.sources.common import canonical_time
-from memhp.controller.sources.webhook import WebhookSettings, serve
 from tests.helpers.alertmanager import (
     alertmanager_config,
     api_alert,
@@ -23,48 +21,14 @@ from tests.helpers.alertmanager import (
     resolved,
     webhook_receiver,
 )
-from tests.helpers.sink import RecordingSink
 from tests.helpers.tls import make_self_signed_cert
 from tests.helpers.wait import wait_until
+from tests.helpers.web import rejected, secret_file
 
 pytestmark = [pytest.mark.prometheus, requires_alertmanager]
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "deploy" / "examples" / "alertmanager-memhp.yml"
-TOKEN = "am-to-memhp-token-0123456789"
-
-
-def rejected(metrics: ControllerMetrics, reason: str) -> float:
-    return metrics.registry.get_sample_value("memhp_controller_requests_rejected_total", {"reason": reason}) or 0.0
-
-
-def secret(path: Path, text: str) -> Path:
-    path.write_text(text + "\n")
-    path.chmod(0o600)
-    return path
-
-
-class Receiver:
-    def __init__(self, handle, sink, metrics, token_file):
-        self.handle, self.sink, self.metrics, self.token_file = handle, sink, metrics, token_file
-
-
-@pytest.fixture
-def receiver(tmp_path):
-    started = []
-
-    def start(**overrides) -> Receiver:
-        sink, metrics = RecordingSink(), ControllerMetrics()
-        token_file = secret(tmp_path / "memhp-token", TOKEN)
-        settings = dict(listen_address="127.0.0.1:0", bearer_token_file=str(token_file))
-        settings.update(overrides)
-        handle = serve(WebhookSettings(**settings), sink, metrics)
-        started.append(handle)
-        return Receiver(handle, sink, metrics, token_file)
-
-    yield start
-    for h in started:
-        h.shutdown()
 
 
 def named(name, status=None):
@@ -144,7 +108,7 @@ def test_repeats_reach_the_sink_with_the_same_occurrence(receiver, alertmanager)
 
 def test_wrong_or_missing_credentials_are_refused(receiver, alertmanager, tmp_path):
     r = receiver()
-    wrong = secret(tmp_path / "wrong-token", "not-the-token")
+    wrong = secret_file(tmp_path / "wrong-token", "not-the-token")
     config = alertmanager_config(
         webhook_receiver("wrong-token", r.handle.webhook_url, bearer_token_file=wrong),
         webhook_receiver("no-credentials", r.handle.webhook_url),
@@ -171,8 +135,8 @@ def test_wrong_or_missing_credentials_are_refused(receiver, alertmanager, tmp_pa
 
 
 def test_basic_auth_from_password_file(receiver, alertmanager, tmp_path):
-    basic = secret(tmp_path / "basic", "alertmanager:s3cret pass")
-    password = secret(tmp_path / "password", "s3cret pass")
+    basic = secret_file(tmp_path / "basic", "alertmanager:s3cret pass")
+    password = secret_file(tmp_path / "password", "s3cret pass")
     r = receiver(bearer_token_file=None, basic_auth_file=str(basic))
     am = alertmanager(
         alertmanager_config(webhook_receiver("memhp", r.handle.webhook_url, basic_auth=("alertmanager", password)))

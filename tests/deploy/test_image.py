@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from tests.helpers.deploy import (
 )
 from tests.helpers.tools import VENV_BIN
 from tests.helpers.trees import fixture_archives, unpack
+from tests.helpers.wait import free_port
 
 FIXTURE = next(a for a in fixture_archives() if a.name.startswith("two-node"))
 TOKEN = "test-token-0123456789abcdef"
@@ -53,12 +53,6 @@ def venv_argv(argv: list[str]) -> list[str]:
 @pytest.fixture
 def tree(tmp_path) -> Path:
     return unpack(FIXTURE, tmp_path / "host")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ----------------------------------------------------------------- the DaemonSet's mounts, emulated

@@ -1,18 +1,10 @@
 """Background sources: restarted with backoff after failures; the uevent
 monitor really listens on netlink here (it only reads)."""
 
-import time
-
 from memhp.exporter.events import background
 from memhp.exporter.events.background import RestartingThread
 from memhp.exporter.events.uevent_monitor import UeventMonitor
-
-
-def wait_for(pred, timeout=15):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+from tests.helpers.wait import wait_until as wait_for
 
 
 class Flaky(RestartingThread):

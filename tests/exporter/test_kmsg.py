@@ -4,16 +4,10 @@ import os
 import time
 
 from memhp.exporter.events.kmsg import FailureCounts, KmsgWatcher, parse_failure
+from tests.helpers.wait import wait_until as wait_for
 
 LINE = "memory offlining [mem 0x0000000148000000-0x000000014fffffff] failed due to notifier failure"
 KMSG = "7,1234,56789012,-;" + LINE
-
-
-def wait_for(pred, timeout=10):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "condition not met"
-        time.sleep(0.05)
 
 
 def test_parse_both_formats():

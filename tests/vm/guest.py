@@ -36,6 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.helpers.wait import free_port
+
 from . import initramfs as _initramfs
 from .initramfs import AGENT_PORT_NAME, GUEST_RESULTS, HOST_TAG, RESULTS_TAG
 from .kernel import Kernel, fetch_kernel
@@ -134,12 +136,6 @@ def _die_with_parent():
     import ctypes
 
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class TestBed:
