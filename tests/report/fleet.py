@@ -111,9 +111,9 @@ def expected(hosts: int) -> dict:
     return {
         "instances": hosts,
         "nodes": 2 * hosts,
-        "nodes_above_4_in_period": sum(1 for _, _, s in nodes if s.hours_above(4) > 0),
-        "nodes_above_3_in_period": sum(1 for _, _, s in nodes if s.hours_above(3) > 0),
-        "nodes_above_3_now": sum(1 for _, _, s in nodes if s.current() > 3),
+        "nodes_above_critical_in_period": sum(1 for _, _, s in nodes if s.hours_above(4) > 0),
+        "nodes_above_warning_in_period": sum(1 for _, _, s in nodes if s.hours_above(3) > 0),
+        "nodes_above_warning_now": sum(1 for _, _, s in nodes if s.current() > 3),
         "offline_failures_by_reason": {r: len(t) * len(failing) for r, t in sorted(FAILURES.items())},
         "failed_offline_blocks": 2 * len(failing),
         "failed_actions": 2 * len(failing),
