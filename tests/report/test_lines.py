@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from memhp.report import thresholds as report_thresholds
-from memhp.report.analysis import fleet_figures, findings, rank, risk_label, risk_weights, summary
+from memhp.report.analysis import findings, fleet_figures, rank, risk_label, risk_weights, summary
 from memhp.report.charts import distribution_figure, worst_nodes_figure
 from memhp.report.cli import FILES
 from memhp.report.collect import Collected
