@@ -5,7 +5,12 @@ follows, and no 3:1 or 4:1 is left written in the code."""
 from __future__ import annotations
 
 import copy
+import json
 import re
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -15,13 +20,16 @@ from memhp.report import thresholds as report_thresholds
 from memhp.report.analysis import findings, fleet_figures, rank, risk_label, risk_weights, summary
 from memhp.report.charts import distribution_figure, worst_nodes_figure
 from memhp.report.cli import FILES
-from memhp.report.collect import Collected
+from memhp.report.collect import SCALE, Collected, Collector
+from memhp.report.promapi import Prometheus
 from memhp.report.render import build, to_markdown
 from memhp.report.thresholds import Lines
 from memhp.thresholds import load_thresholds
 
 # the shipped lines as text, not inside a longer number ("2.50:1", "13:1")
 SHIPPED = re.compile(r"(?<![\d.])[34]:1")
+# a comparison with a shipped line in PromQL ("> 3", "> bool 4")
+SHIPPED_QUERY = re.compile(r">\s*(?:bool\s+)?[34](?![\d.])")
 STEP = 60.0
 
 
@@ -163,3 +171,71 @@ def test_shipped_lines_are_the_ones_of_the_packaged_file():
     lines = report_thresholds.LINES
     assert (lines.warning, lines.critical) == (float(shipped["warning"]), float(shipped["critical"]))
     assert (lines.warning_label, lines.critical_label) == ("3:1", "4:1")
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """The Prometheus query API, answering from a script: node a went above the
+    warning line; the time-above subquery counts 7 steps above the warning line
+    and 2 above the critical one; everything else is empty."""
+
+    queries: list[str]
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        self._answer(url.path, urllib.parse.parse_qs(url.query))
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+        self._answer(urllib.parse.urlsplit(self.path).path, urllib.parse.parse_qs(body))
+
+    def _answer(self, path: str, params: dict[str, list[str]]) -> None:
+        query = params.get("query", [""])[0]
+        self.queries.append(query)
+        a = {"instance": "a", "node": "0"}
+        if path == "/api/v1/query_range":
+            data: dict = {"resultType": "matrix", "result": []}
+        elif query.startswith("sum_over_time("):
+            data = {"resultType": "vector", "result": [{"metric": a, "value": [0, str(7 + SCALE * 2)]}]}
+        elif query.startswith("max_over_time(") and " > " in query:
+            data = {"resultType": "vector", "result": [{"metric": a, "value": [0, "2.8"]}]}
+        else:
+            data = {"resultType": "vector", "result": []}
+        body = json.dumps({"status": "success", "data": data}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def recording_prometheus() -> Iterator[tuple[str, list[str]]]:
+    queries: list[str] = []
+    handler = type("Handler", (_Recorder,), {"queries": queries})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", queries
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_queries_compare_with_the_lines_of_the_file(moved, recording_prometheus):
+    url, queries = recording_prometheus
+    end = 1_800_000_000.0
+    col = Collector(Prometheus(url, timeout=30), "", end - 6 * 3600, end, STEP, 10**6, 1, 1)
+    col.node_figures()
+    col.fleet_curves()
+    text = "\n".join(queries)
+    assert "> 2.5" in text  # the hosts asked for time above the lines
+    assert "> bool 2.5) + 65536 * (" in text and "> bool 5))" in text
+    assert "> 2.5)" in text  # nodes above the warning line over time (fleet chart)
+    assert not SHIPPED_QUERY.search(text), SHIPPED_QUERY.findall(text)
+    row = col.c.nodes[("a", "0")]
+    assert (row["steps_above_warning"], row["steps_above_critical"]) == (7, 2)
