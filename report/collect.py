@@ -43,9 +43,8 @@ R_I_KER = "instance:memhp_node_kernel_accounted_bytes:sum"
 
 SAMPLE_SHARE = 0.5  # a query is sized to use at most this share of the server's sample limit
 SHOWN_NODES = 10  # nodes drawn on the "worst nodes" ratio chart
-CANDIDATE_MARGIN = (
-    3600  # seconds before the range also searched for nodes above the warning line (> any lookback delta)
-)
+# seconds before the range also searched for nodes above the warning line (> any lookback delta)
+CANDIDATE_MARGIN = 3600
 BATCH_CHARS = 60_000  # instance names per time-above query, in characters (the query is POSTed when long)
 SCALE = 1 << 16  # packs two step counts of one subquery window (at most SCALE - 1 steps) in one float
 
