@@ -332,61 +332,18 @@ def run_fleet(workdir: Path, instances: int, controllers: int = 20, kill_relay: 
     ]
     relay_port = free_port()
     relays = [start_relay(workdir, n, relay_port, cert, key, am_token, ctrl_token, target_port) for n in range(2)]
-    am = Alertmanager(
-        {
-            "route": {
-                "receiver": "memhp-relay",
-                "group_by": ["instance"],
-                "group_wait": f"{GROUP_WAIT:g}s",
-                "group_interval": "5s",
-                "repeat_interval": "4h",
-            },
-            "receivers": [
-                {
-                    "name": "memhp-relay",
-                    "webhook_configs": [
-                        {
-                            "url": f"https://127.0.0.1:{relay_port}/webhook/alertmanager",
-                            "send_resolved": True,
-                            "max_alerts": 0,
-                            "http_config": {
-                                "follow_redirects": False,
-                                "authorization": {"type": "Bearer", "credentials_file": str(am_token)},
-                                "tls_config": {"ca_file": str(cert)},
-                            },
-                        }
-                    ],
-                }
-            ],
-        },
-        workdir / "alertmanager",
-    )
+    am = Alertmanager(_am_config(relay_port, am_token, cert), workdir / "alertmanager")
     try:
-        for c in ctrls:
-            wait_until(partial(_up_or_exited, c), timeout=60, desc=f"{c.name} up")
-            assert c.proc.poll() is None, (c.root / "controller.log").read_text()
-        wait_until(lambda: _listening("127.0.0.1", relay_port), timeout=30, desc="relay up")
+        _wait_started(ctrls, relay_port)
         am.start()
         assert am.proc is not None
         am_pid = am.proc.pid
         gets_before = _am_gets(am)
 
-        starts = datetime.now(UTC) - timedelta(seconds=5)
-        alerts = []
-        for i in range(instances):
-            host = ctrls[i].host if i < controllers else fake_hosts[i - controllers]
-            labels = {"instance": f"{host}:10301", "severity": "warning"}
-            alert = api_alert(ALERTNAME, labels, starts_at=starts)
-            alerts.append(alert)
-            fp = labels_fingerprint(alert["labels"])
-            if i < controllers:
-                res.expected[ctrls[i].name] = (fp, canonical_time(alert["startsAt"]))
-            else:
-                res.fake_fingerprints.add(fp)
+        alerts = _alerts(res, ctrls, fake_hosts)
         cpu0 = cpu_seconds(am_pid)
         t0 = time.monotonic()
-        for k in range(0, len(alerts), 1000):
-            _post(am, alerts[k : k + 1000])
+        _post_all(am, alerts)
         posted = time.monotonic()
         fakes = instances - controllers
 
@@ -414,23 +371,7 @@ def run_fleet(workdir: Path, instances: int, controllers: int = 20, kill_relay: 
         wait_until(lambda: all(_finished(c) >= 1 for c in ctrls), timeout=60, desc="controller actions finished")
         for c in ctrls:
             res.controller_online_after_firing[c.name] = sum(c.tree.state(i) == "online" for i in range(8))
-        ended = rfc3339()
-        resolved_alerts = [{**a, "endsAt": ended} for a in alerts]
-        for k in range(0, len(resolved_alerts), 1000):
-            _post(am, resolved_alerts[k : k + 1000])
-        r_posted = time.monotonic()
-
-        def all_resolved() -> bool:
-            return len(sink.fingerprints["resolved"]) >= fakes and all(_finished(c) >= 2 for c in ctrls)
-
-        wait_until(
-            all_resolved,
-            timeout=120 + instances / 20,
-            interval=0.2,
-            desc="every resolution delivered",
-            last=lambda: (len(sink.fingerprints["resolved"]), [_finished(c) for c in ctrls]),
-        )
-        res.resolved_delivery_seconds = sink.last_at.get("resolved", r_posted) - r_posted
+        _resolve_all(res, am, alerts, sink, ctrls)
         for c in ctrls:
             res.controller_online_after_resolve[c.name] = sum(c.tree.state(i) == "online" for i in range(8))
             res.controller_actions[c.name] = Counter(
@@ -441,34 +382,128 @@ def run_fleet(workdir: Path, instances: int, controllers: int = 20, kill_relay: 
         res.am_get_requests = _am_gets(am) - gets_before
         res.am_notifications = am.metric("alertmanager_notifications_total", integration="webhook")
         res.am_failed_notifications = am.metric("alertmanager_notifications_failed_total", integration="webhook")
-        res.sink_firing = len(sink.fingerprints["firing"])
-        res.sink_resolved = len(sink.fingerprints["resolved"])
-        res.sink_duplicates = sum(sink.counts.values()) - res.sink_firing - res.sink_resolved
+        _sink_figures(res, sink)
         live = relays[1] if kill_relay else relays[0]
         assert live.proc.poll() is None
-        m = relay_metrics(relay_port, cert, TOKEN_AM)
-        total = sum(v for k, v in m.items() if k.startswith("memhp_relay_delivery_duration_seconds_sum"))
-        count = sum(v for k, v in m.items() if k.startswith("memhp_relay_delivery_duration_seconds_count"))
-        res.relay_latency_count = count
-        res.relay_latency_mean = total / count if count else 0.0
-        res.relay_failures = sum(v for k, v in m.items() if k.startswith("memhp_relay_delivery_failures_total"))
-        res.relay_unresolvable = sum(v for k, v in m.items() if k.startswith("memhp_relay_unresolvable_alerts_total"))
-        res.sink_fingerprints = {k: set(v) for k, v in sink.fingerprints.items()}
+        _relay_figures(res, relay_metrics(relay_port, cert, TOKEN_AM))
         return res
     finally:
-        am.stop()
-        for r in relays:
-            if r.proc.poll() is None:
-                r.proc.terminate()
-                r.proc.wait(10)
-        for c in ctrls:
-            if c.proc.poll() is None:
-                c.proc.terminate()
-                try:
-                    c.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    c.proc.kill()
-        sink.stop()
+        _stop(am, relays, ctrls, sink)
+
+
+def _wait_started(ctrls: list[Controller], relay_port: int) -> None:
+    for c in ctrls:
+        wait_until(partial(_up_or_exited, c), timeout=60, desc=f"{c.name} up")
+        assert c.proc.poll() is None, (c.root / "controller.log").read_text()
+    wait_until(lambda: _listening("127.0.0.1", relay_port), timeout=30, desc="relay up")
+
+
+def _post_all(am: Alertmanager, alerts: list[dict[str, Any]]) -> None:
+    for k in range(0, len(alerts), 1000):
+        _post(am, alerts[k : k + 1000])
+
+
+def _resolve_all(
+    res: FleetResult, am: Alertmanager, alerts: list[dict[str, Any]], sink: CountingReceiver, ctrls: list[Controller]
+) -> None:
+    """Resolve every alert and wait until every resolution is delivered and acted on."""
+    fakes = res.instances - res.controllers
+    ended = rfc3339()
+    _post_all(am, [{**a, "endsAt": ended} for a in alerts])
+    r_posted = time.monotonic()
+
+    def all_resolved() -> bool:
+        return len(sink.fingerprints["resolved"]) >= fakes and all(_finished(c) >= 2 for c in ctrls)
+
+    wait_until(
+        all_resolved,
+        timeout=120 + res.instances / 20,
+        interval=0.2,
+        desc="every resolution delivered",
+        last=lambda: (len(sink.fingerprints["resolved"]), [_finished(c) for c in ctrls]),
+    )
+    res.resolved_delivery_seconds = sink.last_at.get("resolved", r_posted) - r_posted
+
+
+def _am_config(relay_port: int, am_token: Path, cert: Path) -> dict[str, Any]:
+    return {
+        "route": {
+            "receiver": "memhp-relay",
+            "group_by": ["instance"],
+            "group_wait": f"{GROUP_WAIT:g}s",
+            "group_interval": "5s",
+            "repeat_interval": "4h",
+        },
+        "receivers": [
+            {
+                "name": "memhp-relay",
+                "webhook_configs": [
+                    {
+                        "url": f"https://127.0.0.1:{relay_port}/webhook/alertmanager",
+                        "send_resolved": True,
+                        "max_alerts": 0,
+                        "http_config": {
+                            "follow_redirects": False,
+                            "authorization": {"type": "Bearer", "credentials_file": str(am_token)},
+                            "tls_config": {"ca_file": str(cert)},
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def _alerts(res: FleetResult, ctrls: list[Controller], fake_hosts: list[str]) -> list[dict[str, Any]]:
+    """One firing alert per instance: the controllers' first, then the fake hosts'; what each
+    controller must act on goes to ``res.expected``, the fake hosts' fingerprints to ``res.fake_fingerprints``."""
+    starts = datetime.now(UTC) - timedelta(seconds=5)
+    alerts = []
+    for i in range(res.instances):
+        host = ctrls[i].host if i < res.controllers else fake_hosts[i - res.controllers]
+        labels = {"instance": f"{host}:10301", "severity": "warning"}
+        alert = api_alert(ALERTNAME, labels, starts_at=starts)
+        alerts.append(alert)
+        fp = labels_fingerprint(alert["labels"])
+        if i < res.controllers:
+            res.expected[ctrls[i].name] = (fp, canonical_time(alert["startsAt"]))
+        else:
+            res.fake_fingerprints.add(fp)
+    return alerts
+
+
+def _sink_figures(res: FleetResult, sink: CountingReceiver) -> None:
+    res.sink_firing = len(sink.fingerprints["firing"])
+    res.sink_resolved = len(sink.fingerprints["resolved"])
+    res.sink_duplicates = sum(sink.counts.values()) - res.sink_firing - res.sink_resolved
+    res.sink_fingerprints = {k: set(v) for k, v in sink.fingerprints.items()}
+
+
+def _relay_figures(res: FleetResult, m: dict[str, float]) -> None:
+    def total(prefix: str) -> float:
+        return sum(v for k, v in m.items() if k.startswith(prefix))
+
+    count = total("memhp_relay_delivery_duration_seconds_count")
+    res.relay_latency_count = count
+    res.relay_latency_mean = total("memhp_relay_delivery_duration_seconds_sum") / count if count else 0.0
+    res.relay_failures = total("memhp_relay_delivery_failures_total")
+    res.relay_unresolvable = total("memhp_relay_unresolvable_alerts_total")
+
+
+def _stop(am: Alertmanager, relays: list, ctrls: list[Controller], sink: CountingReceiver) -> None:
+    am.stop()
+    for r in relays:
+        if r.proc.poll() is None:
+            r.proc.terminate()
+            r.proc.wait(10)
+    for c in ctrls:
+        if c.proc.poll() is None:
+            c.proc.terminate()
+            try:
+                c.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                c.proc.kill()
+    sink.stop()
 
 
 def _post(am: Alertmanager, alerts: list[dict[str, Any]]) -> None:

@@ -427,42 +427,12 @@ class Actuator:
                 zone_before=before.zone if before else None,
             )
         )
-        path = os.path.join(self.paths.memory, f"memory{block_id}", "state")
-        t0 = time.monotonic()
-        try:
-            out = run_writer_child(path, op.encode(), self.retry.attempt_timeout, self.retry.kill_grace, self.writer)
-        except Exception as e:  # the write may have happened: the outcome is still journalled below
-            log.exception("memory%d: supervising the writer failed", block_id)
-            out = ChildOutcome(None, False, True, time.monotonic() - t0, f"controller error: {type(e).__name__}: {e}")
+        out = self._write(block_id, op)
         after = self.read(block_id)
         state_after = after.state if after else None
         zone_after = after.zone if after else None
-        if satisfied(after, op):
-            # The block is there now.  Our write did it unless the kernel refused it (an errno other
-            # than the EINTR of a writer we signalled): then another actor did.  A writer signalled
-            # or killed after its write must count as a change (hourly cap, journal vs. sysfs).
-            ours = out.errno in (0, None) or out.timed_out
-            result, retryable = (AttemptResult.OK if ours else AttemptResult.ALREADY), False
-        elif out.detail.startswith("controller error"):
-            result, retryable = AttemptResult.ERROR, False
-        elif out.timed_out:
-            result, retryable = AttemptResult.TIMEOUT, True
-        elif out.errno == 0:
-            result, retryable = AttemptResult.MISMATCH, False  # the write "succeeded" but the block is not there
-        else:
-            result, retryable = AttemptResult.FAILED, is_retryable(out.errno)
-        if result == AttemptResult.TIMEOUT:
-            name = TIMEOUT
-        elif result == AttemptResult.MISMATCH:
-            name = "state_mismatch"
-        elif result == AttemptResult.ERROR:
-            name = "controller_error"
-        elif result == AttemptResult.OK:
-            name = ""
-        elif result == AttemptResult.ALREADY:
-            name = errno_name(out.errno)
-        else:
-            name = errno_name(out.errno) or "unknown"
+        result, retryable = _classify(after, op, out)
+        name = _errno_label(result, out)
         detail = out.detail or (
             f"writer reported {errno_name(out.errno)} after SIGTERM" if out.timed_out and out.errno else ""
         )
@@ -486,9 +456,7 @@ class Actuator:
         res = ChangeResult(
             block_id,
             op,
-            Result.OK
-            if result == AttemptResult.OK
-            else (Result.ALREADY if result == AttemptResult.ALREADY else Result.FAILED),
+            _CHANGE_RESULT.get(result, Result.FAILED),
             out.errno,
             name,
             n,
@@ -501,3 +469,50 @@ class Actuator:
         if res.ok:
             return res
         raise _AttemptFailed(res, retryable)
+
+    def _write(self, block_id: int, op: Op) -> ChildOutcome:
+        """One write of ``op`` to the block's state file, by a writer child."""
+        path = os.path.join(self.paths.memory, f"memory{block_id}", "state")
+        t0 = time.monotonic()
+        try:
+            return run_writer_child(path, op.encode(), self.retry.attempt_timeout, self.retry.kill_grace, self.writer)
+        except Exception as e:  # the write may have happened: the outcome is still journalled
+            log.exception("memory%d: supervising the writer failed", block_id)
+            return ChildOutcome(None, False, True, time.monotonic() - t0, f"controller error: {type(e).__name__}: {e}")
+
+
+_CHANGE_RESULT: dict[AttemptResult, Result] = {AttemptResult.OK: Result.OK, AttemptResult.ALREADY: Result.ALREADY}
+
+
+def _classify(after: MemoryBlock | None, op: Op, out: ChildOutcome) -> tuple[AttemptResult, bool]:
+    """An attempt's result and whether it is worth another attempt."""
+    if satisfied(after, op):
+        # The block is there now.  Our write did it unless the kernel refused it (an errno other
+        # than the EINTR of a writer we signalled): then another actor did.  A writer signalled
+        # or killed after its write must count as a change (hourly cap, journal vs. sysfs).
+        ours = out.errno in (0, None) or out.timed_out
+        return (AttemptResult.OK if ours else AttemptResult.ALREADY), False
+    if out.detail.startswith("controller error"):
+        return AttemptResult.ERROR, False
+    if out.timed_out:
+        return AttemptResult.TIMEOUT, True
+    if out.errno == 0:
+        return AttemptResult.MISMATCH, False  # the write "succeeded" but the block is not there
+    return AttemptResult.FAILED, is_retryable(out.errno)
+
+
+# The errno label of the results that have no errno of their own.
+_RESULT_LABEL: dict[AttemptResult, str] = {
+    AttemptResult.TIMEOUT: TIMEOUT,
+    AttemptResult.MISMATCH: "state_mismatch",
+    AttemptResult.ERROR: "controller_error",
+    AttemptResult.OK: "",
+}
+
+
+def _errno_label(result: AttemptResult, out: ChildOutcome) -> str:
+    if result in _RESULT_LABEL:
+        return _RESULT_LABEL[result]
+    if result == AttemptResult.ALREADY:
+        return errno_name(out.errno)
+    return errno_name(out.errno) or "unknown"

@@ -191,30 +191,39 @@ class Engine:
         in_batch: set[Occurrence] = set()
         for a in alerts:
             try:
-                # alerts_received is counted by the sources, once submit() returned.
-                why = valid_alert(a)
-                if why:
-                    log.warning("ignoring invalid alert: %s", why)
-                    self.metrics.internal_errors.labels("invalid_alert").inc()
-                    continue
-                if self.match(a) is None:
-                    continue
-                key = occurrence_key(a)
-                if key.fingerprint and (self.guards.already_acted(key) or key in self._pending or key in in_batch):
-                    self.metrics.alerts_deduplicated.inc()
-                    continue
-                if key.fingerprint:
-                    in_batch.add(key)
-                work.append((a, key))
-                if len(work) > cap:  # all of a batch or none: this one can never fit
-                    raise SinkFull(f"more matching alerts than the queue holds ({cap})")
-            except SinkFull:
-                raise
+                key = self._admit(a, in_batch)
             except Exception:  # a garbage alert must not fail the batch
                 log.exception("ignoring an alert that could not be examined")
                 self.metrics.internal_errors.labels("submit").inc()
-        if not work:
-            return
+                continue
+            if key is None:
+                continue
+            if key.fingerprint:
+                in_batch.add(key)
+            work.append((a, key))
+            if len(work) > cap:  # all of a batch or none: this one can never fit
+                raise SinkFull(f"more matching alerts than the queue holds ({cap})")
+        if work:
+            self._enqueue(work, cap)
+
+    def _admit(self, a: Alert, in_batch: set[Occurrence]) -> Occurrence | None:
+        """The alert's occurrence when it is to be queued; None when it is
+        invalid, matches no rule, or is already acted on, queued or in this batch."""
+        # alerts_received is counted by the sources, once submit() returned.
+        why = valid_alert(a)
+        if why:
+            log.warning("ignoring invalid alert: %s", why)
+            self.metrics.internal_errors.labels("invalid_alert").inc()
+            return None
+        if self.match(a) is None:
+            return None
+        key = occurrence_key(a)
+        if key.fingerprint and (self.guards.already_acted(key) or key in self._pending or key in in_batch):
+            self.metrics.alerts_deduplicated.inc()
+            return None
+        return key
+
+    def _enqueue(self, work: list[tuple[Alert, Occurrence]], cap: int) -> None:
         with self._qlock:
             if self._queue.qsize() + len(work) > cap:
                 raise SinkFull(f"queue full ({cap})")

@@ -24,7 +24,7 @@ from .guards import Guards, Occurrence, Refused
 from .journal import Journal, JournalError, new_action_id
 from .policy import Plan, PlanRefused, Request, Step, kernel_zone_offered, plan
 from .reconcile import reconcile
-from .records import ActionEnd, ActionStart, DryRun, clip, plan_steps
+from .records import ActionEnd, ActionStart, DryRun, PlanStep, clip, plan_steps
 from .vocab import Op, Result, Status
 
 log = logging.getLogger(__name__)
@@ -148,15 +148,7 @@ class Executor:
         steps = plan_steps(p.describe())
         notes = tuple(clip(n) for n in p.notes)
         if g.dry_run:
-            self.journal.append(DryRun(**origin.fields(req), plan=steps, notes=notes))
-            g.metrics.guard_refusals.labels("dry_run").inc()
-            log.warning(
-                "dry-run: rule %s would %s: %s",
-                origin.rule,
-                req.action,
-                ", ".join(f"memory{s.block}:{'+'.join(s.ops)}" for s in p.steps),
-            )
-            return ActionOutcome(Status.DRY_RUN, plan=p, detail="dry-run: nothing written")
+            return self._dry_run(req, origin, p, steps, notes)
         action_id = new_action_id()
         ctx = ActionContext(
             action_id, origin.rule, req.action, origin.fingerprint, origin.starts_at, origin.source, origin.resolved
@@ -165,61 +157,92 @@ class Executor:
         # If this append fails (JournalError), nothing has been written: the action is refused.
         self.journal.append(ActionStart(action_id=action_id, **origin.fields(req), plan=steps, notes=notes))
         g.refresh()
-        results: list[ChangeResult] = []
-        stopped = ""
         quarantined_before = g.quarantined()
+        results, stopped = self._run_steps(p, req, origin, ctx, t0)
+        g.refresh()
+        status = _status(p, results, stopped)
+        self._end(ctx, status, results, stopped, quarantined_before, t0)
+        return ActionOutcome(status, action_id, detail=stopped, plan=p, results=results)
+
+    def _dry_run(
+        self, req: Request, origin: Origin, p: Plan, steps: tuple[PlanStep, ...], notes: tuple[str, ...]
+    ) -> ActionOutcome:
+        self.journal.append(DryRun(**origin.fields(req), plan=steps, notes=notes))
+        self.guards.metrics.guard_refusals.labels("dry_run").inc()
+        log.warning(
+            "dry-run: rule %s would %s: %s",
+            origin.rule,
+            req.action,
+            ", ".join(f"memory{s.block}:{'+'.join(s.ops)}" for s in p.steps),
+        )
+        return ActionOutcome(Status.DRY_RUN, plan=p, detail="dry-run: nothing written")
+
+    def _run_steps(
+        self, p: Plan, req: Request, origin: Origin, ctx: ActionContext, t0: float
+    ) -> tuple[list[ChangeResult], str]:
+        """The plan's steps in order, until one fails or something says stop:
+        the results, and why it stopped early ("" when it did not)."""
+        results: list[ChangeResult] = []
         try:
             for step in p.steps:
-                if self.stop.is_set():
-                    stopped = "shutting down"
-                elif time.monotonic() - t0 > self.cfg.controller.action_timeout:
-                    stopped = f"action_timeout {self.cfg.controller.action_timeout:.0f}s reached"
-                elif g.paused():
-                    stopped = "pause file appeared"
-                    self._refuse("paused", stopped, req, origin)
-                elif step.ops[0] == Op.OFFLINE and not self._reserve_ok(req):
-                    stopped = "reserve: MemAvailable would drop below the reserve"
-                    self._refuse("reserve", stopped, req, origin)
+                stopped = self._stop_before(step, req, origin, t0)
                 if stopped:
-                    break
+                    return results, stopped
                 step_results = self._run_step(step, ctx)
                 results.extend(step_results)
                 if not all(r.ok for r in step_results):
-                    stopped = f"memory{step.block} failed"
-                    break
+                    return results, f"memory{step.block} failed"
         except JournalError as e:
             # A record could not be written (disk full): stop here.  What was written is
             # reconciled against the blocks' real state under the next action lock.
             stopped = f"journal unwritable: {e.strerror or e}"
-            log.error("action %s stopped: %s", action_id, stopped)
-        g.refresh()
-        changed = sorted({r.block for r in results if r.changed})
-        failed = sorted({r.block for r in results if not r.ok})
-        done_steps = {r.block for r in results if r.ok}
-        if not failed and not stopped and all(s.block in done_steps for s in p.steps):
-            status = Status.DONE
-        elif any(r.ok for r in results):
-            status = Status.PARTIAL
-        else:
-            status = Status.FAILED
+            log.error("action %s stopped: %s", ctx.action_id, stopped)
+            return results, stopped
+        return results, ""
+
+    def _stop_before(self, step: Step, req: Request, origin: Origin, t0: float) -> str:
+        """Why the action must not go on to ``step`` ("" when it may); a guard
+        that stops it is journalled as a refusal."""
+        if self.stop.is_set():
+            return "shutting down"
+        if time.monotonic() - t0 > self.cfg.controller.action_timeout:
+            return f"action_timeout {self.cfg.controller.action_timeout:.0f}s reached"
+        if self.guards.paused():
+            self._refuse("paused", "pause file appeared", req, origin)
+            return "pause file appeared"
+        if step.ops[0] == Op.OFFLINE and not self._reserve_ok(req):
+            stopped = "reserve: MemAvailable would drop below the reserve"
+            self._refuse("reserve", stopped, req, origin)
+            return stopped
+        return ""
+
+    def _end(
+        self,
+        ctx: ActionContext,
+        status: Status,
+        results: list[ChangeResult],
+        stopped: str,
+        quarantined_before: frozenset[int],
+        t0: float,
+    ) -> None:
+        g = self.guards
         try:
             for b in sorted(g.quarantined() - quarantined_before):
-                g.note_quarantine(b, origin.rule)
+                g.note_quarantine(b, ctx.rule)
             self.journal.append(
                 ActionEnd(
-                    action_id=action_id,
-                    rule=origin.rule,
-                    action=req.action,
+                    action_id=ctx.action_id,
+                    rule=ctx.rule,
+                    action=ctx.action,
                     result=status,
-                    changed=tuple(changed),
-                    failed=tuple(failed),
+                    changed=tuple(sorted({r.block for r in results if r.changed})),
+                    failed=tuple(sorted({r.block for r in results if not r.ok})),
                     stopped=clip(stopped),
                     duration=round(time.monotonic() - t0, 6),
                 )
             )
         except JournalError as e:
-            log.error("action %s: cannot journal its end (%s); reconciled under the next lock", action_id, e)
-        return ActionOutcome(status, action_id, detail=stopped, plan=p, results=results)
+            log.error("action %s: cannot journal its end (%s); reconciled under the next lock", ctx.action_id, e)
 
     def _reserve_ok(self, req: Request) -> bool:
         bs = read_snapshot_block_size(self.paths)
@@ -275,3 +298,12 @@ class Executor:
 
 def read_snapshot_block_size(paths: Paths) -> int | None:
     return read_memory_config(paths.memory, ParseErrors()).block_size_bytes
+
+
+def _status(p: Plan, results: list[ChangeResult], stopped: str) -> Status:
+    done_steps = {r.block for r in results if r.ok}
+    if not stopped and all(r.ok for r in results) and all(s.block in done_steps for s in p.steps):
+        return Status.DONE
+    if any(r.ok for r in results):
+        return Status.PARTIAL
+    return Status.FAILED

@@ -143,6 +143,31 @@ class _PinnedHTTPS(_Pinned, http.client.HTTPSConnection):
     pass
 
 
+def _connection(
+    scheme: str, host: str, port: int, deadline: float, ssl_context: ssl.SSLContext | None
+) -> _PinnedHTTP | _PinnedHTTPS:
+    if scheme == "https":
+        return _PinnedHTTPS(host, port, timeout=deadline, context=ssl_context or ssl.create_default_context())
+    return _PinnedHTTP(host, port, timeout=deadline)
+
+
+def _read_capped(resp: http.client.HTTPResponse, max_bytes: int) -> bytes:
+    """The whole body, or ResponseTooLarge as soon as it is known to exceed ``max_bytes``."""
+    declared = resp.getheader("Content-Length")
+    if declared and declared.strip().isdigit() and int(declared) > max_bytes:
+        raise ResponseTooLarge(f"answer of {int(declared)} bytes exceeds the cap of {max_bytes}")
+    chunks: list[bytes] = []
+    got = 0
+    while True:
+        chunk = resp.read1(_READ_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        got += len(chunk)
+        if got > max_bytes:
+            raise ResponseTooLarge(f"answer exceeds the cap of {max_bytes} bytes")
+        chunks.append(chunk)
+
+
 def request(
     url: str,
     *,
@@ -165,13 +190,8 @@ def request(
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    addresses = resolve(host, port, deadline, resolver)
-    conn: _PinnedHTTP | _PinnedHTTPS
-    if parts.scheme == "https":
-        conn = _PinnedHTTPS(host, port, timeout=deadline, context=ssl_context or ssl.create_default_context())
-    else:
-        conn = _PinnedHTTP(host, port, timeout=deadline)
-    conn.addresses, conn.end = addresses, start + deadline
+    conn = _connection(parts.scheme, host, port, deadline, ssl_context)
+    conn.addresses, conn.end = resolve(host, port, deadline, resolver), start + deadline
     remaining = start + deadline - time.monotonic()
     expired = threading.Event()
 
@@ -190,22 +210,10 @@ def request(
     try:
         conn.request(method, target, body=body, headers=headers or {})
         resp = conn.getresponse()
-        declared = resp.getheader("Content-Length")
-        if declared and declared.strip().isdigit() and int(declared) > max_bytes:
-            raise ResponseTooLarge(f"answer of {int(declared)} bytes exceeds the cap of {max_bytes}")
-        chunks: list[bytes] = []
-        got = 0
-        while True:
-            chunk = resp.read1(_READ_CHUNK)
-            if not chunk:
-                break
-            got += len(chunk)
-            if got > max_bytes:
-                raise ResponseTooLarge(f"answer exceeds the cap of {max_bytes} bytes")
-            chunks.append(chunk)
+        body = _read_capped(resp, max_bytes)
         if expired.is_set():
             raise DeadlineExceeded(f"no complete answer within {deadline:g}s")
-        return Response(resp.status, resp.reason, resp.headers, b"".join(chunks))
+        return Response(resp.status, resp.reason, resp.headers, body)
     except (OSError, http.client.HTTPException, ValueError) as e:
         if isinstance(e, ResponseTooLarge | DeadlineExceeded):
             raise

@@ -272,28 +272,8 @@ class Journal:
             )
             with _flocked(fd):
                 try:
-                    tfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
-                    try:
-                        view = memoryview(data)
-                        while view:
-                            n = os.write(tfd, view)
-                            view = view[n:]
-                        os.fsync(tfd)
-                    finally:
-                        os.close(tfd)
-                    first = f"{self.path}.1"
-                    with contextlib.suppress(FileNotFoundError):
-                        if os.stat(first).st_ino == os.fstat(fd).st_ino:
-                            # A rotation died between its link and its replace: drop that link, made again below.
-                            os.unlink(first)
-                    for i in range(self.keep, 0, -1):
-                        older = f"{self.path}.{i}"
-                        if i == self.keep:
-                            with contextlib.suppress(FileNotFoundError):
-                                os.unlink(older)
-                        else:
-                            with contextlib.suppress(FileNotFoundError):
-                                os.replace(older, f"{self.path}.{i + 1}")
+                    _write_synced(tmp, data)
+                    self._shift_rotated(fd)
                     linked = False
                     if self.keep > 0:
                         os.link(self.path, f"{self.path}.1")
@@ -315,6 +295,22 @@ class Journal:
             self._carried = len(data)
             self.rotations += 1
             log.info("journal %s rotated (%s): %d state records carried over", self.path, reason, len(lines) - 1)
+
+    def _shift_rotated(self, fd: int) -> None:
+        """``<path>.N`` becomes ``<path>.N+1``, the oldest kept one is dropped:
+        ``<path>.1`` is free for the file being rotated out."""
+        first = f"{self.path}.1"
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(first).st_ino == os.fstat(fd).st_ino:
+                # A rotation died between its link and its replace: drop that link, made again by the caller.
+                os.unlink(first)
+        for i in range(self.keep, 0, -1):
+            older = f"{self.path}.{i}"
+            with contextlib.suppress(FileNotFoundError):
+                if i == self.keep:
+                    os.unlink(older)
+                else:
+                    os.replace(older, f"{self.path}.{i + 1}")
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -460,6 +456,19 @@ def unfinished_actions(records: Iterable[Record]) -> list[ActionStart]:
         elif isinstance(r, (ActionEnd, ReconcileAction)):
             open_.pop(r.action_id, None)
     return list(open_.values())
+
+
+def _write_synced(path: str, data: bytes) -> None:
+    """``data`` in a new file at ``path``, on disk when this returns."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: str) -> None:

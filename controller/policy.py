@@ -204,15 +204,7 @@ def _plan_online(
         n = len(candidates)
     else:
         n = wanted_blocks(req, bs)
-        candidates = [b for b in snap.blocks if b.state == "offline" and _in_scope(b, req) and b.id not in quarantined]
-        if req.action == Action.ONLINE_NEW:
-            skipped = [b.id for b in candidates if b.id in offlined_deliberately]
-            if skipped:
-                notes.append(f"blocks offlined deliberately (journal) are not new: {skipped}")
-            candidates = [b for b in candidates if b.id not in offlined_deliberately]
-        candidates.sort(key=lambda b: b.id)  # lowest address first, as chmem -e
-        if not candidates:
-            notes.append("no offline block" + (f" on node {req.node}" if req.node is not None else ""))
+        candidates = _offline_blocks(req, snap, quarantined, offlined_deliberately, notes)
     steps: list[Step] = []
     for b in candidates:
         if len(steps) >= n:
@@ -226,34 +218,8 @@ def _plan_online(
                 raise PlanRefused("request", msg)
             notes.append(msg)
             continue
-        token: Op | None = None
-        if zone == "movable":
-            if not movable_offered(b):
-                _skip(req, notes, f"memory{b.id}: ZONE_MOVABLE not in valid_zones {' '.join(b.valid_zones)}")
-                continue
-            if not ratio.allows(b.node, pages):
-                raise PlanRefused(
-                    "ratio",
-                    f"onlining memory{b.id} to ZONE_MOVABLE would exceed MOVABLE:KERNEL "
-                    f"{ratio.ceiling}% (auto_movable_ratio accounting)",
-                )
-            token = Op.ONLINE_MOVABLE
-        elif zone == "kernel":
-            if not kernel_zone_offered(b):
-                _skip(req, notes, f"memory{b.id}: no kernel zone in valid_zones {' '.join(b.valid_zones)}")
-                continue
-            token = Op.ONLINE_KERNEL
-        elif movable_offered(b) and ratio.allows(b.node, pages):
-            token = Op.ONLINE_MOVABLE
-        elif kernel_zone_offered(b):
-            token = Op.ONLINE_KERNEL
-        else:
-            _skip(
-                req,
-                notes,
-                f"memory{b.id}: ZONE_MOVABLE would exceed the ratio and no kernel zone "
-                f"in valid_zones {' '.join(b.valid_zones)}",
-            )
+        token = _online_op(req, b, zone, ratio, pages, notes)
+        if token is None:
             continue
         if token == Op.ONLINE_MOVABLE:
             ratio.add(b.node, pages, 0)
@@ -265,6 +231,50 @@ def _plan_online(
     if req.blocks is None and 0 < len(steps) < n:
         notes.append(f"only {len(steps)} of {n} requested blocks qualify")
     return Plan(req.action, steps, notes)
+
+
+def _offline_blocks(
+    req: Request, snap: Snapshot, quarantined: frozenset[int], offlined_deliberately: frozenset[int], notes: list[str]
+) -> list[MemoryBlock]:
+    """The offline blocks an online request without explicit blocks may use, lowest address first."""
+    candidates = [b for b in snap.blocks if b.state == "offline" and _in_scope(b, req) and b.id not in quarantined]
+    if req.action == Action.ONLINE_NEW:
+        skipped = [b.id for b in candidates if b.id in offlined_deliberately]
+        if skipped:
+            notes.append(f"blocks offlined deliberately (journal) are not new: {skipped}")
+        candidates = [b for b in candidates if b.id not in offlined_deliberately]
+    candidates.sort(key=lambda b: b.id)  # lowest address first, as chmem -e
+    if not candidates:
+        notes.append("no offline block" + (f" on node {req.node}" if req.node is not None else ""))
+    return candidates
+
+
+def _online_op(req: Request, b: MemoryBlock, zone: str, ratio: _Ratio, pages: int, notes: list[str]) -> Op | None:
+    """How to online the offline block ``b`` into ``zone``; None when it is
+    skipped (noted, or refused for explicit blocks)."""
+    valid = " ".join(b.valid_zones or ())
+    if zone == "movable":
+        if not movable_offered(b):
+            _skip(req, notes, f"memory{b.id}: ZONE_MOVABLE not in valid_zones {valid}")
+            return None
+        if not ratio.allows(b.node, pages):
+            raise PlanRefused(
+                "ratio",
+                f"onlining memory{b.id} to ZONE_MOVABLE would exceed MOVABLE:KERNEL "
+                f"{ratio.ceiling}% (auto_movable_ratio accounting)",
+            )
+        return Op.ONLINE_MOVABLE
+    if zone == "kernel":
+        if not kernel_zone_offered(b):
+            _skip(req, notes, f"memory{b.id}: no kernel zone in valid_zones {valid}")
+            return None
+        return Op.ONLINE_KERNEL
+    if movable_offered(b) and ratio.allows(b.node, pages):
+        return Op.ONLINE_MOVABLE
+    if kernel_zone_offered(b):
+        return Op.ONLINE_KERNEL
+    _skip(req, notes, f"memory{b.id}: ZONE_MOVABLE would exceed the ratio and no kernel zone in valid_zones {valid}")
+    return None
 
 
 def _zone_token(zone: str, b: MemoryBlock) -> Op:
@@ -311,32 +321,11 @@ def _plan_offline(
     budget = _reserve_budget(req, snap, bs)
     pages = bs // PAGE_SIZE
     if req.blocks is not None:
-        candidates = _explicit(req, snap)
-        for b in candidates:
-            if b.state == "online" and not b.offlinable:
-                raise PlanRefused(
-                    "valid_zones_none",
-                    f"memory{b.id} has valid_zones none (spans zones, nodes or holes): it cannot be offlined",
-                )
-            if b.state == "online" and not offline_eligible(b, "any"):
-                raise PlanRefused("request", f"memory{b.id}: state {b.state}, valid_zones {b.valid_zones}")
+        candidates = _explicit_offline(req, snap, zone)
         n = len(candidates)
-        if zone != "any" and req.zone is not None:
-            for b in candidates:
-                if b.state == "online" and not offline_eligible(b, zone):
-                    raise PlanRefused("request", f"memory{b.id} is in zone {b.zone}, not {zone}")
     else:
         n = wanted_blocks(req, bs)
-        candidates = [
-            b for b in snap.blocks if offline_eligible(b, zone) and _in_scope(b, req) and b.id not in quarantined
-        ]
-        candidates.sort(key=lambda b: b.id, reverse=True)  # highest address first, as chmem -d
-        if not candidates:
-            notes.append(
-                f"no online block in zone {zone}"
-                + (f" on node {req.node}" if req.node is not None else "")
-                + " that can be offlined"
-            )
+        candidates = _online_blocks(req, snap, zone, quarantined, notes)
     to_change = [b for b in candidates if b.state == "online"][:n]
     if len(to_change) > budget:
         if req.blocks is not None or budget == 0:
@@ -362,6 +351,39 @@ def _plan_offline(
     if req.blocks is None and 0 < len(steps) < n:
         notes.append(f"only {len(steps)} of {n} requested blocks qualify")
     return Plan(req.action, steps, notes)
+
+
+def _explicit_offline(req: Request, snap: Snapshot, zone: str) -> list[MemoryBlock]:
+    """The request's own blocks, refused as a whole if an online one cannot go offline."""
+    candidates = _explicit(req, snap)
+    for b in candidates:
+        if b.state == "online" and not b.offlinable:
+            raise PlanRefused(
+                "valid_zones_none",
+                f"memory{b.id} has valid_zones none (spans zones, nodes or holes): it cannot be offlined",
+            )
+        if b.state == "online" and not offline_eligible(b, "any"):
+            raise PlanRefused("request", f"memory{b.id}: state {b.state}, valid_zones {b.valid_zones}")
+    if zone != "any" and req.zone is not None:
+        for b in candidates:
+            if b.state == "online" and not offline_eligible(b, zone):
+                raise PlanRefused("request", f"memory{b.id} is in zone {b.zone}, not {zone}")
+    return candidates
+
+
+def _online_blocks(
+    req: Request, snap: Snapshot, zone: str, quarantined: frozenset[int], notes: list[str]
+) -> list[MemoryBlock]:
+    """The online blocks of ``zone`` an offline request may take, highest address first."""
+    candidates = [b for b in snap.blocks if offline_eligible(b, zone) and _in_scope(b, req) and b.id not in quarantined]
+    candidates.sort(key=lambda b: b.id, reverse=True)  # highest address first, as chmem -d
+    if not candidates:
+        notes.append(
+            f"no online block in zone {zone}"
+            + (f" on node {req.node}" if req.node is not None else "")
+            + " that can be offlined"
+        )
+    return candidates
 
 
 def rebalance_needed(b: Balance, target: float, pages: int) -> int:

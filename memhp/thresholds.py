@@ -34,11 +34,5 @@ def _packaged() -> dict[str, Any]:
     return yaml.safe_load(resources.files("memhp").joinpath(THRESHOLDS_RESOURCE).read_text(encoding="utf-8"))
 
 
-def ratio_thresholds() -> tuple[float, float]:
-    """(warning, critical) MOVABLE:KERNEL ratios of the alerts."""
-    r = _packaged()["movable_kernel_ratio"]
-    return float(r["warning"]), float(r["critical"])
-
-
 def runbook_url(alertname: str) -> str:
     return f"{RUNBOOK_BASE}#{alertname.lower()}"

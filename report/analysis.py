@@ -7,23 +7,39 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
+from . import thresholds
 from .collect import Collected
-from .thresholds import KERNEL_ZONES, RATIO_CRITICAL, RATIO_WARNING
+from .thresholds import KERNEL_ZONES
 
-# Risk score: weight and the value at which a component saturates (docs/capacity-review.md).
-RISK = {
-    "ratio_now": (30, RATIO_CRITICAL),  # current MOVABLE:KERNEL, linear up to 4:1
-    "hours_above_4": (25, 24.0),  # time above 4:1, full at one day
-    "hours_above_3": (10, 72.0),  # time above 3:1, full at three days
-    "offline_trouble": (15, 8),  # blocks that failed offlining + blocks that cannot be offlined
-    "quarantined": (10, 1),  # any quarantined block on the host (peak)
-    "failed_actions": (10, 10),  # controller actions that ended failed on the host
-}
+
+def risk_weights() -> dict[str, tuple[float, float]]:
+    """Risk score: each component's weight and the value at which it
+    saturates (docs/capacity-review.md)."""
+    return {
+        "ratio_now": (30, thresholds.LINES.critical),  # current MOVABLE:KERNEL, linear up to the critical line
+        "hours_above_critical": (25, 24.0),  # time above the critical line, full at one day
+        "hours_above_warning": (10, 72.0),  # time above the warning line, full at three days
+        "offline_trouble": (15, 8),  # blocks that failed offlining + blocks that cannot be offlined
+        "quarantined": (10, 1),  # any quarantined block on the host (peak)
+        "failed_actions": (10, 10),  # controller actions that ended failed on the host
+    }
+
+
+def risk_label(component: str) -> str:
+    """A risk component as the report's text names it."""
+    lines = thresholds.LINES
+    named = {
+        "hours_above_critical": f"hours above {lines.critical_label}",
+        "hours_above_warning": f"hours above {lines.warning_label}",
+    }
+    return named.get(component, component.replace("_", " "))
+
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
@@ -73,8 +89,8 @@ def node_row(raw: dict[str, Any], step: float, inst: dict[str, Any]) -> dict[str
         "ratio_current": _f(raw.get("ratio_current")),
         "ratio_min": _f(raw.get("ratio_min")),
         "ratio_peak": _f(raw.get("ratio_peak")),
-        "hours_above_3": raw.get("steps_above_3", 0.0) * step / 3600,
-        "hours_above_4": raw.get("steps_above_4", 0.0) * step / 3600,
+        "hours_above_warning": raw.get("steps_above_warning", 0.0) * step / 3600,
+        "hours_above_critical": raw.get("steps_above_critical", 0.0) * step / 3600,
         "online_bytes": _f(state.get("online")),
         "offline_bytes": _f(state.get("offline", 0.0)),
         "going_offline_bytes": _f(state.get("going-offline", 0.0)),
@@ -129,13 +145,13 @@ def _sum_by(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
 def risk(node: dict, inst: dict) -> dict[str, Any]:
     raw = {
         "ratio_now": node["ratio_current"] or 0.0,
-        "hours_above_4": node["hours_above_4"],
-        "hours_above_3": node["hours_above_3"],
+        "hours_above_critical": node["hours_above_critical"],
+        "hours_above_warning": node["hours_above_warning"],
         "offline_trouble": node["failed_offline_blocks"] + (node["unofflinable_blocks_current"] or 0),
         "quarantined": inst["quarantined_blocks"]["peak"] or 0,
         "failed_actions": inst["failed_actions"],
     }
-    parts = {k: round(w * min(raw[k] / sat, 1.0), 2) for k, (w, sat) in RISK.items()}
+    parts = {k: round(w * min(raw[k] / sat, 1.0), 2) for k, (w, sat) in risk_weights().items()}
     return {"score": round(sum(parts.values()), 1), "components": parts, "inputs": raw}
 
 
@@ -190,8 +206,8 @@ def detail(c: Collected, row: dict) -> dict:
         moved = float(finite.max()) > float(finite.min())
         out["ratio_peak_at"] = float(c.grid[int(np.nanargmax(y))]) if moved else None
         out["ratio_peak_at_iso"] = iso(out["ratio_peak_at"])
-        out["longest_above_4"] = time_above(c.grid, y, RATIO_CRITICAL, c.step)
-        out["longest_above_3"] = time_above(c.grid, y, RATIO_WARNING, c.step)
+        out["longest_above_critical"] = time_above(c.grid, y, thresholds.LINES.critical, c.step)
+        out["longest_above_warning"] = time_above(c.grid, y, thresholds.LINES.warning, c.step)
     blocks = [b for b in c.blocks.get(row["instance"], []) if b["node"] == row["node"]]
     out["failed_offline_block_list"] = blocks
     out["failed_offline_blocks_still_online"] = sum(1 for b in blocks if b["still_online"]) if blocks else None
@@ -214,6 +230,7 @@ def fleet_figures(c: Collected, nodes: list[dict], insts: dict[str, dict]) -> di
         for a in i["actions_by_result"]:
             acts[(a["action"], a["result"])] += a["count"]
     cur = c.curves
+    lines = thresholds.LINES
     zero = {"current": 0.0, "min": 0.0, "peak": 0.0}
     return {
         "instances": len({n["instance"] for n in nodes}),
@@ -228,10 +245,10 @@ def fleet_figures(c: Collected, nodes: list[dict], insts: dict[str, dict]) -> di
         "ratio_p50": _stats(cur.get("ratio_p50")),
         "ratio_p90": _stats(cur.get("ratio_p90")),
         "ratio_max": _stats(cur.get("ratio_max")),
-        "nodes_above_3_now": sum(1 for n in nodes if (n["ratio_current"] or 0) > RATIO_WARNING),
-        "nodes_above_4_now": sum(1 for n in nodes if (n["ratio_current"] or 0) > RATIO_CRITICAL),
-        "nodes_above_3_in_period": sum(1 for n in nodes if n["hours_above_3"] > 0),
-        "nodes_above_4_in_period": sum(1 for n in nodes if n["hours_above_4"] > 0),
+        "nodes_above_warning_now": sum(1 for n in nodes if _now_above(n, lines.warning)),
+        "nodes_above_critical_now": sum(1 for n in nodes if _now_above(n, lines.critical)),
+        "nodes_above_warning_in_period": sum(1 for n in nodes if n["hours_above_warning"] > 0),
+        "nodes_above_critical_in_period": sum(1 for n in nodes if n["hours_above_critical"] > 0),
         "offline_failures_by_reason": dict(sorted(failures.items())),
         "offline_failures": sum(failures.values()),
         "failed_offline_blocks": sum(i["failed_offline_blocks"] for i in insts.values()),
@@ -261,8 +278,284 @@ def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'s' if n != 1 else ''}"
 
 
-# A kind of finding: which rows it is about, how they are ordered, its headline and entry texts.
-Kind = tuple[str, str, str, str, Callable[[dict], bool], Callable[[dict], Any], Callable[[int, list[dict]], str]]
+@dataclass(frozen=True)
+class Kind:
+    """A kind of node finding: which rows it is about, how they are ordered,
+    its headline (from all its rows) and one entry's text (from a row and the
+    node's details)."""
+
+    name: str
+    severity: str
+    alert: str
+    match: Callable[[dict], bool]
+    order: Callable[[dict], tuple]
+    headline: Callable[[list[dict]], str]
+    entry: Callable[[dict, Callable[[dict], dict]], str]
+    # rows that make the whole group critical (MemhpMovableKernelRatioCritical)
+    critical_if: Callable[[dict], bool] | None = None
+
+
+def _now_above(n: dict, line: float) -> bool:
+    return (n["ratio_current"] or 0) > line
+
+
+def _peak_at(d: dict) -> str:
+    return f" at {d['ratio_peak_at_iso']}" if d.get("ratio_peak_at_iso") else ""
+
+
+def _entry_ratio_critical(n: dict, details: Callable[[dict], dict]) -> str:
+    d, lines = details(n), thresholds.LINES
+    text = (
+        f"{_where(n)} spent {n['hours_above_critical']:.1f} h above {lines.critical_label} "
+        f"({n['hours_above_warning']:.1f} h above {lines.warning_label}), "
+        f"peak {fmt_ratio(n['ratio_peak'])}{_peak_at(d)}"
+    )
+    lo = d.get("longest_above_critical")
+    if lo and lo["hours"]:
+        text += f"; longest stretch above {lines.critical_label}: {lo['hours']:.1f} h from {lo['from']}"
+    return text + "."
+
+
+def _entry_ratio_high(n: dict, details: Callable[[dict], dict]) -> str:
+    lines = thresholds.LINES
+    return (
+        f"{_where(n)} spent {n['hours_above_warning']:.1f} h above {lines.warning_label} "
+        f"(never above {lines.critical_label}), peak {fmt_ratio(n['ratio_peak'])}{_peak_at(details(n))}."
+    )
+
+
+def _entry_failed(n: dict, details: Callable[[dict], dict]) -> str:
+    d = details(n)
+    blocks = d.get("failed_offline_block_list") or []
+    why = ", ".join(f"{r}: {fmt_bytes(b)}" for r, b in n["failed_offline_bytes_by_reason"].items())
+    text = f"{fmt_bytes(n['failed_offline_bytes'])} ({_plural(n['failed_offline_blocks'], 'memory block')}"
+    if blocks:
+        zones = sorted({b["zone"] for b in blocks if b["zone"]})
+        text += f": {_blocks_text(blocks)}, zone {'/'.join(zones) or 'unknown'}"
+    text += f") could not be offlined on {_where(n)}"
+    text += f" ({why})" if why else ""
+    if d.get("failed_offline_blocks_still_online") is not None:
+        text += f"; {d['failed_offline_blocks_still_online']} of them still online at the end of the period"
+    return text + "."
+
+
+def _headline_ratio_now(rows: list[dict]) -> str:
+    lines = thresholds.LINES
+    critical = sum(1 for r in rows if _now_above(r, lines.critical))
+    return (
+        f"{_plural(len(rows), 'node')} above {lines.warning_label} at the end of the period "
+        f"({critical:,} above {lines.critical_label}): do not online more memory to ZONE_MOVABLE there"
+    )
+
+
+def _hot_unpluggable_fell_to_zero(n: dict) -> bool:
+    return (
+        bool(n["hot_unpluggable_peak_bytes"])
+        and n["hot_unpluggable_min_bytes"] is not None
+        and n["hot_unpluggable_min_bytes"] <= 0
+    )
+
+
+NODE_KINDS: tuple[Kind, ...] = (
+    Kind(
+        "ratio_critical",
+        "critical",
+        "MemhpMovableKernelRatioCritical",
+        match=lambda n: n["hours_above_critical"] > 0,
+        order=lambda n: (-n["hours_above_critical"], n["rank"]),
+        headline=lambda rows: (
+            f"{_plural(len(rows), 'node')} spent time above {thresholds.LINES.critical_label} MOVABLE:KERNEL: "
+            f"unmovable allocations (memmap, page tables, pinned pages) can only use the kernel zones"
+        ),
+        entry=_entry_ratio_critical,
+    ),
+    Kind(
+        "ratio_now",
+        "warning",
+        "MemhpMovableKernelRatioHigh",
+        match=lambda n: _now_above(n, thresholds.LINES.warning),
+        order=lambda n: (-(n["ratio_current"] or 0), n["rank"]),
+        headline=_headline_ratio_now,
+        entry=lambda n, details: f"{_where(n)} is at {fmt_ratio(n['ratio_current'])}.",
+        critical_if=lambda n: _now_above(n, thresholds.LINES.critical),
+    ),
+    Kind(
+        "ratio_high",
+        "warning",
+        "MemhpMovableKernelRatioHigh",
+        match=lambda n: n["hours_above_warning"] > 0 and n["hours_above_critical"] == 0,
+        order=lambda n: (-n["hours_above_warning"], n["rank"]),
+        headline=lambda rows: (
+            f"{_plural(len(rows), 'node')} spent time above {thresholds.LINES.warning_label} MOVABLE:KERNEL "
+            f"(never above {thresholds.LINES.critical_label})"
+        ),
+        entry=_entry_ratio_high,
+    ),
+    Kind(
+        "failed_offline",
+        "warning",
+        "MemhpOfflineFailuresRising",
+        match=lambda n: n["failed_offline_blocks"] > 0,
+        order=lambda n: (-n["failed_offline_blocks"], n["rank"]),
+        headline=lambda rows: (
+            f"{fmt_bytes(sum(r['failed_offline_bytes'] or 0 for r in rows))} in "
+            f"{_plural(sum(r['failed_offline_blocks'] for r in rows), 'memory block')} on "
+            f"{_plural(len(rows), 'node')} could not be offlined when asked"
+        ),
+        entry=_entry_failed,
+    ),
+    Kind(
+        "hot_unpluggable_zero",
+        "warning",
+        "MemhpHotUnpluggableBelowFloor",
+        match=_hot_unpluggable_fell_to_zero,
+        order=lambda n: (n["rank"],),
+        headline=lambda rows: (
+            f"{_plural(len(rows), 'node')} had their hot-unpluggable memory (online ZONE_MOVABLE) fall to 0"
+        ),
+        entry=lambda n, details: (
+            f"{_where(n)}: peak {fmt_bytes(n['hot_unpluggable_peak_bytes'])}, "
+            f"now {fmt_bytes(n['hot_unpluggable_current_bytes'])}."
+        ),
+    ),
+    Kind(
+        "going_offline",
+        "warning",
+        "MemhpBlockStuckGoingOffline",
+        match=lambda n: bool(n["going_offline_peak_bytes"]),
+        order=lambda n: (-(n["going_offline_peak_bytes"] or 0), n["rank"]),
+        headline=lambda rows: (
+            f"{_plural(len(rows), 'node')} had memory blocks going-offline (offline_pages() retrying)"
+        ),
+        entry=lambda n, details: f"{_where(n)}: up to {fmt_bytes(n['going_offline_peak_bytes'])} going-offline.",
+    ),
+    Kind(
+        "left_offline",
+        "info",
+        "MemhpBlocksLeftOffline",
+        match=lambda n: bool(n["offline_bytes"]),
+        order=lambda n: (-(n["offline_bytes"] or 0), n["rank"]),
+        headline=lambda rows: (
+            f"{fmt_bytes(sum(r['offline_bytes'] or 0 for r in rows))} in offline memory blocks on "
+            f"{_plural(len(rows), 'node')} at the end of the period: present but neither usable nor counted in "
+            f"MOVABLE:KERNEL"
+        ),
+        entry=lambda n, details: f"{_where(n)}: {fmt_bytes(n['offline_bytes'])} offline.",
+    ),
+    Kind(
+        "unofflinable",
+        "info",
+        "MemhpOfflineFailuresRising",
+        match=lambda n: (n["unofflinable_blocks_peak"] or 0) > 0,
+        order=lambda n: (-(n["unofflinable_blocks_current"] or 0), n["rank"]),
+        headline=lambda rows: (
+            f"{_plural(len(rows), 'node')} {'has' if len(rows) == 1 else 'have'} online memory blocks the kernel "
+            f"cannot offline (valid_zones none: the block spans zones or nodes, or has holes); they can never be "
+            f"hot-unplugged"
+        ),
+        entry=lambda n, details: (
+            f"{_where(n)}: {n['unofflinable_blocks_current']} block(s) now, peak {n['unofflinable_blocks_peak']}."
+        ),
+    ),
+)
+
+
+def _group(
+    kind: str, severity: str, alert: str, unit: str, headline: str, entries: list[dict], total: int, base: str
+) -> dict:
+    more = total - len(entries)
+    return {
+        "kind": kind,
+        "severity": severity,
+        "alert": alert,
+        "runbook_url": f"{base}#{alert.lower()}",
+        "unit": unit,
+        "count": total,
+        "text": headline + (f"; worst {len(entries)} below" if more > 0 else "") + ".",
+        "entries": entries,
+        "more": more,
+    }
+
+
+def _node_group(kind: Kind, nodes: list[dict], details: Callable[[dict], dict], base: str, top: int) -> dict | None:
+    rows = sorted((n for n in nodes if kind.match(n)), key=kind.order)
+    if not rows:
+        return None
+    severity, alert = kind.severity, kind.alert
+    if kind.critical_if is not None and any(kind.critical_if(r) for r in rows):
+        severity, alert = "critical", "MemhpMovableKernelRatioCritical"
+    entries = [
+        {"instance": n["instance"], "node": n["node"], "rank": n["rank"], "text": kind.entry(n, details)}
+        for n in rows[:top]
+    ]
+    return _group(kind.name, severity, alert, "node", kind.headline(rows), entries, len(rows), base)
+
+
+def _host_entries(hosts: list[dict], text: Callable[[dict], str], top: int) -> list[dict]:
+    return [{"instance": i["instance"], "node": None, "text": text(i)} for i in hosts[:top]]
+
+
+def _quarantined_group(hosts: list[dict], base: str, top: int) -> dict | None:
+    q = sorted(
+        (i for i in hosts if (i["quarantined_blocks"]["peak"] or 0) > 0), key=lambda i: -i["quarantined_blocks"]["peak"]
+    )
+    if not q:
+        return None
+    entries = _host_entries(
+        q,
+        lambda i: (
+            f"{i['instance']}: the controller quarantined up to {i['quarantined_blocks']['peak']} "
+            f"memory block(s) ({i['quarantined_blocks']['current']} at the end of the period)."
+        ),
+        top,
+    )
+    headline = f"{_plural(len(q), 'host')} had the controller quarantine memory blocks after repeated failures"
+    return _group("quarantined", "warning", "MemhpControllerBlocksQuarantined", "host", headline, entries, len(q), base)
+
+
+def _failed_actions_group(hosts: list[dict], base: str, top: int) -> dict | None:
+    fa = sorted((i for i in hosts if i["failed_actions"]), key=lambda i: (-i["failed_actions"], i["instance"]))
+    if not fa:
+        return None
+    entries = _host_entries(
+        fa,
+        lambda i: (
+            f"{i['instance']}: {i['failed_actions']} controller action(s) ended failed ("
+            + ", ".join(f"{a['action']} {a['errno'] or 'unknown'}: {a['count']}" for a in i["failed_actions_by_errno"])
+            + ")."
+        ),
+        top,
+    )
+    headline = (
+        f"{_plural(sum(i['failed_actions'] for i in fa), 'controller action')} on memory blocks ended failed "
+        f"on {_plural(len(fa), 'host')}"
+    )
+    return _group(
+        "failed_actions", "warning", "MemhpControllerActionsFailing", "host", headline, entries, len(fa), base
+    )
+
+
+def _offline_failures_no_node_group(hosts: list[dict], nodes: list[dict], base: str, top: int) -> dict | None:
+    with_nodes = {n["instance"] for n in nodes if n["failed_offline_blocks"]}
+    un = sorted(
+        (i for i in hosts if i["offline_failures"] and i["instance"] not in with_nodes),
+        key=lambda i: (-i["offline_failures"], i["instance"]),
+    )
+    if not un:
+        return None
+    entries = _host_entries(
+        un,
+        lambda i: (
+            f"{i['instance']}: {i['offline_failures']} failed offline attempt(s) ("
+            + ", ".join(f"{k}: {v}" for k, v in i["offline_failures_by_reason"].items())
+            + ")."
+        ),
+        top,
+    )
+    headline = f"{_plural(len(un), 'host')} logged failed offline attempts without per-node block data"
+    return _group(
+        "offline_failures_no_node", "warning", "MemhpOfflineFailuresRising", "host", headline, entries, len(un), base
+    )
 
 
 def findings(
@@ -274,269 +567,29 @@ def findings(
 ) -> list[dict]:
     """Findings grouped by kind: a headline with the count, the worst ``top``
     entries below it (nodes by their own figure, ties by risk rank)."""
-
-    def node_entry_ratio_crit(n: dict) -> str:
-        d = details(n)
-        text = (
-            f"{_where(n)} spent {n['hours_above_4']:.1f} h above 4:1 ({n['hours_above_3']:.1f} h above 3:1), "
-            f"peak {fmt_ratio(n['ratio_peak'])}"
-        )
-        if d.get("ratio_peak_at_iso"):
-            text += f" at {d['ratio_peak_at_iso']}"
-        lo = d.get("longest_above_4")
-        if lo and lo["hours"]:
-            text += f"; longest stretch above 4:1: {lo['hours']:.1f} h from {lo['from']}"
-        return text + "."
-
-    def node_entry_ratio_high(n: dict) -> str:
-        d = details(n)
-        text = (
-            f"{_where(n)} spent {n['hours_above_3']:.1f} h above 3:1 (never above 4:1), "
-            f"peak {fmt_ratio(n['ratio_peak'])}"
-        )
-        if d.get("ratio_peak_at_iso"):
-            text += f" at {d['ratio_peak_at_iso']}"
-        return text + "."
-
-    def node_entry_failed(n: dict) -> str:
-        d = details(n)
-        blocks = d.get("failed_offline_block_list") or []
-        why = ", ".join(f"{r}: {fmt_bytes(b)}" for r, b in n["failed_offline_bytes_by_reason"].items())
-        text = f"{fmt_bytes(n['failed_offline_bytes'])} ({_plural(n['failed_offline_blocks'], 'memory block')}"
-        if blocks:
-            zones = sorted({b["zone"] for b in blocks if b["zone"]})
-            text += f": {_blocks_text(blocks)}, zone {'/'.join(zones) or 'unknown'}"
-        text += f") could not be offlined on {_where(n)}"
-        text += f" ({why})" if why else ""
-        if d.get("failed_offline_blocks_still_online") is not None:
-            text += f"; {d['failed_offline_blocks_still_online']} of them still online at the end of the period"
-        return text + "."
-
-    node_kinds: list[Kind] = [
-        (
-            "ratio_critical",
-            "critical",
-            "MemhpMovableKernelRatioCritical",
-            "node",
-            lambda n: n["hours_above_4"] > 0,
-            lambda n: (-n["hours_above_4"], n["rank"]),
-            lambda k, rows: (
-                f"{_plural(k, 'node')} spent time above 4:1 MOVABLE:KERNEL: unmovable allocations "
-                f"(memmap, page tables, pinned pages) can only use the kernel zones"
-            ),
-        ),
-        (
-            "ratio_now",
-            "warning",
-            "MemhpMovableKernelRatioHigh",
-            "node",
-            lambda n: (n["ratio_current"] or 0) > RATIO_WARNING,
-            lambda n: (-(n["ratio_current"] or 0), n["rank"]),
-            lambda k, rows: (
-                f"{_plural(k, 'node')} above 3:1 at the end of the period "
-                f"({sum(1 for r in rows if (r['ratio_current'] or 0) > RATIO_CRITICAL):,} above 4:1): "
-                f"do not online more memory to ZONE_MOVABLE there"
-            ),
-        ),
-        (
-            "ratio_high",
-            "warning",
-            "MemhpMovableKernelRatioHigh",
-            "node",
-            lambda n: n["hours_above_3"] > 0 and n["hours_above_4"] == 0,
-            lambda n: (-n["hours_above_3"], n["rank"]),
-            lambda k, rows: f"{_plural(k, 'node')} spent time above 3:1 MOVABLE:KERNEL (never above 4:1)",
-        ),
-        (
-            "failed_offline",
-            "warning",
-            "MemhpOfflineFailuresRising",
-            "node",
-            lambda n: n["failed_offline_blocks"] > 0,
-            lambda n: (-n["failed_offline_blocks"], n["rank"]),
-            lambda k, rows: (
-                f"{fmt_bytes(sum(r['failed_offline_bytes'] or 0 for r in rows))} in "
-                f"{_plural(sum(r['failed_offline_blocks'] for r in rows), 'memory block')} on {_plural(k, 'node')} "
-                f"could not be offlined when asked"
-            ),
-        ),
-        (
-            "hot_unpluggable_zero",
-            "warning",
-            "MemhpHotUnpluggableBelowFloor",
-            "node",
-            lambda n: (
-                bool(n["hot_unpluggable_peak_bytes"])
-                and n["hot_unpluggable_min_bytes"] is not None
-                and n["hot_unpluggable_min_bytes"] <= 0
-            ),
-            lambda n: (n["rank"],),
-            lambda k, rows: f"{_plural(k, 'node')} had their hot-unpluggable memory (online ZONE_MOVABLE) fall to 0",
-        ),
-        (
-            "going_offline",
-            "warning",
-            "MemhpBlockStuckGoingOffline",
-            "node",
-            lambda n: bool(n["going_offline_peak_bytes"]),
-            lambda n: (-(n["going_offline_peak_bytes"] or 0), n["rank"]),
-            lambda k, rows: f"{_plural(k, 'node')} had memory blocks going-offline (offline_pages() retrying)",
-        ),
-        (
-            "left_offline",
-            "info",
-            "MemhpBlocksLeftOffline",
-            "node",
-            lambda n: bool(n["offline_bytes"]),
-            lambda n: (-(n["offline_bytes"] or 0), n["rank"]),
-            lambda k, rows: (
-                f"{fmt_bytes(sum(r['offline_bytes'] or 0 for r in rows))} in offline memory blocks on "
-                f"{_plural(k, 'node')} at the end of the period: present but neither usable nor counted in "
-                f"MOVABLE:KERNEL"
-            ),
-        ),
-        (
-            "unofflinable",
-            "info",
-            "MemhpOfflineFailuresRising",
-            "node",
-            lambda n: (n["unofflinable_blocks_peak"] or 0) > 0,
-            lambda n: (-(n["unofflinable_blocks_current"] or 0), n["rank"]),
-            lambda k, rows: (
-                f"{_plural(k, 'node')} {'has' if k == 1 else 'have'} online memory blocks the kernel cannot offline "
-                f"(valid_zones none: the block spans zones or nodes, or has holes); they can never be hot-unplugged"
-            ),
-        ),
-    ]
-    node_entry: dict[str, Callable[[dict], str]] = {
-        "ratio_critical": node_entry_ratio_crit,
-        "ratio_now": lambda n: f"{_where(n)} is at {fmt_ratio(n['ratio_current'])}.",
-        "ratio_high": node_entry_ratio_high,
-        "failed_offline": node_entry_failed,
-        "hot_unpluggable_zero": lambda n: (
-            f"{_where(n)}: peak {fmt_bytes(n['hot_unpluggable_peak_bytes'])}, "
-            f"now {fmt_bytes(n['hot_unpluggable_current_bytes'])}."
-        ),
-        "going_offline": lambda n: f"{_where(n)}: up to {fmt_bytes(n['going_offline_peak_bytes'])} going-offline.",
-        "left_offline": lambda n: f"{_where(n)}: {fmt_bytes(n['offline_bytes'])} offline.",
-        "unofflinable": lambda n: (
-            f"{_where(n)}: {n['unofflinable_blocks_current']} block(s) now, peak {n['unofflinable_blocks_peak']}."
-        ),
-    }
-    out: list[dict] = []
-
-    def group(kind: str, severity: str, alert: str, unit: str, headline: str, entries: list[dict], total: int) -> None:
-        shown = entries[:top]
-        more = total - len(shown)
-        out.append(
-            {
-                "kind": kind,
-                "severity": severity,
-                "alert": alert,
-                "runbook_url": f"{runbook_base}#{alert.lower()}",
-                "unit": unit,
-                "count": total,
-                "text": headline + (f"; worst {len(shown)} below" if more > 0 else "") + ".",
-                "entries": shown,
-                "more": more,
-            }
-        )
-
-    for kind, severity, alert, unit, match, order, headline in node_kinds:
-        rows = sorted((n for n in nodes if match(n)), key=order)
-        if not rows:
-            continue
-        if kind == "ratio_now" and any((r["ratio_current"] or 0) > RATIO_CRITICAL for r in rows):
-            severity, alert = "critical", "MemhpMovableKernelRatioCritical"
-        entries = [
-            {"instance": n["instance"], "node": n["node"], "rank": n["rank"], "text": node_entry[kind](n)}
-            for n in rows[:top]
-        ]
-        group(kind, severity, alert, unit, headline(len(rows), rows), entries, len(rows))
-
     hosts = list(insts.values())
-    q = sorted(
-        (i for i in hosts if (i["quarantined_blocks"]["peak"] or 0) > 0), key=lambda i: -i["quarantined_blocks"]["peak"]
-    )
-    if q:
-        group(
-            "quarantined",
-            "warning",
-            "MemhpControllerBlocksQuarantined",
-            "host",
-            f"{_plural(len(q), 'host')} had the controller quarantine memory blocks after repeated failures",
-            [
-                {
-                    "instance": i["instance"],
-                    "node": None,
-                    "text": f"{i['instance']}: the controller quarantined up to {i['quarantined_blocks']['peak']} "
-                    f"memory block(s) ({i['quarantined_blocks']['current']} at the end of the period).",
-                }
-                for i in q[:top]
-            ],
-            len(q),
-        )
-    fa = sorted((i for i in hosts if i["failed_actions"]), key=lambda i: (-i["failed_actions"], i["instance"]))
-    if fa:
-        group(
-            "failed_actions",
-            "warning",
-            "MemhpControllerActionsFailing",
-            "host",
-            f"{_plural(sum(i['failed_actions'] for i in fa), 'controller action')} on memory blocks ended failed "
-            f"on {_plural(len(fa), 'host')}",
-            [
-                {
-                    "instance": i["instance"],
-                    "node": None,
-                    "text": f"{i['instance']}: {i['failed_actions']} controller action(s) ended failed ("
-                    + ", ".join(
-                        f"{a['action']} {a['errno'] or 'unknown'}: {a['count']}" for a in i["failed_actions_by_errno"]
-                    )
-                    + ").",
-                }
-                for i in fa[:top]
-            ],
-            len(fa),
-        )
-    with_nodes = {n["instance"] for n in nodes if n["failed_offline_blocks"]}
-    un = sorted(
-        (i for i in hosts if i["offline_failures"] and i["instance"] not in with_nodes),
-        key=lambda i: (-i["offline_failures"], i["instance"]),
-    )
-    if un:
-        group(
-            "offline_failures_no_node",
-            "warning",
-            "MemhpOfflineFailuresRising",
-            "host",
-            f"{_plural(len(un), 'host')} logged failed offline attempts without per-node block data",
-            [
-                {
-                    "instance": i["instance"],
-                    "node": None,
-                    "text": f"{i['instance']}: {i['offline_failures']} failed offline attempt(s) ("
-                    + ", ".join(f"{k}: {v}" for k, v in i["offline_failures_by_reason"].items())
-                    + ").",
-                }
-                for i in un[:top]
-            ],
-            len(un),
-        )
+    groups = [_node_group(kind, nodes, details, runbook_base, top) for kind in NODE_KINDS]
+    groups += [
+        _quarantined_group(hosts, runbook_base, top),
+        _failed_actions_group(hosts, runbook_base, top),
+        _offline_failures_no_node_group(hosts, nodes, runbook_base, top),
+    ]
+    out = [g for g in groups if g is not None]
     out.sort(key=lambda f: SEVERITY_ORDER[f["severity"]])
     return out
 
 
 def summary(fleet: dict) -> list[str]:
     """The first screen, in sentences."""
-    f = fleet
-    lines = [
+    f, lines = fleet, thresholds.LINES
+    text = [
         f"{f['instances']:,} hosts, {f['nodes']:,} NUMA nodes.",
         f"MOVABLE:KERNEL: fleet {fmt_ratio(f['ratio']['current'])} at the end (peak {fmt_ratio(f['ratio']['peak'])}); "
         f"median node {fmt_ratio(f['ratio_p50']['current'])}, 90th percentile {fmt_ratio(f['ratio_p90']['current'])}, "
         f"worst {fmt_ratio(f['ratio_max']['current'])} (worst in the period {fmt_ratio(f['ratio_max']['peak'])}).",
-        f"{_plural(f['nodes_above_4_in_period'], 'node')} went above 4:1 and {f['nodes_above_3_in_period']:,} "
-        f"above 3:1 during the period; {f['nodes_above_3_now']:,} above 3:1 at the end.",
+        f"{_plural(f['nodes_above_critical_in_period'], 'node')} went above {lines.critical_label} and "
+        f"{f['nodes_above_warning_in_period']:,} above {lines.warning_label} during the period; "
+        f"{f['nodes_above_warning_now']:,} above {lines.warning_label} at the end.",
         f"Hot-unpluggable memory (online ZONE_MOVABLE): {fmt_bytes(f['hot_unpluggable_bytes']['current'])} at the end "
         f"(low {fmt_bytes(f['hot_unpluggable_bytes']['min'])}, high {fmt_bytes(f['hot_unpluggable_bytes']['peak'])}); "
         f"online {fmt_bytes(f['online_bytes']['current'])}, offline {fmt_bytes(f['offline_bytes']['current'])}.",
@@ -552,4 +605,4 @@ def summary(fleet: dict) -> list[str]:
         + f"; {_plural(f['instances_with_quarantine'], 'host')} quarantined blocks "
         f"({f['quarantined_blocks_now']:,} quarantined now).",
     ]
-    return lines
+    return text

@@ -1,5 +1,5 @@
 """PNG charts (matplotlib, Agg, no pyplot state) of the fleet: the
-MOVABLE:KERNEL distribution over time (p50/p90/max) against 3:1 and 4:1,
+MOVABLE:KERNEL distribution over time (p50/p90/max) against the alerts' warning and critical lines,
 capacity by zone over time, offline failures by reason and controller
 actions, and the ratio of the few worst nodes.  Every chart is drawn from a
 handful of curves, whatever the fleet's size.  Every figure has a fixed pixel size (dpi 100, no tight
@@ -17,8 +17,8 @@ import matplotlib.dates as mdates
 import numpy as np
 from matplotlib.figure import Figure
 
+from . import thresholds
 from .collect import Collected
-from .thresholds import RATIO_CRITICAL, RATIO_WARNING
 
 DPI = 100
 WIDTH = 1000
@@ -42,7 +42,7 @@ NODE_COLORS = [
     "#17becf",
     "#393b79",
     "#637939",
-]  # no orange or red: those are the 3:1 and 4:1 lines
+]  # no orange or red: those are the warning and critical lines
 REASON_COLORS = ["#c44e52", "#dd8452", "#8172b2", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd"]
 
 
@@ -68,11 +68,31 @@ def _save(fig: Figure, path: Path) -> dict[str, Any]:
 
 
 def _ratio_lines(ax: Any) -> None:
-    ax.axhline(RATIO_WARNING, color="#e08a00", linestyle="--", linewidth=1.4, label="3:1 (warning)", zorder=0)
-    ax.axhline(RATIO_CRITICAL, color="#d62728", linestyle="--", linewidth=1.4, label="4:1 (critical)", zorder=0)
+    lines = thresholds.LINES
+    ax.axhline(
+        lines.warning,
+        color="#e08a00",
+        linestyle="--",
+        linewidth=1.4,
+        label=f"{lines.warning_label} (warning)",
+        zorder=0,
+    )
+    ax.axhline(
+        lines.critical,
+        color="#d62728",
+        linestyle="--",
+        linewidth=1.4,
+        label=f"{lines.critical_label} (critical)",
+        zorder=0,
+    )
 
 
 def distribution_chart(c: Collected, path: Path) -> dict[str, Any] | None:
+    fig = distribution_figure(c)
+    return None if fig is None else _save(fig, path)
+
+
+def distribution_figure(c: Collected) -> Figure | None:
     cur = c.curves
     if not any(k in cur for k in ("ratio_p50", "ratio_p90", "ratio_max")):
         return None
@@ -93,17 +113,17 @@ def distribution_chart(c: Collected, path: Path) -> dict[str, Any] | None:
             top = max(top, float(np.nanmax(y)))
         top_ax.plot(x, y, linewidth=width, color=color, label=label)
     _ratio_lines(top_ax)
-    top_ax.set_ylim(0, max(top, RATIO_CRITICAL) * 1.12)
+    top_ax.set_ylim(0, max(top, thresholds.LINES.critical) * 1.12)
     top_ax.set_ylabel("MOVABLE:KERNEL")
     top_ax.set_title("MOVABLE:KERNEL across the fleet's NUMA nodes", fontsize=11)
     top_ax.legend(loc="upper left", fontsize=8, ncols=3)
     _time_axis(top_ax)
-    above = cur.get("nodes_above_3", np.zeros(len(x)))
+    above = cur.get("nodes_above_warning", np.zeros(len(x)))
     low_ax.fill_between(x, above, step="mid", color="#e08a00", alpha=0.6, linewidth=0)
-    low_ax.set_ylabel("nodes > 3:1")
+    low_ax.set_ylabel(f"nodes > {thresholds.LINES.warning_label}")
     low_ax.set_ylim(0, max(1.0, float(np.nanmax(above)) * 1.15 if len(above) else 1.0))
     _time_axis(low_ax)
-    return _save(fig, path)
+    return fig
 
 
 def _unit(peak: float) -> tuple[float, str]:
@@ -144,6 +164,11 @@ def capacity_chart(c: Collected, path: Path) -> dict[str, Any] | None:
 
 
 def worst_nodes_chart(c: Collected, order: list[tuple[str, str]], path: Path) -> dict[str, Any] | None:
+    fig = worst_nodes_figure(c, order)
+    return None if fig is None else _save(fig, path)
+
+
+def worst_nodes_figure(c: Collected, order: list[tuple[str, str]]) -> Figure | None:
     keys = [k for k in order if k in c.shown]
     if not keys:
         return None
@@ -157,12 +182,12 @@ def worst_nodes_chart(c: Collected, order: list[tuple[str, str]], path: Path) ->
             top = max(top, float(np.nanmax(y)))
         ax.plot(x, y, linewidth=1.6, color=NODE_COLORS[i % len(NODE_COLORS)], label=f"{key[0]} node {key[1]}")
     _ratio_lines(ax)
-    ax.set_ylim(0, max(top, RATIO_CRITICAL) * 1.12)
+    ax.set_ylim(0, max(top, thresholds.LINES.critical) * 1.12)
     ax.set_ylabel("MOVABLE:KERNEL")
     ax.set_title(f"MOVABLE:KERNEL of the {len(keys)} highest-risk nodes", fontsize=11)
     _time_axis(ax)
     ax.legend(loc="upper left", fontsize=8, ncols=3)
-    return _save(fig, path)
+    return fig
 
 
 def _bar_chart(

@@ -8,10 +8,12 @@ import csv
 import json
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from . import thresholds
 from .promapi import (
     DEFAULT_MAX_SAMPLES,
     Prometheus,
@@ -22,7 +24,10 @@ from .promapi import (
     parse_duration,
     parse_time,
 )
-from .thresholds import RATIO_CRITICAL, RATIO_WARNING, RUNBOOK_BASE
+from .thresholds import RUNBOOK_BASE
+
+if TYPE_CHECKING:
+    from .collect import Collected, Collector
 
 
 def iso(ts: float) -> str:
@@ -158,7 +163,20 @@ def run_report(args: argparse.Namespace) -> int:
         return 130
 
 
-def _run(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Period:
+    """What the arguments ask for, checked."""
+
+    start: float
+    end: float
+    step: float
+    range_s: float
+    selector: str
+    timeout: float
+    warnings: list[str]
+
+
+def _period(args: argparse.Namespace) -> Period:
     try:
         range_s = parse_duration(args.range_)
         end = parse_time(args.end) if args.end else time.time()
@@ -172,32 +190,64 @@ def _run(args: argparse.Namespace) -> int:
     if not 1000 <= args.query_max_samples <= 10**12:
         raise ReportError("--query-max-samples must be between 1000 and 10^12")
     step, note = auto_step(range_s, requested)
+    # without --end, "now" is rounded down to the step so that the grid falls on whole steps
     end = float(int(end // step) * step) if not args.end else end
-    start = end - range_s
-    warnings = [note] if note else []
-    for w in warnings:
+    return Period(end - range_s, end, step, range_s, selector, timeout, [note] if note else [])
+
+
+def _run(args: argparse.Namespace) -> int:
+    period = _period(args)
+    for w in period.warnings:
         print(f"memhp report: note: {w}", file=sys.stderr)
-
     progress = Progress(sys.stderr, args.progress if args.progress is not None else sys.stderr.isatty())
-    prom = Prometheus(args.prometheus, timeout=timeout, on_request=progress.tick)
-
+    prom = Prometheus(args.prometheus, timeout=period.timeout, on_request=progress.tick)
     try:  # heavier imports after the argument checks; charts need the `report` extra
         from .charts import render_charts
     except ImportError as e:
         raise ReportError(f"memhp report needs matplotlib ({e}): pip install 'memhp[report]'") from None
-    from .analysis import RISK, detail, findings, fleet_figures, rank, summary
-    from .collect import Collector, probe
 
     t0 = time.monotonic()
-    instances, nodes = probe(prom, selector, start, end, step)
+    col, rows, insts, hosts = _collect(args, prom, period, progress)
+    report = _assemble(args, prom, period, col.c, rows, insts, hosts)
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        progress.message("drawing charts")
+        report["charts"] = render_charts(col.c, [(n["instance"], n["node"]) for n in rows[:SHOWN]], out / "charts")
+        write_full_data(out, rows, insts)
+        report["meta"]["prometheus_requests"] = prom.requests
+        report["meta"]["prometheus_seconds"] = round(prom.query_seconds, 3)
+        report["meta"]["wall_seconds"] = round(time.monotonic() - t0, 3)
+        _write_documents(out, report)
+    except OSError as e:
+        raise ReportError(f"cannot write the report to {out}: {e}") from None
+
+    if args.json:
+        json.dump(report, sys.stdout, indent=1, sort_keys=False)
+        sys.stdout.write("\n")
+    else:
+        _print_summary(report, period.range_s, out)
+    return 0
+
+
+def _collect(
+    args: argparse.Namespace, prom: Prometheus, period: Period, progress: Progress
+) -> tuple[Collector, list[dict], dict[str, dict], list[dict]]:
+    """Every figure from Prometheus: the node rows ranked, the host rows, and
+    the hosts listed in the report."""
+    from .analysis import rank
+    from .collect import Collector, probe
+
+    instances, nodes = probe(prom, period.selector, period.start, period.end, period.step)
     progress.message(f"{instances} host(s), {nodes} NUMA node(s)")
-    col = Collector(prom, selector, start, end, step, args.query_max_samples, instances, nodes)
+    col = Collector(
+        prom, period.selector, period.start, period.end, period.step, args.query_max_samples, instances, nodes
+    )
     col.node_figures()
     col.instance_figures()
     col.event_figures()
     col.fleet_curves()
     rows, insts = rank(col.c)
-    top_rows = rows[: args.top]
     col.shown_ratio([(n["instance"], n["node"]) for n in rows])
     hosts = sorted(
         (i for i in insts.values() if i["failed_actions"] or i["offline_failures"] or i["quarantined_blocks"]["peak"]),
@@ -208,10 +258,23 @@ def _run(args: argparse.Namespace) -> int:
             i["instance"],
         ),
     )[: args.top]
-    col.listed_blocks({n["instance"] for n in top_rows} | {i["instance"] for i in hosts})
+    col.listed_blocks({n["instance"] for n in rows[: args.top]} | {i["instance"] for i in hosts})
     progress.finish()
+    return col, rows, insts, hosts
 
-    c = col.c
+
+def _assemble(
+    args: argparse.Namespace,
+    prom: Prometheus,
+    period: Period,
+    c: Collected,
+    rows: list[dict],
+    insts: dict[str, dict],
+    hosts: list[dict],
+) -> dict:
+    """The report as data (report.json), before the charts are drawn."""
+    from .analysis import detail, findings, fleet_figures, risk_weights, summary
+
     details: dict[tuple[str, str], dict] = {}
 
     def details_of(row: dict) -> dict:
@@ -221,23 +284,24 @@ def _run(args: argparse.Namespace) -> int:
         return details[key]
 
     fleet = fleet_figures(c, rows, insts)
-    report: dict = {
+    lines = thresholds.LINES
+    return {
         "meta": {
             "prometheus": prom.url,
-            "selector": selector,
+            "selector": period.selector,
             "start": c.start,
             "end": c.end,
             "start_iso": iso(c.start),
             "end_iso": iso(c.end),
-            "range_seconds": range_s,
+            "range_seconds": period.range_s,
             "step_seconds": c.step,
             "event_bucket_seconds": c.bucket,
             "generated_at": iso(datetime.now(UTC).timestamp()),
-            "thresholds": {"warning": RATIO_WARNING, "critical": RATIO_CRITICAL},
-            "risk_weights": {k: {"weight": w, "saturates_at": s} for k, (w, s) in RISK.items()},
+            "thresholds": {"warning": lines.warning, "critical": lines.critical},
+            "risk_weights": {k: {"weight": w, "saturates_at": s} for k, (w, s) in risk_weights().items()},
             "top": args.top,
             "query_max_samples": args.query_max_samples,
-            "warnings": warnings,
+            "warnings": period.warnings,
         },
         "summary": summary(fleet),
         "findings": findings(
@@ -245,49 +309,36 @@ def _run(args: argparse.Namespace) -> int:
         ),
         "fleet": fleet,
         "charts": {},
-        "nodes": [details_of(n) for n in top_rows],
+        "nodes": [details_of(n) for n in rows[: args.top]],
         "instances": hosts,
         "blocks": [{"instance": i, **b} for i in sorted(c.blocks) for b in c.blocks[i]],
         "files": dict(FILES),
     }
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        progress.message("drawing charts")
-        from .render import build, to_html, to_markdown
 
-        report["charts"] = render_charts(c, [(n["instance"], n["node"]) for n in rows[:SHOWN]], out / "charts")
-        write_full_data(out, rows, insts)
-        report["meta"]["prometheus_requests"] = prom.requests
-        report["meta"]["prometheus_seconds"] = round(prom.query_seconds, 3)
-        report["meta"]["wall_seconds"] = round(time.monotonic() - t0, 3)
-        doc = build(report, report["charts"])
-        (out / "report.md").write_text(to_markdown(doc))
-        title = f"memhp capacity review {report['meta']['start_iso']} – {report['meta']['end_iso']}"
-        (out / "report.html").write_text(to_html(doc, out / "charts", title))
-        (out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=False) + "\n")
-    except OSError as e:
-        raise ReportError(f"cannot write the report to {out}: {e}") from None
 
-    if args.json:
-        json.dump(report, sys.stdout, indent=1, sort_keys=False)
-        sys.stdout.write("\n")
-    else:
-        f = report["fleet"]
-        print(
-            f"memhp report: {f['instances']} host(s), {f['nodes']} NUMA node(s), "
-            f"{format_duration(range_s)} ending {report['meta']['end_iso']}"
-        )
-        for line in report["summary"][1:]:
-            print(f"  {line}")
-        for g in report["findings"]:
-            print(f"  [{g['severity']}] {g['text']}")
-            for entry in g["entries"][:3]:
-                print(f"      {entry['text']}")
-        print(
-            f"wrote {out / 'report.html'}, report.md, report.json, nodes.csv, nodes.json, instances.csv, instances.json"
-        )
-    return 0
+def _write_documents(out: Path, report: dict) -> None:
+    from .render import build, to_html, to_markdown
+
+    doc = build(report, report["charts"])
+    (out / "report.md").write_text(to_markdown(doc))
+    title = f"memhp capacity review {report['meta']['start_iso']} – {report['meta']['end_iso']}"
+    (out / "report.html").write_text(to_html(doc, out / "charts", title))
+    (out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=False) + "\n")
+
+
+def _print_summary(report: dict, range_s: float, out: Path) -> None:
+    f = report["fleet"]
+    print(
+        f"memhp report: {f['instances']} host(s), {f['nodes']} NUMA node(s), "
+        f"{format_duration(range_s)} ending {report['meta']['end_iso']}"
+    )
+    for line in report["summary"][1:]:
+        print(f"  {line}")
+    for g in report["findings"]:
+        print(f"  [{g['severity']}] {g['text']}")
+        for entry in g["entries"][:3]:
+            print(f"      {entry['text']}")
+    print(f"wrote {out / 'report.html'}, report.md, report.json, nodes.csv, nodes.json, instances.csv, instances.json")
 
 
 FILES = {

@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from . import thresholds
 from .overtime import Combine, OverTime
 from .promapi import Prometheus, ReportError, SampleLimitError, format_duration
-from .thresholds import KERNEL_ZONES, RATIO_CRITICAL, RATIO_WARNING
+from .thresholds import KERNEL_ZONES
 
 # Recording rules this report reads (alerts/memhp.rules.yaml).
 R_STATE = "instance_node:memhp_blocks_bytes:sum_by_state"
@@ -42,7 +43,8 @@ R_I_KER = "instance:memhp_node_kernel_accounted_bytes:sum"
 
 SAMPLE_SHARE = 0.5  # a query is sized to use at most this share of the server's sample limit
 SHOWN_NODES = 10  # nodes drawn on the "worst nodes" ratio chart
-CANDIDATE_MARGIN = 3600  # seconds before the range also searched for nodes above 3:1 (> any lookback delta)
+# seconds before the range also searched for nodes above the warning line (> any lookback delta)
+CANDIDATE_MARGIN = 3600
 BATCH_CHARS = 60_000  # instance names per time-above query, in characters (the query is POSTed when long)
 SCALE = 1 << 16  # packs two step counts of one subquery window (at most SCALE - 1 steps) in one float
 
@@ -234,13 +236,13 @@ class Collector:
         return f"((({peak} - {before}) > 0) or ({peak} > 0 unless {before}))"
 
     def _time_above(self) -> None:
-        """Steps of the report's grid at which the ratio was above 3:1 and
-        above 4:1, per node, from one subquery:
-        ``sum_over_time(((ratio > bool 3) + SCALE * (ratio > bool 4))[w:step])``
+        """Steps of the report's grid at which the ratio was above the warning
+        and above the critical line, per node, from one subquery:
+        ``sum_over_time(((ratio > bool warning) + SCALE * (ratio > bool critical))[w:step])``
         (the two counts packed in one number: a subquery is the costliest
         query of the report, and this reads the samples once, not twice).
 
-        Only the hosts with a node whose ratio went above 3:1 are asked (a
+        Only the hosts with a node whose ratio went above the warning line are asked (a
         node that never did has 0 steps above either line): in a fleet most
         hosts are not, and this query is most of Prometheus' time.  They are
         asked by batches of instance names; each batch is evaluated in
@@ -251,7 +253,7 @@ class Collector:
         # the subquery's first step looks back before the range start: ask a wider range here, and
         # a node is a candidate if it went above the line in any window (a superset is harmless)
         wide = OverTime(self.prom, c.start - CANDIDATE_MARGIN, c.end, c.step)
-        above = wide.query(lambda w: f"max_over_time({r}[{w}]) > {RATIO_WARNING:g}", "max")
+        above = wide.query(lambda w: f"max_over_time({r}[{w}]) > {thresholds.LINES.warning:g}", "max")
         nodes_of: dict[str, int] = defaultdict(int)
         for e in above:
             nodes_of[e["metric"].get("instance", "")] += 1
@@ -275,7 +277,8 @@ class Collector:
         total_steps = int((c.end - c.start) // c.step)
         per = max(1, min(total_steps, self.budget // max(2 * nodes, 1), SCALE - 1))
         k = 0
-        inner = f"(({r} > bool {RATIO_WARNING:g}) + {SCALE} * ({r} > bool {RATIO_CRITICAL:g}))"
+        lines = thresholds.LINES
+        inner = f"(({r} > bool {lines.warning:g}) + {SCALE} * ({r} > bool {lines.critical:g}))"
         while k < total_steps:
             n = min(per, total_steps - k)
             at = c.end - k * c.step
@@ -293,8 +296,8 @@ class Collector:
                 key = (m.get("instance", ""), m.get("node", ""))
                 row = c.nodes.setdefault(key, {"instance": key[0], "node": key[1]})
                 v = int(round(float(e["value"][1])))
-                row["steps_above_3"] = row.get("steps_above_3", 0.0) + v % SCALE
-                row["steps_above_4"] = row.get("steps_above_4", 0.0) + v // SCALE
+                row["steps_above_warning"] = row.get("steps_above_warning", 0.0) + v % SCALE
+                row["steps_above_critical"] = row.get("steps_above_critical", 0.0) + v // SCALE
             k += n
 
     def instance_figures(self) -> None:
@@ -395,7 +398,7 @@ class Collector:
             (f"quantile(0.5, {s(R_RATIO)})", "ratio_p50", nodes, lambda m: ""),
             (f"quantile(0.9, {s(R_RATIO)})", "ratio_p90", nodes, lambda m: ""),
             (f"max({s(R_RATIO)})", "ratio_max", nodes, lambda m: ""),
-            (f"count({s(R_RATIO)} > {RATIO_WARNING:g})", "nodes_above_3", nodes, lambda m: ""),
+            (f"count({s(R_RATIO)} > {thresholds.LINES.warning:g})", "nodes_above_warning", nodes, lambda m: ""),
             (f"sum by (zone) ({s(R_ZONE)})", "zone", zone_series, lambda m: m.get("zone", "")),
             (fleet_state, "state", per_instance, lambda m: m.get("state", "")),
             (fleet_hot, "hot", per_instance, lambda m: ""),
@@ -416,10 +419,10 @@ class Collector:
         kernel = [c.curves[k] for k in c.curves if k.startswith("zone:") and k[5:] in KERNEL_ZONES]
         if kernel:
             c.curves["zone:kernel"] = np.nansum(np.vstack(kernel), axis=0)
-        if "nodes_above_3" not in c.curves:
-            c.curves["nodes_above_3"] = np.zeros(len(grid))
+        if "nodes_above_warning" not in c.curves:
+            c.curves["nodes_above_warning"] = np.zeros(len(grid))
         else:
-            c.curves["nodes_above_3"] = np.nan_to_num(c.curves["nodes_above_3"])
+            c.curves["nodes_above_warning"] = np.nan_to_num(c.curves["nodes_above_warning"])
 
     # -- only for what is drawn or listed
 

@@ -12,7 +12,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from .analysis import RISK, fmt_bytes, fmt_ratio
+from . import thresholds
+from .analysis import fmt_bytes, fmt_ratio, risk_label, risk_weights
 from .promapi import format_duration
 
 Inline = str | tuple  # "text" | ("b", text) | ("code", text) | ("link", text, url) | ("sev", level)
@@ -34,10 +35,24 @@ def _anchor(text: str) -> str:
 
 
 def build(r: dict, charts: dict[str, dict]) -> list[tuple]:
-    m, f = r["meta"], r["fleet"]
-    doc: list[tuple] = [("h1", "memhp capacity review")]
+    return [
+        ("h1", "memhp capacity review"),
+        *_header(r["meta"]),
+        ("h2", "At a glance"),
+        ("ul", [[line] for line in r["summary"]]),
+        *_findings(r["findings"]),
+        *_fleet(r["fleet"], charts),
+        *_nodes(r, charts),
+        *_finding_details(r["findings"]),
+        *_hosts(r["instances"], r["files"]),
+        *_blocks(r["blocks"]),
+        *_how_to_read(r["files"]),
+    ]
+
+
+def _header(m: dict) -> list[tuple]:
     sel = m["selector"]
-    doc.append(
+    doc: list[tuple] = [
         (
             "p",
             [
@@ -56,37 +71,42 @@ def build(r: dict, charts: dict[str, dict]) -> list[tuple]:
                 f" · generated {m['generated_at']}",
             ],
         )
-    )
+    ]
     if m["warnings"]:
         doc.append(("ul", [[("b", "Note:"), " " + w] for w in m["warnings"]]))
+    return doc
 
-    doc.append(("h2", "At a glance"))
-    doc.append(("ul", [[line] for line in r["summary"]]))
 
-    doc.append(("h2", "Findings"))
-    if r["findings"]:
-        items: list[list] = []
-        for g in r["findings"]:
-            item: list = [("sev", g["severity"]), " " + g["text"] + " "]
-            if g["entries"]:
-                item += [("link", "details", "#" + _anchor("finding " + g["kind"])), " · "]
-            item.append(("link", f"runbook: {g['alert']}", g["runbook_url"]))
-            items.append(item)
-        doc.append(("ul", items))
-    else:
-        doc.append(
+def _findings(groups: list[dict]) -> list[tuple]:
+    if not groups:
+        return [
+            ("h2", "Findings"),
             (
                 "p",
                 [
-                    "Nothing to report: no node went above 3:1, no offline failed, the controller had no "
-                    "failures or quarantined blocks."
+                    f"Nothing to report: no node went above {thresholds.LINES.warning_label}, no offline failed, "
+                    "the controller had no failures or quarantined blocks."
                 ],
-            )
-        )
+            ),
+        ]
+    items: list[list] = []
+    for g in groups:
+        item: list = [("sev", g["severity"]), " " + g["text"] + " "]
+        if g["entries"]:
+            item += [("link", "details", "#" + _anchor("finding " + g["kind"])), " · "]
+        item.append(("link", f"runbook: {g['alert']}", g["runbook_url"]))
+        items.append(item)
+    return [("h2", "Findings"), ("ul", items)]
 
-    doc.append(("h2", "Fleet over time"))
+
+def _fleet(f: dict, charts: dict[str, dict]) -> list[tuple]:
+    doc: list[tuple] = [("h2", "Fleet over time")]
+    warning = thresholds.LINES.warning_label
     for name, alt in (
-        ("distribution", "MOVABLE:KERNEL across the fleet: median, 90th percentile and worst node, nodes above 3:1"),
+        (
+            "distribution",
+            f"MOVABLE:KERNEL across the fleet: median, 90th percentile and worst node, nodes above {warning}",
+        ),
         ("capacity", "Fleet memory by zone (kernel zones, ZONE_MOVABLE, mixed) and offline/going-offline blocks"),
         ("failures", "Offline failures by reason over the period"),
         ("actions", "Controller actions on memory blocks by result"),
@@ -105,11 +125,15 @@ def build(r: dict, charts: dict[str, dict]) -> list[tuple]:
         ["MOVABLE:KERNEL, worst node", *_stats(f["ratio_max"], fmt_ratio)],
     ]
     doc.append(("table", ["figure", "end of period", "minimum", "peak"], rows))
+    return doc
 
-    n_all, top = f["nodes"], r["nodes"]
-    doc.append(("h2", "Highest-risk nodes"))
+
+def _nodes(r: dict, charts: dict[str, dict]) -> list[tuple]:
+    n_all, top = r["fleet"]["nodes"], r["nodes"]
+    doc: list[tuple] = [("h2", "Highest-risk nodes")]
     if "worst_nodes" in charts:
         doc.append(("img", "worst_nodes", "MOVABLE:KERNEL of the highest-risk nodes", charts["worst_nodes"]))
+    weights = "; ".join(f"{risk_label(k)} {w} points (full at {s:g})" for k, (w, s) in risk_weights().items())
     doc.append(
         (
             "p",
@@ -118,56 +142,55 @@ def build(r: dict, charts: dict[str, dict]) -> list[tuple]:
                 ("link", "nodes.csv", r["files"]["nodes_csv"]),
                 ", ",
                 ("link", "nodes.json", r["files"]["nodes_json"]),
-                "). Risk 0–100, higher is worse: "
-                + "; ".join(f"{k.replace('_', ' ')} {w} points (full at {s:g})" for k, (w, s) in RISK.items())
-                + ". ",
+                "). Risk 0–100, higher is worse: " + weights + ". ",
                 ("link", "How it is computed", DOC_LINK + "#risk-score"),
                 ".",
             ],
         )
     )
-    doc.append(
-        (
-            "table",
-            [
-                "#",
-                "instance",
-                "node",
-                "risk",
-                "ratio now",
-                "ratio peak",
-                "h > 3:1",
-                "h > 4:1",
-                "hot-unpluggable now",
-                "offline",
-                "failed to offline",
-                "cannot offline (blocks)",
-                "quarantined peak (host)",
-                "failed actions (host)",
-            ],
-            [
-                [
-                    str(n["rank"]),
-                    n["instance"],
-                    n["node"],
-                    f"{n['risk']:.1f}",
-                    fmt_ratio(n["ratio_current"]),
-                    fmt_ratio(n["ratio_peak"]),
-                    _h(n["hours_above_3"]),
-                    _h(n["hours_above_4"]),
-                    fmt_bytes(n["hot_unpluggable_current_bytes"]),
-                    fmt_bytes(n["offline_bytes"]),
-                    fmt_bytes(n["failed_offline_bytes"]) if n["failed_offline_blocks"] else "0",
-                    _i(n["unofflinable_blocks_current"]),
-                    _i(n["quarantined_blocks_peak_host"]),
-                    str(n["failed_actions_host"]),
-                ]
-                for n in top
-            ],
-        )
-    )
+    lines = thresholds.LINES
+    headers = [
+        "#",
+        "instance",
+        "node",
+        "risk",
+        "ratio now",
+        "ratio peak",
+        f"h > {lines.warning_label}",
+        f"h > {lines.critical_label}",
+        "hot-unpluggable now",
+        "offline",
+        "failed to offline",
+        "cannot offline (blocks)",
+        "quarantined peak (host)",
+        "failed actions (host)",
+    ]
+    doc.append(("table", headers, [_node_cells(n) for n in top]))
+    return doc
 
-    for g in r["findings"]:
+
+def _node_cells(n: dict) -> list[Cell]:
+    return [
+        str(n["rank"]),
+        n["instance"],
+        n["node"],
+        f"{n['risk']:.1f}",
+        fmt_ratio(n["ratio_current"]),
+        fmt_ratio(n["ratio_peak"]),
+        _h(n["hours_above_warning"]),
+        _h(n["hours_above_critical"]),
+        fmt_bytes(n["hot_unpluggable_current_bytes"]),
+        fmt_bytes(n["offline_bytes"]),
+        fmt_bytes(n["failed_offline_bytes"]) if n["failed_offline_blocks"] else "0",
+        _i(n["unofflinable_blocks_current"]),
+        _i(n["quarantined_blocks_peak_host"]),
+        str(n["failed_actions_host"]),
+    ]
+
+
+def _finding_details(groups: list[dict]) -> list[tuple]:
+    doc: list[tuple] = []
+    for g in groups:
         if not g["entries"]:
             continue
         doc.append(("h3", f"Finding {g['kind']}"))
@@ -185,43 +208,47 @@ def build(r: dict, charts: dict[str, dict]) -> list[tuple]:
         if g["more"]:
             items.append([f"… and {g['more']:,} more {g['unit']}s (nodes.csv, instances.csv)"])
         doc.append(("ul", items))
+    return doc
 
-    doc.append(("h2", "Hosts: offline failures and controller"))
-    hosts = r["instances"]
-    if hosts:
-        doc.append(
-            (
-                "p",
-                [
-                    f"The {len(hosts):,} host{'s' if len(hosts) != 1 else ''} with the most failed controller "
-                    f"actions, quarantined blocks and offline failures (all hosts: ",
-                    ("link", "instances.csv", r["files"]["instances_csv"]),
-                    ").",
-                ],
-            )
-        )
-        doc.append(
-            (
-                "table",
-                ["instance", "failed actions", "by errno", "actions", "offline failures", "quarantined peak / now"],
-                [
-                    [
-                        i["instance"],
-                        str(i["failed_actions"]),
-                        ", ".join(
-                            f"{a['action']} {a['errno'] or '?'}: {a['count']}" for a in i["failed_actions_by_errno"]
-                        )
-                        or "–",
-                        ", ".join(f"{a['action']} {a['result']}: {a['count']}" for a in i["actions_by_result"]) or "–",
-                        ", ".join(f"{k}: {v}" for k, v in i["offline_failures_by_reason"].items()) or "0",
-                        f"{_i(i['quarantined_blocks']['peak'])} / {_i(i['quarantined_blocks']['current'])}",
-                    ]
-                    for i in hosts
-                ],
-            )
-        )
-    else:
+
+def _hosts(hosts: list[dict], files: dict) -> list[tuple]:
+    doc: list[tuple] = [("h2", "Hosts: offline failures and controller")]
+    if not hosts:
         doc.append(("p", ["No host logged an offline failure, and the controller had no failures or quarantine."]))
+        return doc
+    doc.append(
+        (
+            "p",
+            [
+                f"The {len(hosts):,} host{'s' if len(hosts) != 1 else ''} with the most failed controller "
+                f"actions, quarantined blocks and offline failures (all hosts: ",
+                ("link", "instances.csv", files["instances_csv"]),
+                ").",
+            ],
+        )
+    )
+    doc.append(
+        (
+            "table",
+            ["instance", "failed actions", "by errno", "actions", "offline failures", "quarantined peak / now"],
+            [_host_cells(i) for i in hosts],
+        )
+    )
+    return doc
+
+
+def _host_cells(i: dict) -> list[Cell]:
+    return [
+        i["instance"],
+        str(i["failed_actions"]),
+        ", ".join(f"{a['action']} {a['errno'] or '?'}: {a['count']}" for a in i["failed_actions_by_errno"]) or "–",
+        ", ".join(f"{a['action']} {a['result']}: {a['count']}" for a in i["actions_by_result"]) or "–",
+        ", ".join(f"{k}: {v}" for k, v in i["offline_failures_by_reason"].items()) or "0",
+        f"{_i(i['quarantined_blocks']['peak'])} / {_i(i['quarantined_blocks']['current'])}",
+    ]
+
+
+def _blocks(blocks: list[dict]) -> list[tuple]:
     brows = [
         [
             b["instance"],
@@ -231,44 +258,48 @@ def build(r: dict, charts: dict[str, dict]) -> list[tuple]:
             ", ".join(f"{k} ×{v}" for k, v in b["reasons"].items()),
             {True: "yes", False: "no", None: "?"}[b["still_online"]],
         ]
-        for b in r["blocks"]
+        for b in blocks
     ]
-    if brows:
-        doc.append(("h3", "Blocks that could not be offlined"))
-        doc.append(
-            (
-                "p",
-                [
-                    "Memory blocks of the hosts listed above whose offlining failed in the period (kernel log, "
-                    "memhp_block_offline_failures_total), with the kernel's reason."
-                ],
-            )
-        )
-        doc.append(("table", ["instance", "node", "block", "zone", "reasons (failures)", "still online at end"], brows))
+    if not brows:
+        return []
+    return [
+        ("h3", "Blocks that could not be offlined"),
+        (
+            "p",
+            [
+                "Memory blocks of the hosts listed above whose offlining failed in the period (kernel log, "
+                "memhp_block_offline_failures_total), with the kernel's reason."
+            ],
+        ),
+        ("table", ["instance", "node", "block", "zone", "reasons (failures)", "still online at end"], brows),
+    ]
 
-    doc.append(("h2", "How to read this report"))
-    doc.append(
+
+def _how_to_read(files: dict) -> list[tuple]:
+    lines = thresholds.LINES
+    return [
+        ("h2", "How to read this report"),
         (
             "p",
             [
                 "Ratios are MOVABLE:KERNEL as the kernel's auto-movable policy accounts them (ZONE_MOVABLE "
-                "present + CMA against kernel-zone present − CMA); 3:1 and 4:1 are the warning and critical "
+                f"present + CMA against kernel-zone present − CMA); {lines.warning_label} and "
+                f"{lines.critical_label} are the warning and critical "
                 "lines of memhp's alerts. Hours above a line are counted at the report's resolution. Counts are "
                 "increases of the counters over the period. Full data: ",
-                ("link", "nodes.csv", r["files"]["nodes_csv"]),
+                ("link", "nodes.csv", files["nodes_csv"]),
                 ", ",
-                ("link", "nodes.json", r["files"]["nodes_json"]),
+                ("link", "nodes.json", files["nodes_json"]),
                 ", ",
-                ("link", "instances.csv", r["files"]["instances_csv"]),
+                ("link", "instances.csv", files["instances_csv"]),
                 ", ",
-                ("link", "instances.json", r["files"]["instances_json"]),
+                ("link", "instances.json", files["instances_json"]),
                 ". See ",
                 ("link", "docs/capacity-review.md", DOC_LINK),
                 ".",
             ],
-        )
-    )
-    return doc
+        ),
+    ]
 
 
 def _stats(s: dict, fmt: Any) -> list[str]:

@@ -30,6 +30,7 @@ from .model import Zone, ZoneInfo
 HEADER = re.compile(r"Node\s+([0-9]+),\s+zone\s+(\S+)\s*\Z")
 KIND = "proc/zoneinfo"
 _TRAILER = ("node_unreclaimable", "start_pfn")
+_SECTIONS = {"per-node stats": "stats", "pagesets": "pagesets"}
 _NAMED = ("free", "min", "low", "high", "spanned", "present", "managed", "cma")
 
 
@@ -51,26 +52,14 @@ def parse_zoneinfo(text: str, errors: ParseErrors) -> ZoneInfo:
         if zone is None:
             bad += 1
             continue
-        if stripped == "per-node stats":
-            section = "stats"
+        if stripped in _SECTIONS:
+            section = _SECTIONS[stripped]
             continue
-        if stripped == "pagesets":
-            section = "pagesets"
-            continue
-        parts = stripped.split()
-        if parts[0] == "pages" and len(parts) == 3 and parts[1] == "free":
-            section = "zone"
-            parts = parts[1:]
-        key = parts[0].rstrip(":")
-        # Per-CPU lines (including the per-CPU "vm stats threshold", at zone
-        # indentation) repeat names such as "high": only the zone's own
-        # trailer is kept.
-        if section == "pagesets" and key not in _TRAILER:
-            continue
-        if key == "protection" or len(parts) != 2:
+        section, key, text_value = _key_value(stripped.split(), section)
+        if key is None:
             continue
         try:
-            value = int(parts[1])
+            value = int(text_value)
         except ValueError:
             bad += 1
             continue
@@ -84,6 +73,21 @@ def parse_zoneinfo(text: str, errors: ParseErrors) -> ZoneInfo:
     if bad:
         errors.add(KIND, f"{bad} unparsable line(s)")
     return info
+
+
+def _key_value(parts: list[str], section: str | None) -> tuple[str | None, str | None, str]:
+    """(section, key, value) of a line in a zone; key None for a line not kept."""
+    if parts[0] == "pages" and len(parts) == 3 and parts[1] == "free":
+        section, parts = "zone", parts[1:]
+    key = parts[0].rstrip(":")
+    # Per-CPU lines (including the per-CPU "vm stats threshold", at zone
+    # indentation) repeat names such as "high": only the zone's own
+    # trailer is kept.
+    if section == "pagesets" and key not in _TRAILER:
+        return section, None, ""
+    if key == "protection" or len(parts) != 2:
+        return section, None, ""
+    return section, key, parts[1]
 
 
 def read_zoneinfo(path: str, errors: ParseErrors) -> ZoneInfo | None:

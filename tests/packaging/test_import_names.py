@@ -152,3 +152,26 @@ def test_imports_go_one_way():
         if f != "memhp/cli.py":  # the umbrella command dispatches to the sides
             bad += [(f, m) for m in mods if m.startswith(("memhp.exporter", "memhp.controller", "memhp.report"))]
     assert not bad, bad
+
+
+def test_the_read_model_stands_alone():
+    """The controller's one import from the exporter stays narrow: the read model
+    (memhp.exporter.kernel) imports only the standard library and its own modules,
+    so importing it pulls in nothing else of the exporter (README, "Layout")."""
+    import ast
+    import sys
+
+    bad = []
+    for path in sorted((REPO / "exporter" / "kernel").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                if node.level > 1:  # above memhp.exporter.kernel
+                    bad.append((str(path.relative_to(REPO)), "." * node.level + (node.module or "")))
+                continue
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                if name.split(".")[0] not in sys.stdlib_module_names and name != "__future__":
+                    bad.append((str(path.relative_to(REPO)), name))
+    assert not bad, bad

@@ -111,9 +111,9 @@ def expected(hosts: int) -> dict:
     return {
         "instances": hosts,
         "nodes": 2 * hosts,
-        "nodes_above_4_in_period": sum(1 for _, _, s in nodes if s.hours_above(4) > 0),
-        "nodes_above_3_in_period": sum(1 for _, _, s in nodes if s.hours_above(3) > 0),
-        "nodes_above_3_now": sum(1 for _, _, s in nodes if s.current() > 3),
+        "nodes_above_critical_in_period": sum(1 for _, _, s in nodes if s.hours_above(4) > 0),
+        "nodes_above_warning_in_period": sum(1 for _, _, s in nodes if s.hours_above(3) > 0),
+        "nodes_above_warning_now": sum(1 for _, _, s in nodes if s.current() > 3),
         "offline_failures_by_reason": {r: len(t) * len(failing) for r, t in sorted(FAILURES.items())},
         "failed_offline_blocks": 2 * len(failing),
         "failed_actions": 2 * len(failing),
@@ -131,163 +131,184 @@ def _labels(**kv: str) -> str:
 
 def openmetrics(hosts: int, end: int, interval: int) -> Iterator[str]:
     """The history as OpenMetrics text chunks (one series per chunk)."""
-    range_start = end - RANGE_HOURS * HOUR
-    stamps = np.arange(range_start - LEAD_HOURS * HOUR, end + 1, interval)
-    hours = (stamps - range_start) / HOUR
-    ts_text = [f" {t}\n" for t in stamps.tolist()]
-    n = len(stamps)
+    w = _Writer(hosts, end, interval)
+    yield from w.node_rules()
+    yield from w.instance_rules()
+    yield from w.cluster_rules()
+    yield from w.failing_hosts()
+    yield from w.controller()
+    yield "# EOF\n"
 
-    def series(name: str, labels: str, values: np.ndarray | float) -> str:
+
+class _Writer:
+    """The fleet's series on one time grid; the cluster: sums are gathered
+    while the per-node series are written."""
+
+    def __init__(self, hosts: int, end: int, interval: int) -> None:
+        range_start = end - RANGE_HOURS * HOUR
+        stamps = np.arange(range_start - LEAD_HOURS * HOUR, end + 1, interval)
+        self.hosts = hosts
+        self.hours = (stamps - range_start) / HOUR
+        self.ts_text = [f" {t}\n" for t in stamps.tolist()]
+        self.n = len(stamps)
+        self.cluster = {k: np.zeros(self.n) for k in ("online", "offline", "hot", "mov", "ker")}
+        # events and per-block series: these hosts only
+        self.failing = [i for i in range(hosts) if i % 25 == 0]
+
+    def series(self, name: str, labels: str, values: np.ndarray | float) -> str:
         prefix = name + labels + " "
         if isinstance(values, float | int):
             v = _num(float(values))
-            return "".join(prefix + v + t for t in ts_text)
-        return "".join(prefix + _num(v) + t for v, t in zip(values.tolist(), ts_text))
+            return "".join(prefix + v + t for t in self.ts_text)
+        return "".join(prefix + _num(v) + t for v, t in zip(values.tolist(), self.ts_text))
 
-    cluster = {k: np.zeros(n) for k in ("online", "offline", "hot", "mov", "ker")}
-
-    def node_values(i: int, node: int) -> dict[str, np.ndarray | float]:
+    def node_values(self, i: int, node: int) -> dict[str, np.ndarray | float]:
         s = story(i, node)
-        mov = s.ratio(hours) * KERNEL
+        mov = s.ratio(self.hours) * KERNEL
         return {"mov": mov, "offline": s.offline, "online": mov + KERNEL, "unoff": float(s.unofflinable)}
 
-    def nodes() -> Iterator[tuple[int, int, dict[str, str]]]:
-        for i in range(hosts):
+    def nodes(self) -> Iterator[tuple[int, int, dict[str, str]]]:
+        for i in range(self.hosts):
             for node in (0, 1):
                 yield i, node, {"instance": host_name(i), "node": str(node)}
 
-    yield "# TYPE instance_node:memhp_blocks_bytes:sum_by_state gauge\n"
-    for i, node, lb in nodes():
-        v = node_values(i, node)
-        cluster["online"] += v["online"]
-        yield series("instance_node:memhp_blocks_bytes:sum_by_state", _labels(**lb, state="online"), v["online"])
-        if v["offline"]:
-            cluster["offline"] += float(v["offline"])
-            yield series("instance_node:memhp_blocks_bytes:sum_by_state", _labels(**lb, state="offline"), v["offline"])
-    yield "# TYPE instance_node:memhp_online_bytes:sum_by_zone gauge\n"
-    for i, node, lb in nodes():
-        v = node_values(i, node)
-        name = "instance_node:memhp_online_bytes:sum_by_zone"
-        yield series(name, _labels(**lb, zone="DMA32"), float(DMA32))
-        yield series(name, _labels(**lb, zone="Normal"), float(NORMAL))
-        yield series(name, _labels(**lb, zone="Movable"), v["mov"])
-    yield "# TYPE instance_node:memhp_movable_kernel_ratio:ratio gauge\n"
-    for i, node, lb in nodes():
-        yield series("instance_node:memhp_movable_kernel_ratio:ratio", _labels(**lb), story(i, node).ratio(hours))
-    yield "# TYPE instance_node:memhp_hot_unpluggable_bytes:sum gauge\n"
-    for i, node, lb in nodes():
-        v = node_values(i, node)
-        cluster["hot"] += v["mov"]
-        yield series("instance_node:memhp_hot_unpluggable_bytes:sum", _labels(**lb), v["mov"])
-    yield "# TYPE memhp_blocks_unofflinable gauge\n"
-    for i, node, lb in nodes():
-        yield series("memhp_blocks_unofflinable", _labels(job="memhp", **lb), node_values(i, node)["unoff"])
-    # instance: rules (what a --selector reads for the fleet curves)
-    per_inst: dict[str, Callable[[int], np.ndarray | float]] = {
-        "instance:memhp_hot_unpluggable_bytes:sum": lambda i: node_values(i, 0)["mov"] + node_values(i, 1)["mov"],
-        "instance:memhp_node_movable_accounted_bytes:sum": lambda i: (
-            node_values(i, 0)["mov"] + node_values(i, 1)["mov"]
-        ),
-        "instance:memhp_node_kernel_accounted_bytes:sum": lambda i: float(2 * KERNEL),
-    }
-    for name, f in per_inst.items():
-        yield f"# TYPE {name} gauge\n"
-        for i in range(hosts):
-            yield series(name, _labels(instance=host_name(i)), f(i))
-    yield "# TYPE instance:memhp_blocks_bytes:sum_by_state gauge\n"
-    for i in range(hosts):
-        on = node_values(i, 0)["online"] + node_values(i, 1)["online"]
-        yield series("instance:memhp_blocks_bytes:sum_by_state", _labels(instance=host_name(i), state="online"), on)
-        off = float(node_values(i, 0)["offline"]) + float(node_values(i, 1)["offline"])
-        if off:
+    def node_rules(self) -> Iterator[str]:
+        cluster, series = self.cluster, self.series
+        yield "# TYPE instance_node:memhp_blocks_bytes:sum_by_state gauge\n"
+        for i, node, lb in self.nodes():
+            v = self.node_values(i, node)
+            cluster["online"] += v["online"]
+            yield series("instance_node:memhp_blocks_bytes:sum_by_state", _labels(**lb, state="online"), v["online"])
+            if v["offline"]:
+                cluster["offline"] += float(v["offline"])
+                yield series(
+                    "instance_node:memhp_blocks_bytes:sum_by_state", _labels(**lb, state="offline"), v["offline"]
+                )
+        yield "# TYPE instance_node:memhp_online_bytes:sum_by_zone gauge\n"
+        for i, node, lb in self.nodes():
+            v = self.node_values(i, node)
+            name = "instance_node:memhp_online_bytes:sum_by_zone"
+            yield series(name, _labels(**lb, zone="DMA32"), float(DMA32))
+            yield series(name, _labels(**lb, zone="Normal"), float(NORMAL))
+            yield series(name, _labels(**lb, zone="Movable"), v["mov"])
+        yield "# TYPE instance_node:memhp_movable_kernel_ratio:ratio gauge\n"
+        for i, node, lb in self.nodes():
             yield series(
-                "instance:memhp_blocks_bytes:sum_by_state", _labels(instance=host_name(i), state="offline"), off
+                "instance_node:memhp_movable_kernel_ratio:ratio", _labels(**lb), story(i, node).ratio(self.hours)
             )
-    yield "# TYPE memhp_block_size_bytes gauge\n"
-    for i in range(hosts):
-        yield series("memhp_block_size_bytes", _labels(job="memhp", instance=host_name(i)), float(BLOCK))
-    # the cluster: rules
-    cluster["ker"] = np.full(n, float(2 * KERNEL * hosts))
-    yield "# TYPE cluster:memhp_blocks_bytes:sum_by_state gauge\n"
-    yield series("cluster:memhp_blocks_bytes:sum_by_state", _labels(state="online"), cluster["online"])
-    if cluster["offline"].any():
-        yield series("cluster:memhp_blocks_bytes:sum_by_state", _labels(state="offline"), cluster["offline"])
-    yield "# TYPE cluster:memhp_hot_unpluggable_bytes:sum gauge\n"
-    yield series("cluster:memhp_hot_unpluggable_bytes:sum", "", cluster["hot"])
-    yield "# TYPE cluster:memhp_movable_kernel_ratio:ratio gauge\n"
-    yield series("cluster:memhp_movable_kernel_ratio:ratio", "", cluster["hot"] / cluster["ker"])
+        yield "# TYPE instance_node:memhp_hot_unpluggable_bytes:sum gauge\n"
+        for i, node, lb in self.nodes():
+            v = self.node_values(i, node)
+            cluster["hot"] += v["mov"]
+            yield series("instance_node:memhp_hot_unpluggable_bytes:sum", _labels(**lb), v["mov"])
+        yield "# TYPE memhp_blocks_unofflinable gauge\n"
+        for i, node, lb in self.nodes():
+            yield series("memhp_blocks_unofflinable", _labels(job="memhp", **lb), self.node_values(i, node)["unoff"])
 
-    # events and per-block series of the failing hosts
-    failing = [i for i in range(hosts) if i % 25 == 0]
+    def instance_rules(self) -> Iterator[str]:
+        """The instance: rules (what a --selector reads for the fleet curves)."""
+        values = self.node_values
+        per_inst: dict[str, Callable[[int], np.ndarray | float]] = {
+            "instance:memhp_hot_unpluggable_bytes:sum": lambda i: values(i, 0)["mov"] + values(i, 1)["mov"],
+            "instance:memhp_node_movable_accounted_bytes:sum": lambda i: values(i, 0)["mov"] + values(i, 1)["mov"],
+            "instance:memhp_node_kernel_accounted_bytes:sum": lambda i: float(2 * KERNEL),
+        }
+        for name, f in per_inst.items():
+            yield f"# TYPE {name} gauge\n"
+            for i in range(self.hosts):
+                yield self.series(name, _labels(instance=host_name(i)), f(i))
+        yield "# TYPE instance:memhp_blocks_bytes:sum_by_state gauge\n"
+        name = "instance:memhp_blocks_bytes:sum_by_state"
+        for i in range(self.hosts):
+            on = values(i, 0)["online"] + values(i, 1)["online"]
+            yield self.series(name, _labels(instance=host_name(i), state="online"), on)
+            off = float(values(i, 0)["offline"]) + float(values(i, 1)["offline"])
+            if off:
+                yield self.series(name, _labels(instance=host_name(i), state="offline"), off)
+        yield "# TYPE memhp_block_size_bytes gauge\n"
+        for i in range(self.hosts):
+            yield self.series("memhp_block_size_bytes", _labels(job="memhp", instance=host_name(i)), float(BLOCK))
 
-    def counter(events: list[tuple[float, float]]) -> np.ndarray:
-        out = np.zeros(n)
+    def cluster_rules(self) -> Iterator[str]:
+        cluster, series = self.cluster, self.series
+        cluster["ker"] = np.full(self.n, float(2 * KERNEL * self.hosts))
+        yield "# TYPE cluster:memhp_blocks_bytes:sum_by_state gauge\n"
+        yield series("cluster:memhp_blocks_bytes:sum_by_state", _labels(state="online"), cluster["online"])
+        if cluster["offline"].any():
+            yield series("cluster:memhp_blocks_bytes:sum_by_state", _labels(state="offline"), cluster["offline"])
+        yield "# TYPE cluster:memhp_hot_unpluggable_bytes:sum gauge\n"
+        yield series("cluster:memhp_hot_unpluggable_bytes:sum", "", cluster["hot"])
+        yield "# TYPE cluster:memhp_movable_kernel_ratio:ratio gauge\n"
+        yield series("cluster:memhp_movable_kernel_ratio:ratio", "", cluster["hot"] / cluster["ker"])
+
+    def counter(self, events: list[tuple[float, float]]) -> np.ndarray:
+        out = np.zeros(self.n)
         for at, k in events:
-            out[hours >= at] += k
+            out[self.hours >= at] += k
         return out
 
-    def born(values: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    def counter_series(self, name: str, labels: str, values: np.ndarray) -> str:
         keep = values > 0  # memhp's counters appear with their first event
-        return values[keep], [t for t, k in zip(ts_text, keep.tolist()) if k]
+        ts = [t for t, k in zip(self.ts_text, keep.tolist()) if k]
+        return "".join(f"{name}{labels} {_num(v)}{t}" for v, t in zip(values[keep].tolist(), ts))
 
-    def counter_series(name: str, labels: str, values: np.ndarray) -> str:
-        vals, ts = born(values)
-        return "".join(f"{name}{labels} {_num(v)}{t}" for v, t in zip(vals.tolist(), ts))
+    def failing_hosts(self) -> Iterator[str]:
+        yield "# TYPE memhp_offline_failures counter\n"
+        for i in self.failing:
+            for reason, at in sorted(FAILURES.items()):
+                yield self.counter_series(
+                    "memhp_offline_failures_total",
+                    _labels(job="memhp", instance=host_name(i), reason=reason),
+                    self.counter([(h, 1) for h in at]),
+                )
+        yield "# TYPE memhp_block_offline_failures counter\n"
+        for i in self.failing:
+            for block, reason in FAILED_BLOCKS.items():
+                yield self.counter_series(
+                    "memhp_block_offline_failures_total",
+                    _labels(job="memhp", instance=host_name(i), block=block, reason=reason),
+                    self.counter([(h, 1) for h in FAILURES[reason]]),
+                )
+        yield "# TYPE memhp_block_info gauge\n"
+        for i in self.failing:
+            for block in FAILED_BLOCKS:
+                info = _labels(
+                    job="memhp", instance=host_name(i), block=block, node="0", zone="Movable", valid_zones="Movable"
+                )
+                yield self.series("memhp_block_info", info, 1.0)
+        yield "# TYPE memhp_block_state gauge\n"
+        for i in self.failing:
+            for block in FAILED_BLOCKS:
+                yield self.series(
+                    "memhp_block_state",
+                    _labels(job="memhp", instance=host_name(i), block=block, node="0", state="online"),
+                    1.0,
+                )
 
-    yield "# TYPE memhp_offline_failures counter\n"
-    for i in failing:
-        for reason, at in sorted(FAILURES.items()):
-            yield counter_series(
-                "memhp_offline_failures_total",
-                _labels(job="memhp", instance=host_name(i), reason=reason),
-                counter([(h, 1) for h in at]),
+    def controller(self) -> Iterator[str]:
+        yield "# TYPE memhp_controller_actions counter\n"
+        for i in range(self.hosts):
+            ev = [(e.start_h, 8.0) for e in story(i, 0).episodes]
+            if ev:
+                yield self.counter_series(
+                    "memhp_controller_actions_total",
+                    _labels(job="memhp-controller", instance=host_name(i), action="online", result="ok", errno=""),
+                    self.counter(ev),
+                )
+            if i % 25 == 0:
+                yield self.counter_series(
+                    "memhp_controller_actions_total",
+                    _labels(
+                        job="memhp-controller", instance=host_name(i), action="offline", result="failed", errno="EBUSY"
+                    ),
+                    self.counter([(40.5, 2)]),
+                )
+        yield "# TYPE memhp_controller_quarantined_blocks gauge\n"
+        for i in range(0, self.hosts, 100):
+            q = np.where((self.hours >= 41) & (self.hours < 42), 1.0, 0.0)
+            yield self.series(
+                "memhp_controller_quarantined_blocks", _labels(job="memhp-controller", instance=host_name(i)), q
             )
-    yield "# TYPE memhp_block_offline_failures counter\n"
-    for i in failing:
-        for block, reason in FAILED_BLOCKS.items():
-            yield counter_series(
-                "memhp_block_offline_failures_total",
-                _labels(job="memhp", instance=host_name(i), block=block, reason=reason),
-                counter([(h, 1) for h in FAILURES[reason]]),
-            )
-    yield "# TYPE memhp_block_info gauge\n"
-    for i in failing:
-        for block in FAILED_BLOCKS:
-            info = _labels(
-                job="memhp", instance=host_name(i), block=block, node="0", zone="Movable", valid_zones="Movable"
-            )
-            yield series("memhp_block_info", info, 1.0)
-    yield "# TYPE memhp_block_state gauge\n"
-    for i in failing:
-        for block in FAILED_BLOCKS:
-            yield series(
-                "memhp_block_state",
-                _labels(job="memhp", instance=host_name(i), block=block, node="0", state="online"),
-                1.0,
-            )
-    yield "# TYPE memhp_controller_actions counter\n"
-    for i in range(hosts):
-        s0 = story(i, 0)
-        ev = [(e.start_h, 8.0) for e in s0.episodes]
-        if ev:
-            yield counter_series(
-                "memhp_controller_actions_total",
-                _labels(job="memhp-controller", instance=host_name(i), action="online", result="ok", errno=""),
-                counter(ev),
-            )
-        if i % 25 == 0:
-            yield counter_series(
-                "memhp_controller_actions_total",
-                _labels(
-                    job="memhp-controller", instance=host_name(i), action="offline", result="failed", errno="EBUSY"
-                ),
-                counter([(40.5, 2)]),
-            )
-    yield "# TYPE memhp_controller_quarantined_blocks gauge\n"
-    for i in range(0, hosts, 100):
-        q = np.where((hours >= 41) & (hours < 42), 1.0, 0.0)
-        yield series("memhp_controller_quarantined_blocks", _labels(job="memhp-controller", instance=host_name(i)), q)
-    yield "# EOF\n"
 
 
 def _num(v: float) -> str:

@@ -79,9 +79,9 @@ def test_fleet_figures(report):
     f, exp = report["json"]["fleet"], expected(HOSTS)
     assert (f["instances"], f["nodes"]) == (exp["instances"], exp["nodes"])
     for key in (
-        "nodes_above_4_in_period",
-        "nodes_above_3_in_period",
-        "nodes_above_3_now",
+        "nodes_above_critical_in_period",
+        "nodes_above_warning_in_period",
+        "nodes_above_warning_now",
         "offline_failures_by_reason",
         "failed_offline_blocks",
         "failed_actions",
@@ -105,8 +105,8 @@ def test_every_node_in_the_full_data(report):
             s, n = story(i, node), full[(host_name(i), str(node))]
             assert n["ratio_peak"] == pytest.approx(s.peak()), (i, node)
             assert n["ratio_current"] == pytest.approx(s.current()), (i, node)
-            assert abs(n["hours_above_3"] - s.hours_above(3)) <= 2 * step_h, (i, node)
-            assert abs(n["hours_above_4"] - s.hours_above(4)) <= 2 * step_h, (i, node)
+            assert abs(n["hours_above_warning"] - s.hours_above(3)) <= 2 * step_h, (i, node)
+            assert abs(n["hours_above_critical"] - s.hours_above(4)) <= 2 * step_h, (i, node)
             assert n["hot_unpluggable_current_bytes"] == pytest.approx(s.current() * KERNEL)
             assert n["failed_offline_blocks"] == (2 if node == 0 and i % 25 == 0 else 0)
 
@@ -115,9 +115,9 @@ def test_findings_grouped_and_capped(report):
     exp = expected(HOSTS)
     groups = {g["kind"]: g for g in report["json"]["findings"]}
     crit = groups["ratio_critical"]
-    assert crit["count"] == exp["nodes_above_4_in_period"]
+    assert crit["count"] == exp["nodes_above_critical_in_period"]
     high = groups["ratio_high"]
-    assert high["count"] == exp["nodes_above_3_in_period"] - exp["nodes_above_4_in_period"]
+    assert high["count"] == exp["nodes_above_warning_in_period"] - exp["nodes_above_critical_in_period"]
     assert high["text"].startswith(f"{high['count']} nodes spent time above 3:1") and "worst 10 below" in high["text"]
     assert len(high["entries"]) == 10 and high["more"] == high["count"] - 10
     # worst first: the longest episodes (12 h: hosts 110 and 230 -> 110 is in this fleet)

@@ -109,8 +109,8 @@ def test_node_figures(report, key):
     assert n["ratio_peak"] == pytest.approx(exp["peak_ratio"])
     assert n["ratio_current"] == pytest.approx(exp["current_ratio"])
     # time above the lines, at step resolution (one step at either edge of an episode)
-    assert abs(n["hours_above_4"] - exp["hours_above_4"]) <= 2 * step_h
-    assert abs(n["hours_above_3"] - exp["hours_above_3"]) <= 2 * step_h
+    assert abs(n["hours_above_critical"] - exp["hours_above_critical"]) <= 2 * step_h
+    assert abs(n["hours_above_warning"] - exp["hours_above_warning"]) <= 2 * step_h
     peak, low, cur = exp["hot_unpluggable"]
     assert (n["hot_unpluggable_peak_bytes"], n["hot_unpluggable_min_bytes"], n["hot_unpluggable_current_bytes"]) == (
         peak,
@@ -142,7 +142,7 @@ def test_full_data_beside_the_html(report):
 def test_longest_episode_and_peak_time(report, history_end):
     n = _node(report, "db1", "0")
     start = history_end - RANGE_HOURS * HOUR
-    assert abs(n["longest_above_4"]["hours"] - 14) <= 2 / 60
+    assert abs(n["longest_above_critical"]["hours"] - 14) <= 2 / 60
     assert abs(n["ratio_peak_at"] - (start + 30 * HOUR)) <= 120  # the 4.5:1 episode began at h30
 
 
@@ -179,7 +179,7 @@ def test_fleet_totals(report):
     assert f["hot_unpluggable_bytes"]["current"] == (32 + 16 + 24 + 48 + 64) * GiB
     assert f["offline_failures_by_reason"] == {"failure to isolate range": 3, "unmovable page": 5}
     assert f["failed_offline_bytes"] == 4 * BLOCK
-    assert f["nodes_above_4_in_period"] == 1 and f["nodes_above_3_in_period"] == 2
+    assert f["nodes_above_critical_in_period"] == 1 and f["nodes_above_warning_in_period"] == 2
     assert f["failed_actions"] == 4
     assert f["ratio_max"]["peak"] == pytest.approx(4.5) and f["ratio_p50"]["current"] == pytest.approx(2.0)
 
