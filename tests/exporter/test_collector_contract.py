@@ -117,7 +117,7 @@ def test_every_collector_declares_what_it_emits(host_archive_root):
     assert set(emitted) == set(REGISTERED)
     for name, families in emitted.items():
         collector_cls = {c.name: c for c in SubCollector.__subclasses__()}[name]
-        declared = {n.removesuffix("_total") for n, _ in collector_cls.metrics}
+        declared = {f.name for f in collector_cls.families}
         assert families <= declared, f"{name} emits undeclared {sorted(families - declared)}"
 
 
@@ -131,7 +131,11 @@ def test_describe_maps_every_name_to_the_collector(host_archive_root):
 
 
 def test_flags_come_from_the_registry():
-    register_collector("contract_probe", "a probe collector, off by default", lambda ctx: None, default_enabled=False)
+    class Probe(SubCollector):
+        name = "contract_probe"
+        help = "a probe collector, off by default"
+
+    register_collector(Probe, lambda ctx: None, default_enabled=False)
     try:
         args = get_parser().parse_args([])
         assert args.collector_contract_probe is False and args.collector_blocks is True

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from memhp.exporter.cli import ExporterConfig, build_registry
 from memhp.exporter.collectors import MemhpCollector
+from memhp.exporter.collectors.blocks import BLOCK_LIMIT, BLOCKS_ALL
 from memhp.exporter.collectors.events import OfflineFailuresCollector, UeventsCollector
 from memhp.exporter.events.kmsg import FailureCounts, KmsgWatcher
 from memhp.exporter.events.uevent_monitor import UeventMonitor
@@ -33,7 +34,8 @@ def emitted(tmp_path_factory):
     (root / "sys/devices/system/memory/probe").write_text("")
     paths = Paths(str(root / "sys"), str(root / "proc"))
     names = _names(build_registry(ExporterConfig(paths=paths, once=True))[0])
-    capped = build_registry(ExporterConfig(paths=paths, once=True, block_limit=len(block_dirs(root)) - 1))[0]
+    capped_flags = {BLOCKS_ALL: True, BLOCK_LIMIT: len(block_dirs(root)) - 1}
+    capped = build_registry(ExporterConfig(paths=paths, once=True, flags=capped_flags))[0]
     names |= _names(capped)
     # the event collectors are off in --once mode: collect them directly
     watcher = KmsgWatcher("/nonexistent", FailureCounts(1), lambda: None)
