@@ -25,6 +25,8 @@ CRASH_HOTPLUG = Family(
     "gauge",
     "1 if the kernel updates the kdump memory map itself on hotplug; 0 if user space "
     "must reload kdump after every hot(un)plug.",
+    doc="1 if the kernel updates the kdump memory map itself on hotplug; 0 if user space must reload kdump after "
+    "every hot(un)plug. Absent on kernels without the file.",
 )
 PROBE = Family(
     "memhp_probe_interface_present",
