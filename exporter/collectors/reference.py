@@ -11,7 +11,6 @@ prose around them is written by hand.
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,10 +38,12 @@ def tables() -> dict[str, str]:
 def render(text: str) -> str:
     """``text`` with every table replaced by the one the declarations give."""
     for name, body in tables().items():
-        pattern = re.compile(rf"(<!-- metrics:{name} -->\n).*?(\n<!-- /metrics:{name} -->)", re.DOTALL)
-        text, found = pattern.subn(lambda m, body=body: m.group(1) + body + m.group(2), text)
-        if found != 1:
-            raise ValueError(f"docs/metrics.md: want one <!-- metrics:{name} --> table, found {found}")
+        start, end = f"<!-- metrics:{name} -->\n", f"\n<!-- /metrics:{name} -->"
+        if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+            raise ValueError(f"docs/metrics.md: want one {start.strip()} ... {end.strip()} table")
+        head, rest = text.split(start)
+        tail = rest.split(end)[1]
+        text = head + start + body + end + tail
     return text
 
 
