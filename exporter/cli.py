@@ -19,7 +19,6 @@ from memhp.web import Limits, SecretFileError, tls_contexts, web_config
 from memhp.web.flags import add_limit_arguments, add_web_config_argument, limits_from_args
 
 from .collectors import (
-    COLLECTORS,
     REGISTERED,
     BuildContext,
     FlagValues,
@@ -125,7 +124,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> ExporterConfig:
-    enabled = frozenset(n for n in COLLECTORS if getattr(args, f"collector_{n}"))
+    enabled = frozenset(n for n in REGISTERED if getattr(args, f"collector_{n}"))
     flags = {flag: flag.check(getattr(args, flag.dest)) for flag in all_flags()}
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ValueError("--web.tls.cert-file and --web.tls.key-file go together")
