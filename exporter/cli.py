@@ -19,17 +19,14 @@ from memhp.web import Limits, SecretFileError, tls_contexts, web_config
 from memhp.web.flags import add_limit_arguments, add_web_config_argument, limits_from_args
 
 from .collectors import (
-    COLLECTORS,
-    DEFAULT_BLOCK_LIMIT,
-    DEFAULT_NOTABLE_LIMIT,
-    DEFAULT_RANGES_LIMIT,
     REGISTERED,
     BuildContext,
+    FlagValues,
     MemhpCollector,
     SubCollector,
+    all_flags,
     build_enabled,
 )
-from .events.live_blocks import DEFAULT_RESYNC_INTERVAL, DEFAULT_STATE_INTERVAL
 from .exposition import render
 from .kernel.fsread import ParseErrors
 from .kernel.paths import Paths
@@ -58,15 +55,8 @@ class ExporterConfig:
     collectors: frozenset[str] = field(
         default_factory=lambda: frozenset(n for n, s in REGISTERED.items() if s.default_enabled)
     )
-    block_limit: int = DEFAULT_BLOCK_LIMIT
-    blocks_all: bool = False
-    notable_limit: int = DEFAULT_NOTABLE_LIMIT
-    ranges_limit: int = DEFAULT_RANGES_LIMIT
-    snapshot_mode: str = "auto"
-    resync_interval: float = DEFAULT_RESYNC_INTERVAL
-    state_interval: float = DEFAULT_STATE_INTERVAL
-    kmsg_replay: bool = False
-    uevent_source: str = "kernel"
+    # The collectors' own --collector.NAME.* flags; one left out runs with its default.
+    flags: FlagValues = field(default_factory=dict)
     once: bool = False
     once_output: str | None = None
 
@@ -109,71 +99,8 @@ def get_parser() -> argparse.ArgumentParser:
             default=spec.default_enabled,
             help=f"Collector {spec.name}: {spec.help}.",
         )
-    p.add_argument(
-        "--collector.blocks.all",
-        dest="blocks_all",
-        action="store_true",
-        help="Export every block one by one (4 series per block: 16k series at 4,096 blocks), up to "
-        "--collector.blocks.limit blocks; by default only the blocks worth a look are.",
-    )
-    p.add_argument(
-        "--collector.blocks.limit",
-        dest="block_limit",
-        type=int,
-        default=DEFAULT_BLOCK_LIMIT,
-        help="With --collector.blocks.all: most blocks exported one by one (above it, only the blocks worth a "
-        "look). Also bounds the blocks counted one by one in memhp_block_offline_failures_total.",
-    )
-    p.add_argument(
-        "--collector.blocks.notable-limit",
-        dest="notable_limit",
-        type=int,
-        default=DEFAULT_NOTABLE_LIMIT,
-        help="Most blocks worth a look (going-offline, failing to offline, valid_zones none) exported one by one.",
-    )
-    p.add_argument(
-        "--collector.blocks.ranges-limit",
-        dest="ranges_limit",
-        type=int,
-        default=DEFAULT_RANGES_LIMIT,
-        help="Most lsmem-style ranges exported (memhp_block_range_blocks); the rest are cut.",
-    )
-    p.add_argument(
-        "--collector.blocks.snapshot",
-        dest="snapshot_mode",
-        choices=("auto", "events", "scrape"),
-        default="auto",
-        help="How blocks are kept current: a snapshot kept true by uevents (events), every block read at "
-        "scrape time (scrape), or events where uevents can be received and scrape elsewhere (auto).",
-    )
-    p.add_argument(
-        "--collector.blocks.resync-interval",
-        dest="resync_interval",
-        type=float,
-        default=DEFAULT_RESYNC_INTERVAL,
-        help="Seconds between full re-reads of every block in events mode.",
-    )
-    p.add_argument(
-        "--collector.blocks.state-interval",
-        dest="state_interval",
-        type=float,
-        default=DEFAULT_STATE_INTERVAL,
-        help="Seconds between reads of every block's state in events mode (going-offline and failed "
-        "offlines send no uevent): a block stuck going-offline shows up within this time.",
-    )
-    p.add_argument(
-        "--collector.offline_failures.replay",
-        dest="kmsg_replay",
-        action="store_true",
-        help="Also count failures already in the kernel log at start (they are counted again after every restart).",
-    )
-    p.add_argument(
-        "--collector.uevents.source",
-        dest="uevent_source",
-        choices=("kernel", "udev"),
-        default="kernel",
-        help="Netlink source: the kernel's own events (no udevd needed) or udevd's.",
-    )
+    for flag in all_flags():
+        flag.add_to(p)
     p.add_argument(
         "--log.level",
         dest="log_level",
@@ -197,20 +124,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> ExporterConfig:
-    enabled = frozenset(n for n in COLLECTORS if getattr(args, f"collector_{n}"))
-    for flag, value in (
-        ("--collector.blocks.limit", args.block_limit),
-        ("--collector.blocks.notable-limit", args.notable_limit),
-        ("--collector.blocks.ranges-limit", args.ranges_limit),
-    ):
-        if not 0 <= value <= 1_000_000:
-            raise ValueError(f"{flag} must be between 0 and 1000000")
-    for flag, seconds in (
-        ("--collector.blocks.resync-interval", args.resync_interval),
-        ("--collector.blocks.state-interval", args.state_interval),
-    ):
-        if not 0.1 <= seconds <= 86400:
-            raise ValueError(f"{flag} must be between 0.1 and 86400 seconds")
+    enabled = frozenset(n for n in REGISTERED if getattr(args, f"collector_{n}"))
+    flags = {flag: flag.check(getattr(args, flag.dest)) for flag in all_flags()}
     if bool(args.tls_cert) != bool(args.tls_key):
         raise ValueError("--web.tls.cert-file and --web.tls.key-file go together")
     if args.once_output and not args.once:
@@ -236,15 +151,7 @@ def config_from_args(args: argparse.Namespace) -> ExporterConfig:
         web_config_file=args.web_config_file,
         limits=limits,
         collectors=enabled,
-        block_limit=args.block_limit,
-        blocks_all=args.blocks_all,
-        notable_limit=args.notable_limit,
-        ranges_limit=args.ranges_limit,
-        snapshot_mode=args.snapshot_mode,
-        resync_interval=args.resync_interval,
-        state_interval=args.state_interval,
-        kmsg_replay=args.kmsg_replay,
-        uevent_source=args.uevent_source,
+        flags=flags,
         once=args.once,
         once_output=args.once_output,
     )
@@ -252,35 +159,14 @@ def config_from_args(args: argparse.Namespace) -> ExporterConfig:
 
 def build_collectors(cfg: ExporterConfig, errors: ParseErrors) -> list[SubCollector]:
     """Instantiate the enabled collectors, starting background watchers unless --once."""
-    ctx = BuildContext(
-        paths=cfg.paths,
-        errors=errors,
-        once=cfg.once,
-        enabled=cfg.collectors,
-        block_limit=cfg.block_limit,
-        blocks_all=cfg.blocks_all,
-        notable_limit=cfg.notable_limit,
-        ranges_limit=cfg.ranges_limit,
-        resync_interval=cfg.resync_interval,
-        state_interval=cfg.state_interval,
-        snapshot_mode=cfg.snapshot_mode,
-        kmsg_replay=cfg.kmsg_replay,
-        uevent_source=cfg.uevent_source,
-    )
+    ctx = BuildContext(paths=cfg.paths, errors=errors, once=cfg.once, enabled=cfg.collectors, flags=cfg.flags)
     return build_enabled(cfg.collectors, ctx)
 
 
 def build_registry(cfg: ExporterConfig, errors: ParseErrors | None = None) -> tuple[CollectorRegistry, MemhpCollector]:
     errors = errors or ParseErrors()
     registry = CollectorRegistry()
-    collector = MemhpCollector(
-        cfg.paths,
-        build_collectors(cfg, errors),
-        errors,
-        _version(),
-        # ``removable`` is read per block only when every block is exported one by one.
-        per_block_limit=cfg.block_limit if cfg.blocks_all else 0,
-    )
+    collector = MemhpCollector(cfg.paths, build_collectors(cfg, errors), errors, _version())
     registry.register(collector)
     return registry, collector
 
@@ -322,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.buffer.write(data)
         return 0
     log.info(
-        "starting memhp-exporter %s: listen=%s%s sysfs=%s procfs=%s kmsg=%s collectors=%s blocks.all=%s "
-        "blocks.limit=%d blocks.snapshot=%s tls=%s",
+        "starting memhp-exporter %s: listen=%s%s sysfs=%s procfs=%s kmsg=%s collectors=%s %s tls=%s",
         _version(),
         cfg.listen,
         cfg.telemetry_path,
@@ -331,9 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.paths.procfs,
         cfg.paths.kmsg,
         ",".join(sorted(cfg.collectors)),
-        "on" if cfg.blocks_all else "off",
-        cfg.block_limit,
-        cfg.snapshot_mode,
+        " ".join(f"{flag.name}={value}" for flag, value in cfg.flags.items()),
         "flags" if cfg.tls_cert else ("web config" if cfg.web_config_file else "off"),
     )
     try:

@@ -11,17 +11,21 @@ from . import config, blocks, zones, meminfo, events  # noqa: F401 - registratio
 
 # isort: on
 from .base import MemhpCollector, SubCollector
-from .blocks import (
-    DEFAULT_BLOCK_LIMIT,
-    DEFAULT_NOTABLE_LIMIT,
-    DEFAULT_RANGES_LIMIT,
-    BlocksCollector,
-    GoingOfflineTracker,
-)
+from .blocks import BlocksCollector, GoingOfflineTracker
 from .config import ConfigCollector
 from .events import OfflineFailuresCollector, UeventsCollector
+from .family import Family
 from .meminfo import MeminfoCollector
-from .registry import REGISTERED, BuildContext, CollectorSpec, build_enabled, register_collector
+from .registry import (
+    REGISTERED,
+    BuildContext,
+    CollectorSpec,
+    Flag,
+    FlagValues,
+    all_flags,
+    build_enabled,
+    register_collector,
+)
 from .zones import ZonesCollector
 
 # name -> one-line description, in exposition order
@@ -29,14 +33,14 @@ COLLECTORS = {name: spec.help for name, spec in REGISTERED.items()}
 
 __all__ = [
     "COLLECTORS",
-    "DEFAULT_BLOCK_LIMIT",
-    "DEFAULT_NOTABLE_LIMIT",
-    "DEFAULT_RANGES_LIMIT",
     "REGISTERED",
     "BlocksCollector",
     "BuildContext",
     "CollectorSpec",
     "ConfigCollector",
+    "Family",
+    "Flag",
+    "FlagValues",
     "GoingOfflineTracker",
     "MemhpCollector",
     "MeminfoCollector",
@@ -44,6 +48,7 @@ __all__ = [
     "SubCollector",
     "UeventsCollector",
     "ZonesCollector",
+    "all_flags",
     "build_enabled",
     "register_collector",
 ]

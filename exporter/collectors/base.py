@@ -12,12 +12,13 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from ..kernel.fsread import ParseErrors
 from ..kernel.paths import Paths
 from ..kernel.snapshot import ScrapeContext
+from .family import Family
 
 log = logging.getLogger(__name__)
 
@@ -25,20 +26,43 @@ log = logging.getLogger(__name__)
 class SubCollector:
     """One ``--collector.NAME``: yields metric families from a scrape context.
 
-    ``metrics`` declares every family it can yield, as (name, type): the
-    registry maps names to collectors with it, which is what ``name[]``
-    filtering needs (tests check it against what is emitted).
+    ``families`` declares every family it can yield, and it yields only
+    families made from them: the registry maps names to collectors with it
+    (``describe()``, which is what ``name[]`` filtering needs), and
+    docs/metrics.md has their table.
     """
 
     name: str = ""
     help: str = ""
-    metrics: tuple[tuple[str, str], ...] = ()
+    families: tuple[Family, ...] = ()
+    # Blocks whose ``removable`` the scrape context reads with the rest.
+    removable_limit: int = 0
 
     def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:  # pragma: no cover - interface
         raise NotImplementedError
 
     def close(self) -> None:
         """Stop background work (monitors, watchers)."""
+
+
+DURATION = Family("memhp_collector_duration_seconds", "gauge", "Time a collector took in this scrape.", ("collector",))
+SUCCESS = Family(
+    "memhp_collector_success",
+    "gauge",
+    "1 if the collector finished without an exception in this scrape.",
+    ("collector",),
+    doc="1 if the collector finished without an exception in this scrape. A failed collector loses only its own "
+    "metrics.",
+)
+PARSE_ERRORS = Family(
+    "memhp_parse_errors",
+    "counter",
+    "Files that could not be read or parsed, by file kind.",
+    ("file",),
+    doc="Files that could not be read or parsed, by kind (`memoryN/state`, `proc/zoneinfo`, …). The value is "
+    "skipped, never replaced by 0.",
+)
+BUILD_INFO = Family("memhp_exporter_build_info", "gauge", "memhp exporter version.", ("version",), doc="Always 1.")
 
 
 class MemhpCollector(Collector):
@@ -48,39 +72,27 @@ class MemhpCollector(Collector):
         collectors: Sequence[SubCollector],
         errors: ParseErrors | None = None,
         version: str = "",
-        per_block_limit: int | None = None,
     ) -> None:
         self.paths = paths
-        self.per_block_limit = per_block_limit
         self.collectors = list(collectors)
         self.errors = errors or ParseErrors()
         self.version = version
+        self.removable_limit = max((c.removable_limit for c in self.collectors), default=0)
 
     # Families of the wrapper itself, besides the sub-collectors'.
-    metrics: tuple[tuple[str, str], ...] = (
-        ("memhp_collector_duration_seconds", "gauge"),
-        ("memhp_collector_success", "gauge"),
-        ("memhp_parse_errors", "counter"),
-        ("memhp_exporter_build_info", "gauge"),
-    )
+    families = (DURATION, SUCCESS, PARSE_ERRORS, BUILD_INFO)
 
     def describe(self) -> list[Metric]:
         """Empty families for every declared metric: no scrape on register."""
-        declared = list(self.metrics)
+        declared = list(self.families)
         for c in self.collectors:
-            declared += c.metrics
-        return [Metric(name, "", typ) for name, typ in declared]
+            declared += c.families
+        return [f.describe() for f in declared]
 
     def collect(self) -> Iterable[Metric]:
-        ctx = ScrapeContext(self.paths, self.errors, removable_limit=self.per_block_limit)
-        duration = GaugeMetricFamily(
-            "memhp_collector_duration_seconds", "Time a collector took in this scrape.", labels=["collector"]
-        )
-        success = GaugeMetricFamily(
-            "memhp_collector_success",
-            "1 if the collector finished without an exception in this scrape.",
-            labels=["collector"],
-        )
+        ctx = ScrapeContext(self.paths, self.errors, removable_limit=self.removable_limit)
+        duration = DURATION.new()
+        success = SUCCESS.new()
         for c in self.collectors:
             start = time.perf_counter()
             try:
@@ -97,13 +109,11 @@ class MemhpCollector(Collector):
             yield from families
         yield duration
         yield success
-        errors = CounterMetricFamily(
-            "memhp_parse_errors", "Files that could not be read or parsed, by file kind.", labels=["file"]
-        )
+        errors = PARSE_ERRORS.new()
         for kind, count in sorted(self.errors.counts().items()):
             errors.add_metric([kind], count)
         yield errors
-        info = GaugeMetricFamily("memhp_exporter_build_info", "memhp exporter version.", labels=["version"])
+        info = BUILD_INFO.new()
         info.add_metric([self.version], 1)
         yield info
 
@@ -114,10 +124,3 @@ class MemhpCollector(Collector):
 
 def node_label(node: int | None) -> str:
     return "unknown" if node is None else str(node)
-
-
-def gauge(name: str, doc: str, value: float | None) -> list[Metric]:
-    """A single unlabelled gauge, or nothing when the kernel did not say."""
-    if value is None:
-        return []
-    return [GaugeMetricFamily(name, doc, value=value)]

@@ -21,22 +21,196 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from ..events.kmsg import FailureCounts
-from ..events.live_blocks import EVENTS, MODES, RESYNC_REASONS, SCRAPE, BlockView, LiveBlocks
-from ..exposition import PrerenderedFamily
+from ..events.live_blocks import (
+    DEFAULT_RESYNC_INTERVAL,
+    DEFAULT_STATE_INTERVAL,
+    EVENTS,
+    MODES,
+    RESYNC_REASONS,
+    SCRAPE,
+    BlockView,
+    LiveBlocks,
+)
 from ..kernel.accounting import is_hot_unpluggable, merge_ranges
 from ..kernel.fsread import ParseErrors, parse_bool, read_attr
 from ..kernel.model import BLOCK_STATES, NONE_ZONE, MemoryBlock
 from ..kernel.snapshot import ScrapeContext
 from .base import SubCollector, node_label
-from .registry import BuildContext, register_collector
+from .family import Family
+from .registry import BuildContext, Flag, register_collector
 
-# With --collector.blocks.all: 512 GiB of 128 MiB blocks.
-DEFAULT_BLOCK_LIMIT = 4096
-DEFAULT_NOTABLE_LIMIT = 32
-DEFAULT_RANGES_LIMIT = 256
+_COUNT_BOUNDS = (0, 1_000_000)
+_SECONDS_BOUNDS = (0.1, 86400)
+
+BLOCKS_ALL = Flag(
+    "blocks.all",
+    False,
+    "Export every block one by one (4 series per block: 16k series at 4,096 blocks), up to "
+    "--collector.blocks.limit blocks; by default only the blocks worth a look are.",
+)
+BLOCK_LIMIT = Flag(
+    "blocks.limit",
+    4096,  # with --collector.blocks.all: 512 GiB of 128 MiB blocks
+    "With --collector.blocks.all: most blocks exported one by one (above it, only the blocks worth a "
+    "look). Also bounds the blocks counted one by one in memhp_block_offline_failures_total.",
+    bounds=_COUNT_BOUNDS,
+)
+NOTABLE_LIMIT = Flag(
+    "blocks.notable-limit",
+    32,
+    "Most blocks worth a look (going-offline, failing to offline, valid_zones none) exported one by one.",
+    bounds=_COUNT_BOUNDS,
+)
+RANGES_LIMIT = Flag(
+    "blocks.ranges-limit",
+    256,
+    "Most lsmem-style ranges exported (memhp_block_range_blocks); the rest are cut.",
+    bounds=_COUNT_BOUNDS,
+)
+SNAPSHOT = Flag(
+    "blocks.snapshot",
+    "auto",
+    "How blocks are kept current: a snapshot kept true by uevents (events), every block read at "
+    "scrape time (scrape), or events where uevents can be received and scrape elsewhere (auto).",
+    choices=("auto", *MODES),
+)
+RESYNC_INTERVAL = Flag(
+    "blocks.resync-interval",
+    DEFAULT_RESYNC_INTERVAL,
+    "Seconds between full re-reads of every block in events mode.",
+    bounds=_SECONDS_BOUNDS,
+    unit=" seconds",
+)
+STATE_INTERVAL = Flag(
+    "blocks.state-interval",
+    DEFAULT_STATE_INTERVAL,
+    "Seconds between reads of every block's state in events mode (going-offline and failed "
+    "offlines send no uevent): a block stuck going-offline shows up within this time.",
+    bounds=_SECONDS_BOUNDS,
+    unit=" seconds",
+)
+FLAGS = (BLOCKS_ALL, BLOCK_LIMIT, NOTABLE_LIMIT, RANGES_LIMIT, SNAPSHOT, RESYNC_INTERVAL, STATE_INTERVAL)
+
+_NODE_ZONE_STATE = ("node", "zone", "state")
+STATE = Family(
+    "memhp_block_state",
+    "gauge",
+    "1 for the state the block is in, 0 for the others; only blocks exported one by one.",
+    ("block", "node", "state"),
+)
+INFO = Family(
+    "memhp_block_info",
+    "gauge",
+    "Per block exported one by one: zone is the managing zone (online) or the kernel's default "
+    "candidate (offline); valid_zones is the whole list; removable as the kernel says.",
+    ("block", "node", "zone", "valid_zones", "removable"),
+    doc="Always 1. `zone`: the managing zone of an online block (`none` if it spans zones or nodes), or the zone "
+    "the kernel would choose for an offline one; `valid_zones`: the whole list; `removable`: the kernel's "
+    "`removable` (1 iff it supports offlining). Only blocks exported one by one.",
+)
+RANGE_BLOCKS = Family(
+    "memhp_block_range_blocks",
+    "gauge",
+    "Blocks in a run of consecutive blocks with the same state, zones and node (as lsmem merges them).",
+    ("first_block", "last_block", "node", "state", "zone", "valid_zones"),
+    doc="Blocks in a run of consecutive blocks that share state, `valid_zones` and node, as `lsmem` merges them. "
+    "Always, up to `--collector.blocks.ranges-limit` (default 256) ranges.",
+)
+RANGES_TRUNCATED = Family(
+    "memhp_block_ranges_truncated",
+    "gauge",
+    "1 if there were more ranges than --collector.blocks.ranges-limit and the rest were cut.",
+    doc="1 if there were more ranges than the limit and the rest were cut (the counts in `memhp_blocks` stay exact).",
+)
+SERIES_CAPPED = Family(
+    "memhp_block_series_capped",
+    "gauge",
+    "1 when more blocks should be exported one by one than the limit allows; the rest are "
+    "counted in memhp_blocks and memhp_block_range_blocks only.",
+)
+SERIES_LIMIT = Family(
+    "memhp_block_series_limit",
+    "gauge",
+    "Most blocks exported one by one (--collector.blocks.notable-limit, or --collector.blocks.limit "
+    "with --collector.blocks.all).",
+)
+SERIES_EXPORTED = Family("memhp_block_series_exported", "gauge", "Blocks exported one by one in this scrape.")
+BLOCKS = Family(
+    "memhp_blocks",
+    "gauge",
+    "Memory blocks by node, zone and state.",
+    _NODE_ZONE_STATE,
+    doc="Block counts. Always present.",
+)
+BLOCKS_BYTES = Family("memhp_blocks_bytes", "gauge", "Memory in blocks by node, zone and state.", _NODE_ZONE_STATE)
+UNOFFLINABLE = Family(
+    "memhp_blocks_unofflinable",
+    "gauge",
+    "Online blocks whose valid_zones is 'none' (mixed zones, mixed nodes or holes): the kernel cannot offline them.",
+    ("node",),
+)
+HOT_UNPLUGGABLE = Family(
+    "memhp_hot_unpluggable_bytes",
+    "gauge",
+    "Memory in online ZONE_MOVABLE blocks: the candidates for offlining.",
+    ("node",),
+)
+GOING_OFFLINE = Family(
+    "memhp_block_going_offline_seconds",
+    "gauge",
+    "How long a block has been seen in state going-offline (from the first scrape that saw it).",
+    ("block", "node"),
+    doc="How long a block has been seen `going-offline`, from the first scrape that saw it. Present only while "
+    "it is (up to the limit in force).",
+)
+GOING_OFFLINE_OBSERVED = Family(
+    "memhp_going_offline_observed", "counter", "Times a block was first seen going-offline."
+)
+SNAPSHOT_MODE = Family(
+    "memhp_block_snapshot_mode",
+    "gauge",
+    "1 for how blocks are kept current: events (a snapshot kept true by uevents) or scrape "
+    "(every block read at scrape time).",
+    ("mode",),
+    doc="1 for the mode in force, 0 for the other: `events` (a snapshot read once and kept true by uevents) or "
+    "`scrape` (every block read at scrape time: `--once`, `--collector.blocks.snapshot=scrape`, or where uevents "
+    "cannot be received, see [exporter.md](exporter.md#block-snapshot)).",
+)
+SNAPSHOT_AGE = Family(
+    "memhp_block_snapshot_age_seconds",
+    "gauge",
+    "Seconds since every block was last read from sysfs (uevents keep the snapshot true in between); 0 in scrape mode.",
+    doc="Seconds since every block was last read from sysfs (uevents keep the snapshot true in between; "
+    "`--collector.blocks.resync-interval` bounds it). 0 in scrape mode.",
+)
+SNAPSHOT_STALE = Family(
+    "memhp_block_snapshot_stale",
+    "gauge",
+    "1 while uevents were lost (netlink overrun) and the full re-read that repairs the snapshot has not "
+    "finished: scrapes get the last snapshot, memhp_block_snapshot_age_seconds old.",
+    doc="1 while uevents were lost (a netlink overrun, ENOBUFS) and the full re-read that repairs the snapshot, "
+    "run in the background, has not finished. Scrapes meanwhile get the last snapshot plus the events since; "
+    "`memhp_block_snapshot_age_seconds` says how old its last full read is. 0 in scrape mode.",
+)
+SNAPSHOT_RESYNCS = Family(
+    "memhp_block_snapshot_resyncs",
+    "counter",
+    "Full re-reads of every block, by reason (start, interval, overrun, restart).",
+    ("reason",),
+    doc="Full re-reads of every block: `start`, `interval`, `overrun` (the netlink socket overflowed: ENOBUFS), "
+    "`restart` (the monitor failed and was restarted).",
+)
+SNAPSHOT_UEVENTS = Family("memhp_block_snapshot_uevents", "counter", "Memory block uevents applied to the snapshot.")
+SNAPSHOT_IGNORED = Family(
+    "memhp_block_snapshot_uevents_ignored",
+    "counter",
+    "Memory uevents ignored: the device name is not memoryN with N 1-10 ASCII digits.",
+    doc="Memory uevents ignored because the device name is not `memoryN` with N 1-10 ASCII digits (the kernel "
+    "names its memory devices `memoryN`: a count here means something else sent it).",
+)
 
 # Why a block is exported one by one by default, most urgent first (the
 # notable limit keeps the first ones).
@@ -106,43 +280,45 @@ class BlocksCollector(SubCollector):
         "memory blocks: counts and bytes by node/zone/state, lsmem-style ranges, unofflinable, hot-unpluggable; "
         "one by one only the blocks worth a look (all of them with --collector.blocks.all)"
     )
-    metrics = (
-        ("memhp_block_state", "gauge"),
-        ("memhp_block_info", "gauge"),
-        ("memhp_block_range_blocks", "gauge"),
-        ("memhp_block_ranges_truncated", "gauge"),
-        ("memhp_block_series_capped", "gauge"),
-        ("memhp_block_series_limit", "gauge"),
-        ("memhp_block_series_exported", "gauge"),
-        ("memhp_blocks", "gauge"),
-        ("memhp_blocks_bytes", "gauge"),
-        ("memhp_blocks_unofflinable", "gauge"),
-        ("memhp_hot_unpluggable_bytes", "gauge"),
-        ("memhp_block_going_offline_seconds", "gauge"),
-        ("memhp_going_offline_observed", "counter"),
-        ("memhp_block_snapshot_mode", "gauge"),
-        ("memhp_block_snapshot_age_seconds", "gauge"),
-        ("memhp_block_snapshot_stale", "gauge"),
-        ("memhp_block_snapshot_resyncs", "counter"),
-        ("memhp_block_snapshot_uevents", "counter"),
-        ("memhp_block_snapshot_uevents_ignored", "counter"),
+    families = (
+        STATE,
+        INFO,
+        RANGE_BLOCKS,
+        RANGES_TRUNCATED,
+        SERIES_CAPPED,
+        SERIES_LIMIT,
+        SERIES_EXPORTED,
+        BLOCKS,
+        BLOCKS_BYTES,
+        UNOFFLINABLE,
+        HOT_UNPLUGGABLE,
+        GOING_OFFLINE,
+        GOING_OFFLINE_OBSERVED,
+        SNAPSHOT_MODE,
+        SNAPSHOT_AGE,
+        SNAPSHOT_STALE,
+        SNAPSHOT_RESYNCS,
+        SNAPSHOT_UEVENTS,
+        SNAPSHOT_IGNORED,
     )
 
     def __init__(
         self,
-        block_limit: int = DEFAULT_BLOCK_LIMIT,
+        block_limit: int = BLOCK_LIMIT.default,
         tracker: GoingOfflineTracker | None = None,
         *,
         live: LiveBlocks | None = None,
-        all_blocks: bool = False,
-        notable_limit: int = DEFAULT_NOTABLE_LIMIT,
-        ranges_limit: int = DEFAULT_RANGES_LIMIT,
+        all_blocks: bool = BLOCKS_ALL.default,
+        notable_limit: int = NOTABLE_LIMIT.default,
+        ranges_limit: int = RANGES_LIMIT.default,
         failures: FailureCounts | None = None,
     ) -> None:
         self.block_limit = block_limit
         self.tracker = tracker or GoingOfflineTracker()
         self.live = live
         self.all_blocks = all_blocks
+        # Every block one by one: the scrape reads ``removable`` with the rest.
+        self.removable_limit = block_limit if all_blocks else 0
         self.notable_limit = notable_limit
         self.ranges_limit = ranges_limit
         self.failures = failures
@@ -196,27 +372,9 @@ class BlocksCollector(SubCollector):
             one_by_one = sorted((b for _, b in notable[: self.notable_limit]), key=lambda b: b.id)
         families: list[Metric] = list(self._per_block(one_by_one, errors, memory))
         families += self._ranges(blocks)
-        families.append(
-            GaugeMetricFamily(
-                "memhp_block_series_capped",
-                "1 when more blocks should be exported one by one than the limit allows; the rest are "
-                "counted in memhp_blocks and memhp_block_range_blocks only.",
-                value=float(capped),
-            )
-        )
-        families.append(
-            GaugeMetricFamily(
-                "memhp_block_series_limit",
-                "Most blocks exported one by one (--collector.blocks.notable-limit, or --collector.blocks.limit "
-                "with --collector.blocks.all).",
-                value=self.series_limit,
-            )
-        )
-        families.append(
-            GaugeMetricFamily(
-                "memhp_block_series_exported", "Blocks exported one by one in this scrape.", value=len(one_by_one)
-            )
-        )
+        families.append(SERIES_CAPPED.value(float(capped)))
+        families.append(SERIES_LIMIT.value(self.series_limit))
+        families.append(SERIES_EXPORTED.value(len(one_by_one)))
         families += self._aggregates(blocks, size)
         going = [b for b in blocks if b.state == "going-offline"]
         return _Rendered(families, going)
@@ -238,19 +396,8 @@ class BlocksCollector(SubCollector):
                 state_rows.append(((block, node, s), 1.0 if b.state == s else 0.0))
             valid = " ".join(b.valid_zones) if b.valid_zones else "unknown"
             info_rows.append(((block, node, _zone_label(b), valid, self._removable(b, errors, memory)), 1.0))
-        yield PrerenderedFamily(
-            "memhp_block_state",
-            "1 for the state the block is in, 0 for the others; only blocks exported one by one.",
-            ("block", "node", "state"),
-            state_rows,
-        )
-        yield PrerenderedFamily(
-            "memhp_block_info",
-            "Per block exported one by one: zone is the managing zone (online) or the kernel's default "
-            "candidate (offline); valid_zones is the whole list; removable as the kernel says.",
-            ("block", "node", "zone", "valid_zones", "removable"),
-            info_rows,
-        )
+        yield STATE.prerendered(state_rows)
+        yield INFO.prerendered(info_rows)
 
     def _ranges(self, blocks: list[MemoryBlock]) -> list[Metric]:
         ranges = merge_ranges(blocks)
@@ -268,18 +415,7 @@ class BlocksCollector(SubCollector):
             )
             for r in ranges[: self.ranges_limit]
         ]
-        fam = PrerenderedFamily(
-            "memhp_block_range_blocks",
-            "Blocks in a run of consecutive blocks with the same state, zones and node (as lsmem merges them).",
-            ("first_block", "last_block", "node", "state", "zone", "valid_zones"),
-            rows,
-        )
-        truncated = GaugeMetricFamily(
-            "memhp_block_ranges_truncated",
-            "1 if there were more ranges than --collector.blocks.ranges-limit and the rest were cut.",
-            value=float(len(ranges) > self.ranges_limit),
-        )
-        return [fam, truncated]
+        return [RANGE_BLOCKS.prerendered(rows), RANGES_TRUNCATED.value(float(len(ranges) > self.ranges_limit))]
 
     def _aggregates(self, blocks: list[MemoryBlock], size: int | None) -> list[Metric]:
         # Count raw (node, zones, state) first and turn them into labels once
@@ -299,12 +435,7 @@ class BlocksCollector(SubCollector):
             if is_hot_unpluggable(state, zone):
                 hot[key[0]] += n
         nodes = sorted({k[0] for k in counts}, key=_node_sort)
-        fam_n = GaugeMetricFamily(
-            "memhp_blocks", "Memory blocks by node, zone and state.", labels=["node", "zone", "state"]
-        )
-        fam_b = GaugeMetricFamily(
-            "memhp_blocks_bytes", "Memory in blocks by node, zone and state.", labels=["node", "zone", "state"]
-        )
+        fam_n, fam_b = BLOCKS.new(), BLOCKS_BYTES.new()
         for key in sorted(counts, key=lambda k: (_node_sort(k[0]), k[1], k[2])):
             fam_n.add_metric(list(key), counts[key])
             if size is not None:
@@ -312,17 +443,7 @@ class BlocksCollector(SubCollector):
         out: list[Metric] = [fam_n]
         if size is not None:
             out.append(fam_b)
-        unoff_n = GaugeMetricFamily(
-            "memhp_blocks_unofflinable",
-            "Online blocks whose valid_zones is 'none' (mixed zones, mixed nodes or "
-            "holes): the kernel cannot offline them.",
-            labels=["node"],
-        )
-        hot_b = GaugeMetricFamily(
-            "memhp_hot_unpluggable_bytes",
-            "Memory in online ZONE_MOVABLE blocks: the candidates for offlining.",
-            labels=["node"],
-        )
+        unoff_n, hot_b = UNOFFLINABLE.new(), HOT_UNPLUGGABLE.new()
         for label in nodes:
             unoff_n.add_metric([label], unoff[label])
             if size is not None:
@@ -335,59 +456,25 @@ class BlocksCollector(SubCollector):
     def _going_offline(self, going: list[MemoryBlock]) -> Iterable[Metric]:
         ages = self.tracker.update(going)
         node_of = {b.id: b.node for b in going}
-        fam = GaugeMetricFamily(
-            "memhp_block_going_offline_seconds",
-            "How long a block has been seen in state going-offline (from the first scrape that saw it).",
-            labels=["block", "node"],
-        )
+        fam = GOING_OFFLINE.new()
         for block_id in sorted(ages)[: self.series_limit]:
             fam.add_metric([str(block_id), node_label(node_of.get(block_id))], ages[block_id])
-        episodes = CounterMetricFamily(
-            "memhp_going_offline_observed", "Times a block was first seen going-offline.", value=self.tracker.episodes
-        )
-        return [fam, episodes]
+        return [fam, GOING_OFFLINE_OBSERVED.value(self.tracker.episodes)]
 
     def _snapshot(self, view: BlockView) -> Iterable[Metric]:
-        mode = GaugeMetricFamily(
-            "memhp_block_snapshot_mode",
-            "1 for how blocks are kept current: events (a snapshot kept true by uevents) or scrape "
-            "(every block read at scrape time).",
-            labels=["mode"],
-        )
+        mode = SNAPSHOT_MODE.new()
         for m in MODES:
             mode.add_metric([m], float(view.mode == m))
         yield mode
-        yield GaugeMetricFamily(
-            "memhp_block_snapshot_age_seconds",
-            "Seconds since every block was last read from sysfs (uevents keep the snapshot true in between); "
-            "0 in scrape mode.",
-            value=max(0.0, time.time() - view.synced_at) if view.mode == EVENTS else 0.0,
-        )
+        yield SNAPSHOT_AGE.value(max(0.0, time.time() - view.synced_at) if view.mode == EVENTS else 0.0)
         live = self.live
-        yield GaugeMetricFamily(
-            "memhp_block_snapshot_stale",
-            "1 while uevents were lost (netlink overrun) and the full re-read that repairs the snapshot has not "
-            "finished: scrapes get the last snapshot, memhp_block_snapshot_age_seconds old.",
-            value=float(bool(live and live.stale and view.mode == EVENTS)),
-        )
-        resyncs = CounterMetricFamily(
-            "memhp_block_snapshot_resyncs",
-            "Full re-reads of every block, by reason (start, interval, overrun, restart).",
-            labels=["reason"],
-        )
+        yield SNAPSHOT_STALE.value(float(bool(live and live.stale and view.mode == EVENTS)))
+        resyncs = SNAPSHOT_RESYNCS.new()
         for reason in RESYNC_REASONS:
             resyncs.add_metric([reason], live.resyncs.get(reason, 0) if live else 0)
         yield resyncs
-        yield CounterMetricFamily(
-            "memhp_block_snapshot_uevents",
-            "Memory block uevents applied to the snapshot.",
-            value=live.events_applied if live else 0,
-        )
-        yield CounterMetricFamily(
-            "memhp_block_snapshot_uevents_ignored",
-            "Memory uevents ignored: the device name is not memoryN with N 1-10 ASCII digits.",
-            value=live.events_ignored if live else 0,
-        )
+        yield SNAPSHOT_UEVENTS.value(live.events_applied if live else 0)
+        yield SNAPSHOT_IGNORED.value(live.events_ignored if live else 0)
 
     def close(self) -> None:
         if self.live is not None:
@@ -395,25 +482,29 @@ class BlocksCollector(SubCollector):
 
 
 def _factory(ctx: BuildContext) -> BlocksCollector:
+    # Not at the top: importing .events there would register its collectors
+    # before this one (registration order is exposition order).
+    from .events import UEVENT_SOURCE
+
     live = None
     if not ctx.once:
         live = LiveBlocks(
             ctx.paths,
             ctx.errors,
-            mode=ctx.snapshot_mode,
-            resync_interval=ctx.resync_interval,
-            state_interval=ctx.state_interval,
-            source=ctx.uevent_source,
+            mode=ctx.value(SNAPSHOT),
+            resync_interval=ctx.value(RESYNC_INTERVAL),
+            state_interval=ctx.value(STATE_INTERVAL),
+            source=ctx.value(UEVENT_SOURCE),
         ).start()
     failures = ctx.failures() if "offline_failures" in ctx.enabled and not ctx.once else None
     return BlocksCollector(
-        ctx.block_limit,
+        ctx.value(BLOCK_LIMIT),
         live=live,
-        all_blocks=ctx.blocks_all,
-        notable_limit=ctx.notable_limit,
-        ranges_limit=ctx.ranges_limit,
+        all_blocks=ctx.value(BLOCKS_ALL),
+        notable_limit=ctx.value(NOTABLE_LIMIT),
+        ranges_limit=ctx.value(RANGES_LIMIT),
         failures=failures,
     )
 
 
-register_collector(BlocksCollector.name, BlocksCollector.help, _factory)
+register_collector(BlocksCollector, _factory, flags=FLAGS)

@@ -5,16 +5,68 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from ..events.kmsg import KNOWN_REASONS, FailureCounts, KmsgWatcher
 from ..events.uevent_monitor import UeventMonitor
 from ..kernel.memory_blocks import read_memory_config
 from ..kernel.snapshot import ScrapeContext
 from .base import SubCollector
-from .registry import BuildContext, register_collector
+from .family import Family
+from .registry import BuildContext, Flag, register_collector
 
 UEVENT_ACTIONS = ("add", "remove", "online", "offline")
+
+KMSG_REPLAY = Flag(
+    "offline_failures.replay",
+    False,
+    "Also count failures already in the kernel log at start (they are counted again after every restart).",
+)
+# Also the source of the blocks collector's snapshot.
+UEVENT_SOURCE = Flag(
+    "uevents.source",
+    "kernel",
+    "Netlink source: the kernel's own events (no udevd needed) or udevd's.",
+    choices=("kernel", "udev"),
+)
+
+FAILURES = Family(
+    "memhp_offline_failures",
+    "counter",
+    "Failed offline attempts logged by the kernel, by reason.",
+    ("reason",),
+    doc="Failed offline attempts logged by the kernel. Every known reason is exported at 0 from the start, so "
+    "`increase()` sees the first failure too.",
+)
+BLOCK_FAILURES = Family(
+    "memhp_block_offline_failures",
+    "counter",
+    "Failed offline attempts by block and reason (block='other' past the block limit).",
+    ("block", "reason"),
+    doc='The same per block. Past `--collector.blocks.limit` distinct blocks, further ones are counted as `block="other"`.',
+)
+LAST_FAILURE = Family(
+    "memhp_offline_failure_last_timestamp_seconds",
+    "gauge",
+    "Unix time of the last failure seen, by reason.",
+    ("reason",),
+)
+KMSG_UP = Family("memhp_kmsg_watcher_up", "gauge", "1 while the kernel log is being followed.")
+KMSG_RESTARTS = Family(
+    "memhp_kmsg_watcher_restarts", "counter", "Times following the kernel log failed and was restarted."
+)
+
+UEVENTS = Family(
+    "memhp_uevents",
+    "counter",
+    "Memory block uevents by action.",
+    ("action",),
+    doc="Uevents of the `memory` subsystem, by action (`add`, `remove`, `online`, `offline`, …).",
+)
+MONITOR_UP = Family("memhp_uevent_monitor_up", "gauge", "1 while the uevent monitor is listening.")
+MONITOR_RESTARTS = Family(
+    "memhp_uevent_monitor_restarts", "counter", "Times the uevent monitor failed and was restarted."
+)
 
 
 class OfflineFailuresCollector(SubCollector):
@@ -23,13 +75,7 @@ class OfflineFailuresCollector(SubCollector):
         "'memory offlining ... failed due to REASON' lines from /dev/kmsg, by reason and block "
         "(needs dynamic debug: file memory_hotplug.c +p)"
     )
-    metrics = (
-        ("memhp_offline_failures", "counter"),
-        ("memhp_block_offline_failures", "counter"),
-        ("memhp_offline_failure_last_timestamp_seconds", "gauge"),
-        ("memhp_kmsg_watcher_up", "gauge"),
-        ("memhp_kmsg_watcher_restarts", "counter"),
-    )
+    families = (FAILURES, BLOCK_FAILURES, LAST_FAILURE, KMSG_UP, KMSG_RESTARTS)
 
     def __init__(self, watcher: KmsgWatcher, counts: FailureCounts) -> None:
         self.watcher = watcher
@@ -37,34 +83,18 @@ class OfflineFailuresCollector(SubCollector):
 
     def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
         by_reason, by_block, last = self.counts.snapshot()
-        total = CounterMetricFamily(
-            "memhp_offline_failures", "Failed offline attempts logged by the kernel, by reason.", labels=["reason"]
-        )
+        total = FAILURES.new()
         for reason in sorted(set(KNOWN_REASONS) | by_reason.keys()):
             total.add_metric([reason], by_reason.get(reason, 0))
-        per_block = CounterMetricFamily(
-            "memhp_block_offline_failures",
-            "Failed offline attempts by block and reason (block='other' past the block limit).",
-            labels=["block", "reason"],
-        )
+        per_block = BLOCK_FAILURES.new()
         for key in sorted(by_block):
             per_block.add_metric(list(key), by_block[key])
-        last_ts = GaugeMetricFamily(
-            "memhp_offline_failure_last_timestamp_seconds",
-            "Unix time of the last failure seen, by reason.",
-            labels=["reason"],
-        )
+        last_ts = LAST_FAILURE.new()
         for reason in sorted(last):
             last_ts.add_metric([reason], last[reason])
         yield from (total, per_block, last_ts)
-        yield GaugeMetricFamily(
-            "memhp_kmsg_watcher_up", "1 while the kernel log is being followed.", value=float(self.watcher.up)
-        )
-        yield CounterMetricFamily(
-            "memhp_kmsg_watcher_restarts",
-            "Times following the kernel log failed and was restarted.",
-            value=self.watcher.restarts,
-        )
+        yield KMSG_UP.value(float(self.watcher.up))
+        yield KMSG_RESTARTS.value(self.watcher.restarts)
 
     def close(self) -> None:
         self.watcher.stop()
@@ -73,29 +103,19 @@ class OfflineFailuresCollector(SubCollector):
 class UeventsCollector(SubCollector):
     name = "uevents"
     help = "memory subsystem uevents (add, remove, online, offline) from a netlink monitor"
-    metrics = (
-        ("memhp_uevents", "counter"),
-        ("memhp_uevent_monitor_up", "gauge"),
-        ("memhp_uevent_monitor_restarts", "counter"),
-    )
+    families = (UEVENTS, MONITOR_UP, MONITOR_RESTARTS)
 
     def __init__(self, monitor: UeventMonitor) -> None:
         self.monitor = monitor
 
     def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
         counts = self.monitor.counts()
-        fam = CounterMetricFamily("memhp_uevents", "Memory block uevents by action.", labels=["action"])
+        fam = UEVENTS.new()
         for action in sorted(set(UEVENT_ACTIONS) | counts.keys()):
             fam.add_metric([action], counts.get(action, 0))
         yield fam
-        yield GaugeMetricFamily(
-            "memhp_uevent_monitor_up", "1 while the uevent monitor is listening.", value=float(self.monitor.up)
-        )
-        yield CounterMetricFamily(
-            "memhp_uevent_monitor_restarts",
-            "Times the uevent monitor failed and was restarted.",
-            value=self.monitor.restarts,
-        )
+        yield MONITOR_UP.value(float(self.monitor.up))
+        yield MONITOR_RESTARTS.value(self.monitor.restarts)
 
     def close(self) -> None:
         self.monitor.stop()
@@ -108,15 +128,15 @@ def _offline_failures(ctx: BuildContext) -> OfflineFailuresCollector:
         ctx.paths.kmsg,
         counts,
         lambda: read_memory_config(memory_dir, errors).block_size_bytes,
-        replay=ctx.kmsg_replay,
+        replay=ctx.value(KMSG_REPLAY),
     ).start()
     return OfflineFailuresCollector(watcher, counts)
 
 
-register_collector(OfflineFailuresCollector.name, OfflineFailuresCollector.help, _offline_failures, needs_events=True)
+register_collector(OfflineFailuresCollector, _offline_failures, flags=(KMSG_REPLAY,), needs_events=True)
 register_collector(
-    UeventsCollector.name,
-    UeventsCollector.help,
-    lambda ctx: UeventsCollector(UeventMonitor(ctx.uevent_source).start()),
+    UeventsCollector,
+    lambda ctx: UeventsCollector(UeventMonitor(ctx.value(UEVENT_SOURCE)).start()),
+    flags=(UEVENT_SOURCE,),
     needs_events=True,
 )

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from ..kernel.snapshot import ScrapeContext
 from .base import SubCollector
+from .family import Family
 from .registry import register_collector
 
-_FIELDS = (
-    ("MemTotal", "memhp_memory_total_bytes", "MemTotal: usable RAM (online memory minus reserved)."),
-    ("MemFree", "memhp_memory_free_bytes", "MemFree."),
+# /proc/meminfo key -> its family
+FIELDS = (
+    (
+        "MemTotal",
+        Family("memhp_memory_total_bytes", "gauge", "MemTotal: usable RAM (online memory minus reserved)."),
+    ),
+    ("MemFree", Family("memhp_memory_free_bytes", "gauge", "MemFree.")),
     (
         "MemAvailable",
-        "memhp_memory_available_bytes",
-        "MemAvailable: the kernel's estimate of memory available without swapping; the controller's offline "
-        "reserve is measured against it.",
+        Family(
+            "memhp_memory_available_bytes",
+            "gauge",
+            "MemAvailable: the kernel's estimate of memory available without swapping; the controller's offline "
+            "reserve is measured against it.",
+        ),
     ),
 )
 
@@ -25,15 +33,15 @@ _FIELDS = (
 class MeminfoCollector(SubCollector):
     name = "meminfo"
     help = "MemTotal, MemFree, MemAvailable from /proc/meminfo"
-    metrics = tuple((name, "gauge") for _, name, _ in _FIELDS)
+    families = tuple(fam for _, fam in FIELDS)
 
     def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
         info = ctx.meminfo
         if info is None:
             return
-        for key, name, doc in _FIELDS:
+        for key, fam in FIELDS:
             if key in info:
-                yield GaugeMetricFamily(name, doc, value=info[key])
+                yield fam.value(info[key])
 
 
-register_collector(MeminfoCollector.name, MeminfoCollector.help, lambda ctx: MeminfoCollector())
+register_collector(MeminfoCollector, lambda ctx: MeminfoCollector())

@@ -5,35 +5,85 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from ..kernel.accounting import balance
 from ..kernel.snapshot import ScrapeContext
 from ..kernel.zones import KERNEL_DEFAULT_RATIO, PAGE_SIZE
 from .base import SubCollector
+from .family import Family
 from .registry import register_collector
 
-_SIZES = (
-    ("free", "memhp_zone_free_bytes", "Free memory in the zone."),
-    ("present", "memhp_zone_present_bytes", "Physical memory present in the zone."),
-    ("managed", "memhp_zone_managed_bytes", "Memory managed by the buddy allocator in the zone."),
-    ("spanned", "memhp_zone_spanned_bytes", "Physical address span of the zone, holes included."),
-    ("cma", "memhp_zone_cma_bytes", "CMA memory in the zone (accounted as MOVABLE by the kernel)."),
+_ZONE = ("node", "zone")
+# zoneinfo field -> its family
+SIZES = (
+    ("free", Family("memhp_zone_free_bytes", "gauge", "Free memory in the zone.", _ZONE)),
+    ("present", Family("memhp_zone_present_bytes", "gauge", "Physical memory present in the zone.", _ZONE)),
+    (
+        "managed",
+        Family("memhp_zone_managed_bytes", "gauge", "Memory managed by the buddy allocator in the zone.", _ZONE),
+    ),
+    (
+        "spanned",
+        Family("memhp_zone_spanned_bytes", "gauge", "Physical address span of the zone, holes included.", _ZONE),
+    ),
+    (
+        "cma",
+        Family("memhp_zone_cma_bytes", "gauge", "CMA memory in the zone (accounted as MOVABLE by the kernel).", _ZONE),
+    ),
+)
+WATERMARK = Family(
+    "memhp_zone_watermark_bytes",
+    "gauge",
+    "Zone watermarks: below low kswapd wakes, below min only atomic/reserve allocations succeed.",
+    ("node", "zone", "watermark"),
+)
+POPULATED = Family("memhp_zone_populated", "gauge", "1 if the zone has present pages.", _ZONE)
+NODE_MOVABLE = Family(
+    "memhp_node_movable_accounted_bytes",
+    "gauge",
+    "MOVABLE side of the ratio: ZONE_MOVABLE present plus CMA.",
+    ("node",),
+)
+NODE_KERNEL = Family(
+    "memhp_node_kernel_accounted_bytes",
+    "gauge",
+    "KERNEL side of the ratio: kernel-zone present minus CMA.",
+    ("node",),
+)
+NODE_RATIO = Family(
+    "memhp_node_movable_kernel_ratio",
+    "gauge",
+    "MOVABLE:KERNEL per node (3 means 3:1); absent for a node without kernel memory.",
+    ("node",),
+)
+NODE_HEADROOM = Family(
+    "memhp_node_auto_movable_headroom_bytes",
+    "gauge",
+    "Memory that could still be onlined to ZONE_MOVABLE on this node before auto_movable_ratio is reached.",
+    ("node",),
+)
+SYSTEM_RATIO = Family("memhp_system_movable_kernel_ratio", "gauge", "MOVABLE:KERNEL across all nodes (3 means 3:1).")
+SYSTEM_HEADROOM = Family(
+    "memhp_system_auto_movable_headroom_bytes",
+    "gauge",
+    "Memory that could still be onlined to ZONE_MOVABLE system-wide before auto_movable_ratio is reached.",
 )
 
 
 class ZonesCollector(SubCollector):
     name = "zones"
     help = "zone free/watermarks/sizes from /proc/zoneinfo, MOVABLE:KERNEL ratio and auto-movable headroom"
-    metrics = tuple((name, "gauge") for _, name, _ in _SIZES) + (
-        ("memhp_zone_watermark_bytes", "gauge"),
-        ("memhp_zone_populated", "gauge"),
-        ("memhp_node_movable_accounted_bytes", "gauge"),
-        ("memhp_node_kernel_accounted_bytes", "gauge"),
-        ("memhp_node_movable_kernel_ratio", "gauge"),
-        ("memhp_node_auto_movable_headroom_bytes", "gauge"),
-        ("memhp_system_movable_kernel_ratio", "gauge"),
-        ("memhp_system_auto_movable_headroom_bytes", "gauge"),
+    families = (
+        *(fam for _, fam in SIZES),
+        WATERMARK,
+        POPULATED,
+        NODE_MOVABLE,
+        NODE_KERNEL,
+        NODE_RATIO,
+        NODE_HEADROOM,
+        SYSTEM_RATIO,
+        SYSTEM_HEADROOM,
     )
 
     def __init__(self, page_size: int = PAGE_SIZE) -> None:
@@ -44,15 +94,9 @@ class ZonesCollector(SubCollector):
         if info is None:
             return
         ps = self.page_size
-        sizes = {field: GaugeMetricFamily(name, doc, labels=["node", "zone"]) for field, name, doc in _SIZES}
-        wmark = GaugeMetricFamily(
-            "memhp_zone_watermark_bytes",
-            "Zone watermarks: below low kswapd wakes, below min only atomic/reserve allocations succeed.",
-            labels=["node", "zone", "watermark"],
-        )
-        populated = GaugeMetricFamily(
-            "memhp_zone_populated", "1 if the zone has present pages.", labels=["node", "zone"]
-        )
+        sizes = {field: fam.new() for field, fam in SIZES}
+        wmark = WATERMARK.new()
+        populated = POPULATED.new()
         for z in info.zones:
             labels = [str(z.node), z.name]
             for field, fam in sizes.items():
@@ -76,26 +120,7 @@ class ZonesCollector(SubCollector):
         per_node = {n: balance(zs) for n, zs in sorted(info.by_node().items())}
         system = balance(info.zones)
 
-        movable = GaugeMetricFamily(
-            "memhp_node_movable_accounted_bytes",
-            "MOVABLE side of the ratio: ZONE_MOVABLE present plus CMA.",
-            labels=["node"],
-        )
-        kernel = GaugeMetricFamily(
-            "memhp_node_kernel_accounted_bytes",
-            "KERNEL side of the ratio: kernel-zone present minus CMA.",
-            labels=["node"],
-        )
-        ratio = GaugeMetricFamily(
-            "memhp_node_movable_kernel_ratio",
-            "MOVABLE:KERNEL per node (3 means 3:1); absent for a node without kernel memory.",
-            labels=["node"],
-        )
-        headroom = GaugeMetricFamily(
-            "memhp_node_auto_movable_headroom_bytes",
-            "Memory that could still be onlined to ZONE_MOVABLE on this node before auto_movable_ratio is reached.",
-            labels=["node"],
-        )
+        movable, kernel, ratio, headroom = (f.new() for f in (NODE_MOVABLE, NODE_KERNEL, NODE_RATIO, NODE_HEADROOM))
         for n, bal in per_node.items():
             movable.add_metric([str(n)], bal.movable_pages * ps)
             kernel.add_metric([str(n)], bal.kernel_pages * ps)
@@ -103,17 +128,8 @@ class ZonesCollector(SubCollector):
                 ratio.add_metric([str(n)], bal.ratio)
             headroom.add_metric([str(n)], bal.headroom_pages(limit) * ps)
         yield from (movable, kernel, ratio, headroom)
-        if system.ratio is not None:
-            yield GaugeMetricFamily(
-                "memhp_system_movable_kernel_ratio",
-                "MOVABLE:KERNEL across all nodes (3 means 3:1).",
-                value=system.ratio,
-            )
-        yield GaugeMetricFamily(
-            "memhp_system_auto_movable_headroom_bytes",
-            "Memory that could still be onlined to ZONE_MOVABLE system-wide before auto_movable_ratio is reached.",
-            value=system.headroom_pages(limit) * ps,
-        )
+        yield from SYSTEM_RATIO.optional(system.ratio)
+        yield SYSTEM_HEADROOM.value(system.headroom_pages(limit) * ps)
 
 
-register_collector(ZonesCollector.name, ZonesCollector.help, lambda ctx: ZonesCollector())
+register_collector(ZonesCollector, lambda ctx: ZonesCollector())

@@ -11,12 +11,13 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from memhp.exporter.cli import ExporterConfig, build_registry, get_parser
-from memhp.exporter.collectors import REGISTERED, SubCollector, register_collector
+from memhp.exporter.cli import ExporterConfig, build_collectors, build_registry, config_from_args, get_parser
+from memhp.exporter.collectors import REGISTERED, Flag, SubCollector, register_collector
 from memhp.exporter.collectors.events import OfflineFailuresCollector, UeventsCollector
 from memhp.exporter.events.kmsg import FailureCounts, KmsgWatcher
 from memhp.exporter.events.uevent_monitor import UeventMonitor
 from memhp.exporter.exposition import PrerenderedFamily, render
+from memhp.exporter.kernel.fsread import ParseErrors
 from memhp.exporter.kernel.paths import Paths
 from memhp.exporter.server import serve
 
@@ -104,7 +105,6 @@ def _families_by_collector(root) -> dict[str, set[str]]:
     subs: list[SubCollector] = [*main.collectors, OfflineFailuresCollector(watcher, watcher.counts)]
     subs.append(UeventsCollector(UeventMonitor()))
     out = {}
-    from memhp.exporter.kernel.fsread import ParseErrors
     from memhp.exporter.kernel.snapshot import ScrapeContext
 
     for c in subs:
@@ -117,7 +117,7 @@ def test_every_collector_declares_what_it_emits(host_archive_root):
     assert set(emitted) == set(REGISTERED)
     for name, families in emitted.items():
         collector_cls = {c.name: c for c in SubCollector.__subclasses__()}[name]
-        declared = {n.removesuffix("_total") for n, _ in collector_cls.metrics}
+        declared = {f.name for f in collector_cls.families}
         assert families <= declared, f"{name} emits undeclared {sorted(families - declared)}"
 
 
@@ -131,11 +131,41 @@ def test_describe_maps_every_name_to_the_collector(host_archive_root):
 
 
 def test_flags_come_from_the_registry():
-    register_collector("contract_probe", "a probe collector, off by default", lambda ctx: None, default_enabled=False)
+    class Probe(SubCollector):
+        name = "contract_probe"
+        help = "a probe collector, off by default"
+
+    register_collector(Probe, lambda ctx: None, default_enabled=False)
     try:
         args = get_parser().parse_args([])
         assert args.collector_contract_probe is False and args.collector_blocks is True
         assert get_parser().parse_args(["--collector.contract_probe"]).collector_contract_probe is True
         assert "contract_probe" not in ExporterConfig(paths=Paths()).collectors
+    finally:
+        del REGISTERED["contract_probe"]
+
+
+def test_a_collector_brings_its_own_flags(tmp_path):
+    """A collector's --collector.NAME.* flag is declared in its module; its value
+    (checked against its bounds) reaches the factory, its default when not given."""
+    size = Flag("contract_probe.size", 3, "Probe size.", bounds=(1, 5))
+    seen = []
+
+    class Probe(SubCollector):
+        name = "contract_probe"
+        help = "a probe collector with a flag"
+
+    def factory(ctx):
+        seen.append(ctx.value(size))
+
+    register_collector(Probe, factory, flags=(size,), default_enabled=False)
+    base = ["--once", "--path.sysfs", str(tmp_path), "--path.procfs", str(tmp_path), "--collector.contract_probe"]
+    try:
+        assert "--collector.contract_probe.size SIZE" in get_parser().format_help()
+        for argv, want in ((base, 3), ([*base, "--collector.contract_probe.size", "5"], 5)):
+            build_collectors(config_from_args(get_parser().parse_args(argv)), ParseErrors())
+            assert seen.pop() == want
+        with pytest.raises(ValueError, match=r"--collector\.contract_probe\.size must be between 1 and 5"):
+            config_from_args(get_parser().parse_args([*base, "--collector.contract_probe.size", "6"]))
     finally:
         del REGISTERED["contract_probe"]

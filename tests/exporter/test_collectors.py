@@ -6,7 +6,7 @@ import threading
 from prometheus_client import CollectorRegistry
 
 from memhp.exporter.collectors import BlocksCollector, MemhpCollector, SubCollector
-from memhp.exporter.collectors.blocks import GoingOfflineTracker
+from memhp.exporter.collectors.blocks import BLOCK_LIMIT, BLOCKS_ALL, GoingOfflineTracker
 from memhp.exporter.kernel.fsread import ParseErrors
 from memhp.exporter.kernel.paths import Paths
 from memhp.exporter.kernel.snapshot import read_snapshot
@@ -40,7 +40,7 @@ def test_counts_match_the_tree(host_archive_root):
 
 def test_every_block_is_opt_in_and_capped(host_archive_root):
     n = len(block_dirs(host_archive_root))
-    reg = registry_for(host_archive_root, blocks_all=True, block_limit=n - 1)
+    reg = registry_for(host_archive_root, flags={BLOCKS_ALL: True, BLOCK_LIMIT: n - 1})
     assert reg.get_sample_value("memhp_block_series_capped") == 1
     samples = [s for m in reg.collect() for s in m.samples]
     # past the limit only the blocks worth a look remain one by one (here: valid_zones none)
@@ -50,7 +50,7 @@ def test_every_block_is_opt_in_and_capped(host_archive_root):
     # ranges are there at every size: no cliff
     ranges = [s for s in samples if s.name == "memhp_block_range_blocks"]
     assert ranges and sum(s.value for s in ranges) == n
-    reg = registry_for(host_archive_root, blocks_all=True, block_limit=n)
+    reg = registry_for(host_archive_root, flags={BLOCKS_ALL: True, BLOCK_LIMIT: n})
     assert reg.get_sample_value("memhp_block_series_capped") == 0
     assert reg.get_sample_value("memhp_block_series_exported") == n
 
@@ -66,7 +66,7 @@ def test_garbage_values_are_counted_and_skipped(host_tree):
     write(host_tree / "sys/devices/system/memory/block_size_bytes", "zz\n")
     write(host_tree / "proc/zoneinfo", "Node 0, zone Normal\n  pages free xyz\n")
     # every block one by one: ``removable`` is read only for blocks exported so
-    reg = registry_for(host_tree, blocks_all=True)
+    reg = registry_for(host_tree, flags={BLOCKS_ALL: True})
     for kind in (
         "memoryN/state",
         "memoryN/valid_zones",

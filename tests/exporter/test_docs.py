@@ -1,5 +1,6 @@
-"""Every metric family the exporter can emit is documented in docs/metrics.md,
-and nothing documented is stale."""
+"""Every metric family the exporter can emit is declared once and documented in
+docs/metrics.md: what is emitted is the declaration, the tables are written
+from the declarations, and nothing documented is stale."""
 
 import re
 
@@ -7,7 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from memhp.exporter.cli import ExporterConfig, build_registry
-from memhp.exporter.collectors import MemhpCollector
+from memhp.exporter.collectors import REGISTERED, Family, MemhpCollector, reference
+from memhp.exporter.collectors.blocks import BLOCK_LIMIT, BLOCKS_ALL
 from memhp.exporter.collectors.events import OfflineFailuresCollector, UeventsCollector
 from memhp.exporter.events.kmsg import FailureCounts, KmsgWatcher
 from memhp.exporter.events.uevent_monitor import UeventMonitor
@@ -17,32 +19,45 @@ from tests.helpers.trees import FIXTURES, REPO, block_dirs, unpack
 DOC = (REPO / "docs" / "metrics.md").read_text()
 
 
-def _names(reg) -> set[str]:
+def _names(families) -> set[str]:
     names = set()
-    for fam in reg.collect():
+    for fam in families:
         names |= {s.name for s in fam.samples}
         names.add(f"{fam.name}_total" if fam.type == "counter" else fam.name)
     return {n for n in names if not n.endswith("_created")}
 
 
 @pytest.fixture(scope="module")
-def emitted(tmp_path_factory):
+def emitted(families):
+    return _names(families)
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory) -> list:
+    """Every family a scrape yields: default, capped, and the event collectors."""
     # A captured guest, plus what 6.1 guests lack: crash_hotplug (6.5+) and probe.
     root = unpack(FIXTURES / "two-node-dimm-offline.tar.gz", tmp_path_factory.mktemp("docs") / "root")
     (root / "sys/devices/system/memory/crash_hotplug").write_text("0\n")
     (root / "sys/devices/system/memory/probe").write_text("")
     paths = Paths(str(root / "sys"), str(root / "proc"))
-    names = _names(build_registry(ExporterConfig(paths=paths, once=True))[0])
-    capped = build_registry(ExporterConfig(paths=paths, once=True, block_limit=len(block_dirs(root)) - 1))[0]
-    names |= _names(capped)
+    out = list(build_registry(ExporterConfig(paths=paths, once=True))[0].collect())
+    capped_flags = {BLOCKS_ALL: True, BLOCK_LIMIT: len(block_dirs(root)) - 1}
+    out += build_registry(ExporterConfig(paths=paths, once=True, flags=capped_flags))[0].collect()
     # the event collectors are off in --once mode: collect them directly
     watcher = KmsgWatcher("/nonexistent", FailureCounts(1), lambda: None)
     reg = CollectorRegistry(auto_describe=False)
     reg.register(
         MemhpCollector(paths, [OfflineFailuresCollector(watcher, watcher.counts), UeventsCollector(UeventMonitor())])
     )
-    names |= _names(reg)
-    return names
+    out += reg.collect()
+    return out
+
+
+def _declared() -> dict[str, Family]:
+    declared = [*MemhpCollector.families, *(f for spec in REGISTERED.values() for f in spec.families)]
+    by_name = {f.name: f for f in declared}
+    assert len(by_name) == len(declared), "a family declared twice"
+    return by_name
 
 
 def test_crash_hotplug_and_probe_are_read(tmp_path):
@@ -64,3 +79,27 @@ def test_no_documented_metric_is_stale(emitted):
     documented = set(re.findall(r"`(memhp_[a-z_]+)", DOC))
     stale = {n for n in documented if n not in emitted}
     assert not stale, f"documented but never emitted: {sorted(stale)}"
+
+
+def test_every_emitted_family_is_its_declaration(families):
+    declared = _declared()
+    for fam in families:
+        decl = declared[fam.name]
+        assert (fam.type, fam.documentation) == (decl.kind, decl.help), fam.name
+        for sample in fam.samples:
+            assert tuple(sample.labels) == decl.labels, f"{fam.name}: labels {sorted(sample.labels)}"
+    assert {f.name for f in families} == set(declared), "a declared family is never emitted"
+
+
+def test_the_tables_are_written_from_the_declarations():
+    assert reference.render(DOC) == DOC, f"docs/metrics.md is out of date: run {reference.COMMAND}"
+    for name, table in reference.tables().items():
+        assert f"<!-- metrics:{name} -->\n{table}\n<!-- /metrics:{name} -->" in DOC
+
+
+def test_a_changed_declaration_shows_in_the_table():
+    row = MemhpCollector.families[0].doc_row()
+    stale = DOC.replace(row, row.replace("Time a collector took", "Time it took"))
+    assert stale != DOC and reference.render(stale) == DOC
+    with pytest.raises(ValueError, match="metrics:zones"):
+        reference.render(DOC.replace("<!-- /metrics:zones -->", ""))

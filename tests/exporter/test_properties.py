@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memhp.exporter.cli import ExporterConfig, build_registry
+from memhp.exporter.collectors.blocks import BLOCKS_ALL
 from memhp.exporter.events.kmsg import parse_failure
 from memhp.exporter.kernel.fsread import ParseErrors
 from memhp.exporter.kernel.meminfo import parse_meminfo
@@ -121,7 +122,7 @@ def test_no_corruption_escapes_a_scrape(tree, tmp_path_factory, target, how, pay
     _corrupt(root / target, how, payload, root)
     errors = ParseErrors()
     # every block one by one, so that every per-block file is read
-    cfg = ExporterConfig(paths=Paths(str(root / "sys"), str(root / "proc")), once=True, blocks_all=True)
+    cfg = ExporterConfig(paths=Paths(str(root / "sys"), str(root / "proc")), once=True, flags={BLOCKS_ALL: True})
     reg, _ = build_registry(cfg, errors)
     families = list(reg.collect())  # must not raise
     success = {
