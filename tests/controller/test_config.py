@@ -339,17 +339,18 @@ def test_docs_reference_every_key_and_guard():
 
 def _numeric_keys(cls=Config, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Every int or float key of the schema (durations are floats, sizes ints), as a path."""
-    import dataclasses
     import typing
 
+    import msgspec
+
+    from memhp.typed import is_struct, unwrap
+
     out = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
-        tp = args[0] if len(args) == 1 else hints[f.name]
-        if dataclasses.is_dataclass(tp):
+    for f in msgspec.structs.fields(cls):
+        tp = unwrap(f.type)[0]
+        if is_struct(tp):
             out += _numeric_keys(tp, (*prefix, f.name))
-        elif typing.get_origin(tp) is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+        elif typing.get_origin(tp) is tuple and is_struct(typing.get_args(tp)[0]):
             out += _numeric_keys(typing.get_args(tp)[0], (*prefix, f"{f.name}[]"))
         elif tp in (int, float):
             out.append((*prefix, f.name))
