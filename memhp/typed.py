@@ -279,6 +279,8 @@ class Document:
             got = _kind(node)
             if isinstance(base, type) and issubclass(base, enum.Enum):
                 return f"must be one of {', '.join(str(m.value) for m in base)}, got {_show(node) or got}"
+            if "type_error" in extra:
+                return f"{extra['type_error']}, got {got}"
             if "kinds" in extra:
                 return f"must be {extra['kinds']}, got {got}"
             scalar = base in _WANT
@@ -292,6 +294,8 @@ class Document:
                 return extra["error"]
             if op == ">=" and float(limit) == 0:
                 return "must not be negative"
+            if op == ">=" and base is int:  # msgspec says `>= 1` for an int declared `gt=0`
+                return f"must be greater than {int(limit) - 1}"
             words = {">": "must be greater than", ">=": "must be at least", "<=": "must be at most"}
             return f"{words.get(op, 'must be less than')} {_number(limit)}"
         if msg.startswith("Expected `str`") and "error" in extra:  # a pattern or a length
