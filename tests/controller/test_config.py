@@ -415,3 +415,36 @@ def test_act_target_ratio_is_finite_and_positive(text):
     argv = ["memhp.controller.cli", "act", "rebalance", f"--target-ratio={text}"]
     r = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--target-ratio: invalid positive_number value" in r.stderr, r.stderr
+
+
+def test_problems_in_many_rules_each_name_their_own_rule_and_line():
+    """msgspec stops at the first problem: the converter drops what was reported and goes on, and
+    the rules after a dropped one keep their own index and line."""
+    p = problems("""\
+        rules:
+          - name: a
+          - 7
+          - name: c
+            alertname: C
+            action: online
+            count: zero
+          - name: d
+            alertname: D
+            action: online
+            count: 1
+            zone: sideways
+        """)
+    assert p == [
+        "policy.yaml:2:5: rules[0].alertname: required key is missing",
+        "policy.yaml:2:5: rules[0].action: required key is missing",
+        "policy.yaml:3:5: rules[1]: must be a mapping, got an integer",
+        "policy.yaml:7:12: rules[2].count: must be an integer, got a string ('zero')",
+        "policy.yaml:12:11: rules[3].zone: must be one of movable, kernel, auto, any, got ('sideways')",
+    ]
+
+
+def test_a_file_with_very_many_problems_reports_the_first_hundred():
+    rules = "".join(f"  - name: r{i}\n    alertname: A\n    action: online\n    count: x\n" for i in range(150))
+    p = problems("rules:\n" + rules)
+    assert len(p) == 101 and p[-1] == "policy.yaml: more problems not shown (fix the first 100)"
+    assert p[99].startswith("policy.yaml:401:12: rules[99].count: must be an integer")
