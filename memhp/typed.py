@@ -7,7 +7,8 @@ while a path -> node index is kept, and converted by ``msgspec.convert``
 missing keys refused, the bounds declared on the type with ``msgspec.Meta``).
 msgspec names the first problem by its path (``$.rules[0].cooldown``); the
 index turns it back into the node's position.  To report every problem at
-once, the offending value is dropped and the conversion runs again.
+once (up to MAX_PROBLEMS), the offending value is dropped and the conversion
+runs again.
 
 Field metadata, in ``Meta(extra=...)``:
 
@@ -26,7 +27,6 @@ import math
 import re
 import types
 import typing
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -155,7 +155,6 @@ class Document:
         self.type = tp
         self.problems: list[str] = []
         self.index: dict[Path, yaml.Node] = {(): root}
-        self.key_index: dict[Path, yaml.Node] = {}
         self._reported: set[Path] = set()
         self._removed: dict[Path, list[int]] = {}  # list path -> original indices dropped
         self._constructor = yaml.SafeLoader("")
@@ -217,7 +216,7 @@ class Document:
             if fields is not None and name not in fields:
                 self._report(sub, knode, "unknown key" + _suggest(name, fields))
                 continue
-            self.index[sub], self.key_index[sub] = vnode, knode
+            self.index[sub] = vnode
             value = self._plain(vnode, _child(tp, name), sub)
             if value is not _SKIP:
                 out[name] = value
@@ -225,11 +224,11 @@ class Document:
 
     # Converting: msgspec finds the problems, one at a time.
 
-    def convert(self, dec_hook: Callable[[type, Any], Any] | None = None) -> Any:
+    def convert(self) -> Any:
         """The typed object, or None when there were problems (in ``problems``)."""
         for _ in range(MAX_PROBLEMS):
             try:
-                out = msgspec.convert(self.data, self.type, strict=True, dec_hook=dec_hook)
+                out = msgspec.convert(self.data, self.type, strict=True)
                 return None if self.problems else out
             except msgspec.ValidationError as e:
                 text, _, at = str(e).rpartition(" - at `")
