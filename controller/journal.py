@@ -36,7 +36,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, BinaryIO
+from typing import BinaryIO
+
+import msgspec
 
 from .records import (
     ActionEnd,
@@ -48,6 +50,7 @@ from .records import (
     ReconcileAction,
     Record,
     Rotated,
+    parse_line,
     parse_record,
 )
 
@@ -143,7 +146,7 @@ class Journal:
 
     def append(self, record: Record) -> Record:
         """Write one record durably, whole or not at all; returns it with ``ts`` and ``pid`` set."""
-        rec = record.__class__(**{**_fields(record), "ts": round(self.clock(), 6), "pid": os.getpid()})
+        rec = msgspec.structs.replace(record, ts=round(self.clock(), 6), pid=os.getpid())
         doc = rec.to_json()
         try:
             parse_record(doc)  # what is written must read back: a bad field is a bug, caught here
@@ -262,7 +265,7 @@ class Journal:
             data = b"".join(
                 (
                     json.dumps(
-                        r.__class__(**{**_fields(r), "ts": now, "pid": pid}).to_json(),
+                        msgspec.structs.replace(r, ts=now, pid=pid).to_json(),
                         separators=(",", ":"),
                         ensure_ascii=False,
                     )
@@ -400,7 +403,7 @@ class Journal:
             why = f"longer than {MAX_LINE} bytes"
         else:
             try:
-                return parse_record(json.loads(line))
+                return parse_line(line)
             except (ValueError, RecursionError) as e:  # InvalidRecord is a ValueError
                 why = str(e)[:200] if isinstance(e, InvalidRecord) else "not JSON"
         if count:
@@ -419,12 +422,6 @@ def _lines(f: BinaryIO) -> Iterator[bytes]:
         if len(pending) > MAX_LINE:
             pending = b"x" * (MAX_LINE + 1)  # keep it invalid without keeping it
         yield from parts
-
-
-def _fields(r: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return {f.name: getattr(r, f.name) for f in dataclasses.fields(r)}
 
 
 @contextlib.contextmanager

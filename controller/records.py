@@ -1,11 +1,12 @@
-"""The journal's record kinds: one frozen dataclass per ``type``.
+"""The journal's record kinds: one frozen msgspec Struct per ``type`` (the tagged union :data:`AnyRecord`).
 
-Writers build these instead of dicts; :func:`parse_record` turns one decoded
-JSON line back into its dataclass, checking every field's type, so a line
-that is valid JSON but not a valid record (``"ts": "yesterday"``, an
-``action_id`` that is a list) is rejected instead of reaching the guards.
-Unknown keys are ignored (a newer writer may add fields); absent keys take
-their defaults.  The JSON on disk is the same as before the types existed.
+Writers build these instead of dicts; :func:`parse_line` and :func:`parse_record`
+turn one JSON line (or one decoded object) back into its Struct, msgspec checking
+every field's type, so a line that is valid JSON but not a valid record
+(``"ts": "yesterday"``, an ``action_id`` that is a list) is rejected instead of
+reaching the guards.  Unknown keys are ignored (a newer writer may add fields);
+absent keys take their defaults.  The JSON on disk is the same as before the
+types existed, key for key and in the same order.
 
 The ``state_*`` kinds are written only by rotation (:mod:`controller.journal`):
 they carry into the new file what the guards must remember across it
@@ -15,21 +16,24 @@ twice changes nothing.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import math
-import types
-import typing
-from collections.abc import Callable
-from dataclasses import dataclass
+import json
+import sys
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
+
+import msgspec
+from msgspec import Meta, Struct
 
 from .vocab import Action, AttemptResult, Op, Outcome, Result, Status
 
 # Bounds on what one record may hold (a payload's fields are bounded before they get here).
 MAX_ID = 128  # fingerprint, starts_at, action_id, rule, guard, source
 MAX_TEXT = 1024  # detail, stopped, notes
+
+# Every number in a record is finite: .nan passes every comparison as false, and an `until`
+# of inf would quarantine a block for ever.
+Finite = Annotated[float, Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
+Timestamp = Annotated[float, Meta(ge=0, le=sys.float_info.max)]  # Unix time
 
 
 class RecordType(StrEnum):
@@ -54,16 +58,14 @@ class InvalidRecord(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class PlanStep:
+class PlanStep(Struct, frozen=True):
     block: int
     ops: tuple[Op, ...]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Record:
+class Record(Struct, frozen=True, kw_only=True, tag_field="type"):
     TYPE: ClassVar[RecordType]
-    ts: float = 0.0  # Unix time; filled in by Journal.append
+    ts: Timestamp = 0.0  # filled in by Journal.append
     pid: int = 0
 
     @property
@@ -71,17 +73,38 @@ class Record:
         return self.TYPE
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"ts": self.ts, "pid": self.pid, "type": str(self.TYPE)}
-        for f in dataclasses.fields(self):
-            if f.name not in ("ts", "pid"):
-                out[f.name] = _plain(getattr(self, f.name))
-        return out
+        """Plain data in the key order journals have always had: ts, pid, type, then the fields."""
+        d = _lists(msgspec.to_builtins(self))
+        return {"ts": d.pop("ts"), "pid": d.pop("pid"), "type": d.pop("type"), **d}
 
 
-@dataclass(frozen=True, kw_only=True)
-class _Occurrence(Record):
-    """Fields naming the alert occurrence (empty for ``act``)."""
+def _lists(v: Any) -> Any:
+    """Tuples as lists, as json.loads gives them back (to_builtins keeps tuples)."""
+    if isinstance(v, (tuple, list)):
+        return [_lists(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _lists(x) for k, x in v.items()}
+    return v
 
+
+class _OccurrenceOf:
+    """The occurrence an action, attempt, refusal or dry run answers (empty for ``act``)."""
+
+    __slots__ = ()
+    fingerprint: str
+    starts_at: str
+    resolved: bool
+
+    @property
+    def occurrence(self) -> tuple[str, str, bool]:
+        return (self.fingerprint, self.starts_at, self.resolved)
+
+
+# Structs have one line of bases with fields: the occurrence fields are written out in the
+# three kinds that carry them, in the order journals have always had.
+
+
+class _Occurrence(Record, _OccurrenceOf, frozen=True, kw_only=True):
     rule: str = ""
     action: Action = Action.ONLINE
     fingerprint: str = ""
@@ -89,13 +112,8 @@ class _Occurrence(Record):
     resolved: bool = False  # the occurrence is the resolution of that episode
     source: str = ""
 
-    @property
-    def occurrence(self) -> tuple[str, str, bool]:
-        return (self.fingerprint, self.starts_at, self.resolved)
 
-
-@dataclass(frozen=True, kw_only=True)
-class _OfAction(Record):
+class _OfAction(Record, frozen=True, kw_only=True):
     """Fields naming the action a record belongs to."""
 
     action_id: str
@@ -103,43 +121,46 @@ class _OfAction(Record):
     action: Action = Action.ONLINE
 
 
-@dataclass(frozen=True, kw_only=True)
-class _OfChange(_OfAction):
+class _OfChange(_OfAction, frozen=True, kw_only=True):
     """... and the block change (one ``op`` on one ``block``)."""
 
     block: int
     op: Op
 
 
-@dataclass(frozen=True, kw_only=True)
-class _Outcome(Record):
+class _Outcome(_OfChange, frozen=True, kw_only=True):
     """How a write attempt or a whole block change ended."""
 
     errno: int | None = None
     errno_name: str = ""
     state_after: str | None = None
     zone_after: str | None = None
-    duration: float = 0.0
+    duration: Finite = 0.0
     detail: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class ActionStart(_Occurrence, _OfAction):
+class ActionStart(_OfAction, _OccurrenceOf, frozen=True, kw_only=True, tag=RecordType.ACTION_START.value):
     TYPE = RecordType.ACTION_START
+    fingerprint: str = ""
+    starts_at: str = ""
+    resolved: bool = False
+    source: str = ""
     plan: tuple[PlanStep, ...] = ()
     notes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True)
-class AttemptStart(_Occurrence, _OfChange):
+class AttemptStart(_OfChange, _OccurrenceOf, frozen=True, kw_only=True, tag=RecordType.ATTEMPT_START.value):
     TYPE = RecordType.ATTEMPT_START
+    fingerprint: str = ""
+    starts_at: str = ""
+    resolved: bool = False
+    source: str = ""
     attempt: int
     state_before: str | None = None
     zone_before: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class AttemptEnd(_Outcome, _OfChange):
+class AttemptEnd(_Outcome, frozen=True, kw_only=True, tag=RecordType.ATTEMPT_END.value):
     TYPE = RecordType.ATTEMPT_END
     attempt: int
     result: AttemptResult
@@ -148,26 +169,23 @@ class AttemptEnd(_Outcome, _OfChange):
     killed: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
-class BlockResult(_Outcome, _OfChange):
+class BlockResult(_Outcome, frozen=True, kw_only=True, tag=RecordType.BLOCK_RESULT.value):
     TYPE = RecordType.BLOCK_RESULT
     result: Result
     attempts: int = 0
     state_before: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class ActionEnd(_OfAction):
+class ActionEnd(_OfAction, frozen=True, kw_only=True, tag=RecordType.ACTION_END.value):
     TYPE = RecordType.ACTION_END
     result: Status
     changed: tuple[int, ...] = ()
     failed: tuple[int, ...] = ()
     stopped: str = ""
-    duration: float = 0.0
+    duration: Finite = 0.0
 
 
-@dataclass(frozen=True, kw_only=True)
-class Refusal(_Occurrence):
+class Refusal(_Occurrence, frozen=True, kw_only=True, tag=RecordType.REFUSAL.value):
     TYPE = RecordType.REFUSAL
     guard: str
     detail: str = ""
@@ -177,23 +195,20 @@ class Refusal(_Occurrence):
     suppressed: int = 0
 
 
-@dataclass(frozen=True, kw_only=True)
-class DryRun(_Occurrence):
+class DryRun(_Occurrence, frozen=True, kw_only=True, tag=RecordType.DRY_RUN.value):
     TYPE = RecordType.DRY_RUN
     plan: tuple[PlanStep, ...] = ()
     notes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, kw_only=True)
-class Quarantine(Record):
+class Quarantine(Record, frozen=True, kw_only=True, tag=RecordType.QUARANTINE.value):
     TYPE = RecordType.QUARANTINE
     block: int
-    until: float
+    until: Finite
     rule: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class Reconcile(_OfChange):
+class Reconcile(_OfChange, frozen=True, kw_only=True, tag=RecordType.RECONCILE.value):
     TYPE = RecordType.RECONCILE
     attempt: int
     fingerprint: str = ""
@@ -203,11 +218,10 @@ class Reconcile(_OfChange):
     state_now: str | None = None
     zone_now: str | None = None
     outcome: Outcome
-    interrupted_at: float | None = None
+    interrupted_at: Finite | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class ReconcileAction(_OfAction):
+class ReconcileAction(_OfAction, frozen=True, kw_only=True, tag=RecordType.RECONCILE_ACTION.value):
     TYPE = RecordType.RECONCILE_ACTION
     result: str = "interrupted"
     fingerprint: str = ""
@@ -215,8 +229,7 @@ class ReconcileAction(_OfAction):
     resolved: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
-class Rotated(Record):
+class Rotated(Record, frozen=True, kw_only=True, tag=RecordType.ROTATED.value):
     """First record of a journal file made by rotation; the ``state_*`` records follow."""
 
     TYPE = RecordType.ROTATED
@@ -224,67 +237,61 @@ class Rotated(Record):
     reason: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class StateActed(Record):
+class StateActed(Record, frozen=True, kw_only=True, tag=RecordType.STATE_ACTED.value):
     """An occurrence that acted (its ``action_start`` was at ``at``)."""
 
     TYPE = RecordType.STATE_ACTED
     fingerprint: str
     starts_at: str = ""
     resolved: bool = False
-    at: float
+    at: Finite
 
 
-@dataclass(frozen=True, kw_only=True)
-class StateRule(Record):
+class StateRule(Record, frozen=True, kw_only=True, tag=RecordType.STATE_RULE.value):
     """A rule's last action (cooldown)."""
 
     TYPE = RecordType.STATE_RULE
     rule: str
-    at: float
+    at: Finite
 
 
-@dataclass(frozen=True, kw_only=True)
-class StateChange(Record):
+class StateChange(Record, frozen=True, kw_only=True, tag=RecordType.STATE_CHANGE.value):
     """A successful block change within the last hour (hourly cap)."""
 
     TYPE = RecordType.STATE_CHANGE
-    at: float
+    at: Finite
     action_id: str = ""
     block: int
 
 
-@dataclass(frozen=True, kw_only=True)
-class StateBlock(Record):
+class StateBlock(Record, frozen=True, kw_only=True, tag=RecordType.STATE_BLOCK.value):
     """What the guards remember of one block."""
 
     TYPE = RecordType.STATE_BLOCK
     block: int
     failures: int = 0
-    quarantined_until: float | None = None
+    quarantined_until: Finite | None = None
     offlined: bool = False
 
 
-KINDS: dict[str, type[Record]] = {
-    str(c.TYPE): c
-    for c in (
-        ActionStart,
-        AttemptStart,
-        AttemptEnd,
-        BlockResult,
-        ActionEnd,
-        Refusal,
-        DryRun,
-        Quarantine,
-        Reconcile,
-        ReconcileAction,
-        Rotated,
-        StateActed,
-        StateRule,
-        StateChange,
-        StateBlock,
-    )
-}
+AnyRecord = (
+    ActionStart
+    | AttemptStart
+    | AttemptEnd
+    | BlockResult
+    | ActionEnd
+    | Refusal
+    | DryRun
+    | Quarantine
+    | Reconcile
+    | ReconcileAction
+    | Rotated
+    | StateActed
+    | StateRule
+    | StateChange
+    | StateBlock
+)
+_DECODER = msgspec.json.Decoder(AnyRecord)
 
 
 def clip(s: str, n: int = MAX_TEXT) -> str:
@@ -296,133 +303,39 @@ def plan_steps(described: list[dict[str, Any]]) -> tuple[PlanStep, ...]:
     return tuple(PlanStep(int(s["block"]), tuple(Op(o) for o in s["ops"])) for s in described)
 
 
-# --- (de)serialisation -----------------------------------------------------------------------
+# --- reading ---------------------------------------------------------------------------------
+
+_LEGACY_RESOLVED = "/resolved"  # journals written before `resolved` was a field marked it in starts_at
 
 
-def _plain(v: Any) -> Any:
-    if isinstance(v, enum.Enum):
-        return v.value
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-    if isinstance(v, (tuple, list)):
-        return [_plain(x) for x in v]
-    return v
-
-
-Converter = Callable[[Any], Any]
-_FIELDS: dict[type, list[tuple[str, Converter]]] = {}
-
-
-def _fields_of(cls: type) -> list[tuple[str, Converter]]:
-    """(name, converter) per field, built once per class: reading a journal is a hot loop."""
-    f = _FIELDS.get(cls)
-    if f is None:
-        hints = typing.get_type_hints(cls)
-        f = _FIELDS[cls] = [(name, _compile(tp)) for name, tp in hints.items() if name != "TYPE"]
-    return f
-
-
-def _str(v: Any) -> str:
-    if type(v) is not str:
-        raise InvalidRecord("expected a string")
-    return v
-
-
-def _int(v: Any) -> int:
-    if type(v) is not int:
-        raise InvalidRecord("expected an integer")
-    return v
-
-
-def _float(v: Any) -> float:
-    if type(v) is float:
-        if not math.isfinite(v):
-            raise InvalidRecord("expected a finite number")
-        return v
-    if type(v) is int:
-        return float(v)
-    raise InvalidRecord("expected a finite number")
-
-
-def _bool(v: Any) -> bool:
-    if type(v) is not bool:
-        raise InvalidRecord("expected true/false")
-    return v
-
-
-def _compile(tp: Any) -> Converter:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        conv = _compile(inner[0])
-
-        def optional(v: Any) -> Any:
-            return None if v is None else conv(v)
-
-        return optional
-    if origin is tuple:
-        item = _compile(typing.get_args(tp)[0])
-
-        def seq(v: Any) -> tuple:
-            if type(v) is not list:
-                raise InvalidRecord("expected a list")
-            return tuple(item(x) for x in v)
-
-        return seq
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        members = {m.value: m for m in tp}
-        names = ", ".join(members)
-
-        def member(v: Any) -> Any:
-            try:
-                return members[v]
-            except (KeyError, TypeError):
-                raise InvalidRecord(f"{str(v)[:40]!r} is not one of {names}") from None
-
-        return member
-    if dataclasses.is_dataclass(tp):
-
-        def nested(v: Any) -> Any:
-            if type(v) is not dict:
-                raise InvalidRecord("expected an object")
-            return _build(tp, v)  # type: ignore[arg-type]
-
-        return nested
-    simple = {bool: _bool, int: _int, float: _float, str: _str}.get(tp)
-    if simple is None:  # pragma: no cover - a field type this module does not know
-        raise TypeError(f"unsupported record field type {tp!r}")
-    return simple
-
-
-def _build(cls: type, d: dict[str, Any]) -> Any:
-    kwargs = {}
-    for name, conv in _fields_of(cls):
-        if name in d:
-            try:
-                kwargs[name] = conv(d[name])
-            except InvalidRecord as e:
-                raise InvalidRecord(f"{name}: {e}") from None
+def parse_line(line: bytes) -> Record:
+    """The typed record of one journal line; raises :class:`InvalidRecord`."""
     try:
-        return cls(**kwargs)
-    except TypeError as e:  # a required field is absent
+        rec: Record = _DECODER.decode(line)
+    except msgspec.ValidationError as e:
         raise InvalidRecord(str(e)) from None
+    except msgspec.DecodeError:
+        # JSON that msgspec refuses and Python's json reads, as journals always have: lone
+        # surrogate escapes (alert text is JSON from a sender).  The rare slow path.
+        return parse_record(json.loads(line))
+    if getattr(rec, "starts_at", "").endswith(_LEGACY_RESOLVED) and not rec.resolved:  # type: ignore[attr-defined]
+        return _legacy(rec, msgspec.json.decode(line))
+    return rec
 
 
 def parse_record(d: Any) -> Record:
-    """The typed record of one decoded JSON line; raises :class:`InvalidRecord`."""
-    if not isinstance(d, dict):
-        raise InvalidRecord("not a JSON object")
-    t = d.get("type")
-    cls = KINDS.get(t) if isinstance(t, str) else None
-    if cls is None:
-        raise InvalidRecord(f"unknown record type {t!r}")
-    if isinstance(d.get("starts_at"), str) and "resolved" not in d and d["starts_at"].endswith("/resolved"):
-        # Journals written before `resolved` was a field marked the occurrence in starts_at.
-        d = {**d, "starts_at": d["starts_at"][: -len("/resolved")], "resolved": True}
+    """The typed record of one decoded JSON object; raises :class:`InvalidRecord`."""
     try:
-        rec = _build(cls, d)
-    except InvalidRecord as e:
-        raise InvalidRecord(f"{t}.{e}") from None
-    if rec.ts < 0:
-        raise InvalidRecord(f"{t}.ts: negative")
+        rec: Record = msgspec.convert(d, AnyRecord, strict=True)
+    except msgspec.ValidationError as e:
+        raise InvalidRecord(str(e)) from None
+    if getattr(rec, "starts_at", "").endswith(_LEGACY_RESOLVED) and not rec.resolved:  # type: ignore[attr-defined]
+        return _legacy(rec, d)
     return rec
+
+
+def _legacy(rec: Record, d: dict[str, Any]) -> Record:
+    if "resolved" in d:
+        return rec
+    starts_at: str = rec.starts_at  # type: ignore[attr-defined]
+    return msgspec.structs.replace(rec, starts_at=starts_at[: -len(_LEGACY_RESOLVED)], resolved=True)

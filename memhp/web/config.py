@@ -28,11 +28,13 @@ effect (memhp serves HTTP/1.x; OpenSSL picks the suite).
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import yaml
 
 from .secrets import SecretFileError
@@ -59,18 +61,6 @@ ALLOWED_HEADERS: dict[str, tuple[str, ...] | None] = {
     "X-XSS-Protection": None,
     "Content-Security-Policy": None,
 }
-_TOP_KEYS = {"tls_server_config", "http_server_config", "basic_auth_users"}
-_TLS_KEYS = {
-    "cert_file",
-    "key_file",
-    "client_auth_type",
-    "client_ca_file",
-    "min_version",
-    "max_version",
-    "prefer_server_cipher_suites",
-}
-_TLS_UNSUPPORTED = {"cert", "key", "client_ca", "cipher_suites", "curve_preferences", "client_allowed_sans"}
-_HTTP_KEYS = {"http2", "headers"}
 
 
 class WebConfigError(SecretFileError):
@@ -97,57 +87,114 @@ class WebConfig:
     users: Mapping[str, bytes] | None = None  # None: no basic auth (no key, or an empty map)
 
 
-def _mapping(value: Any, where: str, path: str) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise WebConfigError(f"{path}: {where} must be a mapping, got {type(value).__name__}")
-    for k in value:
-        if not isinstance(k, str):
-            raise WebConfigError(f"{path}: {where}: key {k!r} is not a string")
-    return value
+# The file as exporter-toolkit defines it, converted strictly by msgspec.  Keys memhp cannot
+# honour are declared (as Any, UNSET when absent) so that they are refused by name, not as unknown.
 
 
-def _check_keys(doc: dict, allowed: set[str], where: str, path: str, unsupported: set[str] = set()) -> None:  # noqa: B006
-    for k in doc:
-        if k in unsupported:
-            raise WebConfigError(f"{path}: {where}.{k} is not supported by memhp")
-        if k not in allowed:
-            raise WebConfigError(f"{path}: unknown key {where}.{k}" if where else f"{path}: unknown key {k}")
+class _Strict(msgspec.Struct, forbid_unknown_fields=True):
+    pass
 
 
-def _str(value: Any, where: str, path: str) -> str:
-    if not isinstance(value, str):
-        raise WebConfigError(f"{path}: {where} must be a string, got {type(value).__name__}")
-    return value
+class _TLSFile(_Strict):
+    cert_file: str | None = None
+    key_file: str | None = None
+    client_auth_type: str | None = None
+    client_ca_file: str | None = None
+    min_version: str | None = None
+    max_version: str | None = None
+    prefer_server_cipher_suites: Any = None  # accepted, no effect: OpenSSL picks the suite
+    cert: Any = msgspec.UNSET
+    key: Any = msgspec.UNSET
+    client_ca: Any = msgspec.UNSET
+    cipher_suites: Any = msgspec.UNSET
+    curve_preferences: Any = msgspec.UNSET
+    client_allowed_sans: Any = msgspec.UNSET
 
 
-def _version(value: Any, key: str, path: str) -> str:
-    if _str(value, f"tls_server_config.{key}", path) not in TLS_VERSIONS:
+class _HTTPFile(_Strict):
+    http2: bool = True  # accepted, no effect: memhp serves HTTP/1.x
+    headers: dict[str, str] | None = None
+
+
+class _File(_Strict):
+    tls_server_config: _TLSFile | None = None
+    http_server_config: _HTTPFile | None = None
+    basic_auth_users: dict[str, str] | None = None
+    rate_limit: Any = msgspec.UNSET
+
+
+_UNSUPPORTED = ("cert", "key", "client_ca", "cipher_suites", "curve_preferences", "client_allowed_sans")
+
+
+def _convert(doc: Any, path: str) -> _File:
+    try:
+        return msgspec.convert({} if doc is None else doc, _File, strict=True)
+    except msgspec.ValidationError as e:
+        msg, _, at = str(e).rpartition(" - at `")
+        msg, at = (msg, at[:-1]) if msg else (str(e), "$")
+        raise WebConfigError(f"{path}: {_explain(msg, at, doc)}") from None
+
+
+def _explain(msg: str, at: str, doc: Any) -> str:
+    """msgspec's message in the words this file's errors have always had."""
+    is_key = at.startswith("key` in `$")
+    where = at.removeprefix("key` in `").removeprefix("$").lstrip(".")
+    unknown = re.fullmatch(r"Object contains unknown field `(.*)`", msg, re.DOTALL)
+    if unknown:
+        return f"unknown key {where}.{unknown[1]}" if where else f"unknown key {unknown[1]}"
+    got = re.fullmatch(r"Expected `([^`]*)`, got `([^`]*)`", msg)
+    if got is None:
+        return f"{where or 'the file'}: {msg}"
+    if got[1].startswith("object"):
+        return f"{where or 'the file'} must be a mapping, got {_PY.get(got[2], got[2])}"
+    if got[1].startswith("bool"):
+        return f"{where} must be true or false"
+    mapping = where.removesuffix("[...]")
+    entries = _dict_at(doc, mapping)
+    if is_key:
+        return f"{mapping}: key {next(k for k in entries if not isinstance(k, str))!r} is not a string"
+    if where.endswith("[...]"):
+        key, value = next((k, v) for k, v in entries.items() if not isinstance(v, str))
+        return f"{mapping}.{key} must be a string, got {type(value).__name__}"
+    return f"{where} must be a string, got {_PY.get(got[2], got[2])}"
+
+
+def _dict_at(doc: Any, where: str) -> dict:
+    for part in where.split("."):
+        doc = doc[part]
+    return doc
+
+
+_PY = {"array": "list", "object": "dict", "null": "NoneType", "str": "str", "int": "int", "float": "float"}
+
+
+def _version(value: str, key: str, path: str) -> str:
+    if value not in TLS_VERSIONS:
         raise WebConfigError(f"{path}: tls_server_config.{key}: unknown TLS version {value!r} (TLS10..TLS13)")
     return value
 
 
-def _tls(doc: dict, path: str) -> TLSServerConfig | None:
-    _check_keys(doc, _TLS_KEYS, "tls_server_config", path, _TLS_UNSUPPORTED)
+def _tls(doc: _TLSFile | None, path: str) -> TLSServerConfig | None:
+    if doc is None:
+        return None
+    for k in _UNSUPPORTED:
+        if getattr(doc, k) is not msgspec.UNSET:
+            raise WebConfigError(f"{path}: tls_server_config.{k} is not supported by memhp")
     base = os.path.dirname(os.path.abspath(path))
 
-    def file(key: str) -> str | None:
-        if doc.get(key) in (None, ""):
-            return None
-        return os.path.join(base, _str(doc[key], f"tls_server_config.{key}", path))
+    def file(name: str | None) -> str | None:
+        return os.path.join(base, name) if name else None
 
-    cert, key = file("cert_file"), file("key_file")
+    cert, key = file(doc.cert_file), file(doc.key_file)
     if cert is None and key is None:
-        if any(doc.get(k) for k in ("client_ca_file", "client_auth_type")):
+        if doc.client_ca_file or doc.client_auth_type:
             raise WebConfigError(f"{path}: tls_server_config needs cert_file and key_file")
         return None
     if cert is None:
         raise WebConfigError(f"{path}: tls_server_config: missing cert_file")
     if key is None:
         raise WebConfigError(f"{path}: tls_server_config: missing key_file")
-    auth = doc.get("client_auth_type") or "NoClientCert"
-    auth = _str(auth, "tls_server_config.client_auth_type", path)
+    auth = doc.client_auth_type or "NoClientCert"
     if auth in _UNSUPPORTED_CLIENT_AUTH:
         raise WebConfigError(
             f"{path}: tls_server_config.client_auth_type {auth} (an unverified client certificate) is not supported "
@@ -155,25 +202,24 @@ def _tls(doc: dict, path: str) -> TLSServerConfig | None:
         )
     if auth not in CLIENT_AUTH_TYPES:
         raise WebConfigError(f"{path}: tls_server_config.client_auth_type: invalid ClientAuth {auth!r}")
-    ca = file("client_ca_file")
+    ca = file(doc.client_ca_file)
     if ca is not None and auth == "NoClientCert":
         raise WebConfigError(f"{path}: client CA's have been configured without a client_auth_type")
     if ca is None and auth != "NoClientCert":
         raise WebConfigError(f"{path}: client_auth_type {auth} needs client_ca_file")
-    min_version = _version(doc.get("min_version") or "TLS12", "min_version", path)
-    max_version = _version(doc["max_version"], "max_version", path) if doc.get("max_version") else None
+    min_version = _version(doc.min_version or "TLS12", "min_version", path)
+    max_version = _version(doc.max_version, "max_version", path) if doc.max_version else None
     if max_version and TLS_VERSIONS[max_version] < TLS_VERSIONS[min_version]:
         raise WebConfigError(f"{path}: tls_server_config.max_version is below min_version")
     return TLSServerConfig(cert, key, auth, ca, min_version, max_version)
 
 
-def _headers(doc: dict, path: str) -> dict[str, str]:
+def _headers(doc: dict[str, str], path: str) -> dict[str, str]:
     out = {}
     for name, value in doc.items():
         canonical = next((h for h in ALLOWED_HEADERS if h.lower() == name.lower()), None)
         if canonical is None:
             raise WebConfigError(f"{path}: HTTP header {name!r} can not be configured")
-        value = _str(value, f"http_server_config.headers.{name}", path)
         if any(c in value for c in "\r\n\0"):
             raise WebConfigError(f"{path}: http_server_config.headers.{name} holds a line break")
         allowed = ALLOWED_HEADERS[canonical]
@@ -185,12 +231,11 @@ def _headers(doc: dict, path: str) -> dict[str, str]:
     return out
 
 
-def _users(doc: dict, path: str) -> dict[str, bytes]:
+def _users(doc: dict[str, str], path: str) -> dict[str, bytes]:
     out = {}
     for user, hashed in doc.items():
         if ":" in user:
             raise WebConfigError(f"{path}: basic_auth_users: user {user!r} contains ':'")
-        hashed = _str(hashed, f"basic_auth_users.{user}", path)
         if not (hashed.startswith(("$2a$", "$2b$", "$2y$")) and len(hashed) == 60):
             raise WebConfigError(f"{path}: basic_auth_users.{user} is not a bcrypt hash ($2y$..., 60 characters)")
         out[user] = hashed.encode("ascii", "replace")
@@ -208,19 +253,14 @@ def parse_web_config(data: bytes, path: str) -> WebConfig:
         raise WebConfigError(f"{where}: {e.problem or e}") from None
     except (yaml.YAMLError, RecursionError, ValueError) as e:
         raise WebConfigError(f"{path}: not valid YAML: {type(e).__name__}") from None
-    doc = _mapping(doc, "the file", path)
-    _check_keys(doc, _TOP_KEYS, "", path, {"rate_limit"})
-    tls_doc = _mapping(doc.get("tls_server_config"), "tls_server_config", path)
-    http_doc = _mapping(doc.get("http_server_config"), "http_server_config", path)
-    _check_keys(http_doc, _HTTP_KEYS, "http_server_config", path)
-    if not isinstance(http_doc.get("http2", True), bool):
-        raise WebConfigError(f"{path}: http_server_config.http2 must be true or false")
-    users = None
-    if "basic_auth_users" in doc:
-        users = _users(_mapping(doc["basic_auth_users"], "basic_auth_users", path), path)
+    cfg = _convert(doc, path)
+    if cfg.rate_limit is not msgspec.UNSET:
+        raise WebConfigError(f"{path}: rate_limit is not supported by memhp")
+    http = cfg.http_server_config or _HTTPFile()
+    users = _users(cfg.basic_auth_users, path) if cfg.basic_auth_users is not None else None
     return WebConfig(
-        tls=_tls(tls_doc, path),
-        headers=_headers(_mapping(http_doc.get("headers"), "http_server_config.headers", path), path),
+        tls=_tls(cfg.tls_server_config, path),
+        headers=_headers(http.headers or {}, path),
         users=users or None,  # an empty map means no auth, as in exporter-toolkit
     )
 

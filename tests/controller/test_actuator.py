@@ -15,9 +15,9 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 
 import pytest
+from msgspec.structs import replace
 
 from memhp.controller.actuator import ActionContext, Actuator, run_writer_child, write_once
 from memhp.controller.config import RetryConfig

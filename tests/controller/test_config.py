@@ -339,17 +339,18 @@ def test_docs_reference_every_key_and_guard():
 
 def _numeric_keys(cls=Config, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Every int or float key of the schema (durations are floats, sizes ints), as a path."""
-    import dataclasses
     import typing
 
+    import msgspec
+
+    from memhp.typed import is_struct, unwrap
+
     out = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
-        tp = args[0] if len(args) == 1 else hints[f.name]
-        if dataclasses.is_dataclass(tp):
+    for f in msgspec.structs.fields(cls):
+        tp = unwrap(f.type)[0]
+        if is_struct(tp):
             out += _numeric_keys(tp, (*prefix, f.name))
-        elif typing.get_origin(tp) is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+        elif typing.get_origin(tp) is tuple and is_struct(typing.get_args(tp)[0]):
             out += _numeric_keys(typing.get_args(tp)[0], (*prefix, f"{f.name}[]"))
         elif tp in (int, float):
             out.append((*prefix, f.name))
@@ -414,3 +415,36 @@ def test_act_target_ratio_is_finite_and_positive(text):
     argv = ["memhp.controller.cli", "act", "rebalance", f"--target-ratio={text}"]
     r = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--target-ratio: invalid positive_number value" in r.stderr, r.stderr
+
+
+def test_problems_in_many_rules_each_name_their_own_rule_and_line():
+    """msgspec stops at the first problem: the converter drops what was reported and goes on, and
+    the rules after a dropped one keep their own index and line."""
+    p = problems("""\
+        rules:
+          - name: a
+          - 7
+          - name: c
+            alertname: C
+            action: online
+            count: zero
+          - name: d
+            alertname: D
+            action: online
+            count: 1
+            zone: sideways
+        """)
+    assert p == [
+        "policy.yaml:2:5: rules[0].alertname: required key is missing",
+        "policy.yaml:2:5: rules[0].action: required key is missing",
+        "policy.yaml:3:5: rules[1]: must be a mapping, got an integer",
+        "policy.yaml:7:12: rules[2].count: must be an integer, got a string ('zero')",
+        "policy.yaml:12:11: rules[3].zone: must be one of movable, kernel, auto, any, got ('sideways')",
+    ]
+
+
+def test_a_file_with_very_many_problems_reports_the_first_hundred():
+    rules = "".join(f"  - name: r{i}\n    alertname: A\n    action: online\n    count: x\n" for i in range(150))
+    p = problems("rules:\n" + rules)
+    assert len(p) == 101 and p[-1] == "policy.yaml: more problems not shown (fix the first 100)"
+    assert p[99].startswith("policy.yaml:401:12: rules[99].count: must be an integer")

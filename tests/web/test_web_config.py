@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import http.client
+import re
 import ssl
 import subprocess
 from pathlib import Path
@@ -96,6 +97,35 @@ def test_empty_file_means_plain_http_without_auth(tmp_path):
 )
 def test_bad_configs_are_clear_errors(tmp_path, doc, message):
     with pytest.raises(WebConfigError, match=message):
+        parse_web_config(yaml.safe_dump(doc).encode(), str(tmp_path / "web.yml"))
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        (
+            {"tls_server_config": {"cert_file": 5, "key_file": "b"}},
+            "tls_server_config.cert_file must be a string, got int",
+        ),
+        ({"tls_server_config": [1]}, "tls_server_config must be a mapping, got list"),
+        (
+            {"tls_server_config": {"cert_file": "a", "key_file": "b", "cert": None}},
+            "tls_server_config.cert is not supported",
+        ),
+        ({"http_server_config": {"http2": None}}, "http_server_config.http2 must be true or false"),
+        ({"http_server_config": {"nope": 1}}, "unknown key http_server_config.nope"),
+        (
+            {"http_server_config": {"headers": {"X-Frame-Options": 5}}},
+            "headers.X-Frame-Options must be a string, got int",
+        ),
+        ({"http_server_config": {"headers": {1: "x"}}}, "http_server_config.headers: key 1 is not a string"),
+        ({"basic_auth_users": {"u": 5}}, "basic_auth_users.u must be a string, got int"),
+        ({"basic_auth_users": "x"}, "basic_auth_users must be a mapping, got str"),
+        ({"rate_limit": None}, "rate_limit is not supported"),
+    ],
+)
+def test_wrong_types_and_unsupported_keys_name_the_key(tmp_path, doc, message):
+    with pytest.raises(WebConfigError, match=re.escape(message)):
         parse_web_config(yaml.safe_dump(doc).encode(), str(tmp_path / "web.yml"))
 
 
