@@ -361,18 +361,7 @@ def _check_rules(cfg: Config, rule_nodes: list[yaml.Node], w: typed.Document) ->
             w.error(node, f"{key}.name", f"duplicate rule name {rule.name!r} (also rules[{names[rule.name]}])")
         names.setdefault(rule.name, i)
         a = rule.action
-        if a in ("online", "offline", "online-new"):
-            if (rule.count is None) == (rule.size is None):
-                w.error(
-                    node, key, f"action {a} needs exactly one of count or size (an unbounded target set is refused)"
-                )
-            if rule.target_ratio is not None:
-                w.error(node, f"{key}.target_ratio", f"only for action rebalance, not {a}")
-        if a == "rebalance":
-            if rule.target_ratio is None and rule.count is None and rule.size is None:
-                w.error(node, key, "action rebalance needs target_ratio, count or size")
-            if rule.count is not None and rule.size is not None:
-                w.error(node, key, "count and size are mutually exclusive")
+        _check_targets(rule, node, key, w)
         try:
             check_action_zone(a, rule.zone)
         except ValueError as e:
@@ -391,6 +380,21 @@ def _check_rules(cfg: Config, rule_nodes: list[yaml.Node], w: typed.Document) ->
     r = cfg.retry
     if r.backoff_max < r.backoff_initial:
         w.problems.append(f"{w.filename}: retry.backoff_max: must be >= retry.backoff_initial")
+
+
+def _check_targets(rule: Rule, node: yaml.Node, key: str, w: typed.Document) -> None:
+    """What an action needs to know how much to change: bounded, and one way only."""
+    a = rule.action
+    if a in ("online", "offline", "online-new"):
+        if (rule.count is None) == (rule.size is None):
+            w.error(node, key, f"action {a} needs exactly one of count or size (an unbounded target set is refused)")
+        if rule.target_ratio is not None:
+            w.error(node, f"{key}.target_ratio", f"only for action rebalance, not {a}")
+    if a == "rebalance":
+        if rule.target_ratio is None and rule.count is None and rule.size is None:
+            w.error(node, key, "action rebalance needs target_ratio, count or size")
+        if rule.count is not None and rule.size is not None:
+            w.error(node, key, "count and size are mutually exclusive")
 
 
 # --- entry points -----------------------------------------------------------------------------

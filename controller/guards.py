@@ -103,37 +103,27 @@ class GuardState:
     open_actions: dict[str, ActionStart] = field(default_factory=dict)  # no action_end/reconcile_action yet
 
     def apply(self, rec: Record) -> None:
-        ts = rec.ts
         match rec:
             case ActionStart():
-                self.last_action[rec.rule] = max(ts, self.last_action.get(rec.rule, 0.0))
-                if rec.fingerprint:
-                    self._add_acted(Occurrence(*rec.occurrence), ts)
-                self.open_actions[rec.action_id] = rec
-                if len(self.open_actions) > MAX_ACTED:  # only a corrupt history gets here
-                    self.open_actions.pop(next(iter(self.open_actions)))
+                self._action_start(rec)
             case ActionEnd() | ReconcileAction():
                 self.open_actions.pop(rec.action_id, None)
             case AttemptStart():
-                self.open_attempts[(rec.action_id, rec.block, rec.op, rec.attempt)] = rec
-                if len(self.open_attempts) > MAX_ACTED:
-                    self.open_attempts.pop(next(iter(self.open_attempts)))
+                self._attempt_start(rec)
             case AttemptEnd():
-                self.open_attempts.pop((rec.action_id, rec.block, rec.op, rec.attempt), None)
-                if rec.result == AttemptResult.OK:
-                    # Counted here too: the block_result that follows may never be written (disk
-                    # full, kill -9); changes_since() counts an (action, block) pair once.
-                    self.changes.append((ts, rec.action_id, rec.block))
-                    if rec.op == Op.OFFLINE:
-                        self.offlined.add(rec.block)
-                    else:
-                        self.offlined.discard(rec.block)
+                self._attempt_end(rec)
             case BlockResult():
                 self._block_result(rec)
             case Reconcile():
-                self.open_attempts.pop((rec.action_id, rec.block, rec.op, rec.attempt), None)
-                if rec.outcome == Outcome.COMPLETED:
-                    self.changes.append((ts, rec.action_id, rec.block))
+                self._reconcile(rec)
+            case StateActed() | StateRule() | StateChange() | StateBlock():
+                self._state(rec)
+            case _:
+                pass
+
+    def _state(self, rec: StateActed | StateRule | StateChange | StateBlock) -> None:
+        """The state records a rotation writes: what the guards need of the history it dropped."""
+        match rec:
             case StateActed():
                 self._add_acted(Occurrence(rec.fingerprint, rec.starts_at, rec.resolved), rec.at)
             case StateRule():
@@ -142,18 +132,48 @@ class GuardState:
                 if (rec.at, rec.action_id, rec.block) not in self.changes:
                     self.changes.append((rec.at, rec.action_id, rec.block))
             case StateBlock():
-                if rec.failures:
-                    self.failures[rec.block] = rec.failures
-                else:
-                    self.failures.pop(rec.block, None)
-                if rec.quarantined_until is not None:
-                    self.quarantined_until[rec.block] = rec.quarantined_until
-                if rec.offlined:
-                    self.offlined.add(rec.block)
-                else:
-                    self.offlined.discard(rec.block)
-            case _:
-                pass
+                self._state_block(rec)
+
+    def _attempt_start(self, rec: AttemptStart) -> None:
+        self.open_attempts[(rec.action_id, rec.block, rec.op, rec.attempt)] = rec
+        if len(self.open_attempts) > MAX_ACTED:
+            self.open_attempts.pop(next(iter(self.open_attempts)))
+
+    def _reconcile(self, rec: Reconcile) -> None:
+        self.open_attempts.pop((rec.action_id, rec.block, rec.op, rec.attempt), None)
+        if rec.outcome == Outcome.COMPLETED:
+            self.changes.append((rec.ts, rec.action_id, rec.block))
+
+    def _action_start(self, rec: ActionStart) -> None:
+        self.last_action[rec.rule] = max(rec.ts, self.last_action.get(rec.rule, 0.0))
+        if rec.fingerprint:
+            self._add_acted(Occurrence(*rec.occurrence), rec.ts)
+        self.open_actions[rec.action_id] = rec
+        if len(self.open_actions) > MAX_ACTED:  # only a corrupt history gets here
+            self.open_actions.pop(next(iter(self.open_actions)))
+
+    def _attempt_end(self, rec: AttemptEnd) -> None:
+        self.open_attempts.pop((rec.action_id, rec.block, rec.op, rec.attempt), None)
+        if rec.result == AttemptResult.OK:
+            # Counted here too: the block_result that follows may never be written (disk
+            # full, kill -9); changes_since() counts an (action, block) pair once.
+            self.changes.append((rec.ts, rec.action_id, rec.block))
+            self._set_offlined(rec.block, rec.op == Op.OFFLINE)
+
+    def _state_block(self, rec: StateBlock) -> None:
+        if rec.failures:
+            self.failures[rec.block] = rec.failures
+        else:
+            self.failures.pop(rec.block, None)
+        if rec.quarantined_until is not None:
+            self.quarantined_until[rec.block] = rec.quarantined_until
+        self._set_offlined(rec.block, bool(rec.offlined))
+
+    def _set_offlined(self, block: int, offlined: bool) -> None:
+        if offlined:
+            self.offlined.add(block)
+        else:
+            self.offlined.discard(block)
 
     def _add_acted(self, occ: Occurrence, ts: float) -> None:
         self.acted[occ] = ts
