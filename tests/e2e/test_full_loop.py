@@ -136,6 +136,71 @@ def blocks_regex(blocks: list[int]) -> str:
     return "|".join(str(b) for b in blocks)
 
 
+def alertmanager_for(mode: str, controller_port: int, token_file: Path) -> dict:
+    """Webhook mode: Alertmanager posts to the controller; pull: it pushes nowhere, the controller fetches."""
+    if mode == "webhook":
+        return alertmanager_config(
+            webhook_receiver(
+                "memhp-controller",
+                f"http://127.0.0.1:{controller_port}/webhook/alertmanager",
+                bearer_token_file=token_file,
+            ),
+            group_by=["alertname", "instance", "node"],
+        )
+    # pull: Alertmanager pushes nowhere; the controller must fetch the alert itself
+    return alertmanager_config(group_by=["alertname", "instance", "node"])
+
+
+def check_journal(journal: list[dict], blocks: list[int], fingerprint: str, mode: str) -> None:
+    """One action, attributed to this alert occurrence and source, each block onlined to Movable."""
+    starts = [r for r in journal if r["type"] == "action_start"]
+    assert len(starts) == 1, journal
+    assert (starts[0]["rule"], starts[0]["action"], starts[0]["fingerprint"], starts[0]["source"]) == (
+        RULE,
+        "online-new",
+        fingerprint,
+        mode,
+    )
+    results = {r["block"]: r for r in journal if r["type"] == "block_result"}
+    assert sorted(results) == sorted(blocks) and all(r["result"] == "ok" for r in results.values())
+    attempts = [r for r in journal if r["type"] == "attempt_start"]
+    assert sorted(r["block"] for r in attempts) == sorted(blocks)
+    assert all(r["state_before"] == "offline" for r in attempts)
+    ends = [r for r in journal if r["type"] == "attempt_end"]
+    assert all(r["state_after"] == "online" and r["zone_after"] == "Movable" for r in ends), ends
+    end = [r for r in journal if r["type"] == "action_end"]
+    assert len(end) == 1 and (end[0]["result"], end[0]["changed"], end[0]["failed"]) == (
+        "done",
+        sorted(blocks),
+        [],
+    ), end
+
+
+def wait_online_and_resolved(prom, am: Alertmanager, blocks: list[int]) -> None:
+    """The exporter's metric shows the blocks online (as ranges, not one by one); the alert resolves."""
+
+    # By default healthy blocks are described by lsmem-style ranges, not one by one.
+    def covered() -> bool:
+        ranges = prom.query(f'memhp_block_range_blocks{{instance="{INSTANCE}",state="online",zone="Movable"}}')
+        spans = [(int(r["metric"]["first_block"]), int(r["metric"]["last_block"])) for r in ranges]
+        return all(any(lo <= b <= hi for lo, hi in spans) for b in blocks)
+
+    prom.wait_for(covered, SLOW, what="memhp_block_range_blocks online Movable over the DIMM's blocks")
+    sel = f'instance="{INSTANCE}",block=~"{blocks_regex(blocks)}"'
+    assert not prom.query(f"memhp_block_state{{{sel}}}"), "healthy blocks are not exported one by one"
+    prom.wait_for(
+        lambda: not [a for a in prom.alerts() if a["labels"]["alertname"] == ALERT],
+        SLOW,
+        what=f"{ALERT} resolved in Prometheus",
+        last=prom.alerts,
+    )
+    am.wait_for_alerts(
+        lambda alerts: not [a for a in alerts if a["labels"]["alertname"] == ALERT],
+        timeout=SLOW,
+        desc=f"{ALERT} resolved in Alertmanager",
+    )
+
+
 @pytest.mark.parametrize("mode", ["webhook", "pull"])
 def test_full_loop(mode, guest, exporter_port, tmp_path):
     t0 = time.monotonic()
@@ -150,17 +215,7 @@ def test_full_loop(mode, guest, exporter_port, tmp_path):
     token_file.chmod(0o600)
     controller_port = guest.forward(CONTROLLER_PORT)
 
-    if mode == "webhook":
-        am_config = alertmanager_config(
-            webhook_receiver(
-                "memhp-controller",
-                f"http://127.0.0.1:{controller_port}/webhook/alertmanager",
-                bearer_token_file=token_file,
-            ),
-            group_by=["alertname", "instance", "node"],
-        )
-    else:  # pull: Alertmanager pushes nowhere; the controller must fetch the alert itself
-        am_config = alertmanager_config(group_by=["alertname", "instance", "node"])
+    am_config = alertmanager_for(mode, controller_port, token_file)
     am = Alertmanager(am_config, tmp_path / "alertmanager").start()
     controller = None
     dimm = None
@@ -226,51 +281,11 @@ def test_full_loop(mode, guest, exporter_port, tmp_path):
             mark("blocks online")
 
             # 5. the exporter's metric shows them online; the alert resolves.
-            # By default healthy blocks are described by lsmem-style ranges, not one by one.
-            def covered() -> bool:
-                ranges = prom.query(f'memhp_block_range_blocks{{instance="{INSTANCE}",state="online",zone="Movable"}}')
-                spans = [(int(r["metric"]["first_block"]), int(r["metric"]["last_block"])) for r in ranges]
-                return all(any(lo <= b <= hi for lo, hi in spans) for b in blocks)
-
-            prom.wait_for(covered, SLOW, what="memhp_block_range_blocks online Movable over the DIMM's blocks")
-            sel = f'instance="{INSTANCE}",block=~"{blocks_regex(blocks)}"'
-            assert not prom.query(f"memhp_block_state{{{sel}}}"), "healthy blocks are not exported one by one"
-            prom.wait_for(
-                lambda: not [a for a in prom.alerts() if a["labels"]["alertname"] == ALERT],
-                SLOW,
-                what=f"{ALERT} resolved in Prometheus",
-                last=prom.alerts,
-            )
-            am.wait_for_alerts(
-                lambda alerts: not [a for a in alerts if a["labels"]["alertname"] == ALERT],
-                timeout=SLOW,
-                desc=f"{ALERT} resolved in Alertmanager",
-            )
+            wait_online_and_resolved(prom, am, blocks)
             mark("alert resolved")
 
             # 6. the journal holds the action, attributed to this alert occurrence and source.
-            journal = controller.journal()
-            starts = [r for r in journal if r["type"] == "action_start"]
-            assert len(starts) == 1, journal
-            assert (starts[0]["rule"], starts[0]["action"], starts[0]["fingerprint"], starts[0]["source"]) == (
-                RULE,
-                "online-new",
-                fingerprint,
-                mode,
-            )
-            results = {r["block"]: r for r in journal if r["type"] == "block_result"}
-            assert sorted(results) == sorted(blocks) and all(r["result"] == "ok" for r in results.values())
-            attempts = [r for r in journal if r["type"] == "attempt_start"]
-            assert sorted(r["block"] for r in attempts) == sorted(blocks)
-            assert all(r["state_before"] == "offline" for r in attempts)
-            ends = [r for r in journal if r["type"] == "attempt_end"]
-            assert all(r["state_after"] == "online" and r["zone_after"] == "Movable" for r in ends), ends
-            end = [r for r in journal if r["type"] == "action_end"]
-            assert len(end) == 1 and (end[0]["result"], end[0]["changed"], end[0]["failed"]) == (
-                "done",
-                sorted(blocks),
-                [],
-            ), end
+            check_journal(controller.journal(), blocks, fingerprint, mode)
 
             # ...and the controller's own metrics, scraped by Prometheus through its authenticated endpoint.
             prom.wait_for(

@@ -114,7 +114,15 @@ class Capture:
         self.entries[name] = ("file", data, mode)
 
     def collect(self):
-        # memory
+        self._collect_memory()
+        self._collect_nodes()
+        # module parameters
+        for e in self.listdir(PARAMS):
+            self.file(f"{PARAMS}/{e}")
+        for e in PROC_FILES:
+            self.file(f"proc/{e}")
+
+    def _collect_memory(self):
         for e in self.listdir(MEMORY):
             rel = f"{MEMORY}/{e}"
             if e in MEMORY_TOP:
@@ -134,7 +142,8 @@ class Capture:
                         self.link(f"{rel}/{sub}")
             elif os.path.isfile(self._host(rel)) and not os.path.islink(self._host(rel)):
                 self.file(rel, marker_if_writeonly=True)  # probe, *_offline_page
-        # nodes
+
+    def _collect_nodes(self):
         for e in self.listdir(NODE):
             rel = f"{NODE}/{e}"
             if re.fullmatch(r"node\d+", e):
@@ -147,11 +156,6 @@ class Capture:
             elif e != "uevent" and os.path.isfile(self._host(rel)):
                 self.file(rel)
         self.file(f"{NODE}/uevent")
-        # module parameters
-        for e in self.listdir(PARAMS):
-            self.file(f"{PARAMS}/{e}")
-        for e in PROC_FILES:
-            self.file(f"proc/{e}")
 
     def write(self, out):
         tmp = out + ".tmp"

@@ -60,23 +60,8 @@ def mismatches(guest, metrics) -> list[str]:
     return out
 
 
-def test_every_scrape_after_a_change_is_fresh(exporter, guest):
-    stale: list[str] = []
-    steps = 0
-
-    def scrape_now(step: str) -> None:
-        # No waiting, no retry: the first scrape after the change must show it.
-        nonlocal steps
-        steps += 1
-        try:
-            metrics = exporter.scrape()
-        except OSError as e:
-            raise AssertionError(f"scrape after {step} failed: {e}\n{exporter.log_tail(stacks=True)}") from e
-        bad = mismatches(guest, metrics)
-        if bad:
-            stale.append(f"{step}: {bad[:4]}")
-
-    scrape_now("start")
+def _dimm_steps(guest, scrape_now) -> list[int]:
+    """Hot-add, online, a failed and real offlines and unplug of DIMMs, a scrape after each."""
     # Kernel-zone memory takes unmovable pages within moments and can seldom be
     # offlined again: it gets a DIMM of its own, left in this test's own guest.
     kernel_dimm = guest.hotplug_dimm("256M")
@@ -104,6 +89,11 @@ def test_every_scrape_after_a_change_is_fresh(exporter, guest):
         scrape_now(f"offline memory{b}")
     guest.unplug(dimm)
     scrape_now("device_del")
+    return blocks
+
+
+def _virtio_mem_steps(guest, scrape_now) -> None:
+    """virtio-mem grow, online, offline and shrink, a scrape after each."""
     before = set(guest.blocks())
     guest.virtio_mem_resize("vmem0", "512M")
     guest.wait_for(lambda: len(set(guest.blocks()) - before) == 4, 120, "virtio-mem blocks to appear")
@@ -119,6 +109,27 @@ def test_every_scrape_after_a_change_is_fresh(exporter, guest):
     guest.virtio_mem_resize("vmem0", "0")
     guest.wait_for(lambda: not set(added) & set(guest.blocks()), 120, "virtio-mem blocks to go")
     scrape_now("virtio-mem shrink")
+
+
+def test_every_scrape_after_a_change_is_fresh(exporter, guest):
+    stale: list[str] = []
+    steps = 0
+
+    def scrape_now(step: str) -> None:
+        # No waiting, no retry: the first scrape after the change must show it.
+        nonlocal steps
+        steps += 1
+        try:
+            metrics = exporter.scrape()
+        except OSError as e:
+            raise AssertionError(f"scrape after {step} failed: {e}\n{exporter.log_tail(stacks=True)}") from e
+        bad = mismatches(guest, metrics)
+        if bad:
+            stale.append(f"{step}: {bad[:4]}")
+
+    scrape_now("start")
+    blocks = _dimm_steps(guest, scrape_now)
+    _virtio_mem_steps(guest, scrape_now)
     assert not stale, f"{len(stale)} stale scrapes of {steps}: {stale}"
     m = exporter.scrape()
     assert value(m, "memhp_block_snapshot_mode", mode="events") == 1
