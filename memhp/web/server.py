@@ -15,17 +15,23 @@ Phases of a connection, and what bounds each:
 2. **TLS handshake, request line and headers**: within ``header_timeout``
    (and ``read_timeout``), at most ``max_header_bytes`` and ``max_headers``.
    No request slot is held yet, and nothing is known about the client: a
-   trickling client (slowloris) is cut at the deadline with 408.
+   trickling client (slowloris) is cut at the deadline with 408.  h11 parses
+   them; memhp's own rules around it are in :func:`_for_h11` (what it takes
+   that h11 would not) and :func:`_framing_problem` (what it refuses that h11
+   would take).  A message whose end is unknown (a malformed or repeated
+   ``Content-Length``, a transfer coding other than ``chunked``) is refused
+   here, before credentials are asked (RFC 9112 6.3).
 3. **routing and authentication**: health (``public`` routes) is answered
    here, without credentials and without a slot; everything else needs
-   credentials (401 before anything else, unknown paths included, so paths are
-   not revealed); a method the path does not serve gets 405 with ``Allow``.
+   credentials (401 before any answer that depends on the path, unknown paths
+   included, so paths are not revealed); a method the path does not serve gets
+   405 with ``Allow``.
 4. **a request slot**: at most ``max_concurrency`` authenticated requests are
    served at once; one more is answered 503 ``overloaded`` at once.  The slot
    is held from here to the end of the handler, not while the answer is sent.
 5. **body**: only routes that take one; ``Content-Length`` required (no
-   chunked), ASCII digits only, at most ``max_body_bytes`` (413 judged from the
-   header, before reading); all of it within ``read_timeout`` of the connection.
+   chunked), at most ``max_body_bytes`` (413 judged from the header, before
+   reading); all of it within ``read_timeout`` of the connection.
 6. **handler**: a route function turns a :class:`Request` into a
    :class:`Response`.  An exception there is a 500 and one log line, never a
    dropped connection.
@@ -274,7 +280,8 @@ def _parse_error(error: h11.RemoteProtocolError, raw: bytearray) -> _BadRequest:
         return problem
     if error.error_status_hint == 501:  # a transfer coding other than one "chunked": memhp takes none
         return _BadRequest(411, "only bodies with Content-Length are accepted", R_LENGTH_REQUIRED)
-    return _BadRequest(error.error_status_hint, f"malformed request: {error}")
+    # h11's message without what it quotes: that is the line as given to h11, not as sent.
+    return _BadRequest(error.error_status_hint, f"malformed request: {str(error).partition(':')[0]}")
 
 
 def _read_head(ex: _Exchange, limits: Limits) -> tuple[h11.Request, bytes]:
@@ -305,7 +312,6 @@ def _read_head(ex: _Exchange, limits: Limits) -> tuple[h11.Request, bytes]:
 def _request(event: h11.Request, head: bytes, limits: Limits, client: str) -> Request:
     if len(head) > limits.max_header_bytes:
         raise _BadRequest(431, f"request line and headers exceed {limits.max_header_bytes} bytes")
-    target = _target(event)
     if event.http_version != b"1.0":  # 1.0 here is what the client sent as 1.0 or 1.1 (_for_h11)
         line = head.lstrip(b"\r\n").split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")
         raise _BadRequest(400, f"bad request line {escape(line)!r}")
@@ -314,13 +320,14 @@ def _request(event: h11.Request, head: bytes, limits: Limits, client: str) -> Re
     problem = _framing_problem(head)
     if problem is not None:
         raise problem
+    target = _target(event)
     try:
         split = urlsplit(target)
     except ValueError:
         raise _BadRequest(400, f"bad request target {escape(target)!r}") from None
     headers: dict[str, str] = {}
-    for name, value in event.headers:
-        key, text = name.decode("ascii"), value.decode("latin-1")
+    for name, value in event.headers.raw_items():
+        key, text = name.decode("ascii").lower(), value.decode("latin-1")
         if key in headers:
             if key in _SINGLE_HEADERS:
                 raise _BadRequest(400, f"repeated {key} header")
