@@ -99,6 +99,7 @@ _NOT_FOR_H11 = re.compile(rb"[^\x21-\x24\x26-\x7e ]")  # see _for_h11
 _FOLDED = re.compile(rb"\n[ \t]")
 _FRAMING_FIELDS = re.compile(rb"\n(content-length|transfer-encoding):([^\r\n]*)", re.IGNORECASE)
 _END_OF_HEAD = re.compile(rb"\n\r?\n")
+# Refused when repeated, not joined: which of two credentials or framings counts would be anyone's guess.
 _SINGLE_HEADERS = frozenset({"authorization", "content-length", "host", "transfer-encoding"})
 
 
