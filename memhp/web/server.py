@@ -693,6 +693,10 @@ class WebServer:
                 message=f"body of {length} bytes exceeds the limit of {limit}",
                 extra={"limit": limit},
             )
+        return self._receive_body(ex, length)
+
+    def _receive_body(self, ex: _Exchange, length: int) -> bytes | Response | None:
+        """The body h11 frames by its Content-Length, within the request's deadline."""
         body = bytearray()
         while (event := ex.parser.next_event()) is h11.NEED_DATA or isinstance(event, h11.Data):
             if isinstance(event, h11.Data):
