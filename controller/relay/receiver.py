@@ -19,10 +19,8 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import cast
 
 from memhp.controller.alert import Alert, SinkUnavailable
-from memhp.controller.metrics import ControllerMetrics
 from memhp.controller.sources import webhook
 
 from .delivery import Deliverer, DeliveryFailed
@@ -131,12 +129,11 @@ def serve(settings: webhook.WebhookSettings, sink: FanOutSink, metrics: RelayMet
     measured worse: at 10,000 notifications, Alertmanager's 10 s flush deadline expired on queued
     connections, 190,000 attempts failed and delivery took twice as long; docs/performance.md.)
     """
-    # The server only uses .registry, .requests_rejected and .alerts_received, which RelayMetrics has.
     metrics.requests_rejected.labels(webhook.R_SINK_UNAVAILABLE)
     return webhook.serve(
         settings,
         sink,
-        cast(ControllerMetrics, metrics),
+        metrics,
         name="memhp-relay",
         reuse_port=True,
         max_alerts=MAX_NOTIFICATION_ALERTS,

@@ -22,12 +22,11 @@ import argparse
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from memhp.controller.alert import FIRING, Alert, AlertSink, SinkFull, SinkUnavailable
-from memhp.controller.metrics import ControllerMetrics
 from memhp.web import (
     HEALTH_PATH,
     Authenticator,
@@ -255,6 +254,19 @@ def settings_from_args(args: argparse.Namespace) -> WebhookSettings:
 # --------------------------------------------------------------------------- routes
 
 
+class WebhookMetrics(Protocol):
+    """What the server counts in: the controller's metrics and the relay's both have it."""
+
+    @property
+    def registry(self) -> CollectorRegistry: ...  # served on /metrics
+
+    @property
+    def requests_rejected(self) -> Counter: ...  # labels: reason
+
+    @property
+    def alerts_received(self) -> Counter: ...  # labels: source, status
+
+
 def _json_document(status: int, reason: str | None, message: str, extra: dict[str, Any] | None) -> tuple[str, bytes]:
     doc: dict[str, Any] = {"status": "error" if status >= 400 else "success", "message": message}
     if reason is not None:
@@ -264,7 +276,7 @@ def _json_document(status: int, reason: str | None, message: str, extra: dict[st
     return "application/json", (json.dumps(doc) + "\n").encode()
 
 
-def _routes(sink: AlertSink, metrics: ControllerMetrics, max_alerts: int) -> dict[str, Route]:
+def _routes(sink: AlertSink, metrics: WebhookMetrics, max_alerts: int) -> dict[str, Route]:
     def health(req: Request) -> Response:
         return Response(200, b"OK\n")
 
@@ -285,7 +297,7 @@ def _routes(sink: AlertSink, metrics: ControllerMetrics, max_alerts: int) -> dic
     }
 
 
-def _submit(sink: AlertSink, metrics: ControllerMetrics, alerts: list[Alert]) -> Response:
+def _submit(sink: AlertSink, metrics: WebhookMetrics, alerts: list[Alert]) -> Response:
     retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     try:
         sink.submit(alerts)
@@ -354,7 +366,7 @@ class WebhookServer:
 def serve(
     settings: WebhookSettings,
     sink: AlertSink,
-    metrics: ControllerMetrics,
+    metrics: WebhookMetrics,
     *,
     name: str = "memhp-controller",
     reuse_port: bool = False,

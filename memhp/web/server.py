@@ -15,17 +15,23 @@ Phases of a connection, and what bounds each:
 2. **TLS handshake, request line and headers**: within ``header_timeout``
    (and ``read_timeout``), at most ``max_header_bytes`` and ``max_headers``.
    No request slot is held yet, and nothing is known about the client: a
-   trickling client (slowloris) is cut at the deadline with 408.
+   trickling client (slowloris) is cut at the deadline with 408.  h11 parses
+   them; memhp's own rules around it are in :func:`_for_h11` (what it takes
+   that h11 would not) and :func:`_framing_problem` (what it refuses that h11
+   would take).  A message whose end is unknown (a malformed or repeated
+   ``Content-Length``, a transfer coding other than ``chunked``) is refused
+   here, before credentials are asked (RFC 9112 6.3).
 3. **routing and authentication**: health (``public`` routes) is answered
    here, without credentials and without a slot; everything else needs
-   credentials (401 before anything else, unknown paths included, so paths are
-   not revealed); a method the path does not serve gets 405 with ``Allow``.
+   credentials (401 before any answer that depends on the path, unknown paths
+   included, so paths are not revealed); a method the path does not serve gets
+   405 with ``Allow``.
 4. **a request slot**: at most ``max_concurrency`` authenticated requests are
    served at once; one more is answered 503 ``overloaded`` at once.  The slot
    is held from here to the end of the handler, not while the answer is sent.
 5. **body**: only routes that take one; ``Content-Length`` required (no
-   chunked), ASCII digits only, at most ``max_body_bytes`` (413 judged from the
-   header, before reading); all of it within ``read_timeout`` of the connection.
+   chunked), at most ``max_body_bytes`` (413 judged from the header, before
+   reading); all of it within ``read_timeout`` of the connection.
 6. **handler**: a route function turns a :class:`Request` into a
    :class:`Response`.  An exception there is a 500 and one log line, never a
    dropped connection.
@@ -44,7 +50,6 @@ at will are logged escaped and rate-limited.
 from __future__ import annotations
 
 import gzip
-import io
 import logging
 import re
 import selectors
@@ -58,7 +63,9 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
+
+import h11
 
 from .address import bind_address
 from .auth import AUTH_BUSY, AUTH_MISSING, Authenticator
@@ -86,8 +93,14 @@ RETRY_AFTER_OVERLOADED = 1
 # Smaller bodies go out in one send with the head: two small segments would meet Nagle and delayed ACKs.
 _ONE_SEND_BYTES = 64 * 1024
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_DIGITS = re.compile(r"[0-9]{1,18}")
+_RECV_BYTES = 64 * 1024
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+_NOT_FOR_H11 = re.compile(rb"[^\x21-\x24\x26-\x7e ]")  # see _for_h11
+_FOLDED = re.compile(rb"\n[ \t]")
+_FRAMING_FIELDS = re.compile(rb"\n(content-length|transfer-encoding):([^\r\n]*)", re.IGNORECASE)
+_END_OF_HEAD = re.compile(rb"\n\r?\n")
+# Refused when repeated, not joined: which of two credentials or framings counts would be anyone's guess.
+_SINGLE_HEADERS = frozenset({"authorization", "content-length", "host", "transfer-encoding"})
 
 
 @dataclass(frozen=True)
@@ -173,32 +186,10 @@ class _Gone(Exception):
 
 
 class _BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, reason: str = R_BAD_HTTP) -> None:
         super().__init__(message)
         self.status = status
-
-
-class _DeadlineReader(io.RawIOBase):
-    """Socket reads that all share one absolute deadline (defeats slowloris)."""
-
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
-        self.sock = sock
-        self.deadline = deadline
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise _Timeout
-        self.sock.settimeout(remaining)
-        try:
-            return self.sock.recv_into(buffer)
-        except TimeoutError:
-            raise _Timeout from None
-        except (ssl.SSLError, OSError):
-            raise _Gone from None
+        self.reason = reason
 
 
 @dataclass(eq=False)
@@ -210,6 +201,141 @@ class _Conn:
     draining: bool = False  # answered, only draining: the first to be closed to make room
     health_only: bool = False  # taken from the health reserve: serves public routes only
     evicted: bool = False
+
+
+@dataclass(eq=False)
+class _Exchange:
+    """One request on its way through the phases of its connection."""
+
+    sock: socket.socket
+    deadline: float  # every read shares it: a client trickling bytes (slowloris) is cut all the same
+    parser: h11.Connection
+    slot: bool = False  # holds a request slot: released once, when the handler is done
+    unread_body: bool = False  # the client may still be sending a body: drain it a little before closing
+
+    def recv(self) -> bytes:
+        """What the client sends next (b"" at its end), within the deadline."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Timeout
+        self.sock.settimeout(remaining)
+        try:
+            return self.sock.recv(_RECV_BYTES)
+        except TimeoutError:
+            raise _Timeout from None
+        except (ssl.SSLError, OSError):
+            raise _Gone from None
+
+
+def _for_h11(line: bytes) -> bytes:
+    """The request line as h11 is given it.
+
+    memhp has always taken any byte but SP in the target (as Latin-1; logged escaped), where h11
+    takes printable ASCII alone: the rest is percent-encoded for h11 (and ``%`` itself, so that
+    :func:`_target` gets the bytes sent back exactly).  Every answer is HTTP/1.0 with
+    ``Connection: close``, so h11 is told 1.0 for 1.1 too: it would refuse 1.1 without ``Host``."""
+    method, sp, rest = line.partition(b" ")
+    if rest.endswith(b" HTTP/1.1"):
+        rest = rest[:-3] + b"1.0"
+    return method + sp + _NOT_FOR_H11.sub(lambda m: b"%%%02X" % m[0][0], rest)
+
+
+def _target(event: h11.Request) -> str:
+    return unquote_to_bytes(event.target).decode("latin-1")
+
+
+def _request_line(raw: bytearray) -> tuple[bytes, int] | None:
+    """The request line, and where what follows it starts; None until it is complete.
+    One empty line before it is tolerated (RFC 9112 2.2)."""
+    start = 2 if raw.startswith(b"\r\n") else 1 if raw.startswith(b"\n") else 0
+    end = raw.find(b"\n", start)
+    if end < 0:
+        return None
+    line = bytes(raw[start:end])
+    return (line[:-1] if line.endswith(b"\r") else line), end + 1
+
+
+def _framing_problem(head: bytes) -> _BadRequest | None:
+    """memhp's own rules where h11 is laxer: no folded lines; at most one Content-Length, of at most
+    18 ASCII digits; at most one Transfer-Encoding.
+
+    h11 unfolds continuation lines and merges equal Content-Lengths (``5, 5`` too) into one, so
+    these are judged on the head as the client sent it."""
+    if _FOLDED.search(head):
+        return _BadRequest(400, "folded header line")
+    fields = [(name.lower(), value.strip(b" \t")) for name, value in _FRAMING_FIELDS.findall(head)]
+    names = [name for name, _ in fields]
+    for name in (b"content-length", b"transfer-encoding"):
+        if names.count(name) > 1:
+            return _BadRequest(400, f"repeated {name.decode()} header")
+    length = next((value for name, value in fields if name == b"content-length"), None)
+    if length is not None and not _DIGITS.fullmatch(length):
+        return _BadRequest(400, f"bad Content-Length {escape(length.decode('latin-1'))!r}", R_BAD_LENGTH)
+    return None
+
+
+def _parse_error(error: h11.RemoteProtocolError, raw: bytearray) -> _BadRequest:
+    head = _END_OF_HEAD.split(bytes(raw), maxsplit=1)[0]
+    problem = _framing_problem(head)
+    if problem is not None:
+        return problem
+    if error.error_status_hint == 501:  # a transfer coding other than one "chunked": memhp takes none
+        return _BadRequest(411, "only bodies with Content-Length are accepted", R_LENGTH_REQUIRED)
+    # h11's message without what it quotes: that is the line as given to h11, not as sent.
+    return _BadRequest(error.error_status_hint, f"malformed request: {str(error).partition(':')[0]}")
+
+
+def _read_head(ex: _Exchange, limits: Limits) -> tuple[h11.Request, bytes]:
+    """The request line and headers, parsed by h11, and the head as the client sent it."""
+    raw = bytearray()
+    started = False
+    while True:
+        data = ex.recv()
+        if not data:
+            raise _Gone
+        raw += data
+        if started:
+            ex.parser.receive_data(data)
+        elif (first := _request_line(raw)) is not None:
+            ex.parser.receive_data(_for_h11(first[0]) + b"\r\n" + raw[first[1] :])
+            started = True
+        if started:
+            try:
+                event = ex.parser.next_event()
+            except h11.RemoteProtocolError as e:
+                raise _parse_error(e, raw) from None
+            if isinstance(event, h11.Request):
+                return event, bytes(raw[: len(raw) - len(ex.parser.trailing_data[0])])
+        if len(raw) > limits.max_header_bytes:
+            raise _BadRequest(431, f"request line and headers exceed {limits.max_header_bytes} bytes")
+
+
+def _request(event: h11.Request, head: bytes, limits: Limits, client: str) -> Request:
+    if len(head) > limits.max_header_bytes:
+        raise _BadRequest(431, f"request line and headers exceed {limits.max_header_bytes} bytes")
+    if event.http_version != b"1.0":  # 1.0 here is what the client sent as 1.0 or 1.1 (_for_h11)
+        line = head.lstrip(b"\r\n").split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")
+        raise _BadRequest(400, f"bad request line {escape(line)!r}")
+    if len(event.headers) > limits.max_headers:
+        raise _BadRequest(431, f"more than {limits.max_headers} header fields")
+    problem = _framing_problem(head)
+    if problem is not None:
+        raise problem
+    target = _target(event)
+    try:
+        split = urlsplit(target)
+    except ValueError:
+        raise _BadRequest(400, f"bad request target {escape(target)!r}") from None
+    headers: dict[str, str] = {}
+    for name, value in event.headers.raw_items():
+        key, text = name.decode("ascii").lower(), value.decode("latin-1")
+        if key in headers:
+            if key in _SINGLE_HEADERS:
+                raise _BadRequest(400, f"repeated {key} header")
+            headers[key] += ", " + text
+        else:
+            headers[key] = text
+    return Request(event.method.decode("ascii"), target, split.path or "/", split.query, headers, client)
 
 
 def _phrase(status: int) -> str:
@@ -408,58 +534,64 @@ class WebServer:
 
     # -- one connection
     def _serve(self, conn: _Conn) -> None:
-        started = conn.started
-        header_deadline = started + min(self.limits.header_timeout, self.limits.read_timeout)
-        sock = conn.sock
-        state: dict[str, Any] = {"unread_body": False, "slot": False}
+        header_deadline = conn.started + min(self.limits.header_timeout, self.limits.read_timeout)
+        ex = _Exchange(conn.sock, header_deadline, self._parser())
         try:
             if self.tls is not None:
                 tls_sock = self._handshake(conn, header_deadline)
                 if tls_sock is None:
                     return
-                sock = tls_sock
-            reader = _DeadlineReader(sock, header_deadline)
-            rfile = io.BufferedReader(reader, 8192)
-            try:
-                req = self._read_head(rfile, conn.client)
-            except _Timeout:
-                if not conn.evicted:
-                    self._answer(
-                        sock, None, Response(408, reason=R_READ_TIMEOUT, message="request not received in time")
-                    )
-                return
-            except _Gone:
-                return
-            except _BadRequest as e:
-                self._answer(sock, None, Response(e.status, reason=R_BAD_HTTP, message=str(e)))
-                self._drain(conn, sock, header_deadline)  # the rest of what it sent, so the answer is not reset
+                ex.sock = tls_sock
+            req = self._receive_head(conn, ex)
+            if req is None:
                 return
             with self._lock:
                 conn.pending = False
-            reader.deadline = started + self.limits.read_timeout
-            resp = self._dispatch(req, rfile, state, conn.health_only)
+            ex.deadline = conn.started + self.limits.read_timeout
+            resp = self._dispatch(req, ex, conn.health_only)
             if resp is not None:
                 data = self._encode(req, resp)
-                self._release(state)  # the handler is done: a client slow to read holds no slot
-                self._send(sock, req, data)
-            self._release(state)
-            if state["unread_body"]:
-                self._drain(conn, sock, header_deadline)
+                self._release(ex)  # the handler is done: a client slow to read holds no slot
+                self._send(ex.sock, req, data)
+            self._release(ex)
+            if ex.unread_body:
+                self._drain(conn, ex.sock, header_deadline)
         except Exception as e:  # noqa: BLE001 - a connection's thread must never die with a traceback
             log.error("error serving %s: %s", escape(conn.client), escape(f"{type(e).__name__}: {e}"))
         finally:
-            self._release(state)
+            self._release(ex)
             with self._lock:
                 self._conns.pop(id(conn), None)
-            for s in {id(sock): sock, id(conn.sock): conn.sock}.values():
+            for s in {id(ex.sock): ex.sock, id(conn.sock): conn.sock}.values():
                 try:
                     s.close()
                 except OSError:
                     pass
 
-    def _release(self, state: dict[str, Any]) -> None:
-        if state["slot"]:
-            state["slot"] = False
+    def _parser(self) -> h11.Connection:
+        # memhp bounds the head itself (as sent, which _for_h11 may lengthen); h11's bound only backs it up.
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=4 * self.limits.max_header_bytes + _RECV_BYTES)
+
+    def _receive_head(self, conn: _Conn, ex: _Exchange) -> Request | None:
+        """The request, or None when the client got its refusal (or went away) already."""
+        try:
+            event, head = _read_head(ex, self.limits)
+            return _request(event, head, self.limits, conn.client)
+        except _Timeout:
+            if not conn.evicted:
+                self._answer(
+                    ex.sock, None, Response(408, reason=R_READ_TIMEOUT, message="request not received in time")
+                )
+        except _Gone:
+            pass
+        except _BadRequest as e:
+            self._answer(ex.sock, None, Response(e.status, reason=e.reason, message=str(e)))
+            self._drain(conn, ex.sock, ex.deadline)  # the rest of what it sent, so the answer is not reset
+        return None
+
+    def _release(self, ex: _Exchange) -> None:
+        if ex.slot:
+            ex.slot = False
             with self._lock:
                 self._in_flight -= 1
             self._slots.release()
@@ -480,65 +612,16 @@ class WebServer:
                 log.debug("TLS handshake with %s failed: %s", escape(conn.client), escape(e))
             return None
 
-    def _read_head(self, rfile: io.BufferedReader[Any], client: str) -> Request:
-        limits = self.limits
-        budget = limits.max_header_bytes
-
-        def line() -> bytes:
-            nonlocal budget
-            data = rfile.readline(budget + 1)
-            budget -= len(data)
-            if budget < 0:
-                raise _BadRequest(431, f"request line and headers exceed {limits.max_header_bytes} bytes")
-            if not data.endswith(b"\n"):
-                raise _Gone
-            return data.rstrip(b"\r\n")
-
-        first = line()
-        if not first:  # one empty line before the request line is tolerated (RFC 9112 2.2)
-            first = line()
-        parts = first.split(b" ")
-        if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or parts[2] not in (b"HTTP/1.0", b"HTTP/1.1"):
-            raise _BadRequest(400, f"bad request line {escape(first.decode('latin-1'))!r}")
-        method, target = parts[0].decode("ascii"), parts[1].decode("latin-1")
-        try:
-            split = urlsplit(target)
-        except ValueError:
-            raise _BadRequest(400, f"bad request target {escape(target)!r}") from None
-        headers: dict[str, str] = {}
-        count = 0
-        while True:
-            raw = line()
-            if not raw:
-                break
-            count += 1
-            if count > limits.max_headers:
-                raise _BadRequest(431, f"more than {limits.max_headers} header fields")
-            name, sep, value = raw.partition(b":")
-            if not sep or not _TOKEN.fullmatch(name):
-                raise _BadRequest(400, f"bad header line {escape(raw.decode('latin-1'))!r}")
-            key = name.decode("ascii").lower()
-            text = value.strip(b" \t").decode("latin-1")
-            if key in headers:
-                if key in ("content-length", "authorization", "host", "transfer-encoding"):
-                    raise _BadRequest(400, f"repeated {key} header")
-                headers[key] += ", " + text
-            else:
-                headers[key] = text
-        return Request(method, target, split.path or "/", split.query, headers, client)
-
-    def _dispatch(
-        self, req: Request, rfile: io.BufferedReader[Any], state: dict[str, Any], health_only: bool = False
-    ) -> Response | None:
+    def _dispatch(self, req: Request, ex: _Exchange, health_only: bool = False) -> Response | None:
         route = self.routes.get(req.path)
         method = "GET" if req.method == "HEAD" else req.method
         has_body = "content-length" in req.headers or "transfer-encoding" in req.headers
         if route is not None and route.public:
             if method not in route.methods:
-                state["unread_body"] = has_body
+                ex.unread_body = has_body
                 return Response(405, reason=R_METHOD, message=f"use {route.allow}", headers={"Allow": route.allow})
             return self._call(route.methods[method], req)
-        state["unread_body"] = has_body  # until a route reads it
+        ex.unread_body = has_body  # until a route reads it
         if health_only:
             return Response(
                 503,
@@ -560,20 +643,19 @@ class WebServer:
                 message="too many requests at once",
                 headers={"Retry-After": str(RETRY_AFTER_OVERLOADED)},
             )
-        state["slot"] = True
+        ex.slot = True
         with self._lock:
             self._in_flight += 1
         if route.body:
-            state["unread_body"] = True
-            body_or_refusal = self._read_body(req, rfile)
+            ex.unread_body = True
+            body_or_refusal = self._read_body(req, ex)
             if isinstance(body_or_refusal, Response):
-                state["unread_body"] = body_or_refusal.reason not in (R_INCOMPLETE, R_READ_TIMEOUT)
+                ex.unread_body = body_or_refusal.reason not in (R_INCOMPLETE, R_READ_TIMEOUT)
                 return body_or_refusal
+            ex.unread_body = False
             if body_or_refusal is None:
-                state["unread_body"] = False
                 return None
             req.body = body_or_refusal
-            state["unread_body"] = False
         return self._call(route.methods[method], req)
 
     def _authenticate(self, req: Request) -> Response | None:
@@ -594,7 +676,7 @@ class WebServer:
             headers={"WWW-Authenticate": self.auth.challenge},
         )
 
-    def _read_body(self, req: Request, rfile: io.BufferedReader[Any]) -> bytes | Response | None:
+    def _read_body(self, req: Request, ex: _Exchange) -> bytes | Response | None:
         limit = self.limits.max_body_bytes
         if req.header("Transfer-Encoding"):
             return Response(
@@ -603,9 +685,7 @@ class WebServer:
         raw_length = req.header("Content-Length")
         if raw_length is None:
             return Response(411, reason=R_LENGTH_REQUIRED, message="Content-Length required")
-        if not _DIGITS.fullmatch(raw_length.strip()):
-            return Response(400, reason=R_BAD_LENGTH, message=f"bad Content-Length {escape(raw_length)!r}")
-        length = int(raw_length)
+        length = int(raw_length)  # ASCII digits, at most 18 of them: _framing_problem
         if length > limit:
             return Response(
                 413,
@@ -613,16 +693,26 @@ class WebServer:
                 message=f"body of {length} bytes exceeds the limit of {limit}",
                 extra={"limit": limit},
             )
-        try:
-            body = rfile.read(length)
-        except _Timeout:
-            return Response(408, reason=R_READ_TIMEOUT, message="request body not received in time")
-        except _Gone:
-            self.on_reject(R_INCOMPLETE)
-            return None
-        if len(body) != length:
-            return Response(400, reason=R_INCOMPLETE, message=f"body ended after {len(body)} of {length} bytes")
-        return body
+        return self._receive_body(ex, length)
+
+    def _receive_body(self, ex: _Exchange, length: int) -> bytes | Response | None:
+        """The body h11 frames by its Content-Length, within the request's deadline."""
+        body = bytearray()
+        while (event := ex.parser.next_event()) is h11.NEED_DATA or isinstance(event, h11.Data):
+            if isinstance(event, h11.Data):
+                body += event.data
+                continue
+            try:
+                data = ex.recv()
+            except _Timeout:
+                return Response(408, reason=R_READ_TIMEOUT, message="request body not received in time")
+            except _Gone:
+                self.on_reject(R_INCOMPLETE)
+                return None
+            if not data:
+                return Response(400, reason=R_INCOMPLETE, message=f"body ended after {len(body)} of {length} bytes")
+            ex.parser.receive_data(data)
+        return bytes(body)
 
     def _call(self, handler: Handler, req: Request) -> Response:
         try:
