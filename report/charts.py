@@ -69,22 +69,11 @@ def _save(fig: Figure, path: Path) -> dict[str, Any]:
 
 def _ratio_lines(ax: Any) -> None:
     lines = thresholds.LINES
-    ax.axhline(
-        lines.warning,
-        color="#e08a00",
-        linestyle="--",
-        linewidth=1.4,
-        label=f"{lines.warning_label} (warning)",
-        zorder=0,
-    )
-    ax.axhline(
-        lines.critical,
-        color="#d62728",
-        linestyle="--",
-        linewidth=1.4,
-        label=f"{lines.critical_label} (critical)",
-        zorder=0,
-    )
+    for value, color, label in (
+        (lines.warning, "#e08a00", f"{lines.warning_label} (warning)"),
+        (lines.critical, "#d62728", f"{lines.critical_label} (critical)"),
+    ):
+        ax.axhline(value, color=color, linestyle="--", linewidth=1.4, label=label, zorder=0)
 
 
 def distribution_chart(c: Collected, path: Path) -> dict[str, Any] | None:

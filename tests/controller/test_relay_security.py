@@ -189,13 +189,16 @@ class Listener:
             except OSError:
                 return
             self.connections += 1
-            conn.settimeout(2)
-            try:
-                self.data += read_request(conn)
-                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
-            except OSError:
-                pass
-            conn.close()
+            self._handle(conn)
+
+    def _handle(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        try:
+            self.data += read_request(conn)
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+        except OSError:
+            pass
+        conn.close()
 
     def close(self) -> None:
         self.sock.close()
@@ -322,27 +325,16 @@ class TLSListener(Listener):
         self.handshake_errors = 0
         super().__init__(host, port)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                raw, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            raw.settimeout(5)
-            try:
-                conn = self.ctx.wrap_socket(raw, server_side=True)
-            except (OSError, ssl.SSLError):
-                self.handshake_errors += 1
-                raw.close()
-                continue
-            self.handshakes += 1
-            try:
-                self.data += read_request(conn)
-                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")
-            except OSError:
-                pass
+    def _handle(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        try:
+            tls = self.ctx.wrap_socket(conn, server_side=True)
+        except (OSError, ssl.SSLError):
+            self.handshake_errors += 1
             conn.close()
+            return
+        self.handshakes += 1
+        super()._handle(tls)
 
 
 def one_alert(instance: str) -> list[Alert]:
