@@ -19,7 +19,6 @@ from memhp.controller.sources.webhook import DEFAULT_MAX_BODY_BYTES
 
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 ENVELOPE_BYTES = 1024  # version, status, receiver... of the webhook body, besides alerts and commonLabels
-MIN_LEFT = 0.05  # seconds: less than this left before the deadline, no attempt is started
 
 
 def alert_doc(a: Alert) -> dict[str, Any]:

@@ -33,12 +33,13 @@ from memhp.controller import httpclient
 from memhp.controller.alert import FIRING, Alert
 from memhp.web.secrets import SecretFile, parse_basic_auth, parse_bearer_token
 
-from .batching import MIN_LEFT, alert_doc, batches
+from .batching import alert_doc, batches
 from .metrics import RelayMetrics
 from .tokens import derive_token, parse_token_key
 
 log = logging.getLogger(__name__)
 
+MIN_LEFT = 0.05  # seconds: with less than this left before the deadline, no attempt is started
 MAX_ANSWER_BYTES = 64 * 1024
 
 # delivery_failures{reason}
@@ -225,14 +226,14 @@ class Deliverer:
         s = self.settings
 
         def stop(state: RetryCallState) -> bool:
-            return state.attempt_number >= s.max_attempts or end - time.monotonic() < 0.05
+            return state.attempt_number >= s.max_attempts or end - time.monotonic() < MIN_LEFT
 
         def wait(state: RetryCallState) -> float:
             backoff = RETRY_BACKOFF(state)
             exc = state.outcome.exception() if state.outcome is not None else None
             if isinstance(exc, _Retryable) and exc.retry_after is not None:
                 backoff = max(backoff, exc.retry_after)
-            return max(0.0, min(backoff, end - time.monotonic() - 0.05))
+            return max(0.0, min(backoff, end - time.monotonic() - MIN_LEFT))
 
         retrying = Retrying(stop=stop, wait=wait, retry=retry_if_exception_type(_Retryable), reraise=True)
         try:
@@ -240,7 +241,7 @@ class Deliverer:
                 with attempt:
                     self._attempt(url, body, min(s.attempt_timeout, max(0.01, end - time.monotonic())))
         except _Retryable as e:
-            reason = e.reason if time.monotonic() < end - 0.05 else F_DEADLINE
+            reason = e.reason if time.monotonic() < end - MIN_LEFT else F_DEADLINE
             raise DeliveryFailed(reason, f"{url}: {e}") from None
 
     def _attempt(self, url: str, body: bytes, timeout: float) -> None:
