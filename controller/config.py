@@ -78,6 +78,28 @@ def _bytes(doc: str, **bounds: Any) -> Meta:
     return Meta(description=doc, extra=extra, **bounds)
 
 
+def parse_percent(text: str | int | float) -> float:
+    """``"5%"``, ``"12.5%"`` or a bare number -> percent as a float (0-100 checked by the field)."""
+    if isinstance(text, bool):
+        raise ValueError("a percentage is a number or a string such as '5%'")
+    if isinstance(text, str):
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*%?\s*", text)
+        if not m:
+            raise ValueError(f"not a percentage: {text!r} (use e.g. '5%', '12.5%' or 100)")
+        text = float(m.group(1))
+    return float(text)
+
+
+def _percent(doc: str) -> Meta:
+    extra = {
+        "parse": parse_percent,
+        "yaml": (int, float, str),
+        "kinds": "an integer or a number or a string",
+        "error": "must be a percentage between 0 and 100",
+    }
+    return Meta(description=doc, extra=extra, ge=0, le=100)
+
+
 _PERCENT = "must be a percentage between 1 and 6300 (63:1 is impossible, see memory-hotplug.rst)"
 
 
@@ -288,6 +310,121 @@ class ControllerConfig(_Section, frozen=True, kw_only=True):
     ] = 30 * DAY
 
 
+# --- fleet-wide safety (issue 22): budget on etcd, Prometheus gate -----------------------------
+
+
+class EtcdConfig(_Section, frozen=True, kw_only=True):
+    endpoints: Annotated[
+        tuple[Annotated[str, Meta(pattern=r"^https?://[^/\s]+/?$")], ...],
+        _doc(
+            "etcd v3 client URLs (`https://etcd-1:2379`); tried in order.",
+            "must be 1-16 URLs http(s)://host:port",
+            min_length=1,
+            max_length=16,
+        ),
+    ]
+    prefix: Annotated[
+        str, _doc("Key prefix of the budget's slots and counters.", "must start with /", pattern=r"^/[ -~]{0,200}$")
+    ] = "/memhp/budget/"
+    timeout: Annotated[float, _seconds("Each request to etcd (at most 30s).", positive=True, upper=30)] = 5.0
+    ca_file: Annotated[str, _doc("CA bundle that must have signed etcd's certificate (https).")] | None = None
+    cert_file: Annotated[str, _doc("Client certificate for etcd (mutual TLS).")] | None = None
+    key_file: Annotated[str, _doc("Key of cert_file.")] | None = None
+    username: Annotated[str, _doc("etcd user (password in password_file).")] | None = None
+    password_file: Annotated[str, _doc("File holding the etcd user's password.")] | None = None
+
+
+class BudgetLimit(_Section, frozen=True, kw_only=True):
+    max_concurrent: Annotated[int, _doc("Nodes acting at once, fleet-wide (1-10000).", ge=1, le=10_000)] | None = None
+    max_actions_per_hour: (
+        Annotated[int, _doc("Actions started in any sliding hour, fleet-wide (1-1000000).", ge=1, le=1_000_000)] | None
+    ) = None
+
+
+class BudgetConfig(_Section, frozen=True, kw_only=True):
+    backend: Annotated[
+        typing.Literal["etcd"], _doc("Where the budget is held: etcd (a Kubernetes Lease backend can follow).")
+    ] = "etcd"
+    etcd: EtcdConfig
+    lease_ttl: Annotated[
+        float,
+        _seconds(
+            "TTL of the lease a slot is held on: a controller killed while acting frees it after this (5s-1h).",
+            lower=5,
+            upper=HOUR,
+            error="must be between 5s and 1h",
+        ),
+    ] = 60.0
+    max_concurrent: Annotated[
+        int, _doc("Nodes acting at once, fleet-wide, all rules together (1-10000).", ge=1, le=10_000)
+    ]
+    max_actions_per_hour: (
+        Annotated[
+            int, _doc("Actions started in any sliding hour, fleet-wide, all rules (1-1000000).", ge=1, le=1_000_000)
+        ]
+        | None
+    ) = None
+    wait: Annotated[
+        float,
+        _seconds("How long an action waits for a free slot before it is refused (at most 1h).", upper=HOUR),
+    ] = 300.0
+
+
+class GateQuery(_Section, frozen=True, kw_only=True):
+    name: Annotated[
+        str,
+        _doc(
+            "Name of the check (journal, metrics).",
+            "must be 1-64 characters of letters, digits, _ . : -",
+            pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        ),
+    ]
+    expr: Annotated[
+        str,
+        _doc(
+            "PromQL: any series in its result refuses the action.",
+            "must be 1-4096 characters",
+            min_length=1,
+            max_length=4096,
+        ),
+    ]
+
+
+class GateConfig(_Section, frozen=True, kw_only=True):
+    prometheus: Annotated[
+        str,
+        _doc(
+            "Prometheus-compatible query API base URL (Prometheus, Thanos, Mimir).",
+            "must be an http(s) URL",
+            pattern=r"^https?://\S+$",
+        ),
+    ]
+    timeout: Annotated[
+        float, _seconds("Each query (at most 60s); slower counts as refused.", positive=True, upper=60)
+    ] = 5.0
+    ca_file: Annotated[str, _doc("CA bundle that must have signed the query API's certificate (https).")] | None = None
+    bearer_token_file: Annotated[str, _doc("Bearer token sent to the query API (https only).")] | None = None
+    refuse_when: Annotated[
+        tuple[GateQuery, ...], _doc("Checks run before every action of every rule.", max_length=32)
+    ] = ()
+
+
+class FleetConfig(_Section, frozen=True, kw_only=True):
+    host: (
+        Annotated[
+            str,
+            _doc(
+                "This node's name in the fleet (budget slots, rollout hash); default: the host name.",
+                "must be 1-253 characters of letters, digits, . _ -",
+                pattern=r"^[A-Za-z0-9._-]{1,253}$",
+            ),
+        ]
+        | None
+    ) = None
+    budget: BudgetConfig | None = None
+    gate: GateConfig | None = None
+
+
 _MATCHER_ITEM = Meta(
     extra={"parse": parse_matcher, "yaml": (str,), "type_error": "list items must be strings"},
 )
@@ -331,6 +468,17 @@ class Rule(_Section, frozen=True, kw_only=True):
     cooldown: Annotated[float, _seconds("Overrides guards.cooldown for this rule.")] | None = None
     min_available: Annotated[int, _bytes("Overrides guards.min_available for this rule.")] | None = None
     on_resolved: Annotated[bool, _doc("Act when the alert resolves instead of fires.")] = False
+    rollout: Annotated[
+        float,
+        _percent(
+            "Share of the fleet that acts (`5%`), by a stable hash of fleet.host and the rule name; the rest "
+            "dry-run. Raising it only adds hosts."
+        ),
+    ] = 100.0
+    budget: Annotated[BudgetLimit, _doc("This rule's own fleet-wide limits, within fleet.budget's.")] | None = None
+    gate: Annotated[
+        tuple[GateQuery, ...], _doc("Checks run before this rule acts, after fleet.gate.refuse_when.", max_length=32)
+    ] = ()
 
     def matches(self, alert_name: str, labels: typing.Mapping[str, str]) -> bool:
         return alert_name == self.alertname and all(m.matches(labels) for m in self.matchers)
@@ -340,6 +488,7 @@ class Config(_Section, frozen=True, kw_only=True):
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     guards: GuardsConfig = field(default_factory=GuardsConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
     rules: tuple[Rule, ...] = ()
 
     def rule(self, name: str) -> Rule | None:
