@@ -37,4 +37,4 @@ def test_the_report_links_findings_to_the_configured_base():
     """`memhp report` without --runbook-url links where the alerts do."""
     from memhp.report import cli
 
-    assert cli.RUNBOOK_BASE == runbook_base()
+    assert runbook_base() == cli.RUNBOOK_BASE
