@@ -43,7 +43,8 @@ def runbook_base(thresholds: Mapping[str, Any] | None = None) -> str:
     generators and the report read it.
     """
     t = _packaged() if thresholds is None else thresholds
-    base = (t.get("runbooks") or {}).get("base_url")
+    section = t.get("runbooks")
+    base = section.get("base_url") if isinstance(section, Mapping) else None
     if not isinstance(base, str) or not base.strip():
         raise ValueError("thresholds: runbooks.base_url is missing (the URL of docs/runbooks.md)")
     url = urlsplit(base.strip())
