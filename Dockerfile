@@ -33,7 +33,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ONLY_BINARY=:all:
 
 WORKDIR /src
-COPY constraints.txt pyproject.toml README.md ./
+# LICENSE: pyproject's license-files, carried in the wheel's metadata.
+COPY constraints.txt pyproject.toml README.md LICENSE ./
 # memhp/ carries memhp/thresholds.yaml too: package data `memhp report` reads.
 COPY memhp/ memhp/
 COPY exporter/ exporter/

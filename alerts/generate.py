@@ -2,6 +2,7 @@
 """Render memhp's Prometheus rule files from ``memhp/thresholds.yaml``.
 
     .venv/bin/python -m alerts.generate           # rewrite alerts/memhp.rules.yaml, alerts/memhp.alerts.yaml
+                                                  # and their copy in the mixin (mixin/generated/*.json)
     .venv/bin/python -m alerts.generate --check   # exit 1 if the committed files differ
 
 Why a generator and not thresholds as recording-rule constants: ``for:``
@@ -26,9 +27,9 @@ from typing import Any
 
 import yaml
 
-from memhp.generated import sync
+from memhp.generated import MIXIN_DATA, as_json, sync
 from memhp.thresholds import load_thresholds as _load
-from memhp.thresholds import runbook_url, thresholds_path
+from memhp.thresholds import runbook_base, runbook_url, thresholds_path
 
 HERE = Path(__file__).resolve().parent
 THRESHOLDS = Path(thresholds_path())
@@ -188,7 +189,7 @@ def alerting_rules(t: dict) -> list[dict]:
             "annotations": {
                 "summary": fill(summary, values),
                 "description": fill(" ".join(_dedent(description).split()), values),
-                "runbook_url": runbook_url(name),
+                "runbook_url": runbook_url(name, runbook_base(t)),
             },
         }
 
@@ -540,13 +541,25 @@ def render(thresholds: dict | None = None) -> dict[str, str]:
     return {RULES_FILE: dump(recording_rules(t)), ALERTS_FILE: dump(alerting_rules(t))}
 
 
+def mixin_files(rendered: dict[str, str], repo: Path = HERE.parent) -> dict[Path, str]:
+    """The rule files as mixin/mixin.libsonnet imports them: the same data, as JSON
+    (memhp.alerts.yaml -> mixin/generated/alerts.json)."""
+    return {
+        repo / MIXIN_DATA / f"{Path(name).stem.removeprefix('memhp.')}.json": as_json(yaml.safe_load(text))
+        for name, text in rendered.items()
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="exit 1 if the committed files are out of date")
     ap.add_argument("--thresholds", type=Path, default=THRESHOLDS)
     ap.add_argument("--out", type=Path, default=HERE, help="directory to write the rule files to")
     args = ap.parse_args(argv)
-    files = {args.out / name: text for name, text in render(load_thresholds(args.thresholds)).items()}
+    rendered = render(load_thresholds(args.thresholds))
+    files = {args.out / name: text for name, text in rendered.items()}
+    if args.out == HERE:  # the repo's own rule files: the mixin's copy moves with them
+        files |= mixin_files(rendered)
     return sync(files, check=args.check, command=COMMAND)
 
 

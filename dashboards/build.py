@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build memhp's Grafana dashboards as code.
 
-    .venv/bin/python dashboards/build.py           # rewrite dashboards/*.json
+    .venv/bin/python dashboards/build.py           # rewrite dashboards/*.json and the mixin's copy
     .venv/bin/python dashboards/build.py --check   # exit 1 if a committed file differs
 
 Plain Python dicts with a few builders and shared defaults (see
@@ -11,8 +11,13 @@ byte-identical and diffs are reviewable.
 
 Every query filters on ``instance=~"$instance"`` (and the node view on
 ``node=~"$node"``); the datasource is the ``$datasource`` variable.  Alert
-thresholds drawn on panels come from memhp/thresholds.yaml, so the lines a
-human sees are the ones the alerts use.
+thresholds drawn on panels, and the runbook links, come from
+memhp/thresholds.yaml, so the lines a human sees are the ones the alerts use
+and the links lead where the alerts' runbook_url does.
+
+The fleet view's per-node and per-host panels draw ``$k`` series (``topk``),
+so they stay readable at 10,000 hosts, and link each series to the node view
+(data links).
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from memhp.generated import sync
-from memhp.thresholds import load_thresholds
+from memhp.generated import MIXIN_DATA, sync
+from memhp.thresholds import load_thresholds, runbook_base, runbook_url
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -40,6 +45,11 @@ RATIO_WARN = THRESHOLDS["movable_kernel_ratio"]["warning"]
 RATIO_CRIT = THRESHOLDS["movable_kernel_ratio"]["critical"]
 GOING_OFFLINE_S = THRESHOLDS["going_offline"]["seconds"]
 KZ = THRESHOLDS["kernel_zones_low"]
+RUNBOOKS = runbook_base(THRESHOLDS)
+NODE_UID = "memhp-node"
+K = "$k"  # the fleet view's series budget per panel (k_variable)
+K_CHOICES = ("5", "10", "20", "50", "100")
+K_DEFAULT = "10"
 
 
 # --------------------------------------------------------------------------- builders
@@ -73,9 +83,12 @@ def panel(
     defaults: dict | None = None,
     options: dict | None = None,
     overrides: list[dict] | None = None,
+    links: list[dict] | None = None,
 ) -> dict:
     fd: dict[str, Any] = {"unit": unit, "thresholds": thresholds((None, "green")), "mappings": []}
     fd.update(defaults or {})
+    if links:
+        fd["links"] = links
     return {
         "type": kind,
         "title": title,
@@ -101,6 +114,7 @@ def timeseries(
     h: int = 8,
     overrides: list[dict] | None = None,
     min_: float | None = None,
+    links: list[dict] | None = None,
 ) -> dict:
     custom: dict[str, Any] = {
         "drawStyle": "bars" if bars else "line",
@@ -131,6 +145,7 @@ def timeseries(
         w=w,
         h=h,
         overrides=overrides,
+        links=links,
     )
 
 
@@ -147,6 +162,7 @@ def stat(
     no_value: str | None = None,
     text_mode: str = "value",
     decimals: int | None = None,
+    links: list[dict] | None = None,
 ) -> dict:
     defaults: dict[str, Any] = {"color": {"mode": "thresholds"}}
     if steps:
@@ -165,7 +181,9 @@ def stat(
         "justifyMode": "auto",
         "orientation": "auto",
     }
-    return panel("stat", title, description, targets, unit=unit, defaults=defaults, options=options, w=w, h=h)
+    return panel(
+        "stat", title, description, targets, unit=unit, defaults=defaults, options=options, w=w, h=h, links=links
+    )
 
 
 def state_timeline(
@@ -226,6 +244,45 @@ def value_map(mapping: dict[int, tuple[str, str]]) -> list[dict]:
     ]
 
 
+def runbook_links(*alerts: str) -> list[dict]:
+    """Data links to the runbook sections of ``alerts``, the URLs of their runbook_url annotations."""
+    return [{"title": f"Runbook: {a}", "url": runbook_url(a, RUNBOOKS), "targetBlank": True} for a in alerts]
+
+
+def node_view_link(*, node: bool) -> dict:
+    """Data link from a series to the node view of its host (and NUMA node), same data source and time range.
+
+    Grafana fills ``${__field.labels.X}`` from the clicked series: the panel's
+    query must keep ``instance`` (and ``node``), which the tests check against
+    real query results.
+    """
+    params = ["${datasource:queryparam}", "var-instance=${__field.labels.instance}"]
+    title = "Node view of ${__field.labels.instance}"
+    if node:
+        params.append("var-node=${__field.labels.node}")
+        title += " node ${__field.labels.node}"
+    params.append("${__url_time_range}")
+    return {"title": title, "url": f"/d/{NODE_UID}/memhp-node?" + "&".join(params), "targetBlank": False}
+
+
+def top_at_end(expr: str, rank: str, by: str = "instance, node", *, lowest: bool = False) -> str:
+    """``expr`` for the ``$k`` groups (``by``) ranked highest (``lowest``: lowest) by ``rank``.
+
+    ``rank`` must pin its selectors with ``@ end()``: the same k series are
+    drawn across the whole range, and the ranking is one instant, which
+    stays cheap at 10,000 hosts where a peak over 30d would not (max-samples).
+    """
+    assert "@ end()" in rank, rank
+    fn = "bottomk" if lowest else "topk"
+    return f"{expr}\n  and on ({by})\n{fn}({K}, {rank})"
+
+
+def top_each_step(expr: str, *, lowest: bool = False) -> str:
+    """``expr`` for the ``$k`` series ranked highest (``lowest``: lowest) at each step: for rates, whose
+    peaks come and go, so a fixed set would hide the host that failed an hour ago."""
+    return f"{'bottomk' if lowest else 'topk'}({K}, {expr})"
+
+
 def row(title: str) -> dict:
     return {"type": "row", "title": title, "collapsed": False, "panels": [], "gridPos": {"w": GRID_WIDTH, "h": 1}}
 
@@ -280,6 +337,22 @@ def query_variable(name: str, label: str, query: str, *, multi: bool, include_al
         "hide": 0,
         "regex": "",
         "options": [],
+        "skipUrlSync": False,
+    }
+
+
+def k_variable() -> dict:
+    return {
+        "name": "k",
+        "label": "Series per panel",
+        "description": "How many nodes or hosts the per-node and per-host panels draw (topk/bottomk).",
+        "type": "custom",
+        "query": ",".join(K_CHOICES),
+        "current": {"text": K_DEFAULT, "value": K_DEFAULT},
+        "options": [{"text": v, "value": v, "selected": v == K_DEFAULT} for v in K_CHOICES],
+        "hide": 0,
+        "multi": False,
+        "includeAll": False,
         "skipUrlSync": False,
     }
 
@@ -375,6 +448,7 @@ def fleet() -> dict:
             unit="bytes",
             no_value="0",
             steps=thresholds((None, "green"), (1, "orange")),
+            links=runbook_links("MemhpBlocksLeftOffline"),
         ),
         stat(
             "Hot-unpluggable",
@@ -395,6 +469,7 @@ def fleet() -> dict:
             ],
             steps=RATIO_STEPS,
             decimals=2,
+            links=runbook_links("MemhpMovableKernelRatioHigh", "MemhpMovableKernelRatioCritical"),
         ),
         stat(
             "Hosts",
@@ -410,10 +485,57 @@ def fleet() -> dict:
             steps=thresholds((None, "orange")),
         ),
         row("Per node"),
+        *fleet_per_node(i),
+        row("Failures and the controller"),
+        *fleet_per_host(i),
+    ]
+    variables = [
+        datasource_variable(),
+        query_variable(
+            "instance", "Host", "label_values(memhp_exporter_build_info, instance)", multi=True, include_all=True
+        ),
+        k_variable(),
+    ]
+    return dashboard(
+        "memhp-fleet",
+        "memhp / Fleet overview",
+        "Memory hot(un)plug across the fleet: capacity per node, MOVABLE:KERNEL, failures and the "
+        "remediation controller.",
+        variables,
+        items,
+    )
+
+
+def fleet_per_node(i: str) -> list[dict]:
+    """Per-node panels: $k nodes each, fixed over the range (top_at_end), each series linked to its node."""
+    drill = node_view_link(node=True)
+    by_state = f"instance_node:memhp_blocks_bytes:sum_by_state{{{i}}}"
+    offline = f'instance_node:memhp_blocks_bytes:sum_by_state{{{i},state="offline"}}'
+    ratio = f"instance_node:memhp_movable_kernel_ratio:ratio{{{i}}}"
+    hot = f"instance_node:memhp_hot_unpluggable_bytes:sum{{{i}}}"
+    floor = f"instance_node:memhp_hot_unpluggable_floor_bytes:effective{{{i}}}"
+    headroom = f"memhp_node_auto_movable_headroom_bytes{{{i}}}"
+    # Nodes furthest below (or least above) their floor, among those with hot-unpluggable memory or a
+    # floor: a node with neither has nothing to hot-unplug and nothing planned.
+    margin = (
+        f"({hot} @ end() - on (instance, node) {floor} @ end())\n"
+        f"  and on (instance, node) ({hot} @ end() > 0 or {floor} @ end() > 0)"
+    )
+    return [
         timeseries(
-            "Online and offline memory per node",
-            "Bytes in online and offline memory blocks per host and NUMA node.",
-            [target(f"instance_node:memhp_blocks_bytes:sum_by_state{{{i}}}", "{{instance}} node {{node}} {{state}}")],
+            f"Online and offline memory per node (top {K} by offline)",
+            f"Bytes in online and offline memory blocks per host and NUMA node: the {K} nodes with the most "
+            "offline memory at the end of the range (ties: any).",
+            [
+                target(
+                    top_at_end(
+                        by_state,
+                        f"sum by (instance, node) ({offline} @ end())\n"
+                        f"  or sum by (instance, node) (0 * {by_state} @ end())",
+                    ),
+                    "{{instance}} node {{node}} {{state}}",
+                )
+            ],
             unit="bytes",
             stack=True,
             min_=0,
@@ -423,25 +545,25 @@ def fleet() -> dict:
                     "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}}],
                 }
             ],
+            links=[drill, *runbook_links("MemhpBlocksLeftOffline")],
         ),
         timeseries(
-            "MOVABLE:KERNEL per node",
-            f"Per NUMA node, accounted as the kernel's auto-movable policy does. Lines: {RATIO_WARN}:1 "
-            f"(warning) and {RATIO_CRIT}:1 (critical).",
-            [target(f"instance_node:memhp_movable_kernel_ratio:ratio{{{i}}}", "{{instance}} node {{node}}")],
+            f"MOVABLE:KERNEL per node (top {K})",
+            f"Per NUMA node, accounted as the kernel's auto-movable policy does: the {K} highest at the end of "
+            f"the range. Lines: {RATIO_WARN}:1 (warning) and {RATIO_CRIT}:1 (critical).",
+            [target(top_at_end(ratio, f"{ratio} @ end()"), "{{instance}} node {{node}}")],
             threshold_lines=RATIO_STEPS,
             min_=0,
+            links=[drill, *runbook_links("MemhpMovableKernelRatioHigh", "MemhpMovableKernelRatioCritical")],
         ),
         timeseries(
-            "Hot-unpluggable memory per node and planned floor",
+            f"Hot-unpluggable memory per node and planned floor (lowest {K} margins)",
             "Online ZONE_MOVABLE bytes per node, and the planned floor "
-            "(instance_node:memhp_hot_unpluggable_floor_bytes:effective; 0 = none planned).",
+            "(instance_node:memhp_hot_unpluggable_floor_bytes:effective; 0 = none planned): the "
+            f"{K} nodes closest to (or furthest below) their floor at the end of the range.",
             [
-                target(f"instance_node:memhp_hot_unpluggable_bytes:sum{{{i}}}", "{{instance}} node {{node}}"),
-                target(
-                    f"instance_node:memhp_hot_unpluggable_floor_bytes:effective{{{i}}}",
-                    "{{instance}} node {{node}} floor",
-                ),
+                target(top_at_end(hot, margin, lowest=True), "{{instance}} node {{node}}"),
+                target(top_at_end(floor, margin, lowest=True), "{{instance}} node {{node}} floor"),
             ],
             unit="bytes",
             min_=0,
@@ -451,29 +573,50 @@ def fleet() -> dict:
                     "properties": [{"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}}],
                 }
             ],
+            links=[drill, *runbook_links("MemhpHotUnpluggableBelowFloor")],
         ),
         timeseries(
-            "Auto-movable headroom per node",
-            "Memory that could still be onlined to ZONE_MOVABLE before auto_movable_ratio is reached.",
-            [target(f"memhp_node_auto_movable_headroom_bytes{{{i}}}", "{{instance}} node {{node}}")],
-            unit="bytes",
-            min_=0,
-        ),
-        row("Failures and the controller"),
-        timeseries(
-            "Offline failures by reason",
-            "Failed offline attempts logged by the kernel (memory offlining ... failed due to REASON), "
-            "per second over 5m.",
-            [target(f"instance:memhp_offline_failures:rate5m_by_reason{{{i}}}", "{{instance}} {{reason}}")],
-            unit="cps",
-            min_=0,
-        ),
-        timeseries(
-            "Controller actions by result",
-            "Block changes finished by memhp-controller, per second over 5m: ok, already (nothing to do), failed.",
+            f"Auto-movable headroom per node (lowest {K})",
+            "Memory that could still be onlined to ZONE_MOVABLE before auto_movable_ratio is reached: the "
+            f"{K} nodes with the least at the end of the range.",
             [
                 target(
-                    f"instance:memhp_controller_actions:rate5m_by_action_result{{{i}}}",
+                    top_at_end(headroom, f"max by (instance, node) ({headroom} @ end())", lowest=True),
+                    "{{instance}} node {{node}}",
+                )
+            ],
+            unit="bytes",
+            min_=0,
+            links=[drill],
+        ),
+    ]
+
+
+def fleet_per_host(i: str) -> list[dict]:
+    """Per-host panels: the $k highest series at each step (top_each_step), each linked to its host."""
+    drill = node_view_link(node=False)
+    return [
+        timeseries(
+            f"Offline failures by reason (top {K})",
+            "Failed offline attempts logged by the kernel (memory offlining ... failed due to REASON), "
+            f"per second over 5m: the {K} highest at each moment.",
+            [
+                target(
+                    top_each_step(f"instance:memhp_offline_failures:rate5m_by_reason{{{i}}}"),
+                    "{{instance}} {{reason}}",
+                )
+            ],
+            unit="cps",
+            min_=0,
+            links=[drill, *runbook_links("MemhpOfflineFailuresRising")],
+        ),
+        timeseries(
+            f"Controller actions by result (top {K})",
+            "Block changes finished by memhp-controller, per second over 5m: ok, already (nothing to do), "
+            f"failed; the {K} highest at each moment.",
+            [
+                target(
+                    top_each_step(f"instance:memhp_controller_actions:rate5m_by_action_result{{{i}}}"),
                     "{{instance}} {{action}} {{result}}",
                 )
             ],
@@ -485,41 +628,31 @@ def fleet() -> dict:
                     "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}}],
                 }
             ],
+            links=[drill, *runbook_links("MemhpControllerActionsFailing")],
         ),
         timeseries(
-            "Controller state",
-            "Quarantined blocks, and whether the controller is paused or in dry-run.",
+            f"Controller state (top {K})",
+            "Quarantined blocks, and whether the controller is paused or in dry-run: for each, the "
+            f"{K} hosts highest at each moment.",
             [
-                target(f"memhp_controller_quarantined_blocks{{{i}}}", "{{instance}} quarantined blocks"),
-                target(f"memhp_controller_paused{{{i}}}", "{{instance}} paused"),
-                target(f"memhp_controller_dry_run{{{i}}}", "{{instance}} dry-run"),
+                target(top_each_step(f"memhp_controller_quarantined_blocks{{{i}}}"), "{{instance}} quarantined blocks"),
+                target(top_each_step(f"memhp_controller_paused{{{i}}}"), "{{instance}} paused"),
+                target(top_each_step(f"memhp_controller_dry_run{{{i}}}"), "{{instance}} dry-run"),
             ],
             min_=0,
+            links=[drill, *runbook_links("MemhpControllerBlocksQuarantined", "MemhpControllerPaused")],
         ),
         timeseries(
-            "Scrape health",
-            "Prometheus' up for the memhp exporter and controller jobs.",
+            f"Scrape health (lowest {K})",
+            f"Prometheus' up for the memhp exporter and controller jobs: the {K} lowest at each moment (down first).",
             [
-                target(f"up{{{EXPORTER_SEL},{i}}}", "{{instance}} exporter"),
-                target(f"up{{{CONTROLLER_SEL},{i}}}", "{{instance}} controller"),
+                target(top_each_step(f"up{{{EXPORTER_SEL},{i}}}", lowest=True), "{{instance}} exporter"),
+                target(top_each_step(f"up{{{CONTROLLER_SEL},{i}}}", lowest=True), "{{instance}} controller"),
             ],
             min_=0,
+            links=[drill, *runbook_links("MemhpExporterDown", "MemhpControllerDown")],
         ),
     ]
-    variables = [
-        datasource_variable(),
-        query_variable(
-            "instance", "Host", "label_values(memhp_exporter_build_info, instance)", multi=True, include_all=True
-        ),
-    ]
-    return dashboard(
-        "memhp-fleet",
-        "memhp / Fleet overview",
-        "Memory hot(un)plug across the fleet: capacity per node, MOVABLE:KERNEL, failures and the "
-        "remediation controller.",
-        variables,
-        items,
-    )
 
 
 # --------------------------------------------------------------------------- node view
@@ -554,6 +687,7 @@ def node_view() -> dict:
             "memory_hotplug.online_policy (contig-zones or auto-movable).",
             [target(f"memhp_online_policy_info{{{i}}} == 1", "{{policy}}", instant=True)],
             text_mode="name",
+            links=runbook_links("MemhpOnlinePolicyChanged"),
         ),
         stat(
             "auto_online_blocks",
@@ -579,6 +713,7 @@ def node_view() -> dict:
                     1: ("1: kernel updates kdump", "green"),
                 }
             ),
+            links=runbook_links("MemhpKdumpReloadNeeded"),
         ),
         stat(
             "Per-block series capped",
@@ -594,6 +729,7 @@ def node_view() -> dict:
             [target(f'sum(memhp_blocks{{{inn},state="offline"}})', instant=True)],
             no_value="0",
             steps=thresholds((None, "green"), (1, "orange")),
+            links=runbook_links("MemhpBlocksLeftOffline"),
         ),
         stat(
             "Unofflinable blocks",
@@ -606,6 +742,7 @@ def node_view() -> dict:
             "Online ZONE_MOVABLE memory on the selected nodes.",
             [target(f"sum(instance_node:memhp_hot_unpluggable_bytes:sum{{{inn}}})", instant=True)],
             unit="bytes",
+            links=runbook_links("MemhpHotUnpluggableBelowFloor"),
         ),
         stat(
             "MOVABLE:KERNEL (worst node)",
@@ -613,6 +750,7 @@ def node_view() -> dict:
             [target(f"max(instance_node:memhp_movable_kernel_ratio:ratio{{{inn}}})", instant=True)],
             steps=RATIO_STEPS,
             decimals=2,
+            links=runbook_links("MemhpMovableKernelRatioHigh", "MemhpMovableKernelRatioCritical"),
         ),
         stat(
             "MemAvailable",
@@ -640,6 +778,7 @@ def node_view() -> dict:
             [target(f"instance_node:memhp_movable_kernel_ratio:ratio{{{inn}}}", "node {{node}}")],
             threshold_lines=RATIO_STEPS,
             min_=0,
+            links=runbook_links("MemhpMovableKernelRatioHigh", "MemhpMovableKernelRatioCritical"),
         ),
         timeseries(
             "Zone free memory against watermarks",
@@ -698,6 +837,7 @@ def node_view() -> dict:
                     ],
                 }
             ],
+            links=runbook_links("MemhpKernelZonesLowMovableFree"),
         ),
         timeseries(
             "Hot-unpluggable and auto-movable headroom",
@@ -742,6 +882,7 @@ def node_view() -> dict:
             unit="s",
             threshold_lines=thresholds((None, "green"), (GOING_OFFLINE_S, "red")),
             min_=0,
+            links=runbook_links("MemhpBlockStuckGoingOffline"),
         ),
         table(
             "Block ranges",
@@ -781,6 +922,7 @@ def node_view() -> dict:
             ],
             bars=True,
             min_=0,
+            links=runbook_links("MemhpOfflineFailuresRising"),
         ),
         table(
             "Offline failures by block",
@@ -799,6 +941,7 @@ def node_view() -> dict:
             ],
             bars=True,
             min_=0,
+            links=runbook_links("MemhpControllerActionsFailing"),
         ),
         timeseries(
             "Controller guard refusals",
@@ -811,6 +954,7 @@ def node_view() -> dict:
             ],
             bars=True,
             min_=0,
+            links=runbook_links("MemhpControllerRateLimited", "MemhpControllerBlocksQuarantined"),
         ),
         timeseries(
             "Alerts received by the controller",
@@ -832,6 +976,7 @@ def node_view() -> dict:
             [target(f"up{{{EXPORTER_SEL},{i}}}", "exporter"), target(f"up{{{CONTROLLER_SEL},{i}}}", "controller")],
             min_=0,
             w=8,
+            links=runbook_links("MemhpExporterDown", "MemhpControllerDown"),
         ),
         timeseries(
             "Collector success",
@@ -839,6 +984,7 @@ def node_view() -> dict:
             [target(f"memhp_collector_success{{{i}}}", "{{collector}}")],
             min_=0,
             w=8,
+            links=runbook_links("MemhpCollectorFailing"),
         ),
         timeseries(
             "Collector duration",
@@ -854,6 +1000,7 @@ def node_view() -> dict:
             [target(f"memhp_kmsg_watcher_up{{{i}}}", "kmsg"), target(f"memhp_uevent_monitor_up{{{i}}}", "uevent")],
             min_=0,
             w=8,
+            links=runbook_links("MemhpEventSourceDown"),
         ),
         timeseries(
             "Parse errors",
@@ -862,6 +1009,7 @@ def node_view() -> dict:
             bars=True,
             min_=0,
             w=8,
+            links=runbook_links("MemhpParseErrors"),
         ),
         timeseries(
             "Controller queue",
@@ -881,7 +1029,7 @@ def node_view() -> dict:
         ),
     ]
     return dashboard(
-        "memhp-node",
+        NODE_UID,
         "memhp / Node",
         "One host's memory blocks, zones, watermarks, hotplug events, offline failures, the "
         "controller's actions (annotations) and the exporter's health.",
@@ -897,12 +1045,23 @@ def render() -> dict[str, str]:
     return {name: json.dumps(build(), sort_keys=True, indent=2) + "\n" for name, build in DASHBOARDS.items()}
 
 
+def mixin_files(rendered: dict[str, str], repo: Path = REPO) -> dict[Path, str]:
+    """The dashboards as mixin/mixin.libsonnet imports them: the same files, and the list of them."""
+    data = repo / MIXIN_DATA
+    listing = "".join(f"  '{name}': import 'dashboards/{name}',\n" for name in sorted(rendered))
+    index = f"// Generated by dashboards/build.py: do not edit by hand.\n{{\n{listing}}}\n"
+    return {data / "dashboards.libsonnet": index} | {data / "dashboards" / n: t for n, t in rendered.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Build memhp's Grafana dashboards.")
     ap.add_argument("--check", action="store_true", help="exit 1 if a committed file is out of date")
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args(argv)
-    files = {args.out / name: text for name, text in render().items()}
+    rendered = render()
+    files = {args.out / name: text for name, text in rendered.items()}
+    if args.out == HERE:  # the repo's own dashboards: the mixin's copy moves with them
+        files |= mixin_files(rendered)
     return sync(files, check=args.check, command=".venv/bin/python dashboards/build.py")
 
 

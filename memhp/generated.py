@@ -4,8 +4,14 @@ current, so CI catches a source edited without regenerating."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Any
+
+# The monitoring mixin's data (mixin/mixin.libsonnet imports it), written by
+# the same generators as the files it mirrors, relative to the repo.
+MIXIN_DATA = Path("mixin") / "generated"
 
 
 def sync(files: dict[Path, str], *, check: bool, command: str) -> int:
@@ -21,9 +27,16 @@ def sync(files: dict[Path, str], *, check: bool, command: str) -> int:
         if check:
             stale.append(str(path))
         else:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             print(f"wrote {path}")
     if stale:
         print(f"out of date: {', '.join(stale)}; run {command}", file=sys.stderr)
         return 1
     return 0
+
+
+def as_json(data: Any) -> str:
+    """``data`` as the mixin stores it: JSON, which every jsonnet (C++, Go) imports as it is,
+    in the order the generator made it, so a diff reads like the YAML's."""
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"

@@ -81,7 +81,8 @@ def add_report_parser(sub) -> None:
         "--runbook-url",
         default=None,
         metavar="URL",
-        help="base URL of docs/runbooks.md for the findings' links (default: the alerts' runbook_url)",
+        help="base URL of docs/runbooks.md for the findings' links (default: runbooks.base_url of "
+        "memhp/thresholds.yaml, as in the alerts' runbook_url)",
     )
     p.add_argument(
         "--top",

@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from alerts import generate
+from memhp.thresholds import runbook_base
 from tests.helpers.tools import require_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,6 +125,32 @@ def test_generator_check_mode_detects_a_changed_threshold(tmp_path):
     assert generate.main(["--check", "--thresholds", str(tmp_path / "t.yaml"), "--out", str(tmp_path)]) == 0
 
 
+def test_the_runbook_base_is_configured_in_the_thresholds_file(tmp_path):
+    """runbooks.base_url is the one place: a wiki's base there reaches every alert's runbook_url."""
+    t = generate.load_thresholds()
+    assert t["runbooks"]["base_url"] == "https://github.com/memhp/memhp/blob/main/docs/runbooks.md"
+    t["runbooks"]["base_url"] = "https://wiki.example.org/ops/memhp-runbooks/"
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(t))
+    assert generate.main(["--thresholds", str(tmp_path / "t.yaml"), "--out", str(tmp_path)]) == 0
+    rules = [r for g in load(tmp_path / generate.ALERTS_FILE)["groups"] for r in g["rules"]]
+    assert sorted(r["alert"] for r in rules) == sorted(ALERTS)
+    for r in rules:
+        assert r["annotations"]["runbook_url"] == f"https://wiki.example.org/ops/memhp-runbooks#{r['alert'].lower()}"
+
+
+@pytest.mark.parametrize(
+    "base", ["", "wiki/runbooks.md", "ftp://host/runbooks.md", "https://host/runbooks.md#top", "https:///x"]
+)
+def test_a_runbook_base_that_leads_nowhere_is_refused(base):
+    t = generate.load_thresholds()
+    t["runbooks"]["base_url"] = base
+    with pytest.raises(ValueError, match=r"runbooks\.base_url"):
+        generate.render(t)
+    del t["runbooks"]
+    with pytest.raises(ValueError, match="missing"):
+        runbook_base(t)
+
+
 # --------------------------------------------------------------------------- promtool check
 
 
@@ -150,10 +177,7 @@ def test_alert_labels_and_annotations(name):
     assert re.fullmatch(r"Memhp[A-Z][A-Za-z]+", name)
     assert rule["labels"]["severity"] in ("critical", "warning", "info")
     assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}
-    assert (
-        rule["annotations"]["runbook_url"]
-        == f"https://github.com/memhp/memhp/blob/main/docs/runbooks.md#{name.lower()}"
-    )
+    assert rule["annotations"]["runbook_url"] == f"{runbook_base()}#{name.lower()}"
     assert duration_s(rule["for"]) > 0, "every alert needs a for: (flapping, and testable before/after)"
     # Every label the annotations refer to must survive the expression's aggregation:
     # instance always (the node-identifying label the controller's pull mode filters on).

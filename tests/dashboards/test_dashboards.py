@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,7 @@ def test_fleet_and_node_views_cover_what_was_asked():
         "memhp_controller_actions",
     ):
         assert needle in fleet_exprs
-    ratio = next(p for p in panels(fleet) if p["title"] == "MOVABLE:KERNEL per node")
+    ratio = next(p for p in panels(fleet) if p["title"].startswith("MOVABLE:KERNEL per node"))
     steps = [s["value"] for s in ratio["fieldConfig"]["defaults"]["thresholds"]["steps"]]
     assert steps == [None, 3, 4] and ratio["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line"
     node_exprs = " ".join(t["expr"] for p in panels(node) for t in p["targets"])
@@ -156,6 +157,8 @@ def variables(stack) -> dict[str, dict[str, str]]:
     for name, d in DASHBOARDS.items():
         values: dict[str, str] = {}
         for v in d["templating"]["list"]:
+            if v["type"] == "custom":  # as Grafana starts: the default
+                values[f"${v['name']}"] = v["current"]["value"]
             if v["type"] != "query":
                 continue
             got = label_values(stack.prometheus, v["query"]["query"], values)
@@ -216,3 +219,63 @@ def test_the_check_catches_broken_and_empty_queries(stack, variables):
         stack.prometheus.query('sum by (node (memhp_blocks{instance=~"x"})')
     assert stack.prometheus.query('memhp_blockz{instance=~".+"}') == []
     assert stack.prometheus.query(substitute('memhp_blocks{instance=~"$instance"}', variables["memhp-node.json"]))
+
+
+# --------------------------------------------------------------------------- topk and data links
+
+
+def fleet_per_series_targets() -> list[tuple[str, dict]]:
+    fleet = DASHBOARDS["memhp-fleet.json"]
+    return [(p["title"], t) for p in panels(fleet) for t in p["targets"] if "$k" in t["expr"]]
+
+
+def group_of(series: dict, expr: str) -> tuple:
+    """The (instance, node) a series stands for, as the panel's ranking groups it."""
+    by = ("instance", "node") if "and on (instance, node)" in expr else tuple(sorted(series["metric"]))
+    return tuple(series["metric"].get(k) for k in by)
+
+
+def test_fleet_panels_draw_k_series_the_same_over_the_range(stack, variables):
+    """With $k=2 every per-series fleet query draws at most 2 groups, over a whole range for the
+    panels ranked at the end (the same series from left to right), and fewer than without $k
+    where the stack has more."""
+    prom = stack.prometheus
+    now = time.time()
+    fewer = 0
+    for title, t in fleet_per_series_targets():
+        all_values = dict(variables["memhp-fleet.json"])
+        every = prom.query(substitute(t["expr"], all_values | {"$k": "1000"}))
+        two = substitute(t["expr"], all_values | {"$k": "2"})
+        ranged = prom.query_range(two, now - 120, now, 15)
+        groups = {group_of(s, t["expr"]) for s in ranged}
+        assert 0 < len(groups) <= 2, f"{title}: {len(groups)} groups drawn with $k=2: {sorted(groups)}"
+        fewer += len({group_of(s, t["expr"]) for s in every}) > len(groups)
+    assert fewer >= 3, "the test stack must have more nodes and hosts than $k for the check to mean something"
+
+
+def test_movable_kernel_topk_draws_the_highest_nodes(stack, variables):
+    fleet = DASHBOARDS["memhp-fleet.json"]
+    (panel,) = [p for p in panels(fleet) if p["title"].startswith("MOVABLE:KERNEL per node")]
+    values = dict(variables["memhp-fleet.json"])
+    drawn = stack.prometheus.query(substitute(panel["targets"][0]["expr"], values | {"$k": "2"}))
+    everything = stack.prometheus.query(
+        substitute('instance_node:memhp_movable_kernel_ratio:ratio{instance=~"$instance"}', values)
+    )
+    highest = sorted(everything, key=lambda s: float(s["value"][1]), reverse=True)[:2]
+    assert {group_of(s, "and on (instance, node)") for s in drawn} == {
+        group_of(s, "and on (instance, node)") for s in highest
+    }
+
+
+@pytest.mark.parametrize("item", [i for i in PANELS if i[1]["fieldConfig"]["defaults"].get("links")], ids=panel_id)
+def test_drill_down_labels_are_on_every_series(stack, variables, item):
+    """Grafana fills ${__field.labels.X} from the clicked series: every series must have X."""
+    name, p = item
+    wanted = {
+        label
+        for link in p["fieldConfig"]["defaults"]["links"]
+        for label in re.findall(r"\$\{__field\.labels\.([a-zA-Z_]+)\}", link["url"])
+    }
+    for t in p["targets"]:
+        for series in stack.prometheus.query(substitute(t["expr"], variables[name])):
+            assert wanted <= set(series["metric"]), (panel_id(item), t["refId"], series["metric"])

@@ -152,6 +152,22 @@ def test_runs_as_memhp_without_pip(image):
     assert "pip" in base["modules"] and "pip" in base["programs"], base
 
 
+LICENSE_PROBE = """
+import importlib.metadata as m
+d = m.distribution("memhp")
+print(d.metadata["License-Expression"])
+print(d.read_text("licenses/LICENSE"))
+"""
+
+
+def test_the_image_carries_the_license(image):
+    """pyproject's license-files reach the image: the wheel built in it holds LICENSE."""
+    out = image.run(image.ref, "python", "-c", LICENSE_PROBE).stdout
+    expression, text = out.split("\n", 1)
+    assert expression == "Apache-2.0"
+    assert text.rstrip("\n") == (REPO / "LICENSE").read_text().rstrip("\n")
+
+
 def _collectors(text: str) -> dict[str, str]:
     return dict(re.findall(r'^memhp_collector_success\{collector="([^"]+)"\} (\S+)$', text, re.M))
 

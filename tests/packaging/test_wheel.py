@@ -113,6 +113,17 @@ def test_wheel_declares_the_console_scripts_of_pyproject(wheel):
         assert f"{name} = {target}" in text, text
 
 
+def test_wheel_carries_the_license_and_the_project_urls(wheel):
+    zf = zipfile.ZipFile(wheel)
+    (metadata,) = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
+    meta = zf.read(metadata).decode()
+    assert "License-Expression: Apache-2.0" in meta and "License-File: LICENSE" in meta, meta[:2000]
+    (license_file,) = [n for n in zf.namelist() if n.endswith(".dist-info/licenses/LICENSE")]
+    assert zf.read(license_file) == (REPO / "LICENSE").read_bytes()
+    for label, url in PYPROJECT["project"]["urls"].items():
+        assert f"Project-URL: {label}, {url}" in meta, label
+
+
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_every_console_script_answers_help_from_the_installed_wheel(script, venv, outside):
     r = _run([venv / "bin" / script, "--help"], cwd=outside, timeout=120)
