@@ -133,7 +133,10 @@ class OfflineFailuresCollector(SubCollector):
         for block in sorted(by_block):
             per_block.add_metric([block], by_block[block])
         yield per_block
-        yield from LAST_ONLINE_FAILURE.optional(last)
+        last_ts = LAST_ONLINE_FAILURE.new()  # no sample before the first failure
+        if last is not None:
+            last_ts.add_metric([], last)
+        yield last_ts
 
     def close(self) -> None:
         self.watcher.stop()

@@ -105,13 +105,31 @@ def wait_prom(prom, expr: str, want: float, what: str) -> None:
 def report(prom, tmp_path) -> dict:
     out = tmp_path / "report"
     r = subprocess.run(
-        [sys.executable, "-m", "memhp.cli", "report", "--prometheus", prom.url, "--range", "10m", "--out", str(out)],
+        # --end: without it the end is rounded down to the step, before what just happened
+        [
+            sys.executable,
+            "-m",
+            "memhp.cli",
+            "report",
+            "--prometheus",
+            prom.url,
+            "--range",
+            "10m",
+            "--end",
+            f"{time.time():.3f}",
+            "--out",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=SLOW,
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    return json.loads((out / "report.json").read_text())
+    doc = json.loads((out / "report.json").read_text())
+    # the report saw the guest: "no finding" is not "no data"
+    assert [(n["instance"], n["node"]) for n in doc["nodes"]] == [(INSTANCE, "0")], doc["nodes"]
+    assert doc["nodes"][0]["online_bytes"], doc["nodes"][0]
+    return doc
 
 
 def findings(doc: dict) -> dict[str, dict]:
