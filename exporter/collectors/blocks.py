@@ -156,6 +156,7 @@ BLOCKS_BYTES = Family("memhp_blocks_bytes", "gauge", "Memory in blocks by node, 
 BOOT_DMA = "boot_dma"
 UNOFFLINABLE_OTHER = "other"
 UNOFFLINABLE_REASONS = (BOOT_DMA, UNOFFLINABLE_OTHER)
+_NONE_ZONES = (NONE_ZONE,)
 UNOFFLINABLE = Family(
     "memhp_blocks_unofflinable",
     "gauge",
@@ -290,10 +291,10 @@ def unofflinable_reasons(
     """Every online ``none`` block with its reason (boot_dma or other).  Without
     the block size or zoneinfo nothing is called boot DMA memory."""
     out = []
-    for b in blocks:
-        if b.state == "online" and b.zone == NONE_ZONE:
-            boot = size is not None and is_boot_dma(b.start(size), b.start(size) + size, spans)
-            out.append((b, BOOT_DMA if boot else UNOFFLINABLE_OTHER))
+    # valid_zones first, and compared whole: this runs over every block at each new snapshot
+    for b in (b for b in blocks if b.valid_zones == _NONE_ZONES and b.state == "online"):
+        boot = size is not None and is_boot_dma(b.start(size), b.start(size) + size, spans)
+        out.append((b, BOOT_DMA if boot else UNOFFLINABLE_OTHER))
     return out
 
 
