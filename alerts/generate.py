@@ -178,6 +178,7 @@ def alerting_rules(t: dict) -> list[dict]:
     bo, mk, kz = t["blocks_left_offline"], t["movable_kernel_ratio"], t["kernel_zones_low"]
     of, go, fl = t["offline_failures"], t["going_offline"], t["hot_unpluggable_floor"]
     kd, op, ex, ct = t["kdump_reload"], t["online_policy_change"], t["exporter"], t["controller"]
+    onf, un = t["online_failures"], t["unofflinable"]
 
     def alert(name: str, severity: str, for_: str, expr: str, summary: str, description: str, **values: Any) -> dict:
         assert severity in SEVERITIES, severity
@@ -239,6 +240,34 @@ def alerting_rules(t: dict) -> list[dict]:
               """,
             window=of["window"],
             count=of["count"],
+        ),
+        alert(
+            "MemhpOnlineFailures",
+            "warning",
+            onf["for"],
+            "sum by (instance) (increase(memhp_online_failures_total[<<window>>])) > <<count>>",
+            "Memory onlining failed on {{ $labels.instance }}",
+            """
+              The kernel on {{ $labels.instance }} logged {{ $value | printf "%.0f" }} failed attempt(s) to online
+              memory in the last <<window>> ("online_pages [mem ...] failed": a memory notifier refused, or the
+              memmap could not be allocated). The kernel does not retry: the memory stays offline, present but
+              unused, until something onlines it again.
+              """,
+            window=onf["window"],
+            count=onf["count"],
+        ),
+        alert(
+            "MemhpBlocksUnofflinable",
+            "info",
+            un["for"],
+            'max by (instance, node) (memhp_blocks_unofflinable{reason="other"}) > 0',
+            "Memory blocks that can never be offlined on {{ $labels.instance }} node {{ $labels.node }}",
+            """
+              {{ $value }} online memory block(s) on NUMA node {{ $labels.node }} of {{ $labels.instance }} have
+              valid_zones none outside boot DMA memory: each spans two zones or two nodes, or has holes, and the
+              kernel refuses to offline it, so its memory can never be hot-unplugged. Boot memory in
+              ZONE_DMA/ZONE_DMA32 is not counted here.
+              """,
         ),
         alert(
             "MemhpHotUnpluggableBelowFloor",

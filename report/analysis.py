@@ -445,7 +445,7 @@ NODE_KINDS: tuple[Kind, ...] = (
     Kind(
         "unofflinable",
         "info",
-        "MemhpOfflineFailuresRising",
+        "MemhpBlocksUnofflinable",
         match=lambda n: (n["unofflinable_blocks_peak"] or 0) > 0,
         order=lambda n: (-(n["unofflinable_blocks_current"] or 0), n["rank"]),
         headline=lambda rows: (

@@ -3,7 +3,8 @@
 Always: counts and bytes by node, zone and state, and lsmem-style ranges (runs
 of consecutive blocks that look the same), so a healthy host of any size costs
 about as many series as a small one.  One by one, by default, only the blocks
-worth a look (going-offline, failing to offline, ``valid_zones`` none), up to
+worth a look (going-offline, failing to offline, ``valid_zones`` none outside
+boot DMA memory), up to
 ``--collector.blocks.notable-limit``; every block one by one is the opt-in
 ``--collector.blocks.all``.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from ..kernel.accounting import is_hot_unpluggable, merge_ranges
 from ..kernel.fsread import ParseErrors, parse_bool, read_attr
 from ..kernel.model import BLOCK_STATES, NONE_ZONE, MemoryBlock
 from ..kernel.snapshot import ScrapeContext
+from ..kernel.zones import Span, is_boot_dma, zone_spans
 from .base import SubCollector, node_label
 from .family import Family
 from .registry import BuildContext, Flag, register_collector
@@ -55,13 +58,15 @@ BLOCK_LIMIT = Flag(
     "blocks.limit",
     4096,  # with --collector.blocks.all: 512 GiB of 128 MiB blocks
     "With --collector.blocks.all: most blocks exported one by one (above it, only the blocks worth a "
-    "look). Also bounds the blocks counted one by one in memhp_block_offline_failures_total.",
+    "look). Also bounds the blocks counted one by one in memhp_block_offline_failures_total and "
+    "memhp_block_online_failures_total.",
     bounds=_COUNT_BOUNDS,
 )
 NOTABLE_LIMIT = Flag(
     "blocks.notable-limit",
     32,
-    "Most blocks worth a look (going-offline, failing to offline, valid_zones none) exported one by one.",
+    "Most blocks worth a look (going-offline, failing to offline, valid_zones none outside boot DMA memory) "
+    "exported one by one.",
     bounds=_COUNT_BOUNDS,
 )
 RANGES_LIMIT = Flag(
@@ -146,11 +151,23 @@ BLOCKS = Family(
     doc="Block counts. Always present.",
 )
 BLOCKS_BYTES = Family("memhp_blocks_bytes", "gauge", "Memory in blocks by node, zone and state.", _NODE_ZONE_STATE)
+# Why an online block is "none": boot memory in ZONE_DMA/ZONE_DMA32 (normal on
+# every x86 host), or anything else (worth a look).
+BOOT_DMA = "boot_dma"
+UNOFFLINABLE_OTHER = "other"
+UNOFFLINABLE_REASONS = (BOOT_DMA, UNOFFLINABLE_OTHER)
+_NONE_ZONES = (NONE_ZONE,)
 UNOFFLINABLE = Family(
     "memhp_blocks_unofflinable",
     "gauge",
-    "Online blocks whose valid_zones is 'none' (mixed zones, mixed nodes or holes): the kernel cannot offline them.",
-    ("node",),
+    "Online blocks whose valid_zones is 'none': the kernel cannot offline them. reason: boot_dma (boot memory in "
+    "ZONE_DMA/ZONE_DMA32 only, normal) or other (worth a look).",
+    ("node", "reason"),
+    doc="Online blocks whose `valid_zones` is `none` (the block spans zones or nodes, or has holes): the kernel "
+    'cannot offline them. `reason="boot_dma"`: the block overlaps the span of ZONE_DMA or ZONE_DMA32 in '
+    "`/proc/zoneinfo`, boot memory the kernel never offlines (x86's first block on every healthy host); "
+    '`reason="other"`: any other block (for example one across the ZONE_NORMAL/ZONE_MOVABLE boundary), the one '
+    "alerts, the report and the blocks worth a look consider. Both reasons for every node, 0 included.",
 )
 HOT_UNPLUGGABLE = Family(
     "memhp_hot_unpluggable_bytes",
@@ -256,14 +273,29 @@ def _node_sort(label: str) -> tuple[int, int | str]:
     return (0, int(label)) if label.isdigit() else (1, label)
 
 
-def notable_reason(b: MemoryBlock, failing: frozenset[int]) -> str | None:
+def notable_reason(b: MemoryBlock, failing: frozenset[int], boot_dma: frozenset[int] = frozenset()) -> str | None:
+    """Why the block is worth a look, or None.  Boot DMA memory is not: every
+    x86 host has such a block, and the kernel never offlines it."""
     if b.state == "going-offline":
         return "going-offline"
     if b.id in failing and b.state == "online":
         return "offline-failed"
-    if b.zone == NONE_ZONE:
+    if b.zone == NONE_ZONE and b.id not in boot_dma:
         return "unofflinable"
     return None
+
+
+def unofflinable_reasons(
+    blocks: Iterable[MemoryBlock], size: int | None, spans: tuple[Span, ...]
+) -> list[tuple[MemoryBlock, str]]:
+    """Every online ``none`` block with its reason (boot_dma or other).  Without
+    the block size or zoneinfo nothing is called boot DMA memory."""
+    out = []
+    # valid_zones first, and compared whole: this runs over every block at each new snapshot
+    for b in (b for b in blocks if b.valid_zones == _NONE_ZONES and b.state == "online"):
+        boot = size is not None and is_boot_dma(b.start(size), b.start(size) + size, spans)
+        out.append((b, BOOT_DMA if boot else UNOFFLINABLE_OTHER))
+    return out
 
 
 @dataclass
@@ -323,7 +355,7 @@ class BlocksCollector(SubCollector):
         self.ranges_limit = ranges_limit
         self.failures = failures
         self._cache_lock = threading.Lock()
-        self._cache_key: tuple[int, frozenset[int], int | None] | None = None
+        self._cache_key: tuple[int, frozenset[int], int | None, tuple[Span, ...]] | None = None
         self._cache: _Rendered | None = None
 
     @property
@@ -336,37 +368,54 @@ class BlocksCollector(SubCollector):
         else:
             view = BlockView(-1, ctx.blocks, SCRAPE, time.time())
         size = ctx.config.block_size_bytes
-        failing = self._failing()
+        failing = self._failing(view.blocks)
         rendered = self._rendered(view, failing, size, ctx)
         yield from rendered.families
         yield from self._going_offline(rendered.going_offline)
         yield from self._snapshot(view)
 
-    def _failing(self) -> frozenset[int]:
+    def _failing(self, blocks: list[MemoryBlock]) -> frozenset[int]:
+        """Blocks with an offline failure since they last went offline.  The
+        offline uevent clears them in events mode; a block seen offline here
+        too (scrape mode, or a uevent lost to an overrun)."""
         if self.failures is None:
             return frozenset()
-        _, by_block, _ = self.failures.snapshot()
-        return frozenset(int(b) for b, _ in by_block if b.isascii() and b.isdigit())
+        failing = self.failures.failing()
+        for block_id in failing:
+            i = bisect_left(blocks, block_id, key=lambda b: b.id)
+            if i < len(blocks) and blocks[i].id == block_id and blocks[i].state == "offline":
+                self.failures.offlined(block_id)
+        return self.failures.failing() if failing else failing
 
     def _rendered(self, view: BlockView, failing: frozenset[int], size: int | None, ctx: ScrapeContext) -> _Rendered:
-        key = (view.version, failing, size)
+        # Zone spans only move when blocks go online or offline, which changes the version too.
+        spans = zone_spans(ctx.zoneinfo)
+        key = (view.version, failing, size, spans)
         if view.version < 0:
-            return self._render(view.blocks, failing, size, ctx.errors, ctx.paths.memory)
+            return self._render(view.blocks, failing, size, spans, ctx)
         # One scrape computes, concurrent ones wait for that one result (a few
         # ms by default) instead of each computing their own.
         with self._cache_lock:
             if self._cache_key != key or self._cache is None:
-                self._cache = self._render(view.blocks, failing, size, ctx.errors, ctx.paths.memory)
+                self._cache = self._render(view.blocks, failing, size, spans, ctx)
                 self._cache_key = key
             return self._cache
 
     def _render(
-        self, blocks: list[MemoryBlock], failing: frozenset[int], size: int | None, errors: ParseErrors, memory: str
+        self,
+        blocks: list[MemoryBlock],
+        failing: frozenset[int],
+        size: int | None,
+        spans: tuple[Span, ...],
+        ctx: ScrapeContext,
     ) -> _Rendered:
+        errors, memory = ctx.errors, ctx.paths.memory
+        unoff = unofflinable_reasons(blocks, size, spans)
+        boot = frozenset(b.id for b, r in unoff if r == BOOT_DMA)
         if self.all_blocks and len(blocks) <= self.block_limit:
             one_by_one, capped = blocks, False
         else:
-            notable = [(r, b) for b in blocks if (r := notable_reason(b, failing)) is not None]
+            notable = [(r, b) for b in blocks if (r := notable_reason(b, failing, boot)) is not None]
             notable.sort(key=lambda rb: (NOTABLE_REASONS.index(rb[0]), rb[1].id))
             capped = len(notable) > self.notable_limit or (self.all_blocks and len(blocks) > self.block_limit)
             one_by_one = sorted((b for _, b in notable[: self.notable_limit]), key=lambda b: b.id)
@@ -375,7 +424,7 @@ class BlocksCollector(SubCollector):
         families.append(SERIES_CAPPED.value(float(capped)))
         families.append(SERIES_LIMIT.value(self.series_limit))
         families.append(SERIES_EXPORTED.value(len(one_by_one)))
-        families += self._aggregates(blocks, size)
+        families += self._aggregates(blocks, size, unoff)
         going = [b for b in blocks if b.state == "going-offline"]
         return _Rendered(families, going)
 
@@ -417,21 +466,20 @@ class BlocksCollector(SubCollector):
         ]
         return [RANGE_BLOCKS.prerendered(rows), RANGES_TRUNCATED.value(float(len(ranges) > self.ranges_limit))]
 
-    def _aggregates(self, blocks: list[MemoryBlock], size: int | None) -> list[Metric]:
+    def _aggregates(
+        self, blocks: list[MemoryBlock], size: int | None, unoff_reasons: list[tuple[MemoryBlock, str]]
+    ) -> list[Metric]:
         # Count raw (node, zones, state) first and turn them into labels once
         # per distinct key: there are few keys and up to 100k blocks.
         raw: Counter[tuple[int | None, tuple[str, ...] | None, str | None]] = Counter(
             (b.node, b.valid_zones, b.state) for b in blocks
         )
         counts: Counter[tuple[str, str, str]] = Counter()
-        unoff: Counter[str] = Counter()
         hot: Counter[str] = Counter()
         for (node, zones, state), n in raw.items():
             zone = zones[0] if zones else None
             key = (node_label(node), zone or "unknown", state or "unknown")
             counts[key] += n
-            if state == "online" and zone == NONE_ZONE:
-                unoff[key[0]] += n
             if is_hot_unpluggable(state, zone):
                 hot[key[0]] += n
         nodes = sorted({k[0] for k in counts}, key=_node_sort)
@@ -443,9 +491,11 @@ class BlocksCollector(SubCollector):
         out: list[Metric] = [fam_n]
         if size is not None:
             out.append(fam_b)
+        unoff = Counter((node_label(b.node), reason) for b, reason in unoff_reasons)
         unoff_n, hot_b = UNOFFLINABLE.new(), HOT_UNPLUGGABLE.new()
         for label in nodes:
-            unoff_n.add_metric([label], unoff[label])
+            for reason in UNOFFLINABLE_REASONS:
+                unoff_n.add_metric([label, reason], unoff[label, reason])
             if size is not None:
                 hot_b.add_metric([label], hot[label] * size)
         out.append(unoff_n)
@@ -486,6 +536,7 @@ def _factory(ctx: BuildContext) -> BlocksCollector:
     # before this one (registration order is exposition order).
     from .events import UEVENT_SOURCE
 
+    failures = ctx.failures() if "offline_failures" in ctx.enabled and not ctx.once else None
     live = None
     if not ctx.once:
         live = LiveBlocks(
@@ -495,8 +546,8 @@ def _factory(ctx: BuildContext) -> BlocksCollector:
             resync_interval=ctx.value(RESYNC_INTERVAL),
             state_interval=ctx.value(STATE_INTERVAL),
             source=ctx.value(UEVENT_SOURCE),
+            on_offline=failures.offlined if failures is not None else None,
         ).start()
-    failures = ctx.failures() if "offline_failures" in ctx.enabled and not ctx.once else None
     return BlocksCollector(
         ctx.value(BLOCK_LIMIT),
         live=live,

@@ -51,6 +51,26 @@ LAST_FAILURE = Family(
     "Unix time of the last failure seen, by reason.",
     ("reason",),
 )
+ONLINE_FAILURES = Family(
+    "memhp_online_failures",
+    "counter",
+    "Failed online attempts logged by the kernel ('online_pages [mem ...] failed').",
+    doc="Failed online attempts logged by the kernel (`online_pages [mem ...] failed`: a memory notifier refused "
+    "MEM_GOING_ONLINE, or the memmap could not be allocated). The kernel does not retry: the block stays offline. "
+    "The line gives no reason. Exported at 0 from the start.",
+)
+BLOCK_ONLINE_FAILURES = Family(
+    "memhp_block_online_failures",
+    "counter",
+    "Failed online attempts by block (block='other' past the block limit).",
+    ("block",),
+    doc='The same per block. Past `--collector.blocks.limit` distinct blocks, further ones are counted as `block="other"`.',
+)
+LAST_ONLINE_FAILURE = Family(
+    "memhp_online_failure_last_timestamp_seconds",
+    "gauge",
+    "Unix time of the last failed online seen; absent before the first.",
+)
 KMSG_UP = Family("memhp_kmsg_watcher_up", "gauge", "1 while the kernel log is being followed.")
 KMSG_RESTARTS = Family(
     "memhp_kmsg_watcher_restarts", "counter", "Times following the kernel log failed and was restarted."
@@ -72,10 +92,19 @@ MONITOR_RESTARTS = Family(
 class OfflineFailuresCollector(SubCollector):
     name = "offline_failures"
     help = (
-        "'memory offlining ... failed due to REASON' lines from /dev/kmsg, by reason and block "
-        "(needs dynamic debug: file memory_hotplug.c +p)"
+        "'memory offlining ... failed due to REASON' lines from /dev/kmsg, by reason and block, and "
+        "'online_pages ... failed' lines, by block (needs dynamic debug: file memory_hotplug.c +p)"
     )
-    families = (FAILURES, BLOCK_FAILURES, LAST_FAILURE, KMSG_UP, KMSG_RESTARTS)
+    families = (
+        FAILURES,
+        BLOCK_FAILURES,
+        LAST_FAILURE,
+        ONLINE_FAILURES,
+        BLOCK_ONLINE_FAILURES,
+        LAST_ONLINE_FAILURE,
+        KMSG_UP,
+        KMSG_RESTARTS,
+    )
 
     def __init__(self, watcher: KmsgWatcher, counts: FailureCounts) -> None:
         self.watcher = watcher
@@ -93,8 +122,21 @@ class OfflineFailuresCollector(SubCollector):
         for reason in sorted(last):
             last_ts.add_metric([reason], last[reason])
         yield from (total, per_block, last_ts)
+        yield from self._online()
         yield KMSG_UP.value(float(self.watcher.up))
         yield KMSG_RESTARTS.value(self.watcher.restarts)
+
+    def _online(self) -> Iterable[Metric]:
+        online_total, by_block, last = self.counts.online_snapshot()
+        yield ONLINE_FAILURES.value(online_total)
+        per_block = BLOCK_ONLINE_FAILURES.new()
+        for block in sorted(by_block):
+            per_block.add_metric([block], by_block[block])
+        yield per_block
+        last_ts = LAST_ONLINE_FAILURE.new()  # no sample before the first failure
+        if last is not None:
+            last_ts.add_metric([], last)
+        yield last_ts
 
     def close(self) -> None:
         self.watcher.stop()

@@ -1,10 +1,14 @@
-"""Offline failures from the kernel log.
+"""Offline and online failures from the kernel log.
 
 offline_pages() ends a failed attempt with (mm/memory_hotplug.c)::
 
     memory offlining [mem 0x0000000140000000-0x0000000147ffffff] failed due to notifier failure
 
-That line is ``pr_debug`` in current kernels: it reaches the log only with
+and online_pages() (a memory notifier refused MEM_GOING_ONLINE, say) with::
+
+    online_pages [mem 0x0000000140000000-0x0000000147ffffff] failed
+
+Both lines are ``pr_debug`` in current kernels: they reach the log only with
 dynamic debug on (``echo 'file memory_hotplug.c +p' >
 /sys/kernel/debug/dynamic_debug/control``, or ``dyndbg`` on the command line).
 
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 from .background import RestartingThread
 
 FAILURE = re.compile(r"memory offlining \[mem (0x[0-9a-fA-F]+)-(0x[0-9a-fA-F]+)\] failed due to ([^\n]{1,80}?)\s*$")
+ONLINE_FAILURE = re.compile(r"online_pages \[mem (0x[0-9a-fA-F]+)-(0x[0-9a-fA-F]+)\] failed\s*$")
 # /dev/kmsg record prefix: "prio,seq,usec,flags;"
 KMSG_PREFIX = re.compile(r"^[0-9]+,[0-9]+,[0-9]+,[^;]*;")
 OTHER_BLOCK = "other"
@@ -55,18 +60,43 @@ class OfflineFailure:
         return range(self.start // block_size, self.end // block_size + 1)
 
 
+@dataclass(frozen=True)
+class OnlineFailure:
+    """online_pages() gives no reason: the notifier's or the allocator's errno is not logged."""
+
+    start: int
+    end: int  # inclusive
+
+    def blocks(self, block_size: int) -> range:
+        return range(self.start // block_size, self.end // block_size + 1)
+
+
+def _range(m: re.Match[str]) -> tuple[int, int] | None:
+    start, end = int(m.group(1), 16), int(m.group(2), 16)
+    return None if end < start else (start, end)
+
+
 def parse_failure(line: str) -> OfflineFailure | None:
     m = FAILURE.search(KMSG_PREFIX.sub("", line, count=1))
-    if not m:
+    if not m or (r := _range(m)) is None:
         return None
-    start, end = int(m.group(1), 16), int(m.group(2), 16)
-    if end < start:
+    return OfflineFailure(*r, m.group(3).strip())
+
+
+def parse_online_failure(line: str) -> OnlineFailure | None:
+    m = ONLINE_FAILURE.search(KMSG_PREFIX.sub("", line, count=1))
+    if not m or (r := _range(m)) is None:
         return None
-    return OfflineFailure(start, end, m.group(3).strip())
+    return OnlineFailure(*r)
 
 
 class FailureCounts:
-    """Counters fed by the watcher, read by the collector; bounded in blocks."""
+    """Counters fed by the watcher, read by the collectors; bounded in blocks.
+
+    Besides the counters (which only grow), it keeps which blocks are
+    *failing*: an offline failed since the block last went offline.  A
+    successful offline (:meth:`offlined`) clears that, never the counters.
+    """
 
     def __init__(self, block_limit: int) -> None:
         self.block_limit = block_limit
@@ -74,6 +104,10 @@ class FailureCounts:
         self.by_reason: Counter[str] = Counter()
         self.by_block: Counter[tuple[str, str]] = Counter()
         self.last_time: dict[str, float] = {}
+        self.online_total = 0
+        self.online_by_block: Counter[str] = Counter()
+        self.online_last_time: float | None = None
+        self._failing: set[int] = set()
 
     def add(self, failure: OfflineFailure, block_size: int | None, when: float) -> None:
         with self._lock:
@@ -85,11 +119,38 @@ class FailureCounts:
                 key = (str(block_id), failure.reason)
                 if key not in self.by_block and len(self.by_block) >= self.block_limit:
                     key = (OTHER_BLOCK, failure.reason)
+                else:
+                    self._failing.add(block_id)
                 self.by_block[key] += 1
+
+    def add_online(self, failure: OnlineFailure, block_size: int | None, when: float) -> None:
+        with self._lock:
+            self.online_total += 1
+            self.online_last_time = when
+            if not block_size:
+                return
+            for block_id in failure.blocks(block_size):
+                key = str(block_id)
+                if key not in self.online_by_block and len(self.online_by_block) >= self.block_limit:
+                    key = OTHER_BLOCK
+                self.online_by_block[key] += 1
+
+    def offlined(self, block_id: int) -> None:
+        """The block went offline: its earlier offline failures are history."""
+        with self._lock:
+            self._failing.discard(block_id)
+
+    def failing(self) -> frozenset[int]:
+        with self._lock:
+            return frozenset(self._failing)
 
     def snapshot(self) -> tuple[dict[str, int], dict[tuple[str, str], int], dict[str, float]]:
         with self._lock:
             return dict(self.by_reason), dict(self.by_block), dict(self.last_time)
+
+    def online_snapshot(self) -> tuple[int, dict[str, int], float | None]:
+        with self._lock:
+            return self.online_total, dict(self.online_by_block), self.online_last_time
 
 
 class KmsgWatcher(RestartingThread):
@@ -160,6 +221,11 @@ class KmsgWatcher(RestartingThread):
         if not raw or raw[:1] == b" ":
             return  # blank or /dev/kmsg dictionary continuation
         self.lines_seen += 1
-        failure = parse_failure(raw.decode("utf-8", "replace"))
+        line = raw.decode("utf-8", "replace")
+        failure = parse_failure(line)
         if failure is not None:
             self.counts.add(failure, self.block_size(), time.time())
+            return
+        online = parse_online_failure(line)
+        if online is not None:
+            self.counts.add_online(online, self.block_size(), time.time())

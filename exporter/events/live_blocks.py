@@ -167,6 +167,7 @@ class LiveBlocks:
         monitor_factory: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
         drain_limit: int = DRAIN_LIMIT,
+        on_offline: Callable[[int], None] | None = None,
     ) -> None:
         if mode not in ("auto", *MODES):
             raise ValueError(f"snapshot mode {mode!r} is not auto, events or scrape")
@@ -178,6 +179,8 @@ class LiveBlocks:
         self.source = source
         self.poll_timeout = poll_timeout
         self.drain_limit = drain_limit
+        # Told of every "offline" uevent: the kernel sends it only when offlining succeeded.
+        self.on_offline = on_offline
         self._monitor_factory = monitor_factory or self._netlink_monitor
         self._clock = clock
         self.fallback_reason: str | None = None
@@ -328,6 +331,8 @@ class LiveBlocks:
             else:
                 touched.add(block_id)
                 removed.discard(block_id)
+                if device.action == "offline" and self.on_offline is not None:
+                    self.on_offline(block_id)
         self._apply_locked(touched | (self._incomplete - removed), removed)
 
     def _ignore_locked(self, name: str) -> None:

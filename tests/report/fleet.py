@@ -203,7 +203,8 @@ class _Writer:
             yield series("instance_node:memhp_hot_unpluggable_bytes:sum", _labels(**lb), v["mov"])
         yield "# TYPE memhp_blocks_unofflinable gauge\n"
         for i, node, lb in self.nodes():
-            yield series("memhp_blocks_unofflinable", _labels(job="memhp", **lb), self.node_values(i, node)["unoff"])
+            unoff = self.node_values(i, node)["unoff"]
+            yield series("memhp_blocks_unofflinable", _labels(job="memhp", reason="other", **lb), unoff)
 
     def instance_rules(self) -> Iterator[str]:
         """The instance: rules (what a --selector reads for the fleet curves)."""
