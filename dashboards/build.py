@@ -733,9 +733,11 @@ def node_view() -> dict:
         ),
         stat(
             "Unofflinable blocks",
-            "Online blocks with valid_zones none (mixed zones, mixed nodes or holes).",
-            [target(f"sum(memhp_blocks_unofflinable{{{inn}}})", instant=True)],
+            "Online blocks with valid_zones none (mixed zones, mixed nodes or holes), not counting boot "
+            "memory in ZONE_DMA/ZONE_DMA32, which the kernel never offlines (reason=boot_dma).",
+            [target(f'sum(memhp_blocks_unofflinable{{{inn},reason="other"}})', instant=True)],
             no_value="0",
+            links=runbook_links("MemhpBlocksUnofflinable"),
         ),
         stat(
             "Hot-unpluggable",
