@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Render memhp's Prometheus rule files from ``memhp/thresholds.yaml``.
 
-    .venv/bin/python -m alerts.generate           # rewrite alerts/memhp.rules.yaml, alerts/memhp.alerts.yaml
+    .venv/bin/python -m alerts.generate           # rewrite alerts/memhp.rules.yaml, alerts/memhp.alerts.yaml,
+                                                  # memhp/alert_catalog.json
     .venv/bin/python -m alerts.generate --check   # exit 1 if the committed files differ
 
 Why a generator and not thresholds as recording-rule constants: ``for:``
@@ -19,6 +20,7 @@ templates in annotations keep their ``{{ }}`` untouched.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -540,13 +542,29 @@ def render(thresholds: dict | None = None) -> dict[str, str]:
     return {RULES_FILE: dump(recording_rules(t)), ALERTS_FILE: dump(alerting_rules(t))}
 
 
+CATALOG = HERE.parent / "memhp" / "alert_catalog.json"
+
+
+def catalog(groups: list[dict]) -> str:
+    """Alert name -> the severities memhp ships it with, for ``memhp-controller check-config``: the
+    controller is installed without alerts/, and a rule naming an alert that never fires never acts."""
+    out: dict[str, set[str]] = {}
+    for g in groups:
+        for r in g["rules"]:
+            if "alert" in r:
+                out.setdefault(r["alert"], set()).add(r["labels"]["severity"])
+    return json.dumps({k: sorted(v) for k, v in sorted(out.items())}, indent=1) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="exit 1 if the committed files are out of date")
     ap.add_argument("--thresholds", type=Path, default=THRESHOLDS)
     ap.add_argument("--out", type=Path, default=HERE, help="directory to write the rule files to")
     args = ap.parse_args(argv)
-    files = {args.out / name: text for name, text in render(load_thresholds(args.thresholds)).items()}
+    thresholds = load_thresholds(args.thresholds)
+    files = {args.out / name: text for name, text in render(thresholds).items()}
+    files[CATALOG] = catalog(alerting_rules(thresholds))
     return sync(files, check=args.check, command=COMMAND)
 
 
