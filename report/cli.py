@@ -286,7 +286,8 @@ def _collect(
             i["instance"],
         ),
     )[: args.top]
-    col.listed_blocks({n["instance"] for n in rows[: args.top]} | {i["instance"] for i in hosts})
+    listed = {n["instance"] for n in rows[: args.top]} | {i["instance"] for i in hosts}
+    col.listed_blocks(i for i in listed if insts.get(i, {}).get("failed_offline_blocks"))
     progress.finish()
     return col, rows, insts, hosts
 
@@ -390,23 +391,20 @@ def _cell(v: object) -> object:
 
 
 def write_full_data(out: Path, rows: Iterable[dict], insts: InstanceRows) -> None:
-    """Every node's and host's row, as CSV and as JSON (streamed from the row store, row by row:
-    the columns are the first row's)."""
+    """Every node's and host's row, as CSV and as JSON, both files written in one pass over the
+    rows as they stream from the row store (the columns are the first row's)."""
     for name, items in (("nodes", iter(rows)), ("instances", insts.values())):
         first = next(items, None)
         if first is None:
             (out / f"{name}.csv").write_text("")
             (out / f"{name}.json").write_text("[]\n")
             continue
-        items = itertools.chain([first], items)
         fields = list(first)
-        with (out / f"{name}.csv").open("w", newline="") as f:
-            w = csv.writer(f)
+        with (out / f"{name}.csv").open("w", newline="") as fc, (out / f"{name}.json").open("w") as fj:
+            w = csv.writer(fc)
             w.writerow(fields)
-            for it in items:
+            fj.write("[\n")
+            for i, it in enumerate(itertools.chain([first], items)):
                 w.writerow([_cell(it.get(k)) for k in fields])
-        with (out / f"{name}.json").open("w") as f:
-            f.write("[\n")
-            for i, it in enumerate(items):
-                f.write(("," if i else "") + json.dumps(it, sort_keys=True) + "\n")
-            f.write("]\n")
+                fj.write(("," if i else "") + json.dumps(it, sort_keys=True) + "\n")
+            fj.write("]\n")

@@ -550,9 +550,10 @@ class Collector:
 
     def listed_blocks(self, instances: Iterable[str]) -> None:
         """Per-block detail (block, node, zone, reasons, failures, still online)
-        of the hosts listed in the report that had blocks fail to offline."""
+        of ``instances``: the hosts listed in the report that had blocks fail to
+        offline (their rows are in the row store, not in this collector)."""
         c = self.c
-        insts = sorted({i for i in instances if c.instances.get(i, {}).get("failed_blocks")})
+        insts = sorted(set(instances))
         if not insts:
             return
         match = f'instance=~"{_promql_re("|".join(re.escape(i) for i in insts))}"'
