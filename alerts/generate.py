@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Render memhp's Prometheus rule files from ``memhp/thresholds.yaml``.
 
-    .venv/bin/python -m alerts.generate           # rewrite alerts/memhp.rules.yaml, alerts/memhp.alerts.yaml
-                                                  # and their copy in the mixin (mixin/generated/*.json)
+    .venv/bin/python -m alerts.generate           # rewrite alerts/memhp.rules.yaml, alerts/memhp.alerts.yaml,
+                                                  # their copy in the mixin (mixin/generated/*.json) and
+                                                  # memhp/alert_catalog.json
     .venv/bin/python -m alerts.generate --check   # exit 1 if the committed files differ
 
 Why a generator and not thresholds as recording-rule constants: ``for:``
@@ -20,6 +21,7 @@ templates in annotations keep their ``{{ }}`` untouched.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -165,9 +167,36 @@ def recording_rules(t: dict) -> list[dict]:
             "sum by (action, result) (instance:memhp_controller_actions:rate5m_by_action_result)",
         ),
     ]
+    cluster += fleet_curve_rules(t)
     # One group, in dependency order: rules of one group are evaluated in
     # sequence, so each level reads the level below from the same evaluation.
     return [{"name": "memhp.rules", "rules": node + instance + cluster}]
+
+
+def fleet_curve_rules(t: dict) -> list[dict]:
+    """The fleet curves of ``memhp report``, precomputed: a quantile over every node's ratio costs
+    Prometheus 5-7 s per curve at 20,000 nodes when the report asks for it over a range, and almost
+    nothing once per evaluation.  The report uses them when they are there (and no --selector asks
+    for a part of the fleet), else the raw expressions below; the count above the warning line
+    carries its threshold as a label, so a report with other thresholds never reads a stale one."""
+    ratio = "instance_node:memhp_movable_kernel_ratio:ratio"
+    warning = t["movable_kernel_ratio"]["warning"]
+    q = "cluster_quantile:memhp_movable_kernel_ratio:quantile"
+    return [
+        {"record": q, "expr": f"quantile(0.5, {ratio})", "labels": {"quantile": "0.5"}},
+        {"record": q, "expr": f"quantile(0.9, {ratio})", "labels": {"quantile": "0.9"}},
+        {"record": "cluster:memhp_movable_kernel_ratio:max", "expr": f"max({ratio})"},
+        {
+            "record": "cluster:memhp_movable_kernel_ratio_above:count",
+            # 0 (not absent) while there are nodes and none is above: a count, not a gap
+            "expr": f"count({ratio} > {warning:g}) or (0 * count({ratio}))",
+            "labels": {"threshold": f"{warning:g}"},
+        },
+        {
+            "record": "cluster:memhp_online_bytes:sum_by_zone",
+            "expr": "sum by (zone) (instance_node:memhp_online_bytes:sum_by_zone)",
+        },
+    ]
 
 
 # --------------------------------------------------------------------------- alerting rules
@@ -579,16 +608,32 @@ def mixin_files(rendered: dict[str, str], repo: Path = HERE.parent) -> dict[Path
     }
 
 
+CATALOG = HERE.parent / "memhp" / "alert_catalog.json"
+
+
+def catalog(groups: list[dict]) -> str:
+    """Alert name -> the severities memhp ships it with, for ``memhp-controller check-config``: the
+    controller is installed without alerts/, and a rule naming an alert that never fires never acts."""
+    out: dict[str, set[str]] = {}
+    for g in groups:
+        for r in g["rules"]:
+            if "alert" in r:
+                out.setdefault(r["alert"], set()).add(r["labels"]["severity"])
+    return json.dumps({k: sorted(v) for k, v in sorted(out.items())}, indent=1) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check", action="store_true", help="exit 1 if the committed files are out of date")
     ap.add_argument("--thresholds", type=Path, default=THRESHOLDS)
     ap.add_argument("--out", type=Path, default=HERE, help="directory to write the rule files to")
     args = ap.parse_args(argv)
-    rendered = render(load_thresholds(args.thresholds))
+    thresholds = load_thresholds(args.thresholds)
+    rendered = render(thresholds)
     files = {args.out / name: text for name, text in rendered.items()}
-    if args.out == HERE:  # the repo's own rule files: the mixin's copy moves with them
+    if args.out == HERE:  # the repo's own rule files: the mixin's copy and the catalog move with them
         files |= mixin_files(rendered)
+        files[CATALOG] = catalog(alerting_rules(thresholds))
     return sync(files, check=args.check, command=COMMAND)
 
 

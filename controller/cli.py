@@ -19,6 +19,7 @@ import threading
 from memhp.exporter.kernel.paths import Paths
 from memhp.units import parse_duration, parse_id_ranges, parse_size, positive_number
 
+from . import policy_lint
 from .config import ConfigError, load_config
 from .engine import Engine
 from .executor import ActionOutcome
@@ -186,7 +187,11 @@ def get_parser() -> argparse.ArgumentParser:
     chk = sub.add_parser(
         "check-config",
         help="validate --config.file and print the effective configuration",
-        description="Validate the policy file strictly; print it with defaults filled in.",
+        description=(
+            "Validate the policy file strictly and report every problem in one pass (exit 2); print it "
+            "with defaults filled in. Warns (exit 0) when a rule waits for an alert memhp does not ship, "
+            "or for a severity its alert never carries: such a rule never acts."
+        ),
     )
     _add_common(chk, suppress=True)
     return parser
@@ -210,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memhp-controller: invalid configuration:\n{e}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "check-config":
+        for w in policy_lint.warnings(cfg):
+            print(f"memhp-controller: warning: {w}", file=sys.stderr)
         print(json.dumps(cfg.to_dict(), indent=2))
         return EXIT_OK
     paths = Paths(sysfs=args.path_sysfs, procfs=args.path_procfs)
@@ -394,6 +401,8 @@ def run_daemon(args: argparse.Namespace, cfg, paths: Paths, parser: argparse.Arg
     effective["guards"]["dry_run"] = engine.dry_run
     effective["controller"]["journal"] = engine.journal.path
     log.info("effective configuration: %s", json.dumps(effective, sort_keys=True))
+    for w in policy_lint.warnings(cfg):
+        log.warning("policy: %s", w)
     try:
         engine.open()
     except (OSError, JournalError) as e:

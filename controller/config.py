@@ -502,46 +502,84 @@ class Config(_Section, frozen=True, kw_only=True):
 # --- cross-field rules ------------------------------------------------------------------------
 
 
-def _check_rules(cfg: Config, rule_nodes: list[yaml.Node], w: typed.Document) -> None:
+class _CrossCheck:
+    """Checks across fields, run on what converted even when some values did not: every problem of a
+    file is reported in one pass.  A check whose fields were already reported (and dropped) is skipped,
+    so a bad ``count`` is not also reported as a missing one."""
+
+    def __init__(self, doc: typed.Document) -> None:
+        self.doc = doc
+
+    def rule_node(self, i: int) -> tuple[int, yaml.Node]:
+        orig = self.doc.original_index(("rules",), i)
+        return orig, self.doc.index[("rules", orig)]
+
+    def error(self, node: yaml.Node, key: str, msg: str, *needs: typed.Path) -> None:
+        if not any(self.doc.dropped(p) for p in needs):
+            self.doc.error(node, key, msg)
+
+
+def _check_rules(cfg: Config, w: _CrossCheck) -> None:
     names: dict[str, int] = {}
-    for i, (rule, node) in enumerate(zip(cfg.rules, rule_nodes)):
-        key = f"rules[{i}]"
+    for i, rule in enumerate(cfg.rules):
+        orig, node = w.rule_node(i)
+        key = f"rules[{orig}]"
+        at = ("rules", orig)
         if rule.name in names:
             w.error(node, f"{key}.name", f"duplicate rule name {rule.name!r} (also rules[{names[rule.name]}])")
-        names.setdefault(rule.name, i)
-        a = rule.action
-        _check_targets(rule, node, key, w)
+        names.setdefault(rule.name, orig)
+        _check_targets(rule, node, key, at, w)
         try:
-            check_action_zone(a, rule.zone)
+            check_action_zone(rule.action, rule.zone)
         except ValueError as e:
-            w.error(node, f"{key}.zone", str(e))
-        cap = rule.max_blocks or cfg.guards.max_blocks_per_action
-        if rule.max_blocks is not None and rule.max_blocks > cfg.guards.max_blocks_per_action:
-            w.error(
-                node,
-                f"{key}.max_blocks",
-                f"{rule.max_blocks} exceeds guards.max_blocks_per_action ({cfg.guards.max_blocks_per_action})",
-            )
-        if rule.count is not None and rule.count > cap:
-            w.error(node, f"{key}.count", f"{rule.count} exceeds the per-action cap ({cap})")
-        if rule.min_available is not None and a not in ("offline", "rebalance"):
-            w.error(node, f"{key}.min_available", f"only for offline and rebalance, not {a}")
+            w.error(node, f"{key}.zone", str(e), (*at, "zone"), (*at, "action"))
+        _check_caps(cfg, rule, node, key, at, w)
     r = cfg.retry
     if r.backoff_max < r.backoff_initial:
-        w.problems.append(f"{w.filename}: retry.backoff_max: must be >= retry.backoff_initial")
+        w.error(
+            w.doc.index.get(("retry", "backoff_max"), w.doc.index[()]),
+            "retry.backoff_max",
+            "must be >= retry.backoff_initial",
+            ("retry", "backoff_max"),
+            ("retry", "backoff_initial"),
+        )
 
 
-def _check_targets(rule: Rule, node: yaml.Node, key: str, w: typed.Document) -> None:
+def _check_caps(cfg: Config, rule: Rule, node: yaml.Node, key: str, at: typed.Path, w: _CrossCheck) -> None:
+    per_action = ("guards", "max_blocks_per_action")
+    cap = rule.max_blocks or cfg.guards.max_blocks_per_action
+    if rule.max_blocks is not None and rule.max_blocks > cfg.guards.max_blocks_per_action:
+        w.error(
+            node,
+            f"{key}.max_blocks",
+            f"{rule.max_blocks} exceeds guards.max_blocks_per_action ({cfg.guards.max_blocks_per_action})",
+            per_action,
+        )
+    if rule.count is not None and rule.count > cap:
+        w.error(
+            node, f"{key}.count", f"{rule.count} exceeds the per-action cap ({cap})", per_action, (*at, "max_blocks")
+        )
+    if rule.min_available is not None and rule.action not in ("offline", "rebalance"):
+        w.error(node, f"{key}.min_available", f"only for offline and rebalance, not {rule.action}", (*at, "action"))
+
+
+def _check_targets(rule: Rule, node: yaml.Node, key: str, at: typed.Path, w: _CrossCheck) -> None:
     """What an action needs to know how much to change: bounded, and one way only."""
     a = rule.action
+    amount = ((*at, "count"), (*at, "size"), (*at, "action"))
     if a in ("online", "offline", "online-new"):
         if (rule.count is None) == (rule.size is None):
-            w.error(node, key, f"action {a} needs exactly one of count or size (an unbounded target set is refused)")
+            w.error(
+                node,
+                key,
+                f"action {a} needs exactly one of count or size (an unbounded target set is refused)",
+                *amount,
+            )
         if rule.target_ratio is not None:
-            w.error(node, f"{key}.target_ratio", f"only for action rebalance, not {a}")
+            w.error(node, f"{key}.target_ratio", f"only for action rebalance, not {a}", (*at, "action"))
     if a == "rebalance":
         if rule.target_ratio is None and rule.count is None and rule.size is None:
-            w.error(node, key, "action rebalance needs target_ratio, count or size")
+            w.error(node, key, "action rebalance needs target_ratio, count or size", *amount, (*at, "target_ratio"))
         if rule.count is not None and rule.size is not None:
             w.error(node, key, "count and size are mutually exclusive")
 
@@ -558,11 +596,10 @@ def load_config_text(text: str, filename: str = "<config>") -> Config:
         return Config()
     doc = typed.Document(root, Config, filename)
     cfg = doc.convert()
-    if cfg is None:
+    if doc.partial is not None:
+        _check_rules(doc.partial, _CrossCheck(doc))
+    if cfg is None or doc.problems:
         raise ConfigError(doc.problems or [f"{filename}: invalid configuration"])
-    _check_rules(cfg, [doc.index[("rules", i)] for i in range(len(cfg.rules))], doc)
-    if doc.problems:
-        raise ConfigError(doc.problems)
     return cfg
 
 

@@ -169,11 +169,13 @@ class Executor:
     ) -> ActionOutcome:
         self.journal.append(DryRun(**origin.fields(req), plan=steps, notes=notes))
         self.guards.metrics.guard_refusals.labels("dry_run").inc()
-        log.warning(
-            "dry-run: rule %s would %s: %s",
+        # INFO: a dry-run plan is the controller doing what it was asked to, not a problem.
+        log.info(
+            "dry-run: rule %s would %s: %s%s",
             origin.rule,
             req.action,
-            ", ".join(f"memory{s.block}:{'+'.join(s.ops)}" for s in p.steps),
+            ", ".join(f"memory{s.block}:{'+'.join(s.ops)}" for s in p.steps) or "nothing",
+            "".join(f"; {n}" for n in notes),
         )
         return ActionOutcome(Status.DRY_RUN, plan=p, detail="dry-run: nothing written")
 

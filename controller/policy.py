@@ -113,6 +113,15 @@ class _Ratio:
             b = self.nodes[node]
             self.nodes[node] = Balance(b.movable_pages + movable_delta, max(0, b.kernel_pages + kernel_delta))
 
+    def describe(self, node: int | None) -> str:
+        """The figures a zone choice rests on, for the plan's notes (why ``auto`` chose what it chose)."""
+        b = self.nodes.get(node, self.total) if self.numa_aware and node is not None else self.total
+        where = f"node {node}" if self.numa_aware and node is not None and node in self.nodes else "system"
+        pct = f"{100 * b.movable_pages / b.kernel_pages:.0f}%" if b.kernel_pages else "no kernel memory"
+        return (
+            f"{where} MOVABLE:KERNEL {pct} before this block, ceiling {self.ceiling}% (auto_movable_ratio accounting)"
+        )
+
 
 def ratio_ceiling(req: Request, snap: Snapshot) -> int:
     if req.max_movable_ratio is not None:
@@ -270,8 +279,11 @@ def _online_op(req: Request, b: MemoryBlock, zone: str, ratio: _Ratio, pages: in
             return None
         return Op.ONLINE_KERNEL
     if movable_offered(b) and ratio.allows(b.node, pages):
+        notes.append(f"memory{b.id}: auto chose ZONE_MOVABLE: it fits, {ratio.describe(b.node)}")
         return Op.ONLINE_MOVABLE
     if kernel_zone_offered(b):
+        why = "it would exceed the ratio" if movable_offered(b) else f"ZONE_MOVABLE not in valid_zones {valid}"
+        notes.append(f"memory{b.id}: auto chose a kernel zone: ZONE_MOVABLE {why}, {ratio.describe(b.node)}")
         return Op.ONLINE_KERNEL
     _skip(req, notes, f"memory{b.id}: ZONE_MOVABLE would exceed the ratio and no kernel zone in valid_zones {valid}")
     return None

@@ -158,6 +158,7 @@ class Document:
         self._reported: set[Path] = set()
         self._removed: dict[Path, list[int]] = {}  # list path -> original indices dropped
         self._constructor = yaml.SafeLoader("")
+        self.partial: Any = None
         self.data = self._plain(root, tp, ())
 
     def error(self, node: yaml.Node, key: str, msg: str) -> None:
@@ -225,10 +226,15 @@ class Document:
     # Converting: msgspec finds the problems, one at a time.
 
     def convert(self) -> Any:
-        """The typed object, or None when there were problems (in ``problems``)."""
+        """The typed object, or None when there were problems (in ``problems``).
+
+        Either way ``partial`` holds what converted once the offending values were dropped (None if
+        nothing did), so checks across fields can still run on the rest in the same pass."""
+        self.partial = None
         for _ in range(MAX_PROBLEMS):
             try:
                 out = msgspec.convert(self.data, self.type, strict=True)
+                self.partial = out
                 return None if self.problems else out
             except msgspec.ValidationError as e:
                 text, _, at = str(e).rpartition(" - at `")
@@ -238,16 +244,23 @@ class Document:
         self.problems.append(f"{self.filename}: more problems not shown (fix the first {MAX_PROBLEMS})")
         return None
 
+    def dropped(self, path: Path) -> bool:
+        """Whether the value at ``path`` (a path in the file) or what holds it was reported and dropped."""
+        return any(path[:n] in self._reported for n in range(1, len(path) + 1))
+
+    def original_index(self, path: Path, i: int) -> int:
+        """The file's index of item ``i`` of the converted list at ``path`` (items may have been dropped)."""
+        for r in sorted(self._removed.get(path, ())):
+            i += r <= i
+        return i
+
     def _original(self, at: str) -> Path:
         path: Path = ()
         for name, index in re.findall(r"\.(\w+)|\[(\d+)\]", at):
             if name:
                 path = (*path, name)
                 continue
-            i = int(index)
-            for r in sorted(self._removed.get(path, ())):
-                i += r <= i
-            path = (*path, i)
+            path = (*path, self.original_index(path, int(index)))
         return path
 
     def _explain(self, msg: str, path: Path) -> bool:

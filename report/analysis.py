@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -221,7 +221,7 @@ def _stats(y: np.ndarray | None) -> dict[str, float | None]:
     return {"current": float(y[finite[-1]]), "min": float(np.nanmin(y)), "peak": float(np.nanmax(y))}
 
 
-def fleet_figures(c: Collected, nodes: list[dict], insts: dict[str, dict]) -> dict[str, Any]:
+def fleet_figures(c: Collected, nodes: Collection[dict], insts: Mapping[str, dict]) -> dict[str, Any]:
     failures: dict[str, int] = defaultdict(int)
     acts: dict[tuple[str, str], int] = defaultdict(int)
     for i in insts.values():
@@ -477,7 +477,7 @@ def _group(
     }
 
 
-def _node_group(kind: Kind, nodes: list[dict], details: Callable[[dict], dict], base: str, top: int) -> dict | None:
+def _node_group(kind: Kind, nodes: Iterable[dict], details: Callable[[dict], dict], base: str, top: int) -> dict | None:
     rows = sorted((n for n in nodes if kind.match(n)), key=kind.order)
     if not rows:
         return None
@@ -495,7 +495,7 @@ def _host_entries(hosts: list[dict], text: Callable[[dict], str], top: int) -> l
     return [{"instance": i["instance"], "node": None, "text": text(i)} for i in hosts[:top]]
 
 
-def _quarantined_group(hosts: list[dict], base: str, top: int) -> dict | None:
+def _quarantined_group(hosts: Iterable[dict], base: str, top: int) -> dict | None:
     q = sorted(
         (i for i in hosts if (i["quarantined_blocks"]["peak"] or 0) > 0), key=lambda i: -i["quarantined_blocks"]["peak"]
     )
@@ -513,7 +513,7 @@ def _quarantined_group(hosts: list[dict], base: str, top: int) -> dict | None:
     return _group("quarantined", "warning", "MemhpControllerBlocksQuarantined", "host", headline, entries, len(q), base)
 
 
-def _failed_actions_group(hosts: list[dict], base: str, top: int) -> dict | None:
+def _failed_actions_group(hosts: Iterable[dict], base: str, top: int) -> dict | None:
     fa = sorted((i for i in hosts if i["failed_actions"]), key=lambda i: (-i["failed_actions"], i["instance"]))
     if not fa:
         return None
@@ -535,7 +535,7 @@ def _failed_actions_group(hosts: list[dict], base: str, top: int) -> dict | None
     )
 
 
-def _offline_failures_no_node_group(hosts: list[dict], nodes: list[dict], base: str, top: int) -> dict | None:
+def _offline_failures_no_node_group(hosts: Iterable[dict], nodes: Iterable[dict], base: str, top: int) -> dict | None:
     with_nodes = {n["instance"] for n in nodes if n["failed_offline_blocks"]}
     un = sorted(
         (i for i in hosts if i["offline_failures"] and i["instance"] not in with_nodes),
@@ -559,20 +559,21 @@ def _offline_failures_no_node_group(hosts: list[dict], nodes: list[dict], base: 
 
 
 def findings(
-    nodes: list[dict],
-    insts: dict[str, dict],
+    nodes: Iterable[dict],
+    insts: Mapping[str, dict],
     details: Callable[[dict], dict],
     runbook_base: str,
     top: int,
 ) -> list[dict]:
     """Findings grouped by kind: a headline with the count, the worst ``top``
-    entries below it (nodes by their own figure, ties by risk rank)."""
-    hosts = list(insts.values())
+    entries below it (nodes by their own figure, ties by risk rank).  ``nodes``
+    and ``insts`` may stream from the row store: each group reads them once and
+    keeps only its own rows."""
     groups = [_node_group(kind, nodes, details, runbook_base, top) for kind in NODE_KINDS]
     groups += [
-        _quarantined_group(hosts, runbook_base, top),
-        _failed_actions_group(hosts, runbook_base, top),
-        _offline_failures_no_node_group(hosts, nodes, runbook_base, top),
+        _quarantined_group(insts.values(), runbook_base, top),
+        _failed_actions_group(insts.values(), runbook_base, top),
+        _offline_failures_no_node_group(insts.values(), nodes, runbook_base, top),
     ]
     out = [g for g in groups if g is not None]
     out.sort(key=lambda f: SEVERITY_ORDER[f["severity"]])

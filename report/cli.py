@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
+import sqlite3
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +27,7 @@ from .promapi import (
     parse_duration,
     parse_time,
 )
+from .rowstore import InstanceRows, NodeRows, RowStore
 from .thresholds import RUNBOOK_BASE
 
 if TYPE_CHECKING:
@@ -107,6 +111,15 @@ def add_report_parser(sub) -> None:
         help="the server's sample limit (Prometheus --query.max-samples, default 50000000): queries are "
         "split to use at most half of it",
     )
+    p.add_argument(
+        "--batch-hosts",
+        type=int,
+        default=BATCH_HOSTS,
+        metavar="N",
+        help=f"hosts whose per-node figures are collected together (1-{MAX_BATCH_HOSTS}, default {BATCH_HOSTS}): "
+        "the report's memory is one batch's, whatever the fleet; fewer means less memory and a few more "
+        "requests to Prometheus",
+    )
     p.add_argument("--timeout", default="60s", metavar="DURATION", help="per-request timeout (default 60s)")
     prog = p.add_mutually_exclusive_group()
     prog.add_argument(
@@ -188,6 +201,8 @@ def _period(args: argparse.Namespace) -> Period:
         raise ReportError(str(e)) from None
     if not 1 <= args.top <= MAX_TOP or not 1 <= args.top_findings <= MAX_TOP:
         raise ReportError(f"--top and --top-findings must be between 1 and {MAX_TOP}")
+    if not 1 <= args.batch_hosts <= MAX_BATCH_HOSTS:
+        raise ReportError(f"--batch-hosts must be between 1 and {MAX_BATCH_HOSTS}")
     if not 1000 <= args.query_max_samples <= 10**12:
         raise ReportError("--query-max-samples must be between 1000 and 10^12")
     step, note = auto_step(range_s, requested)
@@ -208,20 +223,26 @@ def _run(args: argparse.Namespace) -> int:
         raise ReportError(f"memhp report needs matplotlib ({e}): pip install 'memhp[report]'") from None
 
     t0 = time.monotonic()
-    col, rows, insts, hosts = _collect(args, prom, period, progress)
-    report = _assemble(args, prom, period, col.c, rows, insts, hosts)
     out = Path(args.out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        progress.message("drawing charts")
-        report["charts"] = render_charts(col.c, [(n["instance"], n["node"]) for n in rows[:SHOWN]], out / "charts")
-        write_full_data(out, rows, insts)
-        report["meta"]["prometheus_requests"] = prom.requests
-        report["meta"]["prometheus_seconds"] = round(prom.query_seconds, 3)
-        report["meta"]["wall_seconds"] = round(time.monotonic() - t0, 3)
-        _write_documents(out, report)
-    except OSError as e:
-        raise ReportError(f"cannot write the report to {out}: {e}") from None
+        store = RowStore()
+    except (OSError, sqlite3.Error) as e:
+        raise ReportError(f"cannot create the report's temporary row store: {e}") from None
+    with store:
+        col, rows, insts, hosts = _collect(args, prom, period, progress, store)
+        report = _assemble(args, prom, period, col.c, rows, insts, hosts)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            progress.message("drawing charts")
+            shown = [(n["instance"], n["node"]) for n in rows[:SHOWN]]
+            report["charts"] = render_charts(col.c, shown, out / "charts")
+            write_full_data(out, rows, insts)
+            report["meta"]["prometheus_requests"] = prom.requests
+            report["meta"]["prometheus_seconds"] = round(prom.query_seconds, 3)
+            report["meta"]["wall_seconds"] = round(time.monotonic() - t0, 3)
+            _write_documents(out, report)
+        except (OSError, sqlite3.Error) as e:
+            raise ReportError(f"cannot write the report to {out}: {e}") from None
 
     if args.json:
         json.dump(report, sys.stdout, indent=1, sort_keys=False)
@@ -232,24 +253,31 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _collect(
-    args: argparse.Namespace, prom: Prometheus, period: Period, progress: Progress
-) -> tuple[Collector, list[dict], dict[str, dict], list[dict]]:
+    args: argparse.Namespace, prom: Prometheus, period: Period, progress: Progress, store: RowStore
+) -> tuple[Collector, NodeRows, InstanceRows, list[dict]]:
     """Every figure from Prometheus: the node rows ranked, the host rows, and
-    the hosts listed in the report."""
+    the hosts listed in the report.  Node and host figures come a batch of
+    hosts at a time and go to ``store`` (on disk), so the report's memory does
+    not grow with the fleet."""
     from .analysis import rank
-    from .collect import Collector, probe
+    from .collect import SHOWN_NODES, Collector, probe
 
     instances, nodes = probe(prom, period.selector, period.start, period.end, period.step)
     progress.message(f"{instances} host(s), {nodes} NUMA node(s)")
     col = Collector(
         prom, period.selector, period.start, period.end, period.step, args.query_max_samples, instances, nodes
     )
-    col.node_figures()
-    col.instance_figures()
-    col.event_figures()
+    for names in col.instance_batches(args.batch_hosts):
+        part = col.batch(names)
+        part.node_figures()
+        part.instance_figures()
+        part.event_figures()
+        col.add_bars(part.c.bars)
+        batch_rows, batch_insts = rank(part.c)
+        store.add(batch_rows, batch_insts.values())
     col.fleet_curves()
-    rows, insts = rank(col.c)
-    col.shown_ratio([(n["instance"], n["node"]) for n in rows])
+    rows, insts = store.nodes, store.instances
+    col.shown_ratio([(n["instance"], n["node"]) for n in rows[:SHOWN_NODES]])
     hosts = sorted(
         (i for i in insts.values() if i["failed_actions"] or i["offline_failures"] or i["quarantined_blocks"]["peak"]),
         key=lambda i: (
@@ -259,7 +287,8 @@ def _collect(
             i["instance"],
         ),
     )[: args.top]
-    col.listed_blocks({n["instance"] for n in rows[: args.top]} | {i["instance"] for i in hosts})
+    listed = {n["instance"] for n in rows[: args.top]} | {i["instance"] for i in hosts}
+    col.listed_blocks(i for i in listed if insts.get(i, {}).get("failed_offline_blocks"))
     progress.finish()
     return col, rows, insts, hosts
 
@@ -269,8 +298,8 @@ def _assemble(
     prom: Prometheus,
     period: Period,
     c: Collected,
-    rows: list[dict],
-    insts: dict[str, dict],
+    rows: NodeRows,
+    insts: InstanceRows,
     hosts: list[dict],
 ) -> dict:
     """The report as data (report.json), before the charts are drawn."""
@@ -303,6 +332,7 @@ def _assemble(
             "top": args.top,
             "query_max_samples": args.query_max_samples,
             "warnings": period.warnings,
+            "fleet_curves_source": c.fleet_curves_source,
         },
         "summary": summary(fleet),
         "findings": findings(
@@ -350,27 +380,32 @@ FILES = {
 }
 SHOWN = 10
 MAX_TOP = 1000
+# Hosts whose node and host rows are collected together: the report's memory is one batch's answers
+# and rows (a few KiB per host), whatever the fleet; each batch costs Prometheus about 20 requests,
+# which read the same series as one fleet-wide request would, in parts.
+BATCH_HOSTS = 2000
+MAX_BATCH_HOSTS = 100_000
 
 
 def _cell(v: object) -> object:
     return json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else ("" if v is None else v)
 
 
-def write_full_data(out: Path, rows: list[dict], insts: dict[str, dict]) -> None:
-    """Every node's and host's row, as CSV and as JSON (written row by row)."""
-    for name, items in (("nodes", rows), ("instances", [insts[k] for k in sorted(insts)])):
-        if not items:
+def write_full_data(out: Path, rows: Iterable[dict], insts: InstanceRows) -> None:
+    """Every node's and host's row, as CSV and as JSON, both files written in one pass over the
+    rows as they stream from the row store (the columns are the first row's)."""
+    for name, items in (("nodes", iter(rows)), ("instances", insts.values())):
+        first = next(items, None)
+        if first is None:
             (out / f"{name}.csv").write_text("")
             (out / f"{name}.json").write_text("[]\n")
             continue
-        fields = list(items[0])
-        with (out / f"{name}.csv").open("w", newline="") as f:
-            w = csv.writer(f)
+        fields = list(first)
+        with (out / f"{name}.csv").open("w", newline="") as fc, (out / f"{name}.json").open("w") as fj:
+            w = csv.writer(fc)
             w.writerow(fields)
-            for it in items:
+            fj.write("[\n")
+            for i, it in enumerate(itertools.chain([first], items)):
                 w.writerow([_cell(it.get(k)) for k in fields])
-        with (out / f"{name}.json").open("w") as f:
-            f.write("[\n")
-            for i, it in enumerate(items):
-                f.write(("," if i else "") + json.dumps(it, sort_keys=True) + "\n")
-            f.write("]\n")
+                fj.write(("," if i else "") + json.dumps(it, sort_keys=True) + "\n")
+            fj.write("]\n")

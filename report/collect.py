@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +46,14 @@ SHOWN_NODES = 10  # nodes drawn on the "worst nodes" ratio chart
 # seconds before the range also searched for nodes above the warning line (> any lookback delta)
 CANDIDATE_MARGIN = 3600
 BATCH_CHARS = 60_000  # instance names per time-above query, in characters (the query is POSTed when long)
+# The series that make a host a host of the report (any one of them).
+HOST_METRICS = (
+    R_STATE,
+    "memhp_block_size_bytes",
+    "memhp_offline_failures_total",
+    "memhp_controller_actions_total",
+    "memhp_controller_quarantined_blocks",
+)
 SCALE = 1 << 16  # packs two step counts of one subquery window (at most SCALE - 1 steps) in one float
 
 
@@ -90,6 +98,7 @@ class Collected:
     bars: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # on the bar grid, by label
     shown: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # ratio of the drawn nodes
     blocks: dict[str, list[dict]] = field(default_factory=dict)  # failed blocks of listed hosts
+    fleet_curves_source: str = ""  # "recording rules" or "raw series" (Collector._node_curves)
 
     @property
     def grid(self) -> np.ndarray:
@@ -171,6 +180,48 @@ class Collector:
 
     def s(self, metric: str, *extra: str) -> str:
         return sel(metric, self.selector, *extra)
+
+    # -- batches of hosts: what is collected per node and per host never holds the whole fleet
+
+    def instance_batches(self, per_batch: int) -> Iterator[list[str]]:
+        """The hosts in the range, in name order, ``per_batch`` (and at most BATCH_CHARS of names)
+        at a time.  Any series a host row reads makes it a host, as the fleet-wide queries did."""
+        c = self.c
+        names = self.prom.label_values("instance", [self.s(m) for m in HOST_METRICS], c.start, c.end)
+        batch: list[str] = []
+        size = 0
+        for name in sorted(names):
+            if batch and (len(batch) >= per_batch or size + len(name) > BATCH_CHARS):
+                yield batch
+                batch, size = [], 0
+            batch.append(name)
+            size += len(name) + 1
+        if batch:
+            yield batch
+
+    def batch(self, names: list[str]) -> Collector:
+        """A collector of the same period for these hosts only: its node and host rows are one
+        batch's (the bars it counts are added to this collector's with ``add_bars``)."""
+        c = self.c
+        match = f'instance=~"{_promql_re("|".join(re.escape(n) for n in names))}"'
+        nodes = max(1, -(-c.nodes_count * len(names) // max(c.instances_count, 1)))
+        part = Collector(
+            self.prom,
+            ",".join(m for m in (self.selector, match) if m),
+            c.start,
+            c.end,
+            c.step,
+            c.max_samples,
+            len(names),
+            nodes,
+        )
+        return part
+
+    def add_bars(self, bars: dict[str, dict[str, np.ndarray]]) -> None:
+        for name, by_label in bars.items():
+            mine = self.c.bars.setdefault(name, {})
+            for label, arr in by_label.items():
+                mine[label] = mine[label] + arr if label in mine else arr
 
     # -- per node and per host: one number per figure
 
@@ -384,8 +435,6 @@ class Collector:
 
     def fleet_curves(self) -> None:
         c, s = self.c, self.s
-        nodes = max(c.nodes_count, 1)
-        zone_series = max(1, self._recent_count(R_ZONE))
         if self.selector:  # the cluster: rules cannot be filtered by instance: sum the instance: rules instead
             fleet_state, fleet_hot = f"sum by (state) ({s(R_I_STATE)})", f"sum({s(R_I_HOT)})"
             fleet_ratio = f"sum({s(R_I_MOV)}) / (sum({s(R_I_KER)}) > 0)"
@@ -396,11 +445,7 @@ class Collector:
             fleet_ratio = "cluster:memhp_movable_kernel_ratio:ratio"
             per_instance = 3
         queries: list[tuple[str, str, int, Callable[[dict], str]]] = [
-            (f"quantile(0.5, {s(R_RATIO)})", "ratio_p50", nodes, lambda m: ""),
-            (f"quantile(0.9, {s(R_RATIO)})", "ratio_p90", nodes, lambda m: ""),
-            (f"max({s(R_RATIO)})", "ratio_max", nodes, lambda m: ""),
-            (f"count({s(R_RATIO)} > {thresholds.LINES.warning:g})", "nodes_above_warning", nodes, lambda m: ""),
-            (f"sum by (zone) ({s(R_ZONE)})", "zone", zone_series, lambda m: m.get("zone", "")),
+            *self._node_curves(),
             (fleet_state, "state", per_instance, lambda m: m.get("state", "")),
             (fleet_hot, "hot", per_instance, lambda m: ""),
             (fleet_ratio, "ratio_fleet", per_instance, lambda m: ""),
@@ -424,6 +469,57 @@ class Collector:
             c.curves["nodes_above_warning"] = np.zeros(len(grid))
         else:
             c.curves["nodes_above_warning"] = np.nan_to_num(c.curves["nodes_above_warning"])
+
+    def _node_curves(self) -> list[tuple[str, str, int, Callable[[dict], str]]]:
+        """The curves that reduce every node's series at each step: from the recording rules of
+        alerts/memhp.rules.yaml (``fleet_curve_rules``) when they cover the whole range and the
+        report is about the whole fleet, else from the raw per-node series (5-7 s per curve at
+        20,000 nodes).  ``c.fleet_curves_source`` says which, for report.json."""
+        c, s = self.c, self.s
+        warning = f"{thresholds.LINES.warning:g}"
+        if not self.selector and self._rules_cover_range():
+            c.fleet_curves_source = "recording rules"
+            q = "cluster_quantile:memhp_movable_kernel_ratio:quantile"
+            return [
+                (f'{q}{{quantile="0.5"}}', "ratio_p50", 1, lambda m: ""),
+                (f'{q}{{quantile="0.9"}}', "ratio_p90", 1, lambda m: ""),
+                ("cluster:memhp_movable_kernel_ratio:max", "ratio_max", 1, lambda m: ""),
+                (
+                    f'cluster:memhp_movable_kernel_ratio_above:count{{threshold="{warning}"}}',
+                    "nodes_above_warning",
+                    1,
+                    lambda m: "",
+                ),
+                ("cluster:memhp_online_bytes:sum_by_zone", "zone", 8, lambda m: m.get("zone", "")),
+            ]
+        c.fleet_curves_source = "raw series"
+        nodes = max(c.nodes_count, 1)
+        zone_series = max(1, self._recent_count(R_ZONE))
+        return [
+            (f"quantile(0.5, {s(R_RATIO)})", "ratio_p50", nodes, lambda m: ""),
+            (f"quantile(0.9, {s(R_RATIO)})", "ratio_p90", nodes, lambda m: ""),
+            (f"max({s(R_RATIO)})", "ratio_max", nodes, lambda m: ""),
+            (f"count({s(R_RATIO)} > {warning})", "nodes_above_warning", nodes, lambda m: ""),
+            (f"sum by (zone) ({s(R_ZONE)})", "zone", zone_series, lambda m: m.get("zone", "")),
+        ]
+
+    def _rules_cover_range(self) -> bool:
+        """Every fleet-curve rule has a sample near the start and at the end of the range: rules
+        loaded during the range would leave the curves' first part empty, which the raw series
+        would have filled."""
+        c = self.c
+        warning = f"{thresholds.LINES.warning:g}"
+        names = (
+            'cluster_quantile:memhp_movable_kernel_ratio:quantile{quantile="0.9"}',
+            "cluster:memhp_movable_kernel_ratio:max",
+            f'cluster:memhp_movable_kernel_ratio_above:count{{threshold="{warning}"}}',
+            "cluster:memhp_online_bytes:sum_by_zone",
+        )
+        for at in (c.start + c.step, c.end):
+            expr = " and ".join(f"(count(last_over_time({n}[{format_duration(2 * c.step)}])) > 0)" for n in names)
+            if not self.prom.instant(expr, at):
+                return False
+        return True
 
     # -- only for what is drawn or listed
 
@@ -455,9 +551,10 @@ class Collector:
 
     def listed_blocks(self, instances: Iterable[str]) -> None:
         """Per-block detail (block, node, zone, reasons, failures, still online)
-        of the hosts listed in the report that had blocks fail to offline."""
+        of ``instances``: the hosts listed in the report that had blocks fail to
+        offline (their rows are in the row store, not in this collector)."""
         c = self.c
-        insts = sorted({i for i in instances if c.instances.get(i, {}).get("failed_blocks")})
+        insts = sorted(set(instances))
         if not insts:
             return
         match = f'instance=~"{_promql_re("|".join(re.escape(i) for i in insts))}"'

@@ -281,6 +281,12 @@ class Prometheus:
             params += [("start", f"{start:.3f}"), ("end", f"{end:.3f}")]
         return list(self._get("/api/v1/label/__name__/values", params, f"metric names of {match}"))
 
+    def label_values(self, label: str, matches: list[str], start: float, end: float) -> list[str]:
+        """The values of ``label`` among the series any of ``matches`` selects in [start, end]
+        (the host names of a fleet: one string per host, the one list the report keeps whole)."""
+        params = [("match[]", m) for m in matches] + [("start", f"{start:.3f}"), ("end", f"{end:.3f}")]
+        return list(self._get(f"/api/v1/label/{label}/values", params, f"the {label} values"))
+
     def count(self, expr: str, at: float) -> int:
         """``count(expr)`` evaluated by the server: one number back."""
         res = self.instant(f"count({expr})", at)

@@ -68,6 +68,7 @@ def _header(m: dict) -> list[tuple]:
                 " · ",
                 ("b", "Resolution:"),
                 f" {format_duration(m['step_seconds'])} (event bars: {format_duration(m['event_bucket_seconds'])})"
+                f" · fleet curves from {m.get('fleet_curves_source') or 'raw series'}"
                 f" · generated {m['generated_at']}",
             ],
         )

@@ -448,3 +448,116 @@ def test_a_file_with_very_many_problems_reports_the_first_hundred():
     p = problems("rules:\n" + rules)
     assert len(p) == 101 and p[-1] == "policy.yaml: more problems not shown (fix the first 100)"
     assert p[99].startswith("policy.yaml:401:12: rules[99].count: must be an integer")
+
+
+def test_field_and_cross_field_problems_are_reported_in_one_pass():
+    # Issue 21: cross-field problems used to appear only once every field error was fixed.
+    p = problems("""\
+        guards:
+          max_blocks_per_action: 4
+          cooldown: soon
+        retry:
+          backoff_initial: 10s
+          backoff_max: 5s
+          attempts: many
+        rules:
+          - name: bad-field
+            alertname: A
+            action: online
+            count: 1
+            cooldown: later
+          - name: cross
+            alertname: A
+            action: online
+          - name: bad-action
+            alertname: A
+            action: explode
+            count: 1
+          - name: cap
+            alertname: A
+            action: offline
+            count: 9
+            min_available: -1
+        """)
+    joined = "\n".join(p)
+    # field errors ...
+    assert "policy.yaml:3:13: guards.cooldown: not a duration" in joined
+    assert "policy.yaml:7:13: retry.attempts: must be an integer" in joined
+    assert "policy.yaml:13:15: rules[0].cooldown: not a duration" in joined
+    assert "rules[2].action: must be one of" in joined
+    # ... and, in the same pass, the cross-field ones, each named by the rule's index in the file
+    assert "policy.yaml:14:5: rules[1]: action online needs exactly one of count or size" in joined
+    assert "rules[3].count: 9 exceeds the per-action cap (4)" in joined
+    assert "retry.backoff_max: must be >= retry.backoff_initial" in joined
+    # a value already reported is not reported again as missing
+    assert not any("rules[0]: action online needs" in x for x in p)
+
+
+def test_a_dropped_value_does_not_cause_a_second_cross_field_error():
+    p = problems("""\
+        rules:
+          - name: r
+            alertname: A
+            action: online
+            count: -2
+        """)
+    assert len(p) == 1 and "rules[0].count" in p[0], p
+
+
+def check_config(tmp_path, text: str) -> subprocess.CompletedProcess:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(textwrap.dedent(text))
+    return subprocess.run(
+        [sys.executable, "-m", "memhp.controller.cli", "--config.file", str(policy), "check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_config_warns_about_alerts_and_severities_memhp_does_not_ship(tmp_path):
+    r = check_config(
+        tmp_path,
+        """\
+        rules:
+          - name: unknown-alert
+            alertname: MemhpHotAddedMemoryOffline
+            action: online-new
+            count: 1
+          - name: wrong-severity
+            alertname: MemhpBlocksLeftOffline
+            matchers: ['severity="page"']
+            action: online-new
+            count: 1
+          - name: regex-never
+            alertname: MemhpMovableKernelRatioCritical
+            matchers: ['severity=~"warn.*"']
+            action: rebalance
+            target_ratio: 3
+          - name: fine
+            alertname: MemhpMovableKernelRatioCritical
+            matchers: ['severity=~"critical|page"']
+            action: rebalance
+            target_ratio: 3
+        """,
+    )
+    assert r.returncode == 0, r.stderr
+    warnings = [x for x in r.stderr.splitlines() if "warning:" in x]
+    assert len(warnings) == 3, r.stderr
+    assert "rules[0] (unknown-alert): alertname 'MemhpHotAddedMemoryOffline' is not an alert memhp ships" in r.stderr
+    assert 'rules[1] (wrong-severity): matcher severity="page" never matches MemhpBlocksLeftOffline' in r.stderr
+    assert "rules[2] (regex-never)" in r.stderr and "fine" not in r.stderr
+
+
+def test_the_alert_catalog_is_the_shipped_rule_files():
+    import yaml
+
+    from memhp.controller.policy_lint import shipped_alerts
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    groups = yaml.safe_load((root / "alerts" / "memhp.alerts.yaml").read_text())["groups"]
+    seen: dict[str, set[str]] = {}
+    for g in groups:
+        for r in g["rules"]:
+            seen.setdefault(r["alert"], set()).add(r["labels"]["severity"])
+    assert {k: set(v) for k, v in shipped_alerts().items()} == seen

@@ -178,3 +178,17 @@ def test_submit_does_not_block_on_actions(tree, make_engine):
         assert e.wait_idle(60)
     finally:
         os.close(fd)
+
+
+def test_a_dry_run_plan_is_logged_at_info_with_why_auto_chose_its_zone(tree, make_engine, caplog):
+    # Issue 21: a dry-run plan is what the operator asked for, not a warning; and `auto` says why.
+    standard_layout(tree)  # offline 12-15
+    e = make_engine(rules=RULES, dry_run=True, start=True)
+    with caplog.at_level("INFO", logger="memhp.controller"):
+        e.submit([alert()])
+        assert e.wait_idle(30)
+    (rec,) = [r for r in caplog.records if r.getMessage().startswith("dry-run: rule grow")]
+    assert rec.levelname == "INFO"
+    msg = rec.getMessage()
+    assert "memory12:" in msg and "auto chose" in msg and "ceiling" in msg, msg
+    assert [tree.state(i) for i in (12, 13)] == ["offline", "offline"]

@@ -23,6 +23,10 @@ Per host i (two nodes, 16 GiB of kernel zones each: DMA32 2 + Normal 14):
   controller's offline of them ends failed (EBUSY) twice;
 * every host with a ratio episode: the controller onlined its blocks (ok);
 * every 100th host: the controller quarantines one block from hour 41 to 42.
+
+The fleet-curve rules (quantiles, max, count above 3:1, sum by zone) are
+written as Prometheus would record them at the same timestamps, so a report
+that reads them must equal one that reduces the raw series.
 """
 
 from __future__ import annotations
@@ -192,10 +196,19 @@ class _Writer:
             yield series(name, _labels(**lb, zone="Normal"), float(NORMAL))
             yield series(name, _labels(**lb, zone="Movable"), v["mov"])
         yield "# TYPE instance_node:memhp_movable_kernel_ratio:ratio gauge\n"
-        for i, node, lb in self.nodes():
-            yield series(
-                "instance_node:memhp_movable_kernel_ratio:ratio", _labels(**lb), story(i, node).ratio(self.hours)
-            )
+        ratios = np.empty((2 * self.hosts, self.n))
+        for k, (i, node, lb) in enumerate(self.nodes()):
+            ratios[k] = story(i, node).ratio(self.hours)
+            yield series("instance_node:memhp_movable_kernel_ratio:ratio", _labels(**lb), ratios[k])
+        # the fleet-curve rules (alerts/generate.py fleet_curve_rules), as Prometheus computes them:
+        # quantile() interpolates linearly between ranks, as numpy's default does
+        self.fleet_curves = {
+            "p50": np.quantile(ratios, 0.5, axis=0),
+            "p90": np.quantile(ratios, 0.9, axis=0),
+            "max": ratios.max(axis=0),
+            "above": (ratios > 3).sum(axis=0).astype(float),
+        }
+        del ratios
         yield "# TYPE instance_node:memhp_hot_unpluggable_bytes:sum gauge\n"
         for i, node, lb in self.nodes():
             v = self.node_values(i, node)
@@ -241,6 +254,20 @@ class _Writer:
         yield series("cluster:memhp_hot_unpluggable_bytes:sum", "", cluster["hot"])
         yield "# TYPE cluster:memhp_movable_kernel_ratio:ratio gauge\n"
         yield series("cluster:memhp_movable_kernel_ratio:ratio", "", cluster["hot"] / cluster["ker"])
+        curves = self.fleet_curves
+        q = "cluster_quantile:memhp_movable_kernel_ratio:quantile"
+        yield f"# TYPE {q} gauge\n"
+        yield series(q, _labels(quantile="0.5"), curves["p50"])
+        yield series(q, _labels(quantile="0.9"), curves["p90"])
+        yield "# TYPE cluster:memhp_movable_kernel_ratio:max gauge\n"
+        yield series("cluster:memhp_movable_kernel_ratio:max", "", curves["max"])
+        yield "# TYPE cluster:memhp_movable_kernel_ratio_above:count gauge\n"
+        yield series("cluster:memhp_movable_kernel_ratio_above:count", _labels(threshold="3"), curves["above"])
+        yield "# TYPE cluster:memhp_online_bytes:sum_by_zone gauge\n"
+        name = "cluster:memhp_online_bytes:sum_by_zone"
+        yield series(name, _labels(zone="DMA32"), float(DMA32 * 2 * self.hosts))
+        yield series(name, _labels(zone="Normal"), float(NORMAL * 2 * self.hosts))
+        yield series(name, _labels(zone="Movable"), cluster["hot"])
 
     def counter(self, events: list[tuple[float, float]]) -> np.ndarray:
         out = np.zeros(self.n)

@@ -155,6 +155,9 @@ def test_long_queries_are_posted(fleet, report, tmp_path):
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert got["fleet"] == report["json"]["fleet"]
+    # the whole fleet reads the fleet-curve recording rules, a part of it the raw series: same figures
+    assert report["json"]["meta"]["fleet_curves_source"] == "recording rules"
+    assert got["meta"]["fleet_curves_source"] == "raw series"
     assert got["findings"] == report["json"]["findings"]
 
 
@@ -215,7 +218,10 @@ def test_query_frontend_limits(fleet, report, tmp_path):
     finally:
         frontend.stop()
     assert any("sum_by_state[3d]" in q for q in frontend.refused), frontend.refused
-    assert any("quantile" in q for q in frontend.refused), frontend.refused
+    # the fleet curves come from the recording rules (a handful of series), not from range queries
+    # over every node's ratio, which this limit refused before the rules (issue 24)
+    assert got["meta"]["fleet_curves_source"] == "recording rules"
+    assert not any("quantile(" in q for q in frontend.refused), frontend.refused
     assert got["fleet"] == report["json"]["fleet"]
     assert got["findings"] == report["json"]["findings"]
     assert (tmp_path / "chunks" / "nodes.json").read_text() == (report["out"] / "nodes.json").read_text()
@@ -230,3 +236,17 @@ def test_query_frontend_limits(fleet, report, tmp_path):
         )
     finally:
         frontend.stop()
+
+
+def test_batches_of_hosts_give_the_same_report(fleet, report, tmp_path):
+    # Issue 24: node and host figures are collected a batch of hosts at a time (memory flat in the
+    # fleet size); 37 hosts per batch (6 batches, the last one short) must not change a figure.
+    out = tmp_path / "batched"
+    r = _report(fleet["prom"].url, fleet["end"], out, "--batch-hosts", "37")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    for key in ("summary", "fleet", "findings", "nodes", "instances", "blocks"):
+        assert got[key] == report["json"][key], key
+    for name in ("nodes.csv", "nodes.json", "instances.csv", "instances.json"):
+        assert (out / name).read_text() == (report["out"] / name).read_text(), name
+    assert got["meta"]["prometheus_requests"] > report["json"]["meta"]["prometheus_requests"]
