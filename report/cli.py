@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from . import thresholds
+from . import backtest, thresholds
 from .promapi import (
     DEFAULT_MAX_SAMPLES,
     Prometheus,
@@ -116,6 +116,7 @@ def add_report_parser(sub) -> None:
         help="show progress on stderr (default: only when stderr is a terminal)",
     )
     prog.add_argument("--no-progress", dest="progress", action="store_false")
+    backtest.add_arguments(p)
     p.set_defaults(func=run_report)
 
 
@@ -212,6 +213,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        report["backtest"] = backtest.run(args, prom, period.start, period.end, out)
         progress.message("drawing charts")
         report["charts"] = render_charts(col.c, [(n["instance"], n["node"]) for n in rows[:SHOWN]], out / "charts")
         write_full_data(out, rows, insts)
