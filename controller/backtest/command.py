@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import msgspec
+
 from memhp.report.promapi import (
     DEFAULT_MAX_SAMPLES,
     Prometheus,
@@ -118,6 +120,8 @@ def run_backtest(args: argparse.Namespace, cfg: Config) -> int:
     except ValueError as e:
         print(f"memhp-controller backtest: {e}", file=sys.stderr)
         return 2
+    if getattr(args, "dry_run", False):  # as the daemon: --dry-run overrides guards.dry_run
+        cfg = msgspec.structs.replace(cfg, guards=msgspec.structs.replace(cfg.guards, dry_run=True))
     if not cfg.rules:
         print("memhp-controller backtest: the policy has no rules: nothing would ever act", file=sys.stderr)
     out = Path(args.out) if args.out else None

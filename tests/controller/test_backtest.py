@@ -169,3 +169,17 @@ def test_guards_dry_run_only_dry_runs(dry):
     cfg = policy(SHED, guards=f"guards:\n  dry_run: {str(dry).lower()}\n")
     _, ds = run(cfg, [ev(0), ev(1)])
     assert [(d.outcome, d.guard) for d in ds] == [("dry_run", "dry_run"), ("dry_run", "dry_run")]
+
+
+def test_every_backtest_flag_is_documented():
+    import argparse
+    from pathlib import Path
+
+    from memhp.controller.cli import get_parser
+
+    sub = next(a for a in get_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {o for a in sub.choices["backtest"]._actions for o in a.option_strings if o.startswith("--")}
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "controller.md").read_text()
+    section = doc[doc.index("## The `backtest` command") : doc.index("## Command line")]
+    common = {"--help", "--config.file", "--path.sysfs", "--path.procfs", "--journal.path", "--dry-run", "--log.level"}
+    assert {f for f in flags - common if f"`{f}" not in section} == set()
