@@ -84,18 +84,21 @@ def episodes(i: int, start: int) -> Iterator[tuple[int, int]]:
         t += every
 
 
-def openmetrics(hosts: int, end: int) -> Iterator[str]:
+def openmetrics(hosts: int, end: int, lo: int, hi: int) -> Iterator[str]:
+    """The samples with lo <= t < hi (promtool reads its whole input once per 2-hour
+    block it writes: one file per day keeps that linear in the days)."""
     start = end - DAYS * DAY
     yield "# TYPE ALERTS gauge\n"
     for i in range(hosts):
         lb = f'alertname="MemhpMovableKernelRatioHigh",alertstate="firing",instance="{host(i)}",node="0"'
         for a, b in episodes(i, start):
-            yield "".join(f"ALERTS{{{lb}}} 1 {t}\n" for t in range(a, min(b, end) + 1, EVAL))
+            yield "".join(f"ALERTS{{{lb}}} 1 {t}\n" for t in range(max(a, lo), min(b, end, hi - 1) + 1, EVAL))
     incident = start + 20 * DAY
     for i in range(hosts):
         lb = f'alertname="MemhpHotUnpluggableBelowFloor",alertstate="firing",instance="{host(i)}"'
-        yield "".join(f"ALERTS{{{lb}}} 1 {t}\n" for t in range(incident, incident + 1800 + 1, EVAL))
-    stamps = range(start - STATE_INTERVAL, end + 1, STATE_INTERVAL)
+        yield "".join(f"ALERTS{{{lb}}} 1 {t}\n" for t in range(max(incident, lo), min(incident + 1800 + 1, hi), EVAL))
+    first = start - STATE_INTERVAL
+    stamps = [t for t in range(first, end + 1, STATE_INTERVAL) if lo <= t < hi]
     per_node = {
         "instance_node:memhp_hot_unpluggable_bytes:sum": lambda i, n: (40 + 8 * (i % 4) + n) * GiB,
         "instance_node:memhp_node_movable_accounted_bytes:sum": lambda i, n: (40 + 8 * (i % 4) + n) * GiB,
@@ -126,19 +129,21 @@ def openmetrics(hosts: int, end: int) -> Iterator[str]:
 def build(work: Path, hosts: int, end: int) -> Path:
     tsdb = work / "tsdb"
     om = work / "backtest.om"
-    with om.open("w") as f:
-        for chunk in openmetrics(hosts, end):
-            f.write(chunk)
-    r = subprocess.run(
-        [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", "-q", str(om), str(tsdb)],
-        capture_output=True,
-        text=True,
-        timeout=7200,
-        check=False,
-    )
+    first = end - DAYS * DAY - STATE_INTERVAL
+    for lo in range(first, end + 1, DAY):
+        with om.open("w") as f:
+            for chunk in openmetrics(hosts, end, lo, lo + DAY):
+                f.write(chunk)
+        r = subprocess.run(
+            [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", "-q", str(om), str(tsdb)],
+            capture_output=True,
+            text=True,
+            timeout=7200,
+            check=False,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"promtool create-blocks-from openmetrics failed: {r.stdout[-2000:]}{r.stderr[-2000:]}")
     om.unlink()
-    if r.returncode != 0:
-        raise RuntimeError(f"promtool create-blocks-from openmetrics failed: {r.stdout[-2000:]}{r.stderr[-2000:]}")
     return tsdb
 
 

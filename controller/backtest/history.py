@@ -102,8 +102,9 @@ class History:
 
     def _points(self, expr: str, series: int, *, resolved: bool) -> Iterator[Event]:
         w = self.w
+        # outputs=1: an answer holds one point per firing start (or end), not one per series and step
         chunks = self.prom.range_chunks(
-            expr, w.start, w.end, w.step, inputs=2 * series, outputs=series, max_samples=self.max_samples // 2
+            expr, w.start, w.end, w.step, inputs=2 * series, outputs=1, max_samples=self.max_samples // 2
         )
         for result in chunks:
             for s in result:
@@ -127,21 +128,25 @@ class History:
         max_steps = max(1, min(1440, self.max_samples // 2 // max(1, HOST_BATCH * SERIES_PER_HOST)))
         hosts: set[str] = set()
         lo = hi = None
+        n = 0
         for e in events:
             inst = self.instance_of.get(e.host, e.host)
             if lo is not None and hi is not None:
                 full = inst not in hosts and len(hosts) >= HOST_BATCH
                 if full or e.grid - lo >= max_steps * self.w.step:
-                    self._state_chunk(sorted(hosts), lo, hi, out)
-                    hosts, lo = set(), None
+                    self._state_chunk(sorted(hosts), lo, hi, n, out)
+                    hosts, lo, n = set(), None, 0
             hosts.add(inst)
             lo = e.grid if lo is None else lo
             hi = e.grid
+            n += 1
         if hosts and lo is not None and hi is not None:
-            self._state_chunk(sorted(hosts), lo, hi, out)
+            self._state_chunk(sorted(hosts), lo, hi, n, out)
         return out
 
-    def _state_chunk(self, instances: list[str], lo: float, hi: float, out: dict[tuple[str, float], HostState]) -> None:
+    def _state_chunk(
+        self, instances: list[str], lo: float, hi: float, events: int, out: dict[tuple[str, float], HostState]
+    ) -> None:
         sel = f"{self.host_label}=~{json.dumps('|'.join(re.escape(i) for i in instances))}"
         step = format_duration(self.w.step)
         parts = [
@@ -158,7 +163,8 @@ class History:
             lo + n * self.w.step,
             self.w.step,
             inputs=len(instances) * SERIES_PER_HOST,
-            outputs=len(instances) * SERIES_PER_HOST,
+            # the answer holds the state at the events' steps only: at most this many points per step on average
+            outputs=max(1, -(-events * SERIES_PER_HOST // (n + 1))),
             max_samples=self.max_samples // 2,
         )
         for result in data:
