@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -96,6 +97,8 @@ def action_duration(text: str) -> float:
 
 
 def options(args: argparse.Namespace, policy: str, start: float, end: float, step: float) -> Options:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", args.host_label):
+        raise ValueError(f"--host-label must be a Prometheus label name: {args.host_label!r}")
     return Options(
         Window(start, end, step),
         policy,

@@ -31,20 +31,20 @@ HOST_BATCH = 1000  # hosts per state query: bounds the request and the answer
 
 # (tag, PromQL of one figure, by (instance, node) or (instance)); {sel} takes the host matcher.
 STATE_QUERIES = (
-    ("hot", "sum by (instance, node) (instance_node:memhp_hot_unpluggable_bytes:sum{{{sel}}} offset {off})"),
+    ("hot", "sum by ({hl}, node) (instance_node:memhp_hot_unpluggable_bytes:sum{{{sel}}} offset {off})"),
     (
         "offline",
-        'sum by (instance, node) (instance_node:memhp_blocks_bytes:sum_by_state{{state="offline",{sel}}} offset {off})',
+        'sum by ({hl}, node) (instance_node:memhp_blocks_bytes:sum_by_state{{state="offline",{sel}}} offset {off})',
     ),
     (
         "kernel",
-        'sum by (instance, node) (instance_node:memhp_online_bytes:sum_by_zone{{zone!="Movable",{sel}}} offset {off})',
+        'sum by ({hl}, node) (instance_node:memhp_online_bytes:sum_by_zone{{zone!="Movable",{sel}}} offset {off})',
     ),
-    ("mov_acc", "sum by (instance, node) (instance_node:memhp_node_movable_accounted_bytes:sum{{{sel}}} offset {off})"),
-    ("ker_acc", "sum by (instance, node) (instance_node:memhp_node_kernel_accounted_bytes:sum{{{sel}}} offset {off})"),
-    ("avail", "max by (instance) (memhp_memory_available_bytes{{{sel}}} offset {off})"),
-    ("block_size", "max by (instance) (memhp_block_size_bytes{{{sel}}} offset {off})"),
-    ("ratio", "max by (instance) (memhp_auto_movable_max_ratio{{{sel}}} offset {off})"),
+    ("mov_acc", "sum by ({hl}, node) (instance_node:memhp_node_movable_accounted_bytes:sum{{{sel}}} offset {off})"),
+    ("ker_acc", "sum by ({hl}, node) (instance_node:memhp_node_kernel_accounted_bytes:sum{{{sel}}} offset {off})"),
+    ("avail", "max by ({hl}) (memhp_memory_available_bytes{{{sel}}} offset {off})"),
+    ("block_size", "max by ({hl}) (memhp_block_size_bytes{{{sel}}} offset {off})"),
+    ("ratio", "max by ({hl}) (memhp_auto_movable_max_ratio{{{sel}}} offset {off})"),
 )
 SERIES_PER_HOST = 12  # state series a host contributes per step, for the sample-limit split (2 nodes)
 
@@ -150,7 +150,7 @@ class History:
         sel = f"{self.host_label}=~{json.dumps('|'.join(re.escape(i) for i in instances))}"
         step = format_duration(self.w.step)
         parts = [
-            f'label_replace({q.format(sel=sel, off=step)}, "memhp_backtest", "{tag}", "", "")'
+            f'label_replace({q.format(sel=sel, off=step, hl=self.host_label)}, "memhp_backtest", "{tag}", "", "")'
             for tag, q in STATE_QUERIES
         ]
         a = self._alerts(sel)

@@ -183,3 +183,20 @@ def test_every_backtest_flag_is_documented():
     section = doc[doc.index("## The `backtest` command") : doc.index("## Command line")]
     common = {"--help", "--config.file", "--path.sysfs", "--path.procfs", "--journal.path", "--dry-run", "--log.level"}
     assert {f for f in flags - common if f"`{f}" not in section} == set()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--host-label", 'instance"} or vector(1) #'],
+        ["--assume.action-duration", "2d"],
+        ["--step", "0s"],
+        ["--range", "x"],
+    ],
+)
+def test_bad_arguments_are_refused_before_any_query(args, capsys):
+    from memhp.controller.cli import main
+
+    assert main(["backtest", "--prometheus", "http://127.0.0.1:1", *args]) == 2
+    err = capsys.readouterr().err
+    assert "memhp-controller backtest:" in err and "Traceback" not in err
