@@ -193,15 +193,16 @@ def _run_once(url: str, policy: Path, end: int, out: Path, hosts: int, n: int) -
         "--timeout=600s",
         "--json",
     ]
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(p.pid, 0)
+    with (out / "stdout.json").open("wb") as so, (out / "stderr.txt").open("wb") as se:  # never a full pipe
+        p = subprocess.Popen(cmd, cwd=REPO, stdout=so, stderr=se)
+        _, status, usage = os.wait4(p.pid, 0)
     wall = time.monotonic() - t0
-    stdout = p.stdout.read().decode() if p.stdout else ""
     if status != 0:
-        print(p.stderr.read().decode() if p.stderr else "", file=sys.stderr)
+        print((out / "stderr.txt").read_text(), file=sys.stderr)
         return 1
-    s = yaml.safe_load(stdout)
+    s = yaml.safe_load((out / "stdout.json").read_text())
     print(
         f"backtest hosts {hosts}  30 d at 1m  run {n + 1}: wall {wall:.1f} s  peak RSS "
         f"{usage.ru_maxrss / 1024:.0f} MiB  events {s['events']}  actions {s['actions']}  "

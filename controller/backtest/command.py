@@ -89,6 +89,13 @@ def add_backtest_arguments(p: argparse.ArgumentParser, prometheus: bool = True) 
     )
 
 
+def clip_middle(text: str, head: int = 400, tail: int = 800) -> str:
+    """A refusal quotes the whole query (thousands of host names): keep its start and the reason at its end."""
+    if len(text) <= head + tail + 20:
+        return text
+    return f"{text[:head]} … ({len(text) - head - tail} characters) … {text[-tail:]}"
+
+
 def action_duration(text: str) -> float:
     v = parse_seconds(text)
     if not 0 < v <= MAX_DURATION:
@@ -133,7 +140,7 @@ def run_backtest(args: argparse.Namespace, cfg: Config) -> int:
             out.mkdir(parents=True, exist_ok=True)
         s = backtest(Prometheus(args.prometheus, timeout=timeout), cfg, opt, out)
     except ReportError as e:
-        print(f"memhp-controller backtest: error: {e}", file=sys.stderr)
+        print(f"memhp-controller backtest: error: {clip_middle(str(e))}", file=sys.stderr)
         return 1
     except OSError as e:
         print(f"memhp-controller backtest: cannot write to {out}: {e}", file=sys.stderr)

@@ -28,6 +28,9 @@ from memhp.report.promapi import Prometheus, format_duration
 from .model import Event, HostState
 
 HOST_BATCH = 1000  # hosts per state query: bounds the request and the answer
+# Steps one state query spans: Prometheus evaluates every host of the batch at every step of
+# it, so a short span keeps the work near the events (an hour at a 1m step).
+SPAN_STEPS = 60
 
 # (tag, PromQL of one figure, by (instance, node) or (instance)); {sel} takes the host matcher.
 STATE_QUERIES = (
@@ -122,10 +125,10 @@ class History:
         """The node state of each event's host just before the event's grid point.
 
         Events are taken in time order into batches of at most HOST_BATCH hosts and
-        a span the sample limit allows; each batch is one range query over its own
-        span only, so the work grows with the events, not with hosts x time."""
+        SPAN_STEPS steps; each batch is one range query over its own span only, so
+        the work grows with the events, not with hosts x time."""
         out: dict[tuple[str, float], HostState] = {}
-        max_steps = max(1, min(1440, self.max_samples // 2 // max(1, HOST_BATCH * SERIES_PER_HOST)))
+        max_steps = max(1, min(SPAN_STEPS, self.max_samples // 2 // max(1, HOST_BATCH * SERIES_PER_HOST)))
         hosts: set[str] = set()
         lo = hi = None
         n = 0
