@@ -57,12 +57,14 @@ class _Window:
         self.ends: list[float] = []  # heap of the end times of the actions holding a slot
 
     def free_at(self, t: float) -> float:
-        """The earliest time >= t at which a slot is free."""
-        while self.ends and self.ends[0] <= t:
-            heapq.heappop(self.ends)
-        if self.max_concurrent is None or len(self.ends) < self.max_concurrent:
+        """The earliest time >= t at which a slot is free (nothing is dropped: a probe
+        later than the start finally chosen must not free slots for the next action)."""
+        if self.max_concurrent is None:
             return t
-        return self.ends[0]
+        held = sorted(e for e in self.ends if e > t)
+        if len(held) < self.max_concurrent:
+            return t
+        return held[len(held) - self.max_concurrent]
 
     def hour_full(self, t: float) -> bool:
         while self.starts and self.starts[0] <= t - HOUR:

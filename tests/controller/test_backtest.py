@@ -200,3 +200,18 @@ def test_bad_arguments_are_refused_before_any_query(args, capsys):
     assert main(["backtest", "--prometheus", "http://127.0.0.1:1", *args]) == 2
     err = capsys.readouterr().err
     assert "memhp-controller backtest:" in err and "Traceback" not in err
+
+
+def test_budget_never_exceeds_max_concurrent_when_waits_run_out():
+    fleet = """
+    fleet:
+      budget:
+        etcd: {endpoints: ["http://127.0.0.1:2379"]}
+        max_concurrent: 20
+        wait: 5m
+    """
+    sim, ds = run(policy(SHED, fleet=fleet), [ev(0, f"h{i}") for i in range(250)], duration=30)
+    assert sim.peak == 20
+    acted = [d for d in ds if d.outcome == "act"]
+    assert len(acted) == 220  # rounds at 0, 30, ..., 300: a slot within fleet.budget.wait
+    assert all(sum(1 for d in acted if d.at <= t < d.at + 30) <= 20 for t in range(0, 400, 5))
