@@ -4,6 +4,7 @@ report process and Prometheus' query time.
     python -m bench.report_fleet --hosts 1000 --hours 72
     python -m bench.report_fleet --hosts 10000 --tsdb /var/tmp/fleet10k   # keep (and reuse) the TSDB
     python -m bench.report_fleet --hosts 2500 --runs 2 --baseline-python /path/to/old/.venv/bin/python
+    python -m bench.report_fleet --backtest --hosts 1000   # memhp-controller backtest, 30 days of ALERTS
 
 The fleet is tests/report/fleet.py's (2 NUMA nodes per host, the recording
 rules' series written directly, 5-minute samples), turned into TSDB blocks
@@ -45,7 +46,16 @@ def main() -> int:
         "this tree's, against the same Prometheus: the reference of the same run",
     )
     ap.add_argument("--batch-hosts", type=int, help="passed to memhp report (default: its own)")
+    ap.add_argument(
+        "--backtest",
+        action="store_true",
+        help="instead: memhp-controller backtest over 30 days of ALERTS and state (bench/backtest_fleet.py)",
+    )
     args = ap.parse_args()
+    if args.backtest:
+        from bench.backtest_fleet import run as run_backtest
+
+        return run_backtest(args.hosts, args.tsdb, args.runs)
     if not 1 <= args.hosts <= 100_000 or not 1 <= args.hours <= RANGE_HOURS:
         ap.error(f"--hosts 1..100000, --hours 1..{RANGE_HOURS}")
     work = args.tsdb or Path(tempfile.mkdtemp(prefix="memhp-report-bench-"))

@@ -20,6 +20,7 @@ from memhp.exporter.kernel.paths import Paths
 from memhp.units import parse_duration, parse_id_ranges, parse_size, positive_number
 
 from . import policy_lint
+from .backtest.command import add_backtest_parser, run_backtest
 from .config import ConfigError, load_config
 from .engine import Engine
 from .executor import ActionOutcome
@@ -48,6 +49,7 @@ journalling every sysfs write.  Its own metrics are on --web.listen-address.
 Commands:
   act           change blocks by hand through the same guards and actuator
   check-config  validate --config.file and print the effective configuration
+  backtest      what --config.file would have done over a past period (Prometheus' ALERTS)
 """
 
 ACT_DESCRIPTION = """\
@@ -194,6 +196,7 @@ def get_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_common(chk, suppress=True)
+    add_backtest_parser(sub, _add_common)
     return parser
 
 
@@ -219,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"memhp-controller: warning: {w}", file=sys.stderr)
         print(json.dumps(cfg.to_dict(), indent=2))
         return EXIT_OK
+    if args.command == "backtest":
+        return run_backtest(args, cfg)
     paths = Paths(sysfs=args.path_sysfs, procfs=args.path_procfs)
     if args.command == "act":
         return run_act(args, cfg, paths)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from . import thresholds
+from . import backtest, thresholds
 from .promapi import (
     DEFAULT_MAX_SAMPLES,
     Prometheus,
@@ -130,6 +130,7 @@ def add_report_parser(sub) -> None:
         help="show progress on stderr (default: only when stderr is a terminal)",
     )
     prog.add_argument("--no-progress", dest="progress", action="store_false")
+    backtest.add_arguments(p)
     p.set_defaults(func=run_report)
 
 
@@ -233,6 +234,7 @@ def _run(args: argparse.Namespace) -> int:
         report = _assemble(args, prom, period, col.c, rows, insts, hosts)
         try:
             out.mkdir(parents=True, exist_ok=True)
+            report["backtest"] = backtest.run(args, prom, period.start, period.end, out)
             progress.message("drawing charts")
             shown = [(n["instance"], n["node"]) for n in rows[:SHOWN]]
             report["charts"] = render_charts(col.c, shown, out / "charts")

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import thresholds
 from .analysis import fmt_bytes, fmt_ratio, risk_label, risk_weights
+from .backtest import section as backtest_section
 from .promapi import format_duration
 
 Inline = str | tuple  # "text" | ("b", text) | ("code", text) | ("link", text, url) | ("sev", level)
@@ -46,6 +47,7 @@ def build(r: dict, charts: dict[str, dict]) -> list[tuple]:
         *_finding_details(r["findings"]),
         *_hosts(r["instances"], r["files"]),
         *_blocks(r["blocks"]),
+        *backtest_section(r.get("backtest")),
         *_how_to_read(r["files"]),
     ]
 

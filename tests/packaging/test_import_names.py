@@ -137,15 +137,25 @@ def _imports(folder: str) -> dict[str, set[str]]:
     return out
 
 
+def _backtest_bridge(f: str, m: str) -> bool:
+    """The one crossing: the backtest (issue 22) replays the controller's policy over what the
+    report's bounded Prometheus client reads, and the report shows it as a section."""
+    if f.startswith("controller/backtest/"):
+        return m == "memhp.report.promapi"
+    return f == "report/backtest.py" and m.startswith(("memhp.controller.backtest", "memhp.controller.config"))
+
+
 def test_imports_go_one_way():
     """controller -> exporter's read model (memhp.exporter.kernel) only; report -> memhp only;
     the exporter imports nothing from the other sides (README, "Layout")."""
     bad = []
     for f, mods in _imports("controller").items():
         bad += [(f, m) for m in mods if m.startswith("memhp.exporter") and not m.startswith("memhp.exporter.kernel")]
-        bad += [(f, m) for m in mods if m.startswith("memhp.report")]
+        bad += [(f, m) for m in mods if m.startswith("memhp.report") and not _backtest_bridge(f, m)]
     for f, mods in _imports("report").items():
-        bad += [(f, m) for m in mods if m.startswith(("memhp.exporter", "memhp.controller"))]
+        bad += [
+            (f, m) for m in mods if m.startswith(("memhp.exporter", "memhp.controller")) and not _backtest_bridge(f, m)
+        ]
     for f, mods in _imports("exporter").items():
         bad += [(f, m) for m in mods if m.startswith(("memhp.controller", "memhp.report"))]
     for f, mods in _imports("memhp").items():

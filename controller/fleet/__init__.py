@@ -1,0 +1,1 @@
+"""Fleet-wide safety (issue 22): budget, gate, staged rollout."""
