@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .promapi import Prometheus, ReportError, parse_duration
+from memhp.promapi import Prometheus, ReportError, parse_duration
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

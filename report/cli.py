@@ -16,8 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from . import backtest, thresholds
-from .promapi import (
+from memhp.promapi import (
     DEFAULT_MAX_SAMPLES,
     Prometheus,
     ReportError,
@@ -27,6 +26,8 @@ from .promapi import (
     parse_duration,
     parse_time,
 )
+
+from . import backtest, thresholds
 from .rowstore import InstanceRows, NodeRows, RowStore
 from .thresholds import RUNBOOK_BASE
 

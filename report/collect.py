@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from memhp.promapi import Prometheus, ReportError, SampleLimitError, format_duration
+
 from . import thresholds
 from .overtime import Combine, OverTime
-from .promapi import Prometheus, ReportError, SampleLimitError, format_duration
 from .thresholds import KERNEL_ZONES
 
 # Recording rules this report reads (alerts/memhp.rules.yaml).

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-from .promapi import Prometheus, SampleLimitError, format_duration
+from memhp.promapi import Prometheus, SampleLimitError, format_duration
 
 Combine = Literal["max", "min", "last"]
 

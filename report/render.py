@@ -12,10 +12,11 @@ import html
 from pathlib import Path
 from typing import Any
 
+from memhp.promapi import format_duration
+
 from . import thresholds
 from .analysis import fmt_bytes, fmt_ratio, risk_label, risk_weights
 from .backtest import section as backtest_section
-from .promapi import format_duration
 
 Inline = str | tuple  # "text" | ("b", text) | ("code", text) | ("link", text, url) | ("sev", level)
 Cell = str | list

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 
-from memhp.report.promapi import (
+from memhp.promapi import (
     DEFAULT_MAX_SAMPLES,
     Prometheus,
     ReportError,

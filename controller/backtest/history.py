@@ -12,7 +12,7 @@ occurrences, not with hosts x time:
   (what the controller read before it acted), ``and on(instance)`` the
   points themselves, for the hosts with an event in that time chunk only.
 
-Queries go through memhp report's bounded client (report/promapi.py), split
+Queries go through memhp's bounded Prometheus client (memhp/promapi.py, the report's too), split
 by time under the server's sample limit.
 """
 
@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from memhp.report.promapi import Prometheus, format_duration
+from memhp.promapi import Prometheus, format_duration
 
 from .model import Event, HostState
 

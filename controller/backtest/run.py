@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from memhp.report.promapi import Prometheus, format_duration
+from memhp.promapi import Prometheus, format_duration
 
 from ..config import Config
 from .history import History, Window, quarantined_hosts

@@ -138,10 +138,9 @@ def _imports(folder: str) -> dict[str, set[str]]:
 
 
 def _backtest_bridge(f: str, m: str) -> bool:
-    """The one crossing: the backtest (issue 22) replays the controller's policy over what the
-    report's bounded Prometheus client reads, and the report shows it as a section."""
-    if f.startswith("controller/backtest/"):
-        return m == "memhp.report.promapi"
+    """The one crossing: the report shows the controller's backtest (issue 22) as a section of
+    `memhp report --policy`, so report/backtest.py calls it.  The Prometheus client both use is
+    memhp.promapi, which belongs to no side."""
     return f == "report/backtest.py" and m.startswith(("memhp.controller.backtest", "memhp.controller.config"))
 
 

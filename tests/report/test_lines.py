@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import yaml
 
+from memhp.promapi import Prometheus
 from memhp.report import thresholds as report_thresholds
 from memhp.report.analysis import findings, fleet_figures, rank, risk_label, risk_weights, summary
 from memhp.report.charts import distribution_figure, worst_nodes_figure
 from memhp.report.cli import FILES
 from memhp.report.collect import SCALE, Collected, Collector
-from memhp.report.promapi import Prometheus
 from memhp.report.render import build, to_markdown
 from memhp.report.thresholds import Lines
 from memhp.thresholds import load_thresholds

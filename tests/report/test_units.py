@@ -8,10 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from memhp.report.analysis import findings, time_above
-from memhp.report.collect import event_bucket, events
-from memhp.report.overtime import windows
-from memhp.report.promapi import (
+from memhp.promapi import (
     MAX_POINTS,
     _per_chunk,
     auto_step,
@@ -21,6 +18,9 @@ from memhp.report.promapi import (
     normalize_selector,
     parse_duration,
 )
+from memhp.report.analysis import findings, time_above
+from memhp.report.collect import event_bucket, events
+from memhp.report.overtime import windows
 
 
 @pytest.mark.parametrize(
