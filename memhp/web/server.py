@@ -52,6 +52,7 @@ from __future__ import annotations
 import gzip
 import logging
 import re
+import select
 import selectors
 import socket
 import ssl
@@ -114,6 +115,8 @@ class Limits:
     max_headers: int = 64
     # Connections beyond max_connections kept for public routes (health) when none can be closed.
     health_connections: int = 4
+    # Connections the kernel completes before they are accepted (capped by net.core.somaxconn).
+    listen_backlog: int = 128
 
     def validate(self) -> list[str]:
         problems = []
@@ -127,6 +130,8 @@ class Limits:
             problems.append("--web.max-concurrency must be at least 1")
         if self.max_connections < 1:
             problems.append("--web.max-connections must be at least 1")
+        if not 1 <= self.listen_backlog <= 65535:
+            problems.append("--web.listen-backlog must be between 1 and 65535")
         return problems
 
 
@@ -139,6 +144,9 @@ class Request:
     headers: dict[str, str]  # lower-case names; values as sent, decoded Latin-1 (lossless)
     client: str
     body: bytes = b""
+    arrived: float = 0.0  # time.monotonic() when its connection was accepted
+    # Whether the client has hung up since sending the request (it gave up waiting for the answer).
+    client_gone: Callable[[], bool] = field(default=lambda: False, repr=False)
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)
@@ -214,17 +222,37 @@ class _Exchange:
     unread_body: bool = False  # the client may still be sending a body: drain it a little before closing
 
     def recv(self) -> bytes:
-        """What the client sends next (b"" at its end), within the deadline."""
+        """What the client sends next (b"" at its end), within the deadline.
+
+        Past the deadline, what the client has already sent is still taken: a server starved of CPU
+        reaches its sockets late, and a request waiting whole in the socket was sent in time (a 408
+        would tell the client it was slow, and Alertmanager does not retry a 408).  Only waiting for
+        more is a timeout, so a client trickling bytes (slowloris) is cut all the same."""
         remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise _Timeout
-        self.sock.settimeout(remaining)
+        self.sock.settimeout(max(0.0, remaining))  # 0: non-blocking, what is there already
         try:
             return self.sock.recv(_RECV_BYTES)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
             raise _Timeout from None
         except (ssl.SSLError, OSError):
             raise _Gone from None
+
+
+def peer_closed(sock: socket.socket) -> bool:
+    """Whether the client has closed or reset its side of the connection.
+
+    Asked after a whole request was read: a client waiting for its answer sends nothing more, so a
+    hang-up means it gave up (its own timeout) and will never read the answer."""
+    try:
+        fd = sock.fileno()
+    except OSError:
+        return True
+    if fd < 0:
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLRDHUP)  # POLLHUP and POLLERR are always reported
+    gone = select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL
+    return any(events & gone for _, events in poller.poll(0))
 
 
 def _for_h11(line: bytes) -> bytes:
@@ -389,7 +417,7 @@ class WebServer:
             if family == socket.AF_INET6:
                 self._sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             self._sock.bind(address)
-            self._sock.listen(128)
+            self._sock.listen(limits.listen_backlog)
         except OSError:
             self._sock.close()
             raise
@@ -547,6 +575,8 @@ class WebServer:
                 return
             with self._lock:
                 conn.pending = False
+            req.arrived = conn.started
+            req.client_gone = lambda: peer_closed(ex.sock)
             ex.deadline = conn.started + self.limits.read_timeout
             resp = self._dispatch(req, ex, conn.health_only)
             if resp is not None:
