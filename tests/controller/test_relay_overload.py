@@ -150,7 +150,11 @@ def relay(tmp_path):
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGCONT)
             proc.terminate()
-            proc.wait(10)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
         node.close()
 
 
@@ -182,3 +186,41 @@ def test_a_client_that_really_is_slow_still_gets_408(relay):
     s.sendall(body[:100])  # and never the rest
     assert status_of(s) == 408
     s.close()
+
+
+BURST = 600  # connections at once, as Alertmanager opens one per node after group_wait
+
+
+def test_a_burst_of_connections_waits_in_the_backlog_instead_of_being_dropped(relay):
+    """While the relay cannot accept (stopped), the kernel completes a burst of connections for it:
+    none is dropped (a dropped SYN costs the sender a 1 s, 3 s, 7 s... retransmission)."""
+    proc, _, _ = relay
+    port = int(next(a for a in proc.args if a.startswith("--web.listen-address=")).rsplit(":", 1)[1])
+    os.kill(proc.pid, signal.SIGSTOP)
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(BURST):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            socks.append(s)
+        deadline = time.monotonic() + 0.8  # less than the first SYN retransmission (1 s)
+        done: set[int] = set()
+        while len(done) < BURST and time.monotonic() < deadline:
+            for i, s in enumerate(socks):
+                if i not in done and s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 and _established(s):
+                    done.add(i)
+            time.sleep(0.05)
+        assert len(done) == BURST, f"{len(done)} of {BURST} connections established"
+    finally:
+        for s in socks:
+            s.close()
+        os.kill(proc.pid, signal.SIGCONT)
+
+
+def _established(s: socket.socket) -> bool:
+    try:
+        s.getpeername()
+        return True
+    except OSError:
+        return False
