@@ -572,7 +572,7 @@ def _stop(am: Alertmanager, relays: list, ctrls: list[Controller], sink: Countin
 
 def _post(am: Alertmanager, alerts: list[dict[str, Any]]) -> None:
     # Alertmanager is busy notifying while later batches arrive: wait longer than the helper's 10 s.
-    status, data = am._request("POST", "/api/v2/alerts", alerts, timeout=120)
+    status, data = am._request("POST", "/api/v2/alerts", alerts, timeout=600)
     assert status == 200, (status, data[:300])
 
 

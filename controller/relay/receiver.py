@@ -107,12 +107,13 @@ class FanOutSink:
     def submit_request(self, alerts: Sequence[Alert], req: Request) -> None:
         """As submit, for a request: its deadline runs from its connection's arrival (reading it
         counts), and nothing is sent once its client has hung up."""
-        self.deliver(alerts, req.arrived or time.monotonic(), req.client_gone)
-        if req.client_gone():
+        delivered = self.deliver(alerts, req.arrived or time.monotonic(), req.client_gone)
+        if delivered and req.client_gone():
             self.metrics.late_answers.inc()
             self._warn_late(alerts)
 
-    def deliver(self, alerts: Sequence[Alert], arrived: float, abandoned: Abandoned) -> None:
+    def deliver(self, alerts: Sequence[Alert], arrived: float, abandoned: Abandoned) -> int:
+        """Deliver to every target; how many there were (SinkUnavailable when any missed its alerts)."""
         deadline = arrived + self.deliverer.settings.deadline  # for every target, queueing included
         items = list(self.targets(alerts).items())
         failures: list[str] = []
@@ -132,6 +133,7 @@ class FanOutSink:
                 "; ".join(failures[:5]),
             )
             raise SinkUnavailable(f"{len(failures)} of {len(items)} target(s) did not get their alerts")
+        return len(items)
 
     def _warn_late(self, alerts: Sequence[Alert]) -> None:
         with self._warn_lock:

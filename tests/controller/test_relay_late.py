@@ -18,6 +18,7 @@ resolution must reach the node.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,8 +34,6 @@ from memhp.controller.sources.webhook import WebhookSettings
 from tests.helpers.alertmanager import api_alert, resolved, webhook_receiver
 from tests.helpers.wait import free_port, wait_until
 from tests.helpers.web import secret_file
-
-pytestmark = [pytest.mark.prometheus]
 
 RELAY_TOKEN = "am-to-relay-late-0123456789"
 NODE = "127.0.1.77"
@@ -99,6 +98,7 @@ class FlakyNode:
         self.server.server_close()
 
 
+@pytest.mark.prometheus
 def test_a_notification_alertmanager_gave_up_on_is_not_delivered_and_the_resolution_arrives(tmp_path, alertmanager):
     node = FlakyNode(NODE)
     metrics = RelayMetrics()
@@ -142,6 +142,93 @@ def test_a_notification_alertmanager_gave_up_on_is_not_delivered_and_the_resolut
         )
         # The held notification was given up by Alertmanager, then not retried by the relay.
         assert metrics.registry.get_sample_value("memhp_relay_delivery_failures_total", {"reason": "abandoned"}) >= 1
+    finally:
+        relay.shutdown()
+        sink.close()
+        node.close()
+
+
+class SlowNode:
+    """A controller that takes SLOW seconds to accept each request, one at a time; records what it got."""
+
+    SLOW = 1.5
+
+    def __init__(self, host: str) -> None:
+        self.got: list[str] = []  # the "n" label of each alert accepted
+        node = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                time.sleep(SlowNode.SLOW)
+                node.got += [a["labels"]["n"] for a in body["alerts"]]
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _post_and_hang_up(url: str, n: int, after: float) -> None:
+    from urllib.parse import urlsplit
+
+    from tests.helpers.web import webhook_body
+
+    labels = {"alertname": "MemhpLateTest", "instance": f"{SLOW_NODE}:10301", "n": str(n)}
+    alert = {"status": "firing", "labels": labels, "annotations": {}, "startsAt": "2026-01-01T10:00:00Z",
+             "endsAt": "0001-01-01T00:00:00Z", "fingerprint": f"{n:016x}"}  # fmt: skip
+    body = json.dumps(webhook_body([alert], receiver="memhp-relay")).encode()
+    parts = urlsplit(url)
+    s = socket.create_connection((parts.hostname, parts.port), timeout=10)
+    s.sendall(
+        f"POST {parts.path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {RELAY_TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    time.sleep(after)
+    s.close()  # Alertmanager's flush timeout expired
+
+
+SLOW_NODE = "127.0.1.79"
+
+
+def test_a_hang_up_before_the_delivery_stops_it_and_one_during_it_is_counted(tmp_path):
+    node = SlowNode(SLOW_NODE)
+    metrics = RelayMetrics()
+    sink = FanOutSink(
+        TargetTemplate(f"http://{{instance:host}}:{node.port}/webhook/alertmanager"),
+        Deliverer(DeliverySettings(deadline=20.0, attempt_timeout=10.0), metrics),
+        metrics,
+    )
+    token = secret_file(tmp_path / "relay-token", RELAY_TOKEN)
+    relay = serve_relay(WebhookSettings(listen_address="127.0.0.1:0", bearer_token_file=str(token)), sink, metrics)
+
+    def value(name: str, **labels: str) -> float:
+        return metrics.registry.get_sample_value(name, labels) or 0.0
+
+    try:
+        # Notification 1 is being delivered (the node takes 1.5 s) when its sender hangs up after 0.5 s;
+        # notification 2, for the same node, waits behind it (one delivery in flight per node), and its
+        # sender hangs up before that delivery could start.
+        first = threading.Thread(target=_post_and_hang_up, args=(relay.webhook_url, 1, 0.5))
+        first.start()
+        wait_until(lambda: value("memhp_relay_queue_depth") == 1, timeout=10, desc="notification 1 in flight")
+        _post_and_hang_up(relay.webhook_url, 2, 0.5)
+        first.join()
+        wait_until(lambda: value("memhp_relay_queue_depth") == 0, timeout=20, desc="both done")
+        assert node.got == ["1"]  # under way when its sender left: it could not be taken back
+        assert value("memhp_relay_late_answers_total") == 1  # and it is counted
+        assert value("memhp_relay_delivery_failures_total", reason="abandoned") == 1  # 2 was never sent
     finally:
         relay.shutdown()
         sink.close()
