@@ -151,7 +151,7 @@ def test_a_notification_alertmanager_gave_up_on_is_not_delivered_and_the_resolut
 class SlowNode:
     """A controller that takes SLOW seconds to accept each request, one at a time; records what it got."""
 
-    SLOW = 1.5
+    SLOW = 5.0
 
     def __init__(self, host: str) -> None:
         self.got: list[str] = []  # the "n" label of each alert accepted
@@ -179,7 +179,8 @@ class SlowNode:
         self.server.server_close()
 
 
-def _post_and_hang_up(url: str, n: int, after: float) -> None:
+def _post(url: str, n: int) -> socket.socket:
+    """Send notification ``n`` and leave the connection open, as a waiting Alertmanager does."""
     from urllib.parse import urlsplit
 
     from tests.helpers.web import webhook_body
@@ -195,8 +196,7 @@ def _post_and_hang_up(url: str, n: int, after: float) -> None:
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
         + body
     )
-    time.sleep(after)
-    s.close()  # Alertmanager's flush timeout expired
+    return s
 
 
 SLOW_NODE = "127.0.1.79"
@@ -217,15 +217,15 @@ def test_a_hang_up_before_the_delivery_stops_it_and_one_during_it_is_counted(tmp
         return metrics.registry.get_sample_value(name, labels) or 0.0
 
     try:
-        # Notification 1 is being delivered (the node takes 1.5 s) when its sender hangs up after 0.5 s;
-        # notification 2, for the same node, waits behind it (one delivery in flight per node), and its
-        # sender hangs up before that delivery could start.
-        first = threading.Thread(target=_post_and_hang_up, args=(relay.webhook_url, 1, 0.5))
-        first.start()
+        # Notification 1 is being delivered (the node takes 5 s) and notification 2, for the same node,
+        # waits behind it (one delivery in flight per node) when both senders hang up.
+        first = _post(relay.webhook_url, 1)
         wait_until(lambda: value("memhp_relay_queue_depth") == 1, timeout=10, desc="notification 1 in flight")
-        _post_and_hang_up(relay.webhook_url, 2, 0.5)
-        first.join()
-        wait_until(lambda: value("memhp_relay_queue_depth") == 0, timeout=20, desc="both done")
+        second = _post(relay.webhook_url, 2)
+        wait_until(lambda: value("memhp_relay_queue_depth") == 2, timeout=10, desc="notification 2 queued")
+        first.close()  # Alertmanager's flush timeout expired
+        second.close()
+        wait_until(lambda: value("memhp_relay_queue_depth") == 0, timeout=30, desc="both done")
         assert node.got == ["1"]  # under way when its sender left: it could not be taken back
         assert value("memhp_relay_late_answers_total") == 1  # and it is counted
         assert value("memhp_relay_delivery_failures_total", reason="abandoned") == 1  # 2 was never sent
