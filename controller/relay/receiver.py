@@ -171,4 +171,5 @@ def serve(settings: webhook.WebhookSettings, sink: FanOutSink, metrics: RelayMet
         name="memhp-relay",
         reuse_port=True,
         max_alerts=MAX_NOTIFICATION_ALERTS,
+        timeout_status=503,  # never 408: Alertmanager does not retry it (docs/relay.md, "Answering in time")
     )

@@ -378,6 +378,7 @@ def serve(
     name: str = "memhp-controller",
     reuse_port: bool = False,
     max_alerts: int = MAX_ALERTS,
+    timeout_status: int = 408,
 ) -> WebhookServer:
     """Validate the settings, bind, and serve in a background thread.
 
@@ -406,6 +407,7 @@ def serve(
             warn_reasons=_WORTH_A_WARNING,
             name=name,
             reuse_port=reuse_port,
+            timeout_status=timeout_status,
         )
     except (SecretFileError, ListenAddressError) as e:
         raise WebhookConfigError(str(e)) from None

@@ -390,8 +390,13 @@ class WebServer:
         warn_reasons: frozenset[str] = frozenset(),
         name: str = "memhp",
         reuse_port: bool = False,
+        timeout_status: int = 408,
     ) -> None:
         self.routes = dict(routes)
+        # The answer when a request does not arrive in time.  408 says "you were slow", which a client
+        # may take as final (Alertmanager does not retry it): a server that cannot tell whether the slow
+        # one is the client or itself (the relay, under a burst) says 503 with Retry-After instead.
+        self.timeout_status = timeout_status
         self.limits = limits
         self.auth = auth or Authenticator()
         self.tls = tls if tls is not None and tls.enabled else None
@@ -609,15 +614,17 @@ class WebServer:
             return _request(event, head, self.limits, conn.client)
         except _Timeout:
             if not conn.evicted:
-                self._answer(
-                    ex.sock, None, Response(408, reason=R_READ_TIMEOUT, message="request not received in time")
-                )
+                self._answer(ex.sock, None, self._timed_out("request not received in time"))
         except _Gone:
             pass
         except _BadRequest as e:
             self._answer(ex.sock, None, Response(e.status, reason=e.reason, message=str(e)))
             self._drain(conn, ex.sock, ex.deadline)  # the rest of what it sent, so the answer is not reset
         return None
+
+    def _timed_out(self, message: str) -> Response:
+        headers = {"Retry-After": str(RETRY_AFTER_OVERLOADED)} if self.timeout_status == 503 else {}
+        return Response(self.timeout_status, reason=R_READ_TIMEOUT, message=message, headers=headers)
 
     def _release(self, ex: _Exchange) -> None:
         if ex.slot:
@@ -735,7 +742,7 @@ class WebServer:
             try:
                 data = ex.recv()
             except _Timeout:
-                return Response(408, reason=R_READ_TIMEOUT, message="request body not received in time")
+                return self._timed_out("request body not received in time")
             except _Gone:
                 self.on_reject(R_INCOMPLETE)
                 return None

@@ -8,7 +8,8 @@ process is) while every client sends its whole request (the kernel has all
 of it before the relay runs again), and continued only after its header and
 read timeouts have passed, so that it must read each request in several
 reads past its deadline.  Every request was sent in time: every answer must
-be 200.  A client that really is slow still gets its 408.
+be 200.  A client that really is slow gets 503, never 408: the relay cannot
+tell a slow client from its own slowness, and Alertmanager retries a 503.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ CLIENTS = 24
 # About 200 KiB: more than one read of the relay takes, and several TLS records (a group_by wider
 # than instance sends such notifications).
 ALERTS = 200
-HEADER_TIMEOUT = 1.0
-READ_TIMEOUT = 2.0
+HEADER_TIMEOUT = 5.0  # room to connect every client before the stop, on a loaded machine
+READ_TIMEOUT = 6.0
 
 
 class Node:
@@ -179,13 +180,14 @@ def test_a_relay_too_slow_to_read_answers_every_request_sent_in_time(relay, tmp_
     assert node.alerts == CLIENTS * ALERTS
 
 
-def test_a_client_that_really_is_slow_still_gets_408(relay):
+def test_a_client_too_slow_for_the_read_timeout_gets_503_not_408(relay):
+    """Alertmanager slow to send (its host overloaded) looks the same to the relay: 503, which it retries."""
     proc, connect, _ = relay
     s = connect()
     head, body = notification(0)
     s.sendall(head)
     s.sendall(body[:100])  # and never the rest
-    assert status_of(s) == 408
+    assert status_of(s) == 503
     s.close()
 
 
