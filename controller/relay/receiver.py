@@ -40,8 +40,10 @@ DEFAULT_MAX_CONCURRENCY = 256
 DEFAULT_MAX_CONNECTIONS = DEFAULT_MAX_CONCURRENCY + 64
 # Alertmanager flushes every node's group at once after group_wait: the kernel holds what the relay has
 # not accepted yet (without a thread) instead of dropping SYNs, which costs the sender a 1 s, 3 s, 7 s...
-# retransmission each.  The kernel caps it at net.core.somaxconn (4096 by default since Linux 5.4).
-DEFAULT_LISTEN_BACKLOG = 4096
+# retransmission each.  But no more than the relay accepts and handshakes in a few seconds (about 300 a
+# second on two cores): a connection that waits longer than Alertmanager's TLS handshake timeout (10 s)
+# is dead when accepted (measured: 4096 made a 10,000-node burst worse; docs/relay.md, "Sizing").
+DEFAULT_LISTEN_BACKLOG = 1024
 # More than a controller takes (1,000 alerts, 1 MiB): a group_by other than instance can put more
 # alerts for one node in one notification, and the relay splits what it sends on (batching.py).
 # About 730 bytes per alert as Alertmanager sends them: 10,000 fit in 8 MiB.

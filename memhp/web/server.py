@@ -88,6 +88,7 @@ R_BAD_LENGTH = "bad_content_length"
 R_TOO_LARGE = "body_too_large"
 R_INCOMPLETE = "incomplete_body"
 R_INTERNAL = "internal_error"
+R_GONE = "client_gone"  # hung up before its TLS handshake started
 
 HEALTH_PATH = "/-/healthy"
 RETRY_AFTER_OVERLOADED = 1
@@ -571,6 +572,11 @@ class WebServer:
         ex = _Exchange(conn.sock, header_deadline, self._parser())
         try:
             if self.tls is not None:
+                if peer_closed(conn.sock):
+                    # Given up while it waited to be accepted (a burst): a handshake would be work for no one.
+                    # (Plain HTTP is not judged so: a client may send its request and shut down its side.)
+                    self.on_reject(R_GONE)
+                    return
                 tls_sock = self._handshake(conn, header_deadline)
                 if tls_sock is None:
                     return
