@@ -242,8 +242,9 @@ class _Exchange:
 def peer_closed(sock: socket.socket) -> bool:
     """Whether the client has closed or reset its side of the connection.
 
-    Asked after a whole request was read: a client waiting for its answer sends nothing more, so a
-    hang-up means it gave up (its own timeout) and will never read the answer."""
+    Asked after a whole request was read (a client waiting for its answer sends nothing more, so a
+    hang-up means it gave up and will never read the answer), and before a TLS handshake (which
+    needs the client: a hang-up there means it gave up while waiting to be accepted)."""
     try:
         fd = sock.fileno()
     except OSError:
