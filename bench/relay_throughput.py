@@ -1,7 +1,7 @@
 """Notifications per second and per CPU-second of one relay process, against a reference relay in the same run.
 
     .venv/bin/python -m bench.relay_throughput --notifications 4000
-    .venv/bin/python -m bench.relay_throughput --reference /tmp/main-tree   # main's code as the reference
+    .venv/bin/python -m bench.relay_throughput --reference /tmp/main-tree/.venv/bin/python   # main's relay
 
 A relay process (TLS in, bearer token, the default template's shape) gets
 ``--notifications`` notifications of one alert each, as Alertmanager sends
@@ -10,10 +10,10 @@ concurrent clients, one connection per notification; every alert names a
 node of its own (a loopback address), which a counting receiver in this
 process answers.  Reported: wall time, notifications per second, and the
 relay's CPU seconds per 1,000 notifications (from /proc: steadier than wall
-time on a shared machine).  With ``--reference DIR`` the same load then goes
-to a relay running the code of DIR (a checkout with ``memhp/``,
-``controller/``...: e.g. ``git worktree add /tmp/main-tree main``) and the
-ratios are printed.
+time on a shared machine).  With ``--reference PYTHON`` the same load then
+goes to the relay of another checkout, run by that checkout's interpreter
+(e.g. ``git worktree add /tmp/main-tree main``, ``make setup`` there), and
+the ratios are printed.
 """
 
 from __future__ import annotations
@@ -60,26 +60,12 @@ class Run:
         )
 
 
-def reference_tree(checkout: Path, into: Path) -> Path:
-    """A PYTHONPATH entry under which ``memhp`` is the checkout's code (its package-dir mapping)."""
-    pkg = into / "memhp"
-    pkg.mkdir(parents=True)
-    for item in (checkout / "memhp").iterdir():
-        (pkg / item.name).symlink_to(item)
-    for sub in ("controller", "exporter", "report"):
-        (pkg / sub).symlink_to(checkout / sub)
-    return into
-
-
-def start_relay(workdir: Path, port: int, target_port: int, pythonpath: Path | None) -> subprocess.Popen:
+def start_relay(workdir: Path, port: int, target_port: int, python: Path) -> subprocess.Popen:
     cert, key = workdir / "relay.crt", workdir / "relay.key"
-    env = dict(os.environ)
-    if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
     log = open(workdir / f"relay-{port}.log", "ab")
     proc = subprocess.Popen(
         [
-            str(BIN / "python"),
+            str(python),
             "-c",
             "import sys; from memhp.controller.relay.cli import main; sys.exit(main())",
             f"--web.listen-address=127.0.0.1:{port}",
@@ -92,8 +78,7 @@ def start_relay(workdir: Path, port: int, target_port: int, pythonpath: Path | N
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env=env,
-        cwd=str(workdir),  # not the repository: its memhp/ must not shadow PYTHONPATH's
+        cwd=str(workdir),  # not a checkout: its memhp/ would shadow the interpreter's installed one
     )
     log.close()
     return proc
@@ -160,11 +145,9 @@ async def _load(port: int, ctx: ssl.SSLContext, bodies: list[bytes], concurrency
     return answers
 
 
-def measure(
-    label: str, workdir: Path, target_port: int, hosts: list[str], concurrency: int, pythonpath: Path | None
-) -> Run:
+def measure(label: str, workdir: Path, target_port: int, hosts: list[str], concurrency: int, python: Path) -> Run:
     port = free_port()
-    proc = start_relay(workdir, port, target_port, pythonpath)
+    proc = start_relay(workdir, port, target_port, python)
     ctx = ssl.create_default_context(cafile=str(workdir / "relay.crt"))
     try:
         wait_until(lambda: _up(port), timeout=60, desc=f"{label} relay up")
@@ -196,10 +179,9 @@ def run(notifications: int, concurrency: int, reference: Path | None, workdir: P
     sink.expected_auth = None  # type: ignore[assignment]  # the relay sends none here
     sink.start()
     try:
-        runs = [measure("this tree", workdir, target_port, hosts, concurrency, None)]
+        runs = [measure("this tree", workdir, target_port, hosts, concurrency, BIN / "python")]
         if reference is not None:
-            tree = reference_tree(reference, workdir / "reference")
-            runs.append(measure(f"reference {reference}", workdir, target_port, hosts, concurrency, tree))
+            runs.append(measure(f"reference {reference}", workdir, target_port, hosts, concurrency, reference))
     finally:
         sink.stop()
     return runs
@@ -209,7 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.relay_throughput", description=__doc__.split("\n\n")[0])
     p.add_argument("--notifications", type=int, default=4000)
     p.add_argument("--concurrency", type=int, default=64)
-    p.add_argument("--reference", type=Path, help="a checkout whose relay is measured second (e.g. main)")
+    p.add_argument(
+        "--reference",
+        type=Path,
+        metavar="PYTHON",
+        help="the interpreter of another checkout's .venv (e.g. main's, after make setup): its relay is measured second",
+    )
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="memhp-relay-tp-") as d:
         runs = run(args.notifications, args.concurrency, args.reference, Path(d))

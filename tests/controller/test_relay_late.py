@@ -155,6 +155,7 @@ class SlowNode:
 
     def __init__(self, host: str) -> None:
         self.got: list[str] = []  # the "n" label of each alert accepted
+        self.started = 0  # requests being handled or handled
         node = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -163,6 +164,7 @@ class SlowNode:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                node.started += 1
                 time.sleep(SlowNode.SLOW)
                 node.got += [a["labels"]["n"] for a in body["alerts"]]
                 self.send_response(200)
@@ -223,6 +225,7 @@ def test_a_hang_up_before_the_delivery_stops_it_and_one_during_it_is_counted(tmp
         wait_until(lambda: value("memhp_relay_queue_depth") == 1, timeout=10, desc="notification 1 in flight")
         second = _post(relay.webhook_url, 2)
         wait_until(lambda: value("memhp_relay_queue_depth") == 2, timeout=10, desc="notification 2 queued")
+        wait_until(lambda: node.started == 1, timeout=10, desc="notification 1 at the node")
         first.close()  # Alertmanager's flush timeout expired
         second.close()
         wait_until(lambda: value("memhp_relay_queue_depth") == 0, timeout=30, desc="both done")
