@@ -56,6 +56,7 @@ ALERTNAME = "MemhpFleetRelayTest"
 TOKEN_AM = "am-to-relay-token-0123456789"
 TOKEN_CTRL = "relay-to-controller-token-9876543210"
 GROUP_WAIT = 1.0
+FIRST_FLUSH_BOUND = 15.0  # issue 24: every firing alert within 15 s of its group_wait
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -86,6 +87,7 @@ class CountingReceiver:
         self.requests = 0
         self.refused = 0
         self.first_at: dict[str, float] = {}
+        self.arrived: dict[tuple[str, str], float] = {}  # (status, fingerprint): first arrival
         self.last_at: dict[str, float] = {}
         self.lock = threading.Lock()
         self.port = port
@@ -138,6 +140,7 @@ class CountingReceiver:
                 status = a["status"]
                 self.counts[(reached, status)] += 1
                 self.fingerprints[status].add(a["fingerprint"])
+                self.arrived.setdefault((status, a["fingerprint"]), now)
                 self.first_at.setdefault(status, now)
                 self.last_at[status] = now
 
@@ -293,12 +296,20 @@ class FleetResult:
     relay_failures: float = 0.0
     relay_unresolvable: float = 0.0
     machine: str = ""
+    relays: int = 2
+    group_wait: float = GROUP_WAIT
+    group_interval: float = 5.0
+    # Firing alerts of the counting receiver's nodes that arrived more than FIRST_FLUSH_BOUND after
+    # their group_wait ended (their batch posted + group_wait), and the latest of them.
+    firing_late: int = 0
+    firing_latest_after_group_wait: float = 0.0
+    am_rss_bytes: int = 0
 
     def report(self) -> str:
         lines = [
             f"instances {self.instances} ({self.controllers} real controllers), relay killed mid-burst: {self.killed_relay}",
             f"firing: all delivered {self.firing_delivery_seconds:.1f}s after the last alert was posted "
-            f"(group_wait {GROUP_WAIT:g}s)",
+            f"(group_wait {self.group_wait:g}s)",
             f"resolved: all delivered {self.resolved_delivery_seconds:.1f}s after the resolutions were posted",
             f"Alertmanager: {self.am_cpu_seconds:.1f}s CPU ({self.am_cpu_cores:.2f} cores during the firing burst), "
             f"{self.am_notifications:.0f} notifications ({self.am_failed_notifications:.0f} failed, retried), "
@@ -307,6 +318,9 @@ class FleetResult:
             f"{self.relay_failures:.0f} failed, {self.relay_unresolvable:.0f} unresolvable",
             f"counting receiver: {self.sink_firing} firing, {self.sink_resolved} resolved, "
             f"{self.sink_duplicates} re-deliveries",
+            f"route: group_wait {self.group_wait:g}s, group_interval {self.group_interval:g}s; {self.relays} relays; "
+            f"firing later than {FIRST_FLUSH_BOUND:g}s after group_wait: {self.firing_late} "
+            f"(latest {self.firing_latest_after_group_wait:.1f}s); Alertmanager RSS {self.am_rss_bytes / 2**20:.0f} MiB",
             f"machine: {self.machine}",
         ]
         return "\n".join(lines)
@@ -316,9 +330,25 @@ def _load() -> str:
     return f"{platform.node()}, {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
 
 
-def run_fleet(workdir: Path, instances: int, controllers: int = 20, kill_relay: bool = True) -> FleetResult:
+def run_fleet(
+    workdir: Path,
+    instances: int,
+    controllers: int = 20,
+    kill_relay: bool = True,
+    *,
+    relays_n: int = 2,
+    group_wait: float = GROUP_WAIT,
+    group_interval: float = 5.0,
+) -> FleetResult:
     workdir.mkdir(parents=True, exist_ok=True)
-    res = FleetResult(instances=instances, controllers=controllers, machine=_load())
+    res = FleetResult(
+        instances=instances,
+        controllers=controllers,
+        machine=_load(),
+        relays=relays_n,
+        group_wait=group_wait,
+        group_interval=group_interval,
+    )
     am_token = _secret(workdir / "am-token", TOKEN_AM)
     ctrl_token = _secret(workdir / "controller-token", TOKEN_CTRL)
     cert, key = make_self_signed_cert(workdir, "relay")
@@ -331,8 +361,11 @@ def run_fleet(workdir: Path, instances: int, controllers: int = 20, kill_relay: 
         for i in range(controllers)
     ]
     relay_port = free_port()
-    relays = [start_relay(workdir, n, relay_port, cert, key, am_token, ctrl_token, target_port) for n in range(2)]
-    am = Alertmanager(_am_config(relay_port, am_token, cert), workdir / "alertmanager")
+    relays = [
+        start_relay(workdir, n, relay_port, cert, key, am_token, ctrl_token, target_port) for n in range(relays_n)
+    ]
+    route = {"group_wait": f"{group_wait:g}s", "group_interval": f"{group_interval:g}s"}
+    am = Alertmanager(_am_config(relay_port, am_token, cert, route), workdir / "alertmanager")
     try:
         _wait_started(ctrls, relay_port)
         am.start()
@@ -343,15 +376,12 @@ def run_fleet(workdir: Path, instances: int, controllers: int = 20, kill_relay: 
         alerts = _alerts(res, ctrls, fake_hosts)
         cpu0 = cpu_seconds(am_pid)
         t0 = time.monotonic()
-        _post_all(am, alerts)
+        posted_at = _post_all(am, alerts)
         posted = time.monotonic()
         fakes = instances - controllers
 
         if kill_relay:
-            wait_until(lambda: len(sink.fingerprints["firing"]) >= fakes // 4, timeout=120, desc="a quarter delivered")
-            relays[0].proc.send_signal(signal.SIGKILL)
-            relays[0].proc.wait(10)
-            res.killed_relay = True
+            res.killed_relay = _kill_one(relays[0], sink, fakes)
 
         def all_firing() -> bool:
             return len(sink.fingerprints["firing"]) >= fakes and all(len(c.action_starts()) >= 1 for c in ctrls)
@@ -364,6 +394,8 @@ def run_fleet(workdir: Path, instances: int, controllers: int = 20, kill_relay: 
             last=lambda: (len(sink.fingerprints["firing"]), [len(c.action_starts()) for c in ctrls]),
         )
         res.firing_delivery_seconds = sink.last_at.get("firing", posted) - posted
+        _first_flush_figures(res, sink, alerts, posted_at)
+        res.am_rss_bytes = _rss_bytes(am_pid)
         res.am_cpu_seconds = cpu_seconds(am_pid) - cpu0
         res.am_cpu_cores = res.am_cpu_seconds / max(1e-3, time.monotonic() - t0)
 
@@ -383,12 +415,20 @@ def run_fleet(workdir: Path, instances: int, controllers: int = 20, kill_relay: 
         res.am_notifications = am.metric("alertmanager_notifications_total", integration="webhook")
         res.am_failed_notifications = am.metric("alertmanager_notifications_failed_total", integration="webhook")
         _sink_figures(res, sink)
-        live = relays[1] if kill_relay else relays[0]
+        live = relays[-1]
         assert live.proc.poll() is None
         _relay_figures(res, relay_metrics(relay_port, cert, TOKEN_AM))
         return res
     finally:
         _stop(am, relays, ctrls, sink)
+
+
+def _kill_one(relay: Relay, sink: CountingReceiver, fakes: int) -> bool:
+    """SIGKILL ``relay`` once a quarter of the firing alerts has arrived."""
+    wait_until(lambda: len(sink.fingerprints["firing"]) >= fakes // 4, timeout=120, desc="a quarter delivered")
+    relay.proc.send_signal(signal.SIGKILL)
+    relay.proc.wait(10)
+    return True
 
 
 def _wait_started(ctrls: list[Controller], relay_port: int) -> None:
@@ -398,9 +438,34 @@ def _wait_started(ctrls: list[Controller], relay_port: int) -> None:
     wait_until(lambda: _listening("127.0.0.1", relay_port), timeout=30, desc="relay up")
 
 
-def _post_all(am: Alertmanager, alerts: list[dict[str, Any]]) -> None:
+def _post_all(am: Alertmanager, alerts: list[dict[str, Any]]) -> list[float]:
+    """Post in batches; when each alert's batch was accepted (its group_wait starts then, at the latest)."""
+    at: list[float] = []
     for k in range(0, len(alerts), 1000):
         _post(am, alerts[k : k + 1000])
+        at += [time.monotonic()] * len(alerts[k : k + 1000])
+    return at
+
+
+def _first_flush_figures(
+    res: FleetResult, sink: CountingReceiver, alerts: list[dict[str, Any]], posted_at: list[float]
+) -> None:
+    worst = 0.0
+    for alert, at in zip(alerts[res.controllers :], posted_at[res.controllers :], strict=True):
+        arrived = sink.arrived.get(("firing", labels_fingerprint(alert["labels"])))
+        if arrived is None:
+            continue
+        after = arrived - at - res.group_wait
+        worst = max(worst, after)
+        res.firing_late += after > FIRST_FLUSH_BOUND
+    res.firing_latest_after_group_wait = worst
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):  # the peak resident set
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def _resolve_all(
@@ -425,14 +490,13 @@ def _resolve_all(
     res.resolved_delivery_seconds = sink.last_at.get("resolved", r_posted) - r_posted
 
 
-def _am_config(relay_port: int, am_token: Path, cert: Path) -> dict[str, Any]:
+def _am_config(relay_port: int, am_token: Path, cert: Path, route: dict[str, str]) -> dict[str, Any]:
     return {
         "route": {
             "receiver": "memhp-relay",
             "group_by": ["instance"],
-            "group_wait": f"{GROUP_WAIT:g}s",
-            "group_interval": "5s",
             "repeat_interval": "4h",
+            **route,
         },
         "receivers": [
             {
@@ -508,7 +572,7 @@ def _stop(am: Alertmanager, relays: list, ctrls: list[Controller], sink: Countin
 
 def _post(am: Alertmanager, alerts: list[dict[str, Any]]) -> None:
     # Alertmanager is busy notifying while later batches arrive: wait longer than the helper's 10 s.
-    status, data = am._request("POST", "/api/v2/alerts", alerts, timeout=120)
+    status, data = am._request("POST", "/api/v2/alerts", alerts, timeout=600)
     assert status == 200, (status, data[:300])
 
 
@@ -560,12 +624,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--controllers", type=int, default=20)
     p.add_argument("--no-kill", action="store_true", help="do not kill a relay replica mid-burst")
     p.add_argument("--workdir", type=Path, help="keep logs and trees here (default: a temporary directory)")
+    p.add_argument("--relays", type=int, default=2, help="relay processes sharing the address (default 2)")
+    p.add_argument(
+        "--shipped-route",
+        action="store_true",
+        help="group_wait 10s and group_interval 1m, as deploy/examples/alertmanager-memhp-fleet.yml "
+        f"(default: group_wait {GROUP_WAIT:g}s, group_interval 5s)",
+    )
     args = p.parse_args(argv)
+    route = {"group_wait": 10.0, "group_interval": 60.0} if args.shipped_route else {}
+
+    def fleet(workdir: Path) -> FleetResult:
+        return run_fleet(
+            workdir, args.instances, args.controllers, kill_relay=not args.no_kill, relays_n=args.relays, **route
+        )
+
     if args.workdir is not None:
-        res = run_fleet(args.workdir, args.instances, args.controllers, kill_relay=not args.no_kill)
+        res = fleet(args.workdir)
     else:
         with tempfile.TemporaryDirectory(prefix="memhp-relay-bench-") as d:
-            res = run_fleet(Path(d), args.instances, args.controllers, kill_relay=not args.no_kill)
+            res = fleet(Path(d))
     print(res.report())
     return 0
 

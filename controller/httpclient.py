@@ -19,8 +19,10 @@ while TLS still checks the certificate against the URL's host name
 
 from __future__ import annotations
 
+import heapq
 import http.client
 import ipaddress
+import itertools
 import socket
 import ssl
 import threading
@@ -61,6 +63,59 @@ class Response:
         if not value.isascii() or not value.isdigit():
             return None
         return min(float(int(value[:9])), cap)
+
+
+class _Watchdog:
+    """One thread that runs every request's expiry at its deadline.
+
+    A ``threading.Timer`` per request was a thread started and ended per request: at hundreds of
+    deliveries a second, a large share of the relay's CPU (bench/relay_throughput.py)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[list[Any]] = []  # [when, seq, fn or None once cancelled]
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def call_at(self, when: float, fn: Callable[[], None]) -> list[Any]:
+        """Run ``fn`` at monotonic time ``when`` unless cancelled; the handle for :meth:`cancel`."""
+        entry = [when, next(self._seq), fn]
+        with self._cond:
+            heapq.heappush(self._heap, entry)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="httpclient-deadlines", daemon=True)
+                self._thread.start()
+            if self._heap[0] is entry:
+                self._cond.notify()
+        return entry
+
+    @staticmethod
+    def cancel(entry: list[Any]) -> None:
+        entry[2] = None  # dropped when it reaches the top: the heap holds at most a deadline's worth
+
+    def _next(self) -> Callable[[], None]:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][2] is None:
+                    heapq.heappop(self._heap)
+                now = time.monotonic()
+                if self._heap and self._heap[0][0] <= now:
+                    fn: Callable[[], None] | None = heapq.heappop(self._heap)[2]
+                    if fn is not None:
+                        return fn
+                    continue
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+    def _run(self) -> None:
+        while True:
+            fn = self._next()
+            try:
+                fn()
+            except Exception:  # noqa: BLE001, S110 - an expiry must never stop the others'
+                pass
+
+
+_watchdog = _Watchdog()
 
 
 def getaddrinfo_tcp(host: str, port: int) -> Sequence[AddrInfo]:
@@ -204,9 +259,7 @@ def request(
             except OSError:
                 pass
 
-    timer = threading.Timer(remaining, expire)
-    timer.daemon = True
-    timer.start()
+    timer = _watchdog.call_at(time.monotonic() + remaining, expire)
     try:
         conn.request(method, target, body=body, headers=headers or {})
         resp = conn.getresponse()
@@ -221,5 +274,5 @@ def request(
             raise DeadlineExceeded(f"no complete answer within {deadline:g}s") from None
         raise
     finally:
-        timer.cancel()
+        _watchdog.cancel(timer)
         conn.close()

@@ -11,6 +11,7 @@ memhp-relay derive-token HOST... --target.token-key-file FILE   (a node's own co
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -26,6 +27,7 @@ from .hosts import AllowList, BadHost, host_of
 from .metrics import RelayMetrics
 from .receiver import (
     DEFAULT_LISTEN_ADDRESS,
+    DEFAULT_LISTEN_BACKLOG,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_CONNECTIONS,
@@ -80,6 +82,15 @@ def get_parser() -> argparse.ArgumentParser:
         web_max_concurrency=DEFAULT_MAX_CONCURRENCY,
         web_max_connections=DEFAULT_MAX_CONNECTIONS,
         web_max_body_bytes=DEFAULT_MAX_BODY_BYTES,
+    )
+    parser.add_argument(
+        "--web.listen-backlog",
+        dest="web_listen_backlog",
+        type=int,
+        default=DEFAULT_LISTEN_BACKLOG,
+        metavar="N",
+        help="connections the kernel holds until the relay accepts them (default %(default)s, capped by "
+        "net.core.somaxconn); size it for one notification per node divided among the replicas",
     )
     d = DeliverySettings()
     g = parser.add_argument_group("targets (the controllers)")
@@ -244,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = RelayMetrics()
     try:
         sink = build(args, metrics)
-        web_settings = settings_from_args(args)
+        web_settings = dataclasses.replace(settings_from_args(args), listen_backlog=args.web_listen_backlog)
         if web_settings.read_timeout <= args.target_deadline:
             log.info("the request deadline (--web.read-timeout) bounds receiving only; delivery has its own")
         server = serve(web_settings, sink, metrics)

@@ -21,7 +21,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,16 +48,27 @@ F_DEADLINE = "deadline"
 F_CONNECT = "connection"
 F_HTTP_RETRYABLE = "http_retryable"  # 408/429/5xx still, after the last attempt
 F_HTTP_REFUSED = "http_refused"  # another 4xx: not retried
-FAILURE_REASONS = (F_QUEUE_FULL, F_DEADLINE, F_CONNECT, F_HTTP_RETRYABLE, F_HTTP_REFUSED)
+F_ABANDONED = "abandoned"  # Alertmanager hung up before the delivery (or its next attempt) started
+FAILURE_REASONS = (F_QUEUE_FULL, F_DEADLINE, F_CONNECT, F_HTTP_RETRYABLE, F_HTTP_REFUSED, F_ABANDONED)
 
 # Between attempts: 0.2 s, 0.4 s, ... at most 2 s, each drawn from its upper half
 # so that a relay's retries to many nodes do not arrive together.
 RETRY_BACKOFF = exponential(0.2, 2.0, spread=0.5)
 
 
+def never_abandoned() -> bool:
+    return False
+
+
+Abandoned = Callable[[], bool]  # whether the notification's sender has hung up
+
+
 @dataclass(frozen=True)
 class DeliverySettings:
-    deadline: float = 10.0  # per target and delivery, retries included
+    # Per target and delivery, from the notification's arrival, retries included: with the 1 s of a
+    # notification with several targets, below Alertmanager's shortest flush timeout (10 s), so that
+    # a first attempt is answered before Alertmanager gives up on it (docs/relay.md, "Answering in time").
+    deadline: float = 8.0
     attempt_timeout: float = 5.0  # one HTTP request, at most
     max_attempts: int = 3
     queue_size: int = 8  # deliveries waiting per target, besides the one in flight
@@ -177,11 +188,15 @@ class Deliverer:
         self.metrics.queue_depth_max.set(max((t.pending for t in self._targets.values()), default=0))
 
     # -- delivery
-    def deliver(self, url: str, alerts: Sequence[Alert], deadline: float | None = None) -> None:
+    def deliver(
+        self, url: str, alerts: Sequence[Alert], deadline: float | None = None, abandoned: Abandoned = never_abandoned
+    ) -> None:
         """Deliver ``alerts`` to ``url`` or raise DeliveryFailed (after retries, by the deadline).
 
         ``deadline`` is absolute (``time.monotonic()``), set when the notification
         arrived, so that time spent queued counts; by default ``settings.deadline`` from now.
+        ``abandoned`` is asked before every attempt: once the sender has hung up, nothing more is
+        sent (Alertmanager would count the notification as failed whatever the node did with it).
         """
         start = time.monotonic()
         end = start + self.settings.deadline if deadline is None else deadline
@@ -198,7 +213,7 @@ class Deliverer:
                 for batch in batches(alerts):
                     if end - time.monotonic() < MIN_LEFT:  # never connect once the deadline has passed
                         raise DeliveryFailed(F_DEADLINE, f"{url}: deadline passed before the delivery started")
-                    self._deliver_with_retries(url, webhook_payload(batch, self.receiver), end)
+                    self._deliver_with_retries(url, webhook_payload(batch, self.receiver), end, abandoned)
                     for a in batch:
                         self.metrics.alerts_delivered.labels(a.status).inc()
             finally:
@@ -222,7 +237,7 @@ class Deliverer:
             headers["Authorization"] = "Basic " + base64.b64encode(user + b":" + password).decode()
         return headers
 
-    def _deliver_with_retries(self, url: str, body: bytes, end: float) -> None:
+    def _deliver_with_retries(self, url: str, body: bytes, end: float, abandoned: Abandoned) -> None:
         s = self.settings
 
         def stop(state: RetryCallState) -> bool:
@@ -239,6 +254,8 @@ class Deliverer:
         try:
             for attempt in retrying:
                 with attempt:
+                    if abandoned():
+                        raise DeliveryFailed(F_ABANDONED, f"{url}: Alertmanager hung up first; not sent")
                     self._attempt(url, body, min(s.attempt_timeout, max(0.01, end - time.monotonic())))
         except _Retryable as e:
             reason = e.reason if time.monotonic() < end - MIN_LEFT else F_DEADLINE

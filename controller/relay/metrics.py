@@ -58,4 +58,10 @@ class RelayMetrics:
             "Shared threads (--target.workers) helping notifications with several targets right now.",
             registry=r,
         )
+        self.late_answers = Counter(
+            "memhp_relay_late_answers",
+            "Notifications delivered whose sender (Alertmanager) had hung up before the answer: "
+            "it counts them as failed.",
+            registry=r,
+        )
         self.targets = Gauge("memhp_relay_targets", "Targets with a delivery queued or in flight.", registry=r)

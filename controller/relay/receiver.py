@@ -19,11 +19,13 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from functools import partial
 
 from memhp.controller.alert import Alert, SinkUnavailable
 from memhp.controller.sources import webhook
+from memhp.web import Request
 
-from .delivery import Deliverer, DeliveryFailed
+from .delivery import Abandoned, Deliverer, DeliveryFailed, never_abandoned
 from .fanout import DEFAULT_PARALLELISM, DEFAULT_WORKERS, Helpers, Notification
 from .metrics import RelayMetrics
 from .template import UNRESOLVABLE_REASONS, TargetTemplate, Unresolvable
@@ -36,6 +38,12 @@ DEFAULT_MAX_CONCURRENCY = 256
 # Every request slot usable, plus room for refusals being answered and connections still sending
 # their headers (those are closed to make room; health has a reserve of its own besides).
 DEFAULT_MAX_CONNECTIONS = DEFAULT_MAX_CONCURRENCY + 64
+# Alertmanager flushes every node's group at once after group_wait: the kernel holds what the relay has
+# not accepted yet (without a thread) instead of dropping SYNs, which costs the sender a 1 s, 3 s, 7 s...
+# retransmission each.  But no more than the relay accepts and handshakes in a few seconds (about 300 a
+# second on two cores): a connection that waits longer than Alertmanager's TLS handshake timeout (10 s)
+# is dead when accepted (measured: 4096 made a 10,000-node burst worse; docs/relay.md, "Sizing").
+DEFAULT_LISTEN_BACKLOG = 1024
 # More than a controller takes (1,000 alerts, 1 MiB): a group_by other than instance can put more
 # alerts for one node in one notification, and the relay splits what it sends on (batching.py).
 # About 730 bytes per alert as Alertmanager sends them: 10,000 fit in 8 MiB.
@@ -66,6 +74,7 @@ class FanOutSink:
         self._helpers = Helpers(workers)
         metrics.fanout_workers_busy.set_function(lambda: self._helpers.busy)
         self._warned = 0
+        self._late = 0
         self._warn_lock = threading.Lock()
         for reason in UNRESOLVABLE_REASONS:
             metrics.unresolvable_alerts.labels(reason)
@@ -95,16 +104,28 @@ class FanOutSink:
             )
 
     def submit(self, alerts: Sequence[Alert]) -> None:
-        deadline = time.monotonic() + self.deliverer.settings.deadline  # for every target, queueing included
+        self.deliver(alerts, time.monotonic(), never_abandoned)
+
+    def submit_request(self, alerts: Sequence[Alert], req: Request) -> None:
+        """As submit, for a request: its deadline runs from its connection's arrival (reading it
+        counts), and nothing is sent once its client has hung up."""
+        delivered = self.deliver(alerts, req.arrived or time.monotonic(), req.client_gone)
+        if delivered and req.client_gone():
+            self.metrics.late_answers.inc()
+            self._warn_late(alerts)
+
+    def deliver(self, alerts: Sequence[Alert], arrived: float, abandoned: Abandoned) -> int:
+        """Deliver to every target; how many there were (SinkUnavailable when any missed its alerts)."""
+        deadline = arrived + self.deliverer.settings.deadline  # for every target, queueing included
         items = list(self.targets(alerts).items())
         failures: list[str] = []
         if len(items) == 1:  # the shipped route groups by node: the common case, no thread hop
             try:
-                self.deliverer.deliver(*items[0], deadline=deadline)
+                self.deliverer.deliver(*items[0], deadline=deadline, abandoned=abandoned)
             except DeliveryFailed as e:
                 failures.append(str(e))
         elif items:
-            notification = Notification(items, self.deliverer.deliver, deadline)
+            notification = Notification(items, partial(self.deliverer.deliver, abandoned=abandoned), deadline)
             failures = notification.run(self._helpers, self.parallelism)
         if failures:
             log.warning(
@@ -114,6 +135,21 @@ class FanOutSink:
                 "; ".join(failures[:5]),
             )
             raise SinkUnavailable(f"{len(failures)} of {len(items)} target(s) did not get their alerts")
+        return len(items)
+
+    def _warn_late(self, alerts: Sequence[Alert]) -> None:
+        with self._warn_lock:
+            self._late += 1
+            n = self._late
+        if n <= 10 or n % 1000 == 0:
+            log.warning(
+                "delivered %d alert(s) (%s) but Alertmanager had hung up before the answer: it counts the "
+                "notification as failed and sends it again at its next group_interval only if still firing, "
+                "so a resolution before then never comes (%d so far; docs/relay.md, 'Answering in time')",
+                len(alerts),
+                ", ".join(sorted({a.labels.get("instance", "?") for a in alerts})[:5]),
+                n,
+            )
 
     def close(self) -> None:
         self._helpers.close()
@@ -137,4 +173,5 @@ def serve(settings: webhook.WebhookSettings, sink: FanOutSink, metrics: RelayMet
         name="memhp-relay",
         reuse_port=True,
         max_alerts=MAX_NOTIFICATION_ALERTS,
+        timeout_status=503,  # never 408: Alertmanager does not retry it (docs/relay.md, "Answering in time")
     )

@@ -134,6 +134,7 @@ class WebhookSettings:
     web_config_file: str | None = None
     header_timeout: float = DEFAULT_LIMITS.header_timeout
     max_connections: int = DEFAULT_LIMITS.max_connections
+    listen_backlog: int = DEFAULT_LIMITS.listen_backlog
 
     @property
     def tls(self) -> bool:
@@ -147,6 +148,7 @@ class WebhookSettings:
             max_connections=self.max_connections,
             max_concurrency=self.max_concurrency,
             max_body_bytes=self.max_body_bytes,
+            listen_backlog=self.listen_backlog,
         )
 
 
@@ -288,7 +290,7 @@ def _routes(sink: AlertSink, metrics: WebhookMetrics, max_alerts: int) -> dict[s
             alerts = parse_webhook_payload(req.body, max_alerts=max_alerts)
         except PayloadError as e:
             return Response(400, reason=e.reason, message=str(e))
-        return _submit(sink, metrics, alerts)
+        return _submit(sink, metrics, alerts, req)
 
     return {
         HEALTH_PATH: Route({"GET": health}, public=True),
@@ -297,10 +299,15 @@ def _routes(sink: AlertSink, metrics: WebhookMetrics, max_alerts: int) -> dict[s
     }
 
 
-def _submit(sink: AlertSink, metrics: WebhookMetrics, alerts: list[Alert]) -> Response:
+def _submit(sink: AlertSink, metrics: WebhookMetrics, alerts: list[Alert], req: Request) -> Response:
     retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    # A sink that acts on the request's arrival and its client's hang-up (the relay) takes the request too.
+    submit_request = getattr(sink, "submit_request", None)
     try:
-        sink.submit(alerts)
+        if submit_request is not None:
+            submit_request(alerts, req)
+        else:
+            sink.submit(alerts)
     except SinkFull as e:
         return Response(
             429, reason=R_QUEUE_FULL, message=f"work queue full: {e}" if str(e) else "work queue full", headers=retry
@@ -371,6 +378,7 @@ def serve(
     name: str = "memhp-controller",
     reuse_port: bool = False,
     max_alerts: int = MAX_ALERTS,
+    timeout_status: int = 408,
 ) -> WebhookServer:
     """Validate the settings, bind, and serve in a background thread.
 
@@ -399,6 +407,7 @@ def serve(
             warn_reasons=_WORTH_A_WARNING,
             name=name,
             reuse_port=reuse_port,
+            timeout_status=timeout_status,
         )
     except (SecretFileError, ListenAddressError) as e:
         raise WebhookConfigError(str(e)) from None

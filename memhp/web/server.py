@@ -52,6 +52,7 @@ from __future__ import annotations
 import gzip
 import logging
 import re
+import select
 import selectors
 import socket
 import ssl
@@ -87,6 +88,7 @@ R_BAD_LENGTH = "bad_content_length"
 R_TOO_LARGE = "body_too_large"
 R_INCOMPLETE = "incomplete_body"
 R_INTERNAL = "internal_error"
+R_GONE = "client_gone"  # hung up before its TLS handshake started
 
 HEALTH_PATH = "/-/healthy"
 RETRY_AFTER_OVERLOADED = 1
@@ -114,6 +116,8 @@ class Limits:
     max_headers: int = 64
     # Connections beyond max_connections kept for public routes (health) when none can be closed.
     health_connections: int = 4
+    # Connections the kernel completes before they are accepted (capped by net.core.somaxconn).
+    listen_backlog: int = 128
 
     def validate(self) -> list[str]:
         problems = []
@@ -127,6 +131,8 @@ class Limits:
             problems.append("--web.max-concurrency must be at least 1")
         if self.max_connections < 1:
             problems.append("--web.max-connections must be at least 1")
+        if not 1 <= self.listen_backlog <= 65535:
+            problems.append("--web.listen-backlog must be between 1 and 65535")
         return problems
 
 
@@ -139,6 +145,9 @@ class Request:
     headers: dict[str, str]  # lower-case names; values as sent, decoded Latin-1 (lossless)
     client: str
     body: bytes = b""
+    arrived: float = 0.0  # time.monotonic() when its connection was accepted
+    # Whether the client has hung up since sending the request (it gave up waiting for the answer).
+    client_gone: Callable[[], bool] = field(default=lambda: False, repr=False)
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)
@@ -214,17 +223,38 @@ class _Exchange:
     unread_body: bool = False  # the client may still be sending a body: drain it a little before closing
 
     def recv(self) -> bytes:
-        """What the client sends next (b"" at its end), within the deadline."""
+        """What the client sends next (b"" at its end), within the deadline.
+
+        Past the deadline, what the client has already sent is still taken: a server starved of CPU
+        reaches its sockets late, and a request waiting whole in the socket was sent in time (a 408
+        would tell the client it was slow, and Alertmanager does not retry a 408).  Only waiting for
+        more is a timeout, so a client trickling bytes (slowloris) is cut all the same."""
         remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise _Timeout
-        self.sock.settimeout(remaining)
+        self.sock.settimeout(max(0.0, remaining))  # 0: non-blocking, what is there already
         try:
             return self.sock.recv(_RECV_BYTES)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
             raise _Timeout from None
         except (ssl.SSLError, OSError):
             raise _Gone from None
+
+
+def peer_closed(sock: socket.socket) -> bool:
+    """Whether the client has closed or reset its side of the connection.
+
+    Asked after a whole request was read (a client waiting for its answer sends nothing more, so a
+    hang-up means it gave up and will never read the answer), and before a TLS handshake (which
+    needs the client: a hang-up there means it gave up while waiting to be accepted)."""
+    try:
+        fd = sock.fileno()
+    except OSError:
+        return True
+    if fd < 0:
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLRDHUP)  # POLLHUP and POLLERR are always reported
+    gone = select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL
+    return any(events & gone for _, events in poller.poll(0))
 
 
 def _for_h11(line: bytes) -> bytes:
@@ -362,8 +392,13 @@ class WebServer:
         warn_reasons: frozenset[str] = frozenset(),
         name: str = "memhp",
         reuse_port: bool = False,
+        timeout_status: int = 408,
     ) -> None:
         self.routes = dict(routes)
+        # The answer when a request does not arrive in time.  408 says "you were slow", which a client
+        # may take as final (Alertmanager does not retry it): a server that cannot tell whether the slow
+        # one is the client or itself (the relay, under a burst) says 503 with Retry-After instead.
+        self.timeout_status = timeout_status
         self.limits = limits
         self.auth = auth or Authenticator()
         self.tls = tls if tls is not None and tls.enabled else None
@@ -389,7 +424,7 @@ class WebServer:
             if family == socket.AF_INET6:
                 self._sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             self._sock.bind(address)
-            self._sock.listen(128)
+            self._sock.listen(limits.listen_backlog)
         except OSError:
             self._sock.close()
             raise
@@ -538,6 +573,11 @@ class WebServer:
         ex = _Exchange(conn.sock, header_deadline, self._parser())
         try:
             if self.tls is not None:
+                if peer_closed(conn.sock):
+                    # Given up while it waited to be accepted (a burst): a handshake would be work for no one.
+                    # (Plain HTTP is not judged so: a client may send its request and shut down its side.)
+                    self.on_reject(R_GONE)
+                    return
                 tls_sock = self._handshake(conn, header_deadline)
                 if tls_sock is None:
                     return
@@ -547,6 +587,8 @@ class WebServer:
                 return
             with self._lock:
                 conn.pending = False
+            req.arrived = conn.started
+            req.client_gone = lambda: peer_closed(ex.sock)
             ex.deadline = conn.started + self.limits.read_timeout
             resp = self._dispatch(req, ex, conn.health_only)
             if resp is not None:
@@ -579,15 +621,17 @@ class WebServer:
             return _request(event, head, self.limits, conn.client)
         except _Timeout:
             if not conn.evicted:
-                self._answer(
-                    ex.sock, None, Response(408, reason=R_READ_TIMEOUT, message="request not received in time")
-                )
+                self._answer(ex.sock, None, self._timed_out("request not received in time"))
         except _Gone:
             pass
         except _BadRequest as e:
             self._answer(ex.sock, None, Response(e.status, reason=e.reason, message=str(e)))
             self._drain(conn, ex.sock, ex.deadline)  # the rest of what it sent, so the answer is not reset
         return None
+
+    def _timed_out(self, message: str) -> Response:
+        headers = {"Retry-After": str(RETRY_AFTER_OVERLOADED)} if self.timeout_status == 503 else {}
+        return Response(self.timeout_status, reason=R_READ_TIMEOUT, message=message, headers=headers)
 
     def _release(self, ex: _Exchange) -> None:
         if ex.slot:
@@ -705,7 +749,7 @@ class WebServer:
             try:
                 data = ex.recv()
             except _Timeout:
-                return Response(408, reason=R_READ_TIMEOUT, message="request body not received in time")
+                return self._timed_out("request body not received in time")
             except _Gone:
                 self.on_reject(R_INCOMPLETE)
                 return None
