@@ -17,6 +17,8 @@ import sys
 import threading
 
 from memhp.exporter.kernel.paths import Paths
+from memhp.program import ArgumentParser, add_common_flags, configure_logging, guarded
+from memhp.selfmetrics import register_self_metrics
 from memhp.units import parse_duration, parse_id_ranges, parse_size, positive_number
 
 from .config import ConfigError, load_config
@@ -107,20 +109,14 @@ def _add_common(p: argparse.ArgumentParser, suppress: bool) -> None:
         default=d(False),
         help="plan and journal, never write sysfs (overrides guards.dry_run)",
     )
-    g.add_argument(
-        "--log.level",
-        dest="log_level",
-        default=d("info"),
-        choices=("debug", "info", "warning", "error"),
-        help="default info",
-    )
+    add_common_flags(g, "memhp-controller", suppress=suppress)
 
 
 def get_parser() -> argparse.ArgumentParser:
     from .sources.pull import add_pull_arguments
     from .sources.webhook import add_webhook_arguments
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="memhp-controller", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     _add_common(parser, suppress=False)
@@ -133,9 +129,9 @@ def get_parser() -> argparse.ArgumentParser:
         "--once.timeout",
         dest="once_timeout",
         type=parse_duration,
-        default=900.0,
+        default="15m",
         metavar="DURATION",
-        help="with --once: longest wait for the actions (default 15m)",
+        help="with --once: longest wait for the actions (default %(default)s)",
     )
     add_webhook_arguments(parser)
     add_pull_arguments(parser)
@@ -176,9 +172,9 @@ def get_parser() -> argparse.ArgumentParser:
         "--lock-timeout",
         dest="lock_timeout",
         type=parse_duration,
-        default=60.0,
+        default="1m",
         metavar="DURATION",
-        help="how long to wait for a running controller's action to finish (default 60s)",
+        help="how long to wait for a running controller's action to finish (default %(default)s)",
     )
     act.add_argument("--json", action="store_true", help="print the outcome as JSON")
     _add_common(act, suppress=True)
@@ -192,18 +188,14 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
+    return guarded("memhp-controller", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.log_level)
+    configure_logging(args)
     try:
         cfg = load_config(args.config_file)
     except ConfigError as e:
@@ -352,7 +344,8 @@ def start_sources(args: argparse.Namespace, engine: Engine, metrics: ControllerM
     from .sources.webhook import serve, settings_from_args
 
     pull_settings = pull_settings_from_args(args)
-    server = serve(settings_from_args(args), engine, metrics)
+    register_self_metrics(metrics.registry)
+    server = serve(settings_from_args(args), engine, metrics, ready=lambda: engine.ready)
     poller = None
     if pull_settings is not None:
         source = PullSource(pull_settings, engine, metrics)
