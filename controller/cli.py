@@ -17,9 +17,10 @@ import sys
 import threading
 
 from memhp.exporter.kernel.paths import Paths
-from memhp.program import ArgumentParser, add_common_flags, configure_logging, guarded
+from memhp.exporter.kernel.sources import NO_MEMORY_HOTPLUG, check_sysfs
+from memhp.program import ArgumentParser, UsageError, add_common_flags, configure_logging, duration, guarded
 from memhp.selfmetrics import register_self_metrics
-from memhp.units import parse_duration, parse_id_ranges, parse_size, positive_number
+from memhp.units import parse_id_ranges, parse_size, positive_number
 
 from .config import ConfigError, load_config
 from .engine import Engine
@@ -128,7 +129,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--once.timeout",
         dest="once_timeout",
-        type=parse_duration,
+        type=duration,
         default="15m",
         metavar="DURATION",
         help="with --once: longest wait for the actions (default %(default)s)",
@@ -171,7 +172,7 @@ def get_parser() -> argparse.ArgumentParser:
     act.add_argument(
         "--lock-timeout",
         dest="lock_timeout",
-        type=parse_duration,
+        type=duration,
         default="1m",
         metavar="DURATION",
         help="how long to wait for a running controller's action to finish (default %(default)s)",
@@ -199,15 +200,33 @@ def _main(argv: list[str] | None) -> int:
     try:
         cfg = load_config(args.config_file)
     except ConfigError as e:
-        print(f"memhp-controller: invalid configuration:\n{e}", file=sys.stderr)
+        text = str(e)
+        print(f"memhp-controller: invalid configuration:{chr(10) if chr(10) in text else ' '}{text}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "check-config":
         print(json.dumps(cfg.to_dict(), indent=2))
         return EXIT_OK
     paths = Paths(sysfs=args.path_sysfs, procfs=args.path_procfs)
+    check_sysfs_flag(paths, refuse=args.command == "act")
     if args.command == "act":
         return run_act(args, cfg, paths)
     return run_daemon(args, cfg, paths, parser)
+
+
+def check_sysfs_flag(paths: Paths, *, refuse: bool) -> None:
+    """Say at start when --path.sysfs is no sysfs with memory blocks; ``act`` then stops (status 2), the
+    daemon runs on (its sysfs guard refuses every action, counted in memhp_controller_guard_refusals)."""
+    source = check_sysfs(paths)
+    if source.available:
+        return
+    if refuse and source.reason != NO_MEMORY_HOTPLUG:
+        raise UsageError(source.detail)
+    log.log(
+        logging.WARNING if source.reason == NO_MEMORY_HOTPLUG else logging.ERROR,
+        "%s (%s): every action will be refused",
+        source.detail,
+        source.reason,
+    )
 
 
 # --- act ------------------------------------------------------------------------------------------

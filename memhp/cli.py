@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = get_parser().parse_args(argv)
     configure_logging(args)
-    return int(args.func(args))
+    return guarded(f"memhp {args.command}", lambda: int(args.func(args)))
 
 
 if __name__ == "__main__":

@@ -88,14 +88,17 @@ class JSONFormatter(_Formatter):
 
 
 def setup_logging(level: str = "info", fmt: str = "logfmt", stream: TextIO | None = None) -> None:
-    """Configure the root logger of this process (replacing any earlier set-up)."""
+    """Configure the root logger of this process (replacing an earlier call's set-up)."""
     level = parse_level(level)
     handler = logging.StreamHandler(stream or sys.stderr)
     with_stack = level == "debug"
     handler.setFormatter(JSONFormatter(with_stack) if fmt == "json" else LogfmtFormatter(with_stack))
+    handler.memhp = True  # type: ignore[attr-defined]
     root = logging.getLogger()
+    # Only an earlier call's handler goes: others (pytest's capture) belong to whoever added them.
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if getattr(old, "memhp", False):
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(_PY_LEVEL[level])
     threading.excepthook = _thread_died

@@ -19,6 +19,7 @@ from typing import NoReturn
 
 from .buildinfo import version_text
 from .logsetup import FORMATS, LEVELS, parse_level, setup_logging
+from .units import parse_duration
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -36,6 +37,24 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _argument_type(parse: Callable[[str], object], name: str) -> Callable[[str], object]:
+    """``parse`` for argparse: its own message in the error, not "invalid parse_duration value"."""
+
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = name
+    return convert
+
+
+# type= of every interval and timeout flag: "90s", "10m", "1h30m" or plain seconds
+duration = _argument_type(parse_duration, "duration")
+_level = _argument_type(parse_level, "log level")
 
 
 class VersionAction(argparse.Action):
@@ -61,7 +80,7 @@ def add_common_flags(
     parser.add_argument(
         "--log.level",
         dest="log_level",
-        type=parse_level,
+        type=_level,
         default=d("info"),
         metavar="{" + ",".join(LEVELS) + "}",
         help="only log messages of this severity or above (default " + ("info" if suppress else "%(default)s") + ")",

@@ -17,9 +17,9 @@ import sys
 import threading
 
 from memhp.controller.sources.webhook import WebhookConfigError, add_webhook_arguments, settings_from_args
-from memhp.program import ArgumentParser, add_common_flags, configure_logging, guarded
+from memhp.program import ArgumentParser, add_common_flags, configure_logging, duration, guarded
 from memhp.selfmetrics import register_self_metrics
-from memhp.units import format_duration, parse_duration
+from memhp.units import format_duration
 from memhp.web.secrets import SecretFileError, read_regular_file
 
 from .delivery import Deliverer, DeliverySettings
@@ -95,7 +95,7 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--target.deadline",
         dest="target_deadline",
-        type=parse_duration,
+        type=duration,
         default=format_duration(d.deadline),
         metavar="DURATION",
         help="longest time to deliver to one target, retries and queueing included (default %(default)s)",
@@ -103,7 +103,7 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--target.attempt-timeout",
         dest="target_attempt_timeout",
-        type=parse_duration,
+        type=duration,
         default=format_duration(d.attempt_timeout),
         metavar="DURATION",
         help="total time for one HTTP request to a target (default %(default)s)",

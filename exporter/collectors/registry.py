@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from memhp.units import format_duration, parse_duration
+from memhp.program import duration
+from memhp.units import format_duration
 
 if TYPE_CHECKING:
     from ..events.kmsg import FailureCounts
@@ -52,7 +53,7 @@ class Flag(Generic[T]):
         kw: dict[str, Any] = {"dest": self.dest, "default": self.default, "help": self.help}
         if self.duration:
             # A string default goes through parse_duration too: --help shows "10m", the code gets 600.0.
-            kw.update(type=parse_duration, default=format_duration(float(self.default)), metavar="DURATION")
+            kw.update(type=duration, default=format_duration(float(self.default)), metavar="DURATION")
         elif isinstance(self.default, bool):
             kw["action"] = argparse.BooleanOptionalAction if self.default else "store_true"
         else:

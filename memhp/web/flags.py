@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from memhp.units import format_duration, parse_duration
+from memhp.program import duration
+from memhp.units import format_duration
 
 from .server import Limits
 
@@ -26,7 +27,7 @@ def add_limit_arguments(
     group.add_argument(
         "--web.header-timeout",
         dest="web_header_timeout",
-        type=parse_duration,
+        type=duration,
         default=format_duration(defaults.header_timeout),
         metavar="DURATION",
         help="time for a new connection's TLS handshake, request line and headers (default %(default)s); 408 after",
@@ -34,7 +35,7 @@ def add_limit_arguments(
     group.add_argument(
         "--web.read-timeout",
         dest="web_read_timeout",
-        type=parse_duration,
+        type=duration,
         default=format_duration(defaults.read_timeout),
         metavar="DURATION",
         help="total time to receive one request, TLS handshake included (default %(default)s); also bounds "
