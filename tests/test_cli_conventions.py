@@ -242,9 +242,8 @@ def test_an_unreadable_procfs_file_is_logged_and_scraped_without_traceback(paths
     r = run("memhp-exporter", "--once", "--path.procfs", paths["proc"])
     assert r.returncode == 0, r.stderr
     assert_no_traceback(r)
-    assert 'memhp_source_available{path="%s/zoneinfo",reason="unreadable",source="zoneinfo"} 0.0' % paths["proc"] in (
-        r.stdout
-    )
+    zoneinfo = paths["proc"] + "/zoneinfo"
+    assert f'memhp_source_available{{path="{zoneinfo}",reason="unreadable",source="zoneinfo"}} 0.0' in r.stdout
     assert 'memhp_collector_success{collector="zones"} 0.0' in r.stdout
     errors = [line for line in r.stderr.splitlines() if "level=error" in line]
     assert len(errors) == 1 and "source zoneinfo unavailable (unreadable)" in errors[0], r.stderr
