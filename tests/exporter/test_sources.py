@@ -151,7 +151,7 @@ def test_the_server_says_so_at_start_and_on_metrics(tmp_path):
         assert proc.stderr is not None
         first = [proc.stderr.readline() for _ in range(2)]  # "starting ...", then the source
         assert "starting memhp-exporter" in first[0]
-        assert ("error", "not_sysfs") == LOG_AT_START.search(first[1]).groups(), first  # type: ignore[union-attr]
+        assert LOG_AT_START.search(first[1]).groups() == ("error", "not_sysfs"), first  # type: ignore[union-attr]
         url = f"http://127.0.0.1:{port}/metrics"
         body = wait_until(lambda: urllib.request.urlopen(url, timeout=10).read().decode(), timeout=60, catch=(OSError,))
         assert f'memhp_source_available{{path="{tmp_path}/devices/system/memory",reason="not_sysfs"' in body
