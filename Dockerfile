@@ -75,7 +75,9 @@ RUN apt-get update \
 COPY --from=build /opt/memhp/venv /opt/memhp/venv
 COPY deploy/docker/healthcheck.py /opt/memhp/healthcheck.py
 
+# MEMHP_REVISION: what --version and memhp_build_info say the git revision is.
 ENV PATH=/opt/memhp/venv/bin:$PATH \
+    MEMHP_REVISION=${REVISION} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 

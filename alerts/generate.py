@@ -442,6 +442,19 @@ def alerting_rules(t: dict) -> list[dict]:
             **{"for": ex["collector_failing_for"]},
         ),
         alert(
+            "MemhpSourceUnavailable",
+            "warning",
+            ex["source_unavailable_for"],
+            "min by (instance, source, path, reason) (memhp_source_available) == 0",
+            "memhp exporter cannot read {{ $labels.source }} on {{ $labels.instance }}: {{ $labels.reason }}",
+            """
+              The memhp exporter on {{ $labels.instance }} has not been able to read {{ $labels.path }}
+              ({{ $labels.reason }}) for <<for>>. The collectors that read it export nothing, so the dashboards
+              are empty for this host and alerts built on its metrics cannot fire.
+              """,
+            **{"for": ex["source_unavailable_for"]},
+        ),
+        alert(
             "MemhpEventSourceDown",
             "warning",
             ex["event_source_down_for"],

@@ -17,7 +17,10 @@ import sys
 import threading
 
 from memhp.exporter.kernel.paths import Paths
-from memhp.units import parse_duration, parse_id_ranges, parse_size, positive_number
+from memhp.exporter.kernel.sources import NO_MEMORY_HOTPLUG, check_sysfs
+from memhp.program import ArgumentParser, UsageError, add_common_flags, configure_logging, duration, guarded
+from memhp.selfmetrics import register_self_metrics
+from memhp.units import parse_id_ranges, parse_size, positive_number
 
 from . import policy_lint
 from .backtest.command import add_backtest_parser, run_backtest
@@ -110,20 +113,14 @@ def _add_common(p: argparse.ArgumentParser, suppress: bool) -> None:
         default=d(False),
         help="plan and journal, never write sysfs (overrides guards.dry_run)",
     )
-    g.add_argument(
-        "--log.level",
-        dest="log_level",
-        default=d("info"),
-        choices=("debug", "info", "warning", "error"),
-        help="default info",
-    )
+    add_common_flags(g, "memhp-controller", suppress=suppress)
 
 
 def get_parser() -> argparse.ArgumentParser:
     from .sources.pull import add_pull_arguments
     from .sources.webhook import add_webhook_arguments
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="memhp-controller", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     _add_common(parser, suppress=False)
@@ -135,10 +132,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--once.timeout",
         dest="once_timeout",
-        type=parse_duration,
-        default=900.0,
+        type=duration,
+        default="15m",
         metavar="DURATION",
-        help="with --once: longest wait for the actions (default 15m)",
+        help="with --once: longest wait for the actions (default %(default)s)",
     )
     add_webhook_arguments(parser)
     add_pull_arguments(parser)
@@ -178,10 +175,10 @@ def get_parser() -> argparse.ArgumentParser:
     act.add_argument(
         "--lock-timeout",
         dest="lock_timeout",
-        type=parse_duration,
-        default=60.0,
+        type=duration,
+        default="1m",
         metavar="DURATION",
-        help="how long to wait for a running controller's action to finish (default 60s)",
+        help="how long to wait for a running controller's action to finish (default %(default)s)",
     )
     act.add_argument("--json", action="store_true", help="print the outcome as JSON")
     _add_common(act, suppress=True)
@@ -200,22 +197,19 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
+    return guarded("memhp-controller", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.log_level)
+    configure_logging(args)
     try:
         cfg = load_config(args.config_file)
     except ConfigError as e:
-        print(f"memhp-controller: invalid configuration:\n{e}", file=sys.stderr)
+        text = str(e)
+        print(f"memhp-controller: invalid configuration:{chr(10) if chr(10) in text else ' '}{text}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "check-config":
         for w in policy_lint.warnings(cfg):
@@ -225,9 +219,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "backtest":
         return run_backtest(args, cfg)
     paths = Paths(sysfs=args.path_sysfs, procfs=args.path_procfs)
+    check_sysfs_flag(paths, refuse=args.command == "act")
     if args.command == "act":
         return run_act(args, cfg, paths)
     return run_daemon(args, cfg, paths, parser)
+
+
+def check_sysfs_flag(paths: Paths, *, refuse: bool) -> None:
+    """Say at start when --path.sysfs is no sysfs with memory blocks; ``act`` then stops (status 2), the
+    daemon runs on (its sysfs guard refuses every action, counted in memhp_controller_guard_refusals)."""
+    source = check_sysfs(paths)
+    if source.available:
+        return
+    if refuse and source.reason != NO_MEMORY_HOTPLUG:
+        raise UsageError(source.detail)
+    log.log(
+        logging.WARNING if source.reason == NO_MEMORY_HOTPLUG else logging.ERROR,
+        "%s (%s): every action will be refused",
+        source.detail,
+        source.reason,
+    )
 
 
 # --- act ------------------------------------------------------------------------------------------
@@ -364,7 +375,8 @@ def start_sources(args: argparse.Namespace, engine: Engine, metrics: ControllerM
     from .sources.webhook import serve, settings_from_args
 
     pull_settings = pull_settings_from_args(args)
-    server = serve(settings_from_args(args), engine, metrics)
+    register_self_metrics(metrics.registry)
+    server = serve(settings_from_args(args), engine, metrics, ready=lambda: engine.ready)
     poller = None
     if pull_settings is not None:
         source = PullSource(pull_settings, engine, metrics)

@@ -179,6 +179,11 @@ class Engine:
     def dry_run(self) -> bool:
         return self.guards.dry_run
 
+    @property
+    def ready(self) -> bool:
+        """Journal replayed and the worker taking alerts: what ``/-/ready`` answers."""
+        return self._accepting and not self.stop_event.is_set()
+
     # --- AlertSink ---------------------------------------------------------------------------
 
     def submit(self, alerts: Sequence[Alert]) -> None:

@@ -10,12 +10,15 @@ import argparse
 import json
 import sys
 
+from memhp.program import UsageError
+
 from .kernel.accounting import BlockRange, merge_ranges
 from .kernel.fsread import ParseErrors
 from .kernel.memory_blocks import read_blocks, read_memory_config
 from .kernel.model import MemoryBlock
 from .kernel.nodes import block_node_map, read_nodes
 from .kernel.paths import Paths
+from .kernel.sources import MISSING, NO_MEMORY_HOTPLUG, NOT_SYSFS, UNREADABLE, check_sysfs
 
 _ZONE_NAMES = {"none": "None", "HighMem": "Highmem"}  # lsmem's spelling
 
@@ -117,6 +120,12 @@ def add_blocks_parser(sub) -> None:
 
 def run_blocks(args: argparse.Namespace) -> int:
     paths = Paths(sysfs=args.sysfs)
+    source = check_sysfs(paths)
+    if source.reason in (MISSING, NOT_SYSFS, UNREADABLE):  # the flag names no usable sysfs
+        raise UsageError(source.detail)
+    if source.reason == NO_MEMORY_HOTPLUG:
+        print(f"memhp blocks: {source.detail}", file=sys.stderr)
+        return 1
     errors = ParseErrors()
     config = read_memory_config(paths.memory, errors)
     if config.block_size_bytes is None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 
 from memhp import __version__
+from memhp.program import ArgumentParser, UsageError, add_common_flags, configure_logging, guarded
+from memhp.selfmetrics import register_self_metrics
 from memhp.web import Limits, SecretFileError, tls_contexts, web_config
 from memhp.web.flags import add_limit_arguments, add_web_config_argument, limits_from_args
 
@@ -62,7 +64,7 @@ class ExporterConfig:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="memhp-exporter",
         description="Prometheus exporter for Linux memory hot(un)plug: memory blocks, zones, the MOVABLE:KERNEL "
         "ratio, offline failures and uevents, read from sysfs and procfs. It never writes.",
@@ -101,13 +103,7 @@ def get_parser() -> argparse.ArgumentParser:
         )
     for flag in all_flags():
         flag.add_to(p)
-    p.add_argument(
-        "--log.level",
-        dest="log_level",
-        default="info",
-        choices=("debug", "info", "warning", "error"),
-        help="Log level.",
-    )
+    add_common_flags(p, "memhp-exporter")
     p.add_argument(
         "--once",
         action="store_true",
@@ -119,7 +115,6 @@ def get_parser() -> argparse.ArgumentParser:
         dest="once_output",
         help="With --once: write atomically to this file (for node_exporter's textfile collector).",
     )
-    p.add_argument("--version", action="version", version=f"memhp-exporter {_version()}")
     return p
 
 
@@ -130,6 +125,8 @@ def config_from_args(args: argparse.Namespace) -> ExporterConfig:
         raise ValueError("--web.tls.cert-file and --web.tls.key-file go together")
     if args.once_output and not args.once:
         raise ValueError("--once.output needs --once")
+    if args.once_output and not os.path.isdir(os.path.dirname(os.path.abspath(args.once_output))):
+        raise ValueError(f"--once.output {args.once_output}: its directory does not exist")
     parse_listen_address(args.listen)
     if not args.telemetry_path.startswith("/"):
         raise ValueError("--web.telemetry-path must start with /")
@@ -187,12 +184,21 @@ def write_atomically(path: str, data: bytes) -> None:
         raise
 
 
+def write_output(path: str, data: bytes) -> None:
+    try:
+        write_atomically(path, data)
+    except OSError as e:
+        raise UsageError(f"cannot write --once.output {path}: {e.strerror or e}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
+    return guarded("memhp-exporter", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging(args)
     try:
         cfg = config_from_args(args)
     except ValueError as e:
@@ -203,10 +209,23 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.once:
         _, data = render(registry, None)
         if cfg.once_output:
-            write_atomically(cfg.once_output, data)
+            write_output(cfg.once_output, data)
         else:
             sys.stdout.buffer.write(data)
         return 0
+    return run_server(cfg, registry, collector)
+
+
+def warm_up(registry: CollectorRegistry, ready: threading.Event) -> None:
+    """Ready once the first scrape's work is done (the block snapshot read, the sources checked)."""
+    try:
+        render(registry, None)
+    except Exception:
+        log.exception("first collection failed")
+    ready.set()
+
+
+def run_server(cfg: ExporterConfig, registry: CollectorRegistry, collector: MemhpCollector) -> int:
     log.info(
         "starting memhp-exporter %s: listen=%s%s sysfs=%s procfs=%s kmsg=%s collectors=%s %s tls=%s",
         _version(),
@@ -219,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         " ".join(f"{flag.name}={value}" for flag, value in cfg.flags.items()),
         "flags" if cfg.tls_cert else ("web config" if cfg.web_config_file else "off"),
     )
+    collector.source_watch.check()  # a wrong --path.* is said at start, not at the first scrape
+    register_self_metrics(registry)
+    ready = threading.Event()
     try:
         httpd = serve(
             registry,
@@ -228,12 +250,13 @@ def main(argv: list[str] | None = None) -> int:
             cfg.tls_key,
             web_config_file=cfg.web_config_file,
             limits=cfg.limits,
+            ready=ready.is_set,
         )
     except (OSError, SecretFileError) as e:
-        log.error("cannot listen on %s: %s", cfg.listen, e)
         collector.close()
-        return 1
+        raise UsageError(f"cannot listen on {cfg.listen}: {getattr(e, 'strerror', None) or e}") from None
     log.info("listening on %s%s", cfg.listen, cfg.telemetry_path)
+    threading.Thread(target=warm_up, args=(registry, ready), name="memhp-warm-up", daemon=True).start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -1,7 +1,7 @@
 """The exporter's HTTP endpoint: thin routes on the shared web layer (:mod:`memhp.web`).
 
 ``/metrics`` (``--web.telemetry-path``), a landing page at ``/``, ``/-/healthy``
-(no credentials), 404 elsewhere.  Limits, deadlines, TLS and basic auth
+and ``/-/ready`` (no credentials; ready once the first collection is done), 404 elsewhere.  Limits, deadlines, TLS and basic auth
 (``--web.config.file``) are the web layer's, the same as the controller's.
 
 The telemetry route calls a *renderer*: ``render(accept, params) ->
@@ -19,7 +19,6 @@ from urllib.parse import parse_qs
 from prometheus_client.registry import CollectorRegistry
 
 from memhp.web import (
-    HEALTH_PATH,
     Authenticator,
     Limits,
     ListenAddressError,
@@ -32,6 +31,7 @@ from memhp.web import (
     tls_contexts,
     web_config,
 )
+from memhp.web.probes import probe_routes
 
 from .exposition import render as render_exposition
 
@@ -66,7 +66,7 @@ def registry_renderer(registry: CollectorRegistry) -> Renderer:
     return render
 
 
-def make_routes(render: Renderer, telemetry_path: str) -> dict[str, Route]:
+def make_routes(render: Renderer, telemetry_path: str, ready: Callable[[], bool] = lambda: True) -> dict[str, Route]:
     landing = (
         f"<html><head><title>memhp exporter</title></head><body><h1>memhp exporter</h1>"
         f'<p><a href="{html.escape(telemetry_path)}">Metrics</a></p></body></html>'
@@ -82,10 +82,7 @@ def make_routes(render: Renderer, telemetry_path: str) -> dict[str, Route]:
     def home(req: Request) -> Response:
         return Response(200, landing, "text/html; charset=utf-8")
 
-    def health(req: Request) -> Response:
-        return Response(200, b"OK\n")
-
-    routes = {HEALTH_PATH: Route({"GET": health}, public=True), "/": Route({"GET": home})}
+    routes = {**probe_routes(ready), "/": Route({"GET": home})}
     routes[telemetry_path] = Route({"GET": metrics})
     return routes
 
@@ -99,6 +96,7 @@ def serve(
     *,
     web_config_file: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    ready: Callable[[], bool] = lambda: True,
 ) -> WebServer:
     """Start serving in background threads; returns the server (``.server_address``, ``.shutdown()``).
 
@@ -110,7 +108,7 @@ def serve(
     auth = Authenticator(users=(lambda: config().users or {}) if users is not None else None)
     server = WebServer(
         listen,
-        make_routes(render, telemetry_path),
+        make_routes(render, telemetry_path, ready),
         limits=limits,
         auth=auth,
         tls=tls_contexts(config, certfile, keyfile),

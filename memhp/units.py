@@ -101,3 +101,20 @@ def format_size(n: int) -> str:
         if n >= 1 << shift and n % (1 << shift) == 0:
             return f"{n >> shift}{unit}"
     return f"{n}B"
+
+
+def format_duration(seconds: float) -> str:
+    """600.0 -> ``"10m"``, 5400 -> ``"1h30m"``, 0.5 -> ``"500ms"``: what ``--help`` shows and
+    :func:`parse_duration` reads back to the same value."""
+    if seconds <= 0:
+        return "0s"
+    ms = round(seconds * 1000)
+    if ms % 1000:
+        return f"{seconds:g}s" if ms >= 1000 else f"{ms}ms"
+    rest = ms // 1000
+    out = ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            out += f"{rest // size}{unit}"
+            rest %= size
+    return out

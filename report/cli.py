@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from memhp.program import EXIT_USAGE, UsageError
 from memhp.promapi import (
     DEFAULT_MAX_SAMPLES,
     Prometheus,
@@ -171,6 +172,9 @@ class Progress:
 def run_report(args: argparse.Namespace) -> int:
     try:
         return _run(args)
+    except UsageError as e:
+        print(f"memhp report: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except ReportError as e:
         print(f"memhp report: error: {e}", file=sys.stderr)
         return 1
@@ -200,13 +204,13 @@ def _period(args: argparse.Namespace) -> Period:
         selector = normalize_selector(args.selector)
         timeout = parse_duration(args.timeout)
     except ValueError as e:
-        raise ReportError(str(e)) from None
+        raise UsageError(str(e)) from None
     if not 1 <= args.top <= MAX_TOP or not 1 <= args.top_findings <= MAX_TOP:
-        raise ReportError(f"--top and --top-findings must be between 1 and {MAX_TOP}")
+        raise UsageError(f"--top and --top-findings must be between 1 and {MAX_TOP}")
     if not 1 <= args.batch_hosts <= MAX_BATCH_HOSTS:
-        raise ReportError(f"--batch-hosts must be between 1 and {MAX_BATCH_HOSTS}")
+        raise UsageError(f"--batch-hosts must be between 1 and {MAX_BATCH_HOSTS}")
     if not 1000 <= args.query_max_samples <= 10**12:
-        raise ReportError("--query-max-samples must be between 1000 and 10^12")
+        raise UsageError("--query-max-samples must be between 1000 and 10^12")
     step, note = auto_step(range_s, requested)
     # without --end, "now" is rounded down to the step so that the grid falls on whole steps
     end = float(int(end // step) * step) if not args.end else end

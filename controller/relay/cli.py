@@ -18,7 +18,9 @@ import sys
 import threading
 
 from memhp.controller.sources.webhook import WebhookConfigError, add_webhook_arguments, settings_from_args
-from memhp.units import parse_duration
+from memhp.program import ArgumentParser, add_common_flags, configure_logging, duration, guarded
+from memhp.selfmetrics import register_self_metrics
+from memhp.units import format_duration
 from memhp.web.secrets import SecretFileError, read_regular_file
 
 from .delivery import Deliverer, DeliverySettings
@@ -72,10 +74,10 @@ gets its alerts in POSTs of at most 1,000 alerts and 1 MiB.
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="memhp-relay", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--log.level", dest="log_level", default="info", choices=("debug", "info", "warning", "error"))
+    add_common_flags(parser, "memhp-relay")
     add_webhook_arguments(parser)
     parser.set_defaults(
         web_listen_address=DEFAULT_LISTEN_ADDRESS,
@@ -104,18 +106,18 @@ def get_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--target.deadline",
         dest="target_deadline",
-        type=parse_duration,
-        default=d.deadline,
+        type=duration,
+        default=format_duration(d.deadline),
         metavar="DURATION",
-        help=f"longest time to deliver to one target, retries and queueing included (default {d.deadline:g}s)",
+        help="longest time to deliver to one target, retries and queueing included (default %(default)s)",
     )
     g.add_argument(
         "--target.attempt-timeout",
         dest="target_attempt_timeout",
-        type=parse_duration,
-        default=d.attempt_timeout,
+        type=duration,
+        default=format_duration(d.attempt_timeout),
         metavar="DURATION",
-        help=f"total time for one HTTP request to a target (default {d.attempt_timeout:g}s)",
+        help="total time for one HTTP request to a target (default %(default)s)",
     )
     g.add_argument(
         "--target.max-attempts",
@@ -223,7 +225,7 @@ def build(args: argparse.Namespace, metrics: RelayMetrics) -> FanOutSink:
 
 
 def derive_token_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="memhp-relay derive-token",
         description="Print each HOST's controller token (one line each): what the relay sends with "
         "--target.token-key-file, for that node's --web.auth.bearer-token-file.  HOST is the host "
@@ -247,18 +249,22 @@ def derive_token_main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["derive-token"]:
-        return derive_token_main(argv[1:])
+        return guarded("memhp-relay derive-token", lambda: derive_token_main(argv[1:]))
+    return guarded("memhp-relay", lambda: _main(argv))
+
+
+def _main(argv: list[str]) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args)
     metrics = RelayMetrics()
+    register_self_metrics(metrics.registry)
+    started = threading.Event()
     try:
         sink = build(args, metrics)
         web_settings = dataclasses.replace(settings_from_args(args), listen_backlog=args.web_listen_backlog)
         if web_settings.read_timeout <= args.target_deadline:
             log.info("the request deadline (--web.read-timeout) bounds receiving only; delivery has its own")
-        server = serve(web_settings, sink, metrics)
+        server = serve(web_settings, sink, metrics, ready=started.is_set)
     except (TemplateError, ValueError, SecretFileError, WebhookConfigError) as e:
         print(f"memhp-relay: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -274,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     allow = sink.template.allow
+    started.set()
     log.info(
         "relay running; targets from %s, allowed: %s", sink.template.text, allow.describe() if allow else "any host"
     )

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from memhp.controller.alert import Alert, SinkUnavailable
@@ -155,7 +155,12 @@ class FanOutSink:
         self._helpers.close()
 
 
-def serve(settings: webhook.WebhookSettings, sink: FanOutSink, metrics: RelayMetrics) -> webhook.WebhookServer:
+def serve(
+    settings: webhook.WebhookSettings,
+    sink: FanOutSink,
+    metrics: RelayMetrics,
+    ready: Callable[[], bool] = lambda: True,
+) -> webhook.WebhookServer:
     """The controller's webhook server (the shared web layer: limits, auth, TLS), serving the relay's
     sink and metrics, with SO_REUSEPORT: several relay processes can share one address on one host
     (the kernel spreads connections over them), as replicas share a Service's address.
@@ -174,4 +179,5 @@ def serve(settings: webhook.WebhookSettings, sink: FanOutSink, metrics: RelayMet
         reuse_port=True,
         max_alerts=MAX_NOTIFICATION_ALERTS,
         timeout_status=503,  # never 408: Alertmanager does not retry it (docs/relay.md, "Answering in time")
+        ready=ready,
     )

@@ -58,7 +58,8 @@ from prometheus_client import CollectorRegistry, Gauge
 from memhp.controller import httpclient
 from memhp.controller.alert import FIRING, RESOLVED, Alert, AlertSink, SinkFull, SinkUnavailable
 from memhp.controller.metrics import ControllerMetrics
-from memhp.units import parse_duration
+from memhp.program import duration
+from memhp.units import format_duration
 from memhp.web.secrets import SecretFile, SecretFileError, parse_basic_auth, parse_bearer_token
 
 from .alertmanager_payload import PayloadError, parse_api_alert, parse_api_alerts
@@ -201,18 +202,18 @@ def add_pull_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--alertmanager.poll-interval",
         dest="alertmanager_poll_interval",
-        type=parse_duration,
-        default=DEFAULT_INTERVAL,
+        type=duration,
+        default=format_duration(DEFAULT_INTERVAL),
         metavar="DURATION",
-        help=f"default {DEFAULT_INTERVAL:g}s",
+        help=f"time between polls (default {format_duration(DEFAULT_INTERVAL)})",
     )
     g.add_argument(
         "--alertmanager.timeout",
         dest="alertmanager_timeout",
-        type=parse_duration,
-        default=DEFAULT_TIMEOUT,
+        type=duration,
+        default=format_duration(DEFAULT_TIMEOUT),
         metavar="DURATION",
-        help=f"total time for one poll: connect, headers and the whole answer (default {DEFAULT_TIMEOUT:g}s)",
+        help=f"total time for one poll: connect, headers and the whole answer (default {format_duration(DEFAULT_TIMEOUT)})",
     )
     g.add_argument(
         "--alertmanager.max-response-bytes",

@@ -1,4 +1,4 @@
-"""Alertmanager webhook receiver (payload version 4), plus /metrics and /-/healthy.
+"""Alertmanager webhook receiver (payload version 4), plus /metrics, /-/healthy and /-/ready.
 
 Thin routes on the shared web layer (:mod:`memhp.web`: connection and
 request limits, deadlines, TLS, authentication, escaping), with the payload
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,7 +29,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 
 from memhp.controller.alert import FIRING, Alert, AlertSink, SinkFull, SinkUnavailable
 from memhp.web import (
-    HEALTH_PATH,
     Authenticator,
     Limits,
     ListenAddressError,
@@ -45,6 +45,7 @@ from memhp.web import server as web
 from memhp.web.address import split_host_port as _split_host_port
 from memhp.web.auth import AUTH_BUSY, AUTH_FAILED, AUTH_MISSING
 from memhp.web.flags import add_limit_arguments, add_web_config_argument, limits_from_args
+from memhp.web.probes import probe_routes
 
 from .alertmanager_payload import (
     MAX_ALERTS,
@@ -278,10 +279,7 @@ def _json_document(status: int, reason: str | None, message: str, extra: dict[st
     return "application/json", (json.dumps(doc) + "\n").encode()
 
 
-def _routes(sink: AlertSink, metrics: WebhookMetrics, max_alerts: int) -> dict[str, Route]:
-    def health(req: Request) -> Response:
-        return Response(200, b"OK\n")
-
+def _routes(sink: AlertSink, metrics: WebhookMetrics, max_alerts: int, ready: Callable[[], bool]) -> dict[str, Route]:
     def metrics_page(req: Request) -> Response:
         return Response(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST, compress=True)
 
@@ -293,7 +291,7 @@ def _routes(sink: AlertSink, metrics: WebhookMetrics, max_alerts: int) -> dict[s
         return _submit(sink, metrics, alerts, req)
 
     return {
-        HEALTH_PATH: Route({"GET": health}, public=True),
+        **probe_routes(ready),
         METRICS_PATH: Route({"GET": metrics_page}),
         WEBHOOK_PATH: Route({"POST": webhook}, body=True),
     }
@@ -379,6 +377,7 @@ def serve(
     reuse_port: bool = False,
     max_alerts: int = MAX_ALERTS,
     timeout_status: int = 408,
+    ready: Callable[[], bool] = lambda: True,
 ) -> WebhookServer:
     """Validate the settings, bind, and serve in a background thread.
 
@@ -397,7 +396,7 @@ def serve(
         tls = tls_contexts(config, settings.tls_cert_file, settings.tls_key_file)
         server = WebServer(
             settings.listen_address,
-            _routes(sink, metrics, max_alerts),
+            _routes(sink, metrics, max_alerts, ready),
             limits=settings.limits,
             auth=auth,
             tls=tls,

@@ -19,6 +19,7 @@ from ..kernel.fsread import ParseErrors
 from ..kernel.paths import Paths
 from ..kernel.snapshot import ScrapeContext
 from .family import Family
+from .sources import SOURCE_AVAILABLE, SourceWatch, source_families
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,9 @@ class SubCollector:
     families: tuple[Family, ...] = ()
     # Blocks whose ``removable`` the scrape context reads with the rest.
     removable_limit: int = 0
+    # What it reads (kernel.sources.SOURCES): while one is unavailable it does not run, and its
+    # memhp_collector_success is 0, so an empty answer from a wrong path never looks like success.
+    sources: tuple[str, ...] = ()
 
     def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -78,9 +82,10 @@ class MemhpCollector(Collector):
         self.errors = errors or ParseErrors()
         self.version = version
         self.removable_limit = max((c.removable_limit for c in self.collectors), default=0)
+        self.source_watch = SourceWatch(paths, {s for c in self.collectors for s in c.sources})
 
     # Families of the wrapper itself, besides the sub-collectors'.
-    families = (DURATION, SUCCESS, PARSE_ERRORS, BUILD_INFO)
+    families = (DURATION, SUCCESS, PARSE_ERRORS, BUILD_INFO, SOURCE_AVAILABLE)
 
     def describe(self) -> list[Metric]:
         """Empty families for every declared metric: no scrape on register."""
@@ -93,8 +98,13 @@ class MemhpCollector(Collector):
         ctx = ScrapeContext(self.paths, self.errors, removable_limit=self.removable_limit)
         duration = DURATION.new()
         success = SUCCESS.new()
+        statuses = self.source_watch.check()
         for c in self.collectors:
             start = time.perf_counter()
+            if not all(statuses[s].available for s in c.sources):
+                duration.add_metric([c.name], time.perf_counter() - start)
+                success.add_metric([c.name], 0.0)
+                continue
             try:
                 # Materialise inside the try: a generator that fails half-way
                 # must not leave half its families in the exposition.
@@ -116,6 +126,7 @@ class MemhpCollector(Collector):
         info = BUILD_INFO.new()
         info.add_metric([self.version], 1)
         yield info
+        yield from source_families(statuses.values())
 
     def close(self) -> None:
         for c in self.collectors:

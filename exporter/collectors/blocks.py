@@ -40,6 +40,7 @@ from ..kernel.accounting import is_hot_unpluggable, merge_ranges
 from ..kernel.fsread import ParseErrors, parse_bool, read_attr
 from ..kernel.model import BLOCK_STATES, NONE_ZONE, MemoryBlock
 from ..kernel.snapshot import ScrapeContext
+from ..kernel.sources import SYSFS_MEMORY
 from ..kernel.zones import Span, is_boot_dma, zone_spans
 from .base import SubCollector, node_label
 from .family import Family
@@ -85,17 +86,17 @@ SNAPSHOT = Flag(
 RESYNC_INTERVAL = Flag(
     "blocks.resync-interval",
     DEFAULT_RESYNC_INTERVAL,
-    "Seconds between full re-reads of every block in events mode.",
+    "Time between full re-reads of every block in events mode.",
     bounds=_SECONDS_BOUNDS,
-    unit=" seconds",
+    duration=True,
 )
 STATE_INTERVAL = Flag(
     "blocks.state-interval",
     DEFAULT_STATE_INTERVAL,
-    "Seconds between reads of every block's state in events mode (going-offline and failed "
+    "Time between reads of every block's state in events mode (going-offline and failed "
     "offlines send no uevent): a block stuck going-offline shows up within this time.",
     bounds=_SECONDS_BOUNDS,
-    unit=" seconds",
+    duration=True,
 )
 FLAGS = (BLOCKS_ALL, BLOCK_LIMIT, NOTABLE_LIMIT, RANGES_LIMIT, SNAPSHOT, RESYNC_INTERVAL, STATE_INTERVAL)
 
@@ -308,6 +309,7 @@ class _Rendered:
 
 class BlocksCollector(SubCollector):
     name = "blocks"
+    sources = (SYSFS_MEMORY,)
     help = (
         "memory blocks: counts and bytes by node/zone/state, lsmem-style ranges, unofflinable, hot-unpluggable; "
         "one by one only the blocks worth a look (all of them with --collector.blocks.all)"

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from prometheus_client.core import Metric
 
 from ..kernel.snapshot import ScrapeContext
+from ..kernel.sources import SYSFS_MEMORY
 from .base import SubCollector
 from .family import Family
 from .registry import register_collector
@@ -67,6 +68,7 @@ def _flag(value: bool | None) -> float | None:
 
 class ConfigCollector(SubCollector):
     name = "config"
+    sources = (SYSFS_MEMORY,)
     help = "block size, auto_online_blocks, memory_hotplug module parameters, crash_hotplug, probe"
     families = (BLOCK_SIZE, AUTO_ONLINE, CRASH_HOTPLUG, PROBE, ONLINE_POLICY, MAX_RATIO, NUMA_AWARE, MEMMAP_ON_MEMORY)
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from prometheus_client.core import Metric
 
 from ..kernel.snapshot import ScrapeContext
+from ..kernel.sources import MEMINFO
 from .base import SubCollector
 from .family import Family
 from .registry import register_collector
@@ -32,6 +33,7 @@ FIELDS = (
 
 class MeminfoCollector(SubCollector):
     name = "meminfo"
+    sources = (MEMINFO,)
     help = "MemTotal, MemFree, MemAvailable from /proc/meminfo"
     families = tuple(fam for _, fam in FIELDS)
 

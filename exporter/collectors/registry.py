@@ -14,6 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+from memhp.program import duration
+from memhp.units import format_duration
+
 if TYPE_CHECKING:
     from ..events.kmsg import FailureCounts
     from ..kernel.fsread import ParseErrors
@@ -35,6 +38,7 @@ class Flag(Generic[T]):
     choices: tuple[str, ...] = ()
     bounds: tuple[T, T] | None = None
     unit: str = ""  # of the bounds, in the error
+    duration: bool = False  # seconds, given as a duration (90s, 10m) and shown as one
 
     @property
     def option(self) -> str:
@@ -47,7 +51,10 @@ class Flag(Generic[T]):
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         kw: dict[str, Any] = {"dest": self.dest, "default": self.default, "help": self.help}
-        if isinstance(self.default, bool):
+        if self.duration:
+            # A string default goes through parse_duration too: --help shows "10m", the code gets 600.0.
+            kw.update(type=duration, default=format_duration(float(self.default)), metavar="DURATION")
+        elif isinstance(self.default, bool):
             kw["action"] = argparse.BooleanOptionalAction if self.default else "store_true"
         else:
             kw["type"] = type(self.default)
@@ -59,6 +66,9 @@ class Flag(Generic[T]):
 
     def check(self, value: T) -> T:
         if self.bounds is not None and not self.bounds[0] <= value <= self.bounds[1]:
+            if self.duration:
+                low, high = (format_duration(float(b)) for b in self.bounds)
+                raise ValueError(f"{self.option} must be between {low} and {high}")
             raise ValueError(f"{self.option} must be between {self.bounds[0]} and {self.bounds[1]}{self.unit}")
         return value
 

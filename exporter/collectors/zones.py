@@ -9,6 +9,7 @@ from prometheus_client.core import Metric
 
 from ..kernel.accounting import balance
 from ..kernel.snapshot import ScrapeContext
+from ..kernel.sources import ZONEINFO
 from ..kernel.zones import KERNEL_DEFAULT_RATIO, PAGE_SIZE
 from .base import SubCollector
 from .family import Family
@@ -73,6 +74,7 @@ SYSTEM_HEADROOM = Family(
 
 class ZonesCollector(SubCollector):
     name = "zones"
+    sources = (ZONEINFO,)
     help = "zone free/watermarks/sizes from /proc/zoneinfo, MOVABLE:KERNEL ratio and auto-movable headroom"
     families = (
         *(fam for _, fam in SIZES),

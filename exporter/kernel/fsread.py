@@ -106,7 +106,8 @@ def read_attr(
 def read_file(path: str, errors: ParseErrors, kind: str, *, limit: int = PROCFILE_MAX) -> str | None:
     """Read a procfs file whole (it may take several reads), bounded by ``limit``."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: a FIFO where /proc/zoneinfo should be fails the read instead of hanging the scrape.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
         if e.errno not in _MISSING:
             errors.add(kind, f"open: {os.strerror(e.errno or 0)}")

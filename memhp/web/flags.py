@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from memhp.units import parse_duration
+from memhp.program import duration
+from memhp.units import format_duration
 
 from .server import Limits
 
@@ -26,18 +27,18 @@ def add_limit_arguments(
     group.add_argument(
         "--web.header-timeout",
         dest="web_header_timeout",
-        type=parse_duration,
-        default=defaults.header_timeout,
+        type=duration,
+        default=format_duration(defaults.header_timeout),
         metavar="DURATION",
-        help="time for a new connection's TLS handshake, request line and headers (default %(default)ss); 408 after",
+        help="time for a new connection's TLS handshake, request line and headers (default %(default)s); 408 after",
     )
     group.add_argument(
         "--web.read-timeout",
         dest="web_read_timeout",
-        type=parse_duration,
-        default=defaults.read_timeout,
+        type=duration,
+        default=format_duration(defaults.read_timeout),
         metavar="DURATION",
-        help="total time to receive one request, TLS handshake included (default %(default)ss); also bounds "
+        help="total time to receive one request, TLS handshake included (default %(default)s); also bounds "
         "sending the answer, which holds no request slot",
     )
     group.add_argument(

@@ -149,7 +149,7 @@ def test_cli_requires_an_allow_list_with_credentials(tmp_path):
         text=True,
         timeout=30,
     )
-    assert p.returncode == 2 and "WARNING" in p.stderr and "ANY host" in p.stderr, p.stderr
+    assert p.returncode == 2 and "level=warn" in p.stderr and "ANY host" in p.stderr, p.stderr
 
 
 # --------------------------------------------------------------------------- a real Alertmanager, hostile alerts

@@ -14,6 +14,7 @@ from memhp.exporter.collectors.events import OfflineFailuresCollector, UeventsCo
 from memhp.exporter.events.kmsg import FailureCounts, KmsgWatcher
 from memhp.exporter.events.uevent_monitor import UeventMonitor
 from memhp.exporter.kernel.paths import Paths
+from memhp.selfmetrics import register_self_metrics
 from tests.helpers.trees import FIXTURES, REPO, block_dirs, unpack
 
 DOC = (REPO / "docs" / "metrics.md").read_text()
@@ -29,7 +30,10 @@ def _names(families) -> set[str]:
 
 @pytest.fixture(scope="module")
 def emitted(families):
-    return _names(families)
+    # and memhp's own of what every server adds (docs/metrics.md, "Every server"; process_* are prometheus_client's)
+    servers = CollectorRegistry()
+    register_self_metrics(servers)
+    return _names(families) | {n for n in _names(servers.collect()) if n.startswith("memhp_")}
 
 
 @pytest.fixture(scope="module")

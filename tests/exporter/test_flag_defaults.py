@@ -57,7 +57,7 @@ def _shown(text: str, running: Any) -> Any:
     if isinstance(running, bool):
         return {"True": True, "False": False}[text]
     if isinstance(running, float):
-        return float(text.removesuffix("s"))  # the --web.* durations show "5.0s"
+        return parse_duration(text)  # durations show as one: "5s", "10m"
     return type(running)(text)
 
 
@@ -107,6 +107,7 @@ def _values(args, cfg, built: dict[str, Any]) -> dict[str, Callable[[], Any]]:
         "--collector.offline_failures.replay": lambda: failures.watcher.replay,
         "--collector.uevents.source": lambda: (uevents.monitor.source, blocks.live.source),
         "--log.level": lambda: args.log_level,
+        "--log.format": lambda: args.log_format,
         "--once": lambda: cfg.once,
         "--once.output": lambda: cfg.once_output,
     }

@@ -84,7 +84,7 @@ def test_help_documents_every_flag():
         (["--once.output", "x"], "--once.output needs --once"),
         (["--web.tls.cert-file", "c"], "go together"),
         (["--collector.blocks.limit", "-1"], "between 0 and"),
-        (["--collector.blocks.state-interval", "0"], "between 0.1 and"),
+        (["--collector.blocks.state-interval", "0"], "between 100ms and"),
         (["--web.listen-address", "nope"], "HOST:PORT"),
     ],
 )

@@ -78,6 +78,8 @@ TARGETS = [
     "proc/zoneinfo",
     "proc/meminfo",
 ]
+# The procfs files memhp_source_available checks, and the collector that reads each.
+SOURCE_FILES = {"proc/zoneinfo": "zones", "proc/meminfo": "meminfo"}
 CORRUPTIONS = ["bytes", "text", "empty", "huge", "non_utf8", "directory", "vanished", "block_vanished"]
 
 
@@ -128,7 +130,18 @@ def test_no_corruption_escapes_a_scrape(tree, tmp_path_factory, target, how, pay
     success = {
         s.labels["collector"]: s.value for f in families for s in f.samples if s.name == "memhp_collector_success"
     }
-    assert success == {"config": 1.0, "blocks": 1.0, "zones": 1.0, "meminfo": 1.0}
+    expected = {"config": 1.0, "blocks": 1.0, "zones": 1.0, "meminfo": 1.0}
+    if how in ("directory", "vanished") and target in SOURCE_FILES:
+        # no procfs file, no data: the collector does not run, and says so (issue 21 §2)
+        expected[SOURCE_FILES[target]] = 0.0
+        available = [s for f in families for s in f.samples if s.name == "memhp_source_available"]
+        assert [s.labels["reason"] for s in available if s.value == 0] == [
+            "unreadable" if how == "directory" else "missing"
+        ]
+        assert success == expected
+        shutil.rmtree(root.parent)
+        return
+    assert success == expected
     kind_counted = errors.total() > 0
     if how in ("non_utf8", "directory") or (how == "huge" and target.startswith("sys/")):
         assert kind_counted, f"{how} {target} was not counted"

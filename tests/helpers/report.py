@@ -63,8 +63,9 @@ def console_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line]
 
 
-def fails_in_one_line(r: subprocess.CompletedProcess, *needles: str) -> None:
-    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+def fails_in_one_line(r: subprocess.CompletedProcess, *needles: str, status: int = 1) -> None:
+    """One line on stderr; status 1 for a failure, 2 for a usage error."""
+    assert r.returncode == status, (r.returncode, r.stdout, r.stderr)
     assert "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("memhp report: error: "), r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -428,6 +428,7 @@ def test_error_bad_arguments(history_prometheus, tmp_path):
     fails_in_one_line(
         memhp("report", "--prometheus", history_prometheus.url, "--range", "3 days", "--out", str(tmp_path)),
         "not a duration",
+        status=2,
     )
     fails_in_one_line(
         memhp(
