@@ -52,6 +52,7 @@ class RecordType(StrEnum):
     STATE_RULE = "state_rule"
     STATE_CHANGE = "state_change"
     STATE_BLOCK = "state_block"
+    BUDGET = "budget"
 
 
 class InvalidRecord(ValueError):
@@ -274,8 +275,23 @@ class StateBlock(Record, frozen=True, kw_only=True, tag=RecordType.STATE_BLOCK.v
     offlined: bool = False
 
 
+class Budget(Record, frozen=True, kw_only=True, tag=RecordType.BUDGET.value):
+    """The fleet budget's slots of one action: ``acquired`` before its action_start, ``released``
+    (or ``release_failed``: the lease frees them within its TTL) after its action_end."""
+
+    TYPE = RecordType.BUDGET
+    event: str
+    action_id: str = ""
+    rule: str = ""
+    slots: tuple[str, ...] = ()
+    lease: str = ""
+    waited: Finite = 0.0
+    detail: str = ""
+
+
 AnyRecord = (
-    ActionStart
+    Budget
+    | ActionStart
     | AttemptStart
     | AttemptEnd
     | BlockResult
