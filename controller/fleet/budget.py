@@ -122,6 +122,15 @@ def free_slot(scope: Scope, taken: set[str], rng: random.Random) -> str | None:
     return next((f"{scope.prefix}{i}" for i in range(scope.limit) if f"{scope.prefix}{i}" not in taken), None)
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """Slots picked, not yet taken."""
+
+    lease: str
+    hour_lease: str | None
+    picked: dict[str, str]  # key -> lease
+
+
 @dataclass
 class Held:
     """Slots held for one action; ``lost`` is set when the lease could not be kept alive."""
@@ -154,29 +163,48 @@ class Budget:
         self.rng = rng or random.Random()
         self.on_error = on_error or (lambda e: None)
 
-    # --- one try ---------------------------------------------------------------------------
+    # --- one try: look, then take ----------------------------------------------------------
 
-    def try_acquire(self, wanted: list[Scope]) -> Held:
-        """All of ``wanted``'s slots now, or BudgetFull / BudgetUnavailable."""
+    def begin(self, wanted: list[Scope]) -> Attempt:
+        """Leases, and a free slot of every scope as the store shows them now; BudgetFull when a
+        scope has none.  Another node may take the same slot before :meth:`commit`."""
         lease = self.store.grant(self.lease_ttl)
         hour_lease: str | None = None
         try:
             if any(s.hourly for s in wanted):
                 hour_lease = self.store.grant(HOUR)
-            for _ in range(_RACES):
-                picked: dict[str, str] = {}
-                for s in wanted:
-                    taken = self.store.keys(s.prefix, s.limit)
-                    key = free_slot(s, taken, self.rng)
-                    if key is None:
-                        raise BudgetFull(s, len(taken))
-                    picked[key] = hour_lease if s.hourly and hour_lease else lease
-                if self.store.create_all(picked, self.value):
-                    return Held(tuple(k for k, v in picked.items() if v == lease), lease, hour_lease, 0.0)
-            raise BudgetFull(wanted[0], wanted[0].limit)  # lost every race: as good as full this time
+            picked: dict[str, str] = {}
+            for s in wanted:
+                taken = self.store.keys(s.prefix, s.limit)
+                key = free_slot(s, taken, self.rng)
+                if key is None:
+                    raise BudgetFull(s, len(taken))
+                picked[key] = hour_lease if s.hourly and hour_lease else lease
         except BaseException:
             self._forget(lease, hour_lease)
             raise
+        return Attempt(lease, hour_lease, picked)
+
+    def commit(self, attempt: Attempt) -> Held | None:
+        """Take every slot of ``attempt`` at once; None (leases given back) when one was taken meanwhile."""
+        try:
+            won = self.store.create_all(attempt.picked, self.value)
+        except BaseException:
+            self._forget(attempt.lease, attempt.hour_lease)
+            raise
+        if not won:
+            self._forget(attempt.lease, attempt.hour_lease)
+            return None
+        keys = tuple(k for k, lid in attempt.picked.items() if lid == attempt.lease)
+        return Held(keys, attempt.lease, attempt.hour_lease, 0.0)
+
+    def try_acquire(self, wanted: list[Scope]) -> Held:
+        """All of ``wanted``'s slots now, or BudgetFull / BudgetUnavailable."""
+        for _ in range(_RACES):
+            held = self.commit(self.begin(wanted))
+            if held is not None:
+                return held
+        raise BudgetFull(wanted[0], wanted[0].limit)  # lost every race: as good as full this time
 
     def _forget(self, lease: str, hour_lease: str | None) -> None:
         for lid in (lease, hour_lease):
