@@ -192,15 +192,20 @@ class Executor:
         return self.fleet.acquire(rule)
 
     def _release(self, held: Held, action_id: str, rule: str) -> None:
+        """Journal the release, then release: each journalled [acquired, release] lies inside the
+        time the slots were really held, so the journals never show more holders than there were."""
         assert self.fleet is not None
-        why = self.fleet.release(held)
-        event = "release_failed" if why else "released"
+        fields = {"action_id": action_id, "rule": rule, "slots": held.keys, "lease": held.lease}
         try:
-            self.journal.append(
-                Budget(event=event, action_id=action_id, rule=rule, slots=held.keys, lease=held.lease, detail=clip(why))
-            )
+            self.journal.append(Budget(event="release", **fields))
         except JournalError as e:
             log.error("action %s: cannot journal the budget's release: %s", action_id, e)
+        why = self.fleet.release(held)
+        if why:
+            try:
+                self.journal.append(Budget(event="release_failed", detail=clip(why), **fields))
+            except JournalError as e:
+                log.error("action %s: cannot journal the budget's failed release: %s", action_id, e)
 
     def _act(
         self,

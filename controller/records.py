@@ -276,8 +276,9 @@ class StateBlock(Record, frozen=True, kw_only=True, tag=RecordType.STATE_BLOCK.v
 
 
 class Budget(Record, frozen=True, kw_only=True, tag=RecordType.BUDGET.value):
-    """The fleet budget's slots of one action: ``acquired`` before its action_start, ``released``
-    (or ``release_failed``: the lease frees them within its TTL) after its action_end."""
+    """The fleet budget's slots of one action: ``acquired`` (after etcd granted them, before its
+    action_start), ``release`` (after its action_end, before they are given back) and, if giving
+    them back failed, ``release_failed`` (the lease then frees them within its TTL)."""
 
     TYPE = RecordType.BUDGET
     event: str

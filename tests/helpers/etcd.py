@@ -23,7 +23,7 @@ ETCD = "etcd"
 def require_etcd() -> str:
     path = shutil.which(ETCD)
     if path is None:
-        pytest.skip("etcd not installed (Debian package etcd-server; make setup installs it)")
+        pytest.fail("etcd not installed: run scripts/setup.sh (Debian package etcd-server)", pytrace=False)
     return path
 
 

@@ -30,7 +30,8 @@ def fleet_engine(tree, tmp_path, clock):
         if fleet is not None:
             doc["fleet"] = fleet
         cfg = load_config_text(yaml.safe_dump(doc), "test-policy.yaml")
-        e = Engine(cfg, tree.paths, writer=kernel_writer, dry_run=dry_run, clock=clock, fleet_store=store).open()
+        extra = {"fleet_store": store} if store is not None else {}
+        e = Engine(cfg, tree.paths, writer=kernel_writer, dry_run=dry_run, clock=clock, **extra).open()
         engines.append(e)
         return e
 

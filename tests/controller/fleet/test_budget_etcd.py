@@ -108,7 +108,7 @@ def test_the_controller_takes_a_slot_around_its_action_and_journals_it(tree, etc
     # acquired before the action starts, released after it ends
     assert types.index("budget") < types.index("action_start") < types.index("action_end")
     acquired, released = journal(e, "budget")
-    assert (acquired.event, released.event) == ("acquired", "released")
+    assert (acquired.event, released.event) == ("acquired", "release")
     assert acquired.slots == released.slots and acquired.action_id == out.action_id
     assert etcd.count("/memhp/budget/concurrent/") == 0
     assert e.metrics.registry.get_sample_value("memhp_controller_budget_requests_total", {"result": "acquired"}) == 1
