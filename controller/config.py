@@ -546,6 +546,47 @@ def _check_targets(rule: Rule, node: yaml.Node, key: str, w: typed.Document) -> 
             w.error(node, key, "count and size are mutually exclusive")
 
 
+def _check_fleet(cfg: Config, rule_nodes: list[yaml.Node], w: typed.Document) -> None:
+    """fleet: what each part needs of the others (issue 22)."""
+    f = cfg.fleet
+    b, g = f.budget, f.gate
+    where = w.filename
+    if g is not None and g.bearer_token_file and not g.prometheus.startswith("https:"):
+        w.problems.append(f"{where}: fleet.gate.bearer_token_file: a bearer token is sent over https only")
+    if g is not None and g.ca_file and not g.prometheus.startswith("https:"):
+        w.problems.append(f"{where}: fleet.gate.ca_file: only for an https prometheus URL")
+    if b is not None:
+        e = b.etcd
+        if (e.username is None) != (e.password_file is None):
+            w.problems.append(f"{where}: fleet.budget.etcd: username and password_file go together")
+        if e.key_file and not e.cert_file:
+            w.problems.append(f"{where}: fleet.budget.etcd.key_file: needs cert_file")
+        if (e.ca_file or e.cert_file) and not any(u.startswith("https:") for u in e.endpoints):
+            w.problems.append(f"{where}: fleet.budget.etcd: ca_file/cert_file need https endpoints")
+    for i, (rule, node) in enumerate(zip(cfg.rules, rule_nodes)):
+        key = f"rules[{i}]"
+        if rule.gate and g is None:
+            w.error(node, f"{key}.gate", "needs fleet.gate (the Prometheus the checks run against)")
+        if rule.budget is None:
+            continue
+        if b is None:
+            w.error(node, f"{key}.budget", "needs fleet.budget (where the budget is held)")
+            continue
+        if rule.budget.max_concurrent is not None and rule.budget.max_concurrent > b.max_concurrent:
+            w.error(
+                node,
+                f"{key}.budget.max_concurrent",
+                f"{rule.budget.max_concurrent} exceeds fleet.budget.max_concurrent ({b.max_concurrent})",
+            )
+        hour, fleet_hour = rule.budget.max_actions_per_hour, b.max_actions_per_hour
+        if hour is not None and fleet_hour is not None and hour > fleet_hour:
+            w.error(
+                node,
+                f"{key}.budget.max_actions_per_hour",
+                f"{hour} exceeds fleet.budget.max_actions_per_hour ({fleet_hour})",
+            )
+
+
 # --- entry points -----------------------------------------------------------------------------
 
 
@@ -561,6 +602,7 @@ def load_config_text(text: str, filename: str = "<config>") -> Config:
     if cfg is None:
         raise ConfigError(doc.problems or [f"{filename}: invalid configuration"])
     _check_rules(cfg, [doc.index[("rules", i)] for i in range(len(cfg.rules))], doc)
+    _check_fleet(cfg, [doc.index[("rules", i)] for i in range(len(cfg.rules))], doc)
     if doc.problems:
         raise ConfigError(doc.problems)
     return cfg
