@@ -50,5 +50,7 @@ def test_a_bearer_token_never_goes_over_http():
 
 
 def test_etcd_credentials_go_together():
-    text = BUDGET.replace('etcd: {endpoints: ["http://127.0.0.1:2379"]}', "etcd: {endpoints: ['http://e:2379'], username: u}")
+    text = BUDGET.replace(
+        'etcd: {endpoints: ["http://127.0.0.1:2379"]}', "etcd: {endpoints: ['http://e:2379'], username: u}"
+    )
     assert "username and password_file go together" in problems(text)
