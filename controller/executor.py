@@ -195,17 +195,18 @@ class Executor:
         """Journal the release, then release: each journalled [acquired, release] lies inside the
         time the slots were really held, so the journals never show more holders than there were."""
         assert self.fleet is not None
-        fields = {"action_id": action_id, "rule": rule, "slots": held.keys, "lease": held.lease}
-        try:
-            self.journal.append(Budget(event="release", **fields))
-        except JournalError as e:
-            log.error("action %s: cannot journal the budget's release: %s", action_id, e)
+        self._journal_budget("release", held, action_id, rule)
         why = self.fleet.release(held)
         if why:
-            try:
-                self.journal.append(Budget(event="release_failed", detail=clip(why), **fields))
-            except JournalError as e:
-                log.error("action %s: cannot journal the budget's failed release: %s", action_id, e)
+            self._journal_budget("release_failed", held, action_id, rule, clip(why))
+
+    def _journal_budget(self, event: str, held: Held, action_id: str, rule: str, detail: str = "") -> None:
+        try:
+            self.journal.append(
+                Budget(event=event, action_id=action_id, rule=rule, slots=held.keys, lease=held.lease, detail=detail)
+            )
+        except JournalError as e:
+            log.error("action %s: cannot journal the budget's %s: %s", action_id, event, e)
 
     def _act(
         self,
