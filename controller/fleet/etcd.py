@@ -45,12 +45,18 @@ class EtcdStore:
     def __init__(self, cfg: EtcdConfig) -> None:
         self.cfg = cfg
         self.endpoints = [e.rstrip("/") for e in cfg.endpoints]
-        self._ssl = (
-            tls_context(cfg.ca_file, cfg.cert_file, cfg.key_file)
-            if any(e.startswith("https:") for e in self.endpoints)
-            else None
-        )
+        self._ssl: ssl.SSLContext | None = None
         self._token: str | None = None
+
+    def _tls(self) -> ssl.SSLContext | None:
+        """The TLS context, built on first use: a missing or bad file refuses actions (and is
+        counted and alerted on), it does not keep the controller from starting."""
+        if self._ssl is None and any(e.startswith("https:") for e in self.endpoints):
+            try:
+                self._ssl = tls_context(self.cfg.ca_file, self.cfg.cert_file, self.cfg.key_file)
+            except (OSError, ssl.SSLError) as e:
+                raise BudgetUnavailable(f"etcd TLS files (fleet.budget.etcd): {e}") from None
+        return self._ssl
 
     # --- transport --------------------------------------------------------------------------
 
@@ -65,7 +71,7 @@ class EtcdStore:
             headers=headers,
             deadline=self.cfg.timeout,
             max_bytes=MAX_ANSWER,
-            ssl_context=self._ssl,
+            ssl_context=self._tls(),
         )
         try:
             answer = json.loads(resp.body)

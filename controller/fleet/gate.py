@@ -74,9 +74,19 @@ class Gate:
         self.cfg = cfg
         self.base = cfg.prometheus.rstrip("/")
         https = self.base.startswith("https:")
-        self._ssl = ssl.create_default_context(cafile=cfg.ca_file) if https else None
+        self._https = https
+        self._ssl: ssl.SSLContext | None = None
         # A bearer token never travels in clear text (check-config refuses it for http, too).
         self._token_file = cfg.bearer_token_file if https else None
+
+    def _tls(self) -> ssl.SSLContext | None:
+        """Built on first use: a missing CA file refuses actions, it does not stop the controller."""
+        if self._https and self._ssl is None:
+            try:
+                self._ssl = ssl.create_default_context(cafile=self.cfg.ca_file)
+            except (OSError, ssl.SSLError) as e:
+                raise GateError(f"fleet.gate.ca_file: {e}") from None
+        return self._ssl
 
     def _auth(self) -> dict[str, str]:
         if not self._token_file:
@@ -97,7 +107,7 @@ class Gate:
                 headers={"Accept": "application/json", **self._auth()},
                 deadline=self.cfg.timeout,
                 max_bytes=MAX_ANSWER,
-                ssl_context=self._ssl,
+                ssl_context=self._tls(),
             )
         except DeadlineExceeded:
             raise GateError(f"no answer within {self.cfg.timeout:g}s") from None

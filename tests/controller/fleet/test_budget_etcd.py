@@ -140,3 +140,13 @@ def test_etcd_down_fails_closed_journalled_and_counted(tree, etcd, fleet_engine)
     assert m("memhp_controller_budget_errors_total") >= 1
     etcd.start()  # back: the next occurrence acts
     assert e.handle(alert("f2")).status == "done"
+
+
+def test_missing_tls_files_refuse_and_do_not_stop_the_controller(tree, tmp_path, fleet_engine):
+    fleet = _fleet("https://127.0.0.1:1", wait="0s")
+    fleet["budget"]["etcd"]["ca_file"] = str(tmp_path / "no-such-ca.pem")
+    e = fleet_engine(RULES, fleet)
+    out = e.handle(alert("f1"))
+    assert (out.status, out.guard) == ("refused", "budget_unavailable")
+    (r,) = journal(e, "refusal")
+    assert "TLS files" in r.detail

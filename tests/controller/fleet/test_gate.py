@@ -112,3 +112,13 @@ def test_a_silent_prometheus_refuses_at_the_timeout(tree, fleet_engine):
     assert (out.status, out.guard) == ("refused", "gate_unavailable")
     (r,) = journal(e, "refusal")
     assert "within 2s" in r.detail
+
+
+def test_a_missing_ca_file_refuses_and_does_not_stop_the_controller(tree, tmp_path, fleet_engine):
+    fleet = _gate(f"https://127.0.0.1:{free_port()}")
+    fleet["gate"]["ca_file"] = str(tmp_path / "no-such-ca.pem")
+    e = fleet_engine(RULES, fleet)
+    out = e.handle(alert())
+    assert (out.status, out.guard) == ("refused", "gate_unavailable")
+    (r,) = journal(e, "refusal")
+    assert "fleet.gate.ca_file" in r.detail
