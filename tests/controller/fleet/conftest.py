@@ -38,7 +38,3 @@ def fleet_engine(tree, tmp_path, clock):
     yield make
     for e in engines:
         e.close()
-
-
-def journal(engine, type_=None):
-    return [r for r in engine.journal.read_all() if type_ is None or r.type == type_]

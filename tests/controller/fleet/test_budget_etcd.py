@@ -13,10 +13,10 @@ from memhp.controller.alert import Alert
 from memhp.controller.config import EtcdConfig
 from memhp.controller.fleet.budget import Budget, BudgetFull, BudgetUnavailable, scopes
 from memhp.controller.fleet.etcd import EtcdStore
+from tests.helpers.controller import journal
 from tests.helpers.etcd import new_etcd
 
 from .budget_machine import TTL, BudgetMachine
-from .conftest import journal
 
 pytestmark = [pytest.mark.etcd]
 

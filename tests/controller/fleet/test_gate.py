@@ -9,9 +9,8 @@ import socket
 import pytest
 
 from memhp.controller.alert import Alert
+from tests.helpers.controller import journal
 from tests.helpers.wait import free_port
-
-from .conftest import journal
 
 pytestmark = [pytest.mark.prometheus]
 

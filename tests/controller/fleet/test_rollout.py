@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from memhp.controller.alert import Alert
 from memhp.controller.fleet import rollout
-
-from .conftest import journal
+from tests.helpers.controller import journal
 
 HOSTS = [f"node-{i:05d}.dc{i % 7}.example" for i in range(10_000)]
 
