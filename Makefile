@@ -19,7 +19,7 @@ typecheck: setup
 	.venv/bin/python scripts/typecheck
 
 unit: setup
-	.venv/bin/python -m pytest -m "not vm and not prometheus and not image and not soak" $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -m "not vm and not prometheus and not image and not soak and not etcd" $(PYTEST_ARGS)
 
 # The whole test suite, the VM test bed and real Prometheus included, after the gate.
 test: lint typecheck

@@ -554,6 +554,34 @@ def alerting_rules(t: dict) -> list[dict]:
             **{"for": ct["rate_limited_for"]},
         ),
         alert(
+            "MemhpControllerFleetGuardUnavailable",
+            "warning",
+            ct["fleet_unavailable_for"],
+            """
+              sum by (instance, guard) (increase(memhp_controller_guard_refusals_total{guard=~"budget_unavailable|gate_unavailable"}[<<window>>])) > 0
+              """,
+            "memhp controller on {{ $labels.instance }} refused to act: {{ $labels.guard }}",
+            """
+              The memhp controller on {{ $labels.instance }} refused {{ $value | printf "%.0f" }} action(s) in the
+              last <<window>> because it could not read the fleet's {{ $labels.guard }} (etcd for the budget,
+              Prometheus for the gate): it fails closed, so remediation is off until it can.
+              """,
+            window=ct["fleet_unavailable_window"],
+        ),
+        alert(
+            "MemhpControllerFleetBudgetErrors",
+            "warning",
+            ct["budget_errors_for"],
+            "sum by (instance) (rate(memhp_controller_budget_errors_total[5m])) > 0",
+            "memhp controller on {{ $labels.instance }} cannot reach the fleet budget's etcd",
+            """
+              Requests from the memhp controller on {{ $labels.instance }} to the fleet budget's etcd have been
+              failing for more than <<for>>: no action starts while it cannot take a slot, and an action
+              that cannot keep its slot's lease alive stops before its next block.
+              """,
+            **{"for": ct["budget_errors_for"]},
+        ),
+        alert(
             "MemhpControllerAlertmanagerPollsFailing",
             "warning",
             ct["poll_stale_for"],

@@ -584,6 +584,48 @@ def _check_targets(rule: Rule, node: yaml.Node, key: str, at: typed.Path, w: _Cr
             w.error(node, key, "count and size are mutually exclusive")
 
 
+def _check_fleet(cfg: Config, w: _CrossCheck) -> None:
+    """fleet: what each part needs of the others (issue 22)."""
+    f = cfg.fleet
+    b, g = f.budget, f.gate
+    where = w.doc.filename
+    if g is not None and g.bearer_token_file and not g.prometheus.startswith("https:"):
+        w.doc.problems.append(f"{where}: fleet.gate.bearer_token_file: a bearer token is sent over https only")
+    if g is not None and g.ca_file and not g.prometheus.startswith("https:"):
+        w.doc.problems.append(f"{where}: fleet.gate.ca_file: only for an https prometheus URL")
+    if b is not None:
+        e = b.etcd
+        if (e.username is None) != (e.password_file is None):
+            w.doc.problems.append(f"{where}: fleet.budget.etcd: username and password_file go together")
+        if e.key_file and not e.cert_file:
+            w.doc.problems.append(f"{where}: fleet.budget.etcd.key_file: needs cert_file")
+        if (e.ca_file or e.cert_file) and not any(u.startswith("https:") for u in e.endpoints):
+            w.doc.problems.append(f"{where}: fleet.budget.etcd: ca_file/cert_file need https endpoints")
+    for i, rule in enumerate(cfg.rules):
+        orig, node = w.rule_node(i)
+        key = f"rules[{orig}]"
+        if rule.gate and g is None:
+            w.error(node, f"{key}.gate", "needs fleet.gate (the Prometheus the checks run against)")
+        if rule.budget is None:
+            continue
+        if b is None:
+            w.error(node, f"{key}.budget", "needs fleet.budget (where the budget is held)")
+            continue
+        if rule.budget.max_concurrent is not None and rule.budget.max_concurrent > b.max_concurrent:
+            w.error(
+                node,
+                f"{key}.budget.max_concurrent",
+                f"{rule.budget.max_concurrent} exceeds fleet.budget.max_concurrent ({b.max_concurrent})",
+            )
+        hour, fleet_hour = rule.budget.max_actions_per_hour, b.max_actions_per_hour
+        if hour is not None and fleet_hour is not None and hour > fleet_hour:
+            w.error(
+                node,
+                f"{key}.budget.max_actions_per_hour",
+                f"{hour} exceeds fleet.budget.max_actions_per_hour ({fleet_hour})",
+            )
+
+
 # --- entry points -----------------------------------------------------------------------------
 
 
@@ -598,6 +640,7 @@ def load_config_text(text: str, filename: str = "<config>") -> Config:
     cfg = doc.convert()
     if doc.partial is not None:
         _check_rules(doc.partial, _CrossCheck(doc))
+        _check_fleet(doc.partial, _CrossCheck(doc))
     if cfg is None or doc.problems:
         raise ConfigError(doc.problems or [f"{filename}: invalid configuration"])
     return cfg

@@ -27,6 +27,8 @@ from .actuator import Actuator, Writer
 from .alert import FIRING, RESOLVED, Alert, SinkFull, SinkUnavailable
 from .config import Config, Rule
 from .executor import ActionOutcome, Executor, Origin
+from .fleet.budget import Store
+from .fleet.guard import FleetGuard
 from .guards import Guards, Occurrence
 from .journal import Journal, JournalError
 from .metrics import ControllerMetrics
@@ -94,6 +96,7 @@ class Engine:
         journal_path: str | None = None,
         clock=time.time,
         lock_timeout: float = 60.0,
+        fleet_store: Store | None = None,
     ) -> None:
         self.cfg = cfg
         self.paths = paths
@@ -118,8 +121,16 @@ class Engine:
             acted_retention=c.idempotency_retention,
         )
         self.actuator = Actuator(paths, cfg.retry, self.journal, self.metrics, writer=writer, stop=self.stop_event)
+        self.fleet = FleetGuard(cfg, self.metrics, self.stop_event, store=fleet_store)
         self.executor = Executor(
-            cfg, paths, self.journal, self.guards, self.actuator, self.stop_event, lock_timeout=lock_timeout
+            cfg,
+            paths,
+            self.journal,
+            self.guards,
+            self.actuator,
+            self.stop_event,
+            lock_timeout=lock_timeout,
+            fleet=self.fleet,
         )
         self._queue: queue.Queue = queue.Queue()
         self._qlock = threading.Condition()

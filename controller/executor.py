@@ -19,12 +19,14 @@ from memhp.exporter.kernel.paths import Paths
 from memhp.exporter.kernel.snapshot import read_snapshot
 
 from .actuator import ActionContext, Actuator, ChangeResult
-from .config import Config
+from .config import Config, Rule
+from .fleet.budget import Held
+from .fleet.guard import FleetGuard
 from .guards import Guards, Occurrence, Refused
 from .journal import Journal, JournalError, new_action_id
 from .policy import Plan, PlanRefused, Request, Step, kernel_zone_offered, plan
 from .reconcile import reconcile
-from .records import ActionEnd, ActionStart, DryRun, PlanStep, clip, plan_steps
+from .records import ActionEnd, ActionStart, Budget, DryRun, PlanStep, clip, plan_steps
 from .vocab import Op, Result, Status
 
 log = logging.getLogger(__name__)
@@ -82,8 +84,11 @@ class Executor:
         stop: threading.Event,
         *,
         lock_timeout: float = 60.0,
+        fleet: FleetGuard | None = None,
     ) -> None:
         self.cfg = cfg
+        self.fleet = fleet
+        self._held: Held | None = None  # the fleet budget's slots of the running action
         self.paths = paths
         self.journal = journal
         self.guards = guards
@@ -149,7 +154,70 @@ class Executor:
         notes = tuple(clip(n) for n in p.notes)
         if g.dry_run:
             return self._dry_run(req, origin, p, steps, notes)
+        rule = self._rule(origin)
+        if self.fleet is not None and not self.fleet.selected(rule):
+            return self._dry_run(req, origin, p, steps, notes, reason="rollout")
         action_id = new_action_id()
+        # The fleet guards last: they ask other servers (the gate) and hold a fleet-wide slot (the budget).
+        try:
+            held = self._fleet_guards(rule)
+        except Refused as e:
+            return self._refuse(e.guard, e.detail, req, origin, p)
+        if held is None:
+            return self._act(req, origin, p, steps, notes, action_id)
+        self._held = held
+        try:
+            self.journal.append(
+                Budget(
+                    event="acquired",
+                    action_id=action_id,
+                    rule=origin.rule,
+                    slots=held.keys,
+                    lease=held.lease,
+                    waited=round(held.waited, 3),
+                )
+            )
+            return self._act(req, origin, p, steps, notes, action_id)
+        finally:
+            self._held = None
+            self._release(held, action_id, origin.rule)
+
+    def _rule(self, origin: Origin) -> Rule | None:
+        return None if origin.source == "manual" else self.cfg.rule(origin.rule)
+
+    def _fleet_guards(self, rule: Rule | None) -> Held | None:
+        if self.fleet is None:
+            return None
+        self.fleet.check_gate(rule)
+        return self.fleet.acquire(rule)
+
+    def _release(self, held: Held, action_id: str, rule: str) -> None:
+        """Journal the release, then release: each journalled [acquired, release] lies inside the
+        time the slots were really held, so the journals never show more holders than there were."""
+        assert self.fleet is not None
+        self._journal_budget("release", held, action_id, rule)
+        why = self.fleet.release(held)
+        if why:
+            self._journal_budget("release_failed", held, action_id, rule, clip(why))
+
+    def _journal_budget(self, event: str, held: Held, action_id: str, rule: str, detail: str = "") -> None:
+        try:
+            self.journal.append(
+                Budget(event=event, action_id=action_id, rule=rule, slots=held.keys, lease=held.lease, detail=detail)
+            )
+        except JournalError as e:
+            log.error("action %s: cannot journal the budget's %s: %s", action_id, event, e)
+
+    def _act(
+        self,
+        req: Request,
+        origin: Origin,
+        p: Plan,
+        steps: tuple[PlanStep, ...],
+        notes: tuple[str, ...],
+        action_id: str,
+    ) -> ActionOutcome:
+        g = self.guards
         ctx = ActionContext(
             action_id, origin.rule, req.action, origin.fingerprint, origin.starts_at, origin.source, origin.resolved
         )
@@ -165,13 +233,23 @@ class Executor:
         return ActionOutcome(status, action_id, detail=stopped, plan=p, results=results)
 
     def _dry_run(
-        self, req: Request, origin: Origin, p: Plan, steps: tuple[PlanStep, ...], notes: tuple[str, ...]
+        self,
+        req: Request,
+        origin: Origin,
+        p: Plan,
+        steps: tuple[PlanStep, ...],
+        notes: tuple[str, ...],
+        reason: str = "dry_run",
     ) -> ActionOutcome:
+        if reason == "rollout":
+            notes = (*notes, "rollout: this host is outside the rule's rollout share; it would act")
         self.journal.append(DryRun(**origin.fields(req), plan=steps, notes=notes))
-        self.guards.metrics.guard_refusals.labels("dry_run").inc()
+        self.guards.metrics.guard_refusals.labels(reason).inc()
+        self.guards.metrics.would_act.labels(origin.rule, reason).inc()
         # INFO: a dry-run plan is the controller doing what it was asked to, not a problem.
         log.info(
-            "dry-run: rule %s would %s: %s%s",
+            "%s: rule %s would %s: %s%s",
+            reason.replace("_", "-"),
             origin.rule,
             req.action,
             ", ".join(f"memory{s.block}:{'+'.join(s.ops)}" for s in p.steps) or "nothing",
@@ -212,6 +290,9 @@ class Executor:
         if self.guards.paused():
             self._refuse("paused", "pause file appeared", req, origin)
             return "pause file appeared"
+        if self._held is not None and self._held.lost.is_set():
+            # Another node may have taken the slot: going on could exceed the fleet budget.
+            return "fleet budget lease lost"
         if step.ops[0] == Op.OFFLINE and not self._reserve_ok(req):
             stopped = "reserve: MemAvailable would drop below the reserve"
             self._refuse("reserve", stopped, req, origin)

@@ -86,3 +86,42 @@ class ControllerMetrics:
             "Guard refusals counted but not journalled (same rule and guard journalled within a minute).",
             registry=r,
         )
+        # --- fleet safety (issue 22): controller/fleet/ ---
+        self.rollout_selected = Gauge(
+            "memhp_controller_rollout_selected",
+            "1 when this host acts on the rule (inside its rollout share), 0 when it only dry-runs it.",
+            ["rule"],
+            registry=r,
+        )
+        self.would_act = Counter(
+            "memhp_controller_would_act",
+            "Actions planned but not done, by rule and why: dry_run (the controller) or rollout (the rule's share).",
+            ["rule", "reason"],
+            registry=r,
+        )
+        self.gate_checks = Counter(
+            "memhp_controller_gate_checks",
+            "Prometheus gate checks run, by check and result: pass, refuse (series returned) or error.",
+            ["check", "result"],
+            registry=r,
+        )
+        self.budget_requests = Counter(
+            "memhp_controller_budget_requests",
+            "Fleet budget slot requests, by result: acquired, full (no slot within the wait), unavailable.",
+            ["result"],
+            registry=r,
+        )
+        self.budget_errors = Counter(
+            "memhp_controller_budget_errors",
+            "Requests to the fleet budget's store (etcd) that failed: unreachable, slow or an error answer.",
+            registry=r,
+        )
+        self.budget_slots_held = Gauge(
+            "memhp_controller_budget_slots_held", "Fleet budget slots this controller holds now.", registry=r
+        )
+        self.budget_wait = Histogram(
+            "memhp_controller_budget_wait_seconds",
+            "Time an action waited for its fleet budget slots.",
+            buckets=(0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+            registry=r,
+        )

@@ -52,6 +52,7 @@ class RecordType(StrEnum):
     STATE_RULE = "state_rule"
     STATE_CHANGE = "state_change"
     STATE_BLOCK = "state_block"
+    BUDGET = "budget"
 
 
 class InvalidRecord(ValueError):
@@ -274,8 +275,24 @@ class StateBlock(Record, frozen=True, kw_only=True, tag=RecordType.STATE_BLOCK.v
     offlined: bool = False
 
 
+class Budget(Record, frozen=True, kw_only=True, tag=RecordType.BUDGET.value):
+    """The fleet budget's slots of one action: ``acquired`` (after etcd granted them, before its
+    action_start), ``release`` (after its action_end, before they are given back) and, if giving
+    them back failed, ``release_failed`` (the lease then frees them within its TTL)."""
+
+    TYPE = RecordType.BUDGET
+    event: str
+    action_id: str = ""
+    rule: str = ""
+    slots: tuple[str, ...] = ()
+    lease: str = ""
+    waited: Finite = 0.0
+    detail: str = ""
+
+
 AnyRecord = (
-    ActionStart
+    Budget
+    | ActionStart
     | AttemptStart
     | AttemptEnd
     | BlockResult

@@ -17,6 +17,7 @@ APT_PACKAGES=(
     # The container image, built and run by tests/deploy/test_image_podman.py.
     # runc, not crun: crun cannot set rlimits on these machines (hybrid cgroups).
     podman buildah runc containernetworking-plugins uidmap
+    etcd-server           # the fleet budget's store, real in tests/controller/fleet (etcd 3.4)
     debootstrap           # the stand-in for python:3.11-slim-bookworm (no registry here)
 )
 

@@ -1,16 +1,28 @@
-"""Staged rollout: which hosts act for a rule at a given percentage.
+"""Staged rollout: which hosts act on a rule, by a stable hash of (host, rule).
 
-A host is selected when a stable hash of the rule name and the host name,
-read as a fraction of 2**64, is below the percentage: the same answer on
-every run and every machine, and raising the percentage only adds hosts
-(a host below 5% is below 10% too).  The backtest uses the same function, so
-it selects the hosts the live controllers select.
+A host's bucket is a number in [0, 100) that depends only on its name and the
+rule's name, never on the percentage: raising ``rollout`` from 5% to 10% keeps
+every host of the 5% (their buckets are below 5, hence below 10) and adds
+those between 5 and 10.  Hashing the rule name in too spreads the first hosts
+of different rules over different machines, so one unlucky host is not the
+canary of every rule.
 """
 
 from __future__ import annotations
 
-from hashlib import sha256
+import hashlib
+
+_SCALE = 1 << 64
+
+
+def bucket(host: str, rule: str) -> float:
+    """The host's place in [0, 100) for ``rule`` (SHA-256: the same on every machine and Python)."""
+    digest = hashlib.sha256(f"{rule}\0{host}".encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") * 100.0 / _SCALE
 
 
 def selected(host: str, rule: str, percent: float) -> bool:
-    return int.from_bytes(sha256(f"{rule}\0{host}".encode()).digest()[:8], "big") / 2**64 * 100 < percent
+    """True when ``host`` acts on ``rule`` at ``rollout: percent``; False means dry-run."""
+    if percent >= 100:
+        return True
+    return bucket(host, rule) < percent

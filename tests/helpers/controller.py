@@ -63,3 +63,8 @@ def standard_layout(tree: SysTree, normal: int = 8, movable: int = 4, offline: i
     tree.set_zoneinfo(
         [ZoneSpec(0, "Normal", normal * tree.pages_per_block), ZoneSpec(0, "Movable", movable * tree.pages_per_block)]
     )
+
+
+def journal(engine, type_=None) -> list:
+    """The engine's journal records (of one ``type`` if given)."""
+    return [r for r in engine.journal.read_all() if type_ is None or r.type == type_]
