@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from . import thresholds
+from .grafana import check_base
 from .promapi import (
     DEFAULT_MAX_SAMPLES,
     Prometheus,
@@ -82,6 +83,13 @@ def add_report_parser(sub) -> None:
         default=None,
         metavar="URL",
         help="base URL of docs/runbooks.md for the findings' links (default: the alerts' runbook_url)",
+    )
+    p.add_argument(
+        "--grafana-url",
+        default=None,
+        metavar="URL",
+        help="base URL of the Grafana that has memhp's dashboards: each host and node row links to the "
+        "memhp / Node dashboard with its variables set and the reviewed period (default: no links)",
     )
     p.add_argument(
         "--top",
@@ -203,12 +211,18 @@ def _run(args: argparse.Namespace) -> int:
     prom = Prometheus(args.prometheus, timeout=period.timeout, on_request=progress.tick)
     try:  # heavier imports after the argument checks; charts need the `report` extra
         from .charts import render_charts
+        from .plan import add_plan, collect_plan, extend_rows
     except ImportError as e:
         raise ReportError(f"memhp report needs matplotlib ({e}): pip install 'memhp[report]'") from None
 
     t0 = time.monotonic()
+    grafana = _grafana_base(args)
     col, rows, insts, hosts = _collect(args, prom, period, progress)
+    plan = collect_plan(col)
+    extend_rows(col.c, rows)
     report = _assemble(args, prom, period, col.c, rows, insts, hosts)
+    runbook = (args.runbook_url or RUNBOOK_BASE).rstrip("/")
+    add_plan(report, col.c, rows, insts, plan, grafana, runbook, args.top_findings)
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -228,6 +242,15 @@ def _run(args: argparse.Namespace) -> int:
     else:
         _print_summary(report, period.range_s, out)
     return 0
+
+
+def _grafana_base(args: argparse.Namespace) -> str | None:
+    if not args.grafana_url:
+        return None
+    try:
+        return check_base(args.grafana_url)
+    except ValueError as e:
+        raise ReportError(str(e)) from None
 
 
 def _collect(
