@@ -1,8 +1,8 @@
 """Where MOVABLE:KERNEL is heading: a straight line through the reviewed
-period, per node (Prometheus' ``deriv``: the least-squares slope over every
-sample of the range) and for the fleet (a least-squares fit on the reduced
-curves the report already holds), continued from the last value to the
-warning and critical lines.
+period, per node (the slope between the means of the period's two halves,
+planning.py: Prometheus sums and counts every sample) and for the fleet (a
+least-squares fit on the reduced curves the report already holds),
+continued from the last value to the warning and critical lines.
 
 The assumptions, stated in the report (ASSUMPTIONS): the trend of the
 period continues unchanged; steps (memory onlined or handed back at once)
@@ -31,8 +31,9 @@ def horizon_days(range_s: float) -> float:
 def assumptions(range_s: float) -> str:
     lines = thresholds.LINES
     return (
-        f"Trends are straight lines fitted by least squares over the reviewed period (per node: PromQL "
-        f"deriv() over every sample; fleet curves: a fit on the report's own curve), continued from the last "
+        f"Trends are straight lines fitted over the reviewed period (per node: the difference between the "
+        f"means of every sample of the period's two halves, divided by half the period; fleet curves: a "
+        f"least-squares fit on the report's own curve), continued from the last "
         f"value until they cross {lines.warning_label} (warning) and {lines.critical_label} (critical). They "
         f"assume the period's pace continues: a step (memory onlined or handed back at once) weighs as part of "
         f"the trend, and a policy change or a new workload is not foreseen. No forecast is given for a ratio "
@@ -67,7 +68,7 @@ def node_trends(rows: list[dict], raw: dict[tuple[str, str], dict], range_s: flo
     """Adds each node's trend fields to its row (nodes.csv columns)."""
     horizon = horizon_days(range_s)
     for row in rows:
-        d = raw.get((row["instance"], row["node"]), {}).get("ratio_deriv")
+        d = raw.get((row["instance"], row["node"]), {}).get("ratio_slope")
         per_day = None if d is None or not math.isfinite(d) else d * DAY
         row.update(trend(row["ratio_current"], per_day, horizon))
 
@@ -116,10 +117,11 @@ def rising(rows: list[dict]) -> list[dict]:
     return sorted(found, key=lambda r: (r["days_to_warning"], r["rank"]))
 
 
-def in_words(days: float | None) -> str:
-    """A forecast as a person says it: "now", "in 12 h", "in 2.5 days", "–"."""
+def in_words(days: float | None, none: str = "–") -> str:
+    """A forecast as a person says it: "already above", "in 12 h", "in 2.5
+    days", or ``none`` (not rising, or not within the horizon)."""
     if days is None:
-        return "–"
+        return none
     if days == 0:
         return "already above"
     if days < 2:

@@ -89,6 +89,9 @@ def _links(report: dict, base: str | None) -> None:
             )
 
 
+NOT_FORESEEN = "not within the horizon"
+
+
 def _summary(fleet: dict, trends: list[dict], rising: int) -> list[str]:
     lines = thresholds.LINES
     h = fleet["auto_movable_headroom_bytes"]
@@ -100,9 +103,9 @@ def _summary(fleet: dict, trends: list[dict], rising: int) -> list[str]:
     if t is not None and t["ratio_trend_per_day"] is not None:
         out.append(
             f"Trend: fleet MOVABLE:KERNEL {t['ratio_trend_per_day']:+.2f} per day; above {lines.warning_label} "
-            f"{forecast.in_words(t['days_to_warning'])}, above {lines.critical_label} "
-            f"{forecast.in_words(t['days_to_critical'])} at this pace; {rising:,} node{'s' if rising != 1 else ''} "
-            f"heading above {lines.warning_label}."
+            f"{forecast.in_words(t['days_to_warning'], NOT_FORESEEN)}, above {lines.critical_label} "
+            f"{forecast.in_words(t['days_to_critical'], NOT_FORESEEN)} at this pace; {rising:,} "
+            f"node{'s' if rising != 1 else ''} heading above {lines.warning_label}."
         )
     return out
 

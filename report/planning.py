@@ -17,7 +17,7 @@ import numpy as np
 
 from . import thresholds
 from .collect import R_RATIO, Collected, Collector, events
-from .overtime import Combine
+from .overtime import Combine, OverTime
 from .promapi import Prometheus, SampleLimitError, format_duration
 
 # Raw exporter gauge (docs/metrics.md): no recording rule keeps it, so it is read as scraped.
@@ -48,7 +48,7 @@ def _store(c: Collected, values: dict[tuple[str, str], float], name: str) -> Non
 
 def node_plan_figures(col: Collector) -> None:
     """Per node: auto-movable headroom at the end and at its lowest, the
-    least-squares slope of MOVABLE:KERNEL over the range (``deriv``), and the
+    slope of MOVABLE:KERNEL over the range (fitted on its two halves), and the
     kernel memory the exporter accounts at the end."""
     c, s = col.c, col.s
     head = s(HEADROOM)
@@ -59,12 +59,30 @@ def node_plan_figures(col: Collector) -> None:
             return f"max by (instance, node) ({fn}_over_time({head}[{w}]))"
 
         _store(c, _by_node(col.over_time.query(expr, combine)), name)
-    # over windows (a server that refuses the whole range) the most recent window's slope is kept
-    ratio = s(R_RATIO)
-    _store(c, _by_node(col.over_time.query(lambda w: f"deriv({ratio}[{w}])", "last")), "ratio_deriv")
+    _store(c, _half_means_slope(col), "ratio_slope")
     lookback = format_duration(min(KERNEL_LOOKBACK, c.end - c.start))
     kernel = f"last_over_time({s(R_KERNEL_ACCOUNTED)}[{lookback}])"
     _store(c, _by_node(col.prom.instant(kernel, c.end)), "kernel_accounted")
+
+
+def _half_means_slope(col: Collector) -> dict[tuple[str, str], float]:
+    """Per node, the MOVABLE:KERNEL slope (per second) fitted on the range's
+    two halves: (mean of the second half − mean of the first) / half the
+    range; a least-squares fit on two groups, exact for a straight line.
+    Not ``deriv()``: sums and counts over consecutive windows add up, so a
+    server that refuses the whole range (OverTime splits it) gives the same
+    figure to the last bit."""
+    c = col.c
+    ratio = col.s(R_RATIO)
+    mid = c.start + (c.end - c.start) / 2
+    means = []
+    for lo, hi in ((c.start, mid), (mid, c.end)):
+        half = OverTime(col.prom, lo, hi, c.step)
+        sums = _by_node(half.query(lambda w: f"sum_over_time({ratio}[{w}])", "sum"))
+        counts = _by_node(half.query(lambda w: f"count_over_time({ratio}[{w}])", "sum"))
+        means.append({k: sums[k] / n for k, n in counts.items() if n > 0 and k in sums})
+    first, second = means
+    return {k: (second[k] - first[k]) / (mid - c.start) for k in second.keys() & first.keys()}
 
 
 def _fill(arr: np.ndarray, grid: np.ndarray, step: float, values: list) -> None:

@@ -158,7 +158,7 @@ def test_node_trends_and_forecasts(day):
     assert g["entries"][0]["text"] == (
         "web1 node 0 is at 2.75:1, rising 0.50 per day: above 3:1 in 12 h, above 4:1 in 2.5 days."
     )
-    assert "deriv()" in day["json"]["plan"]["assumptions"] and "4× the period" in day["json"]["plan"]["assumptions"]
+    assert "two halves" in day["json"]["plan"]["assumptions"] and "4× the period" in day["json"]["plan"]["assumptions"]
 
 
 def test_fleet_trend_from_the_reduced_curve(day):
