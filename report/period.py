@@ -6,37 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from . import thresholds
-from .analysis import _stats
-
-
-def _previous_fleet(curves: dict[str, np.ndarray], counts: dict[str, float | None]) -> dict[str, Any]:
-    seen = "ratio_max" in curves and bool(np.isfinite(curves["ratio_max"]).any())
-
-    def stat(key: str, which: str) -> float | None:
-        return _stats(curves.get(key))[which]
-
-    def count(key: str) -> float | None:
-        return counts.get(key) if seen else None
-
-    return {
-        "ratio_current": stat("ratio_fleet", "current"),
-        "ratio_peak": stat("ratio_fleet", "peak"),
-        "ratio_p50_current": stat("ratio_p50", "current"),
-        "ratio_p90_current": stat("ratio_p90", "current"),
-        "ratio_max_peak": stat("ratio_max", "peak"),
-        "nodes_above_warning_in_period": count("nodes_above_warning_in_period"),
-        "nodes_above_critical_in_period": count("nodes_above_critical_in_period"),
-        "online_bytes_current": stat("state:online", "current"),
-        "hot_unpluggable_bytes_current": stat("hot", "current"),
-        "offline_bytes_current": (stat("state:offline", "current") or 0.0) if seen else None,
-        "headroom_bytes_current": stat("headroom", "current"),
-        "headroom_bytes_min": stat("headroom", "min"),
-        "offline_failures": count("offline_failures"),
-        "failed_actions": count("failed_actions"),
-    }
 
 
 def _current_fleet(f: dict) -> dict[str, Any]:
@@ -52,7 +22,6 @@ def _current_fleet(f: dict) -> dict[str, Any]:
         "hot_unpluggable_bytes_current": f["hot_unpluggable_bytes"]["current"],
         "offline_bytes_current": f["offline_bytes"]["current"],
         "headroom_bytes_current": f["auto_movable_headroom_bytes"]["current"],
-        "headroom_bytes_min": f["auto_movable_headroom_bytes"]["min"],
         "offline_failures": f["offline_failures"],
         "failed_actions": f["failed_actions"],
     }
@@ -73,24 +42,21 @@ def labels() -> list[tuple[str, str, str]]:
         ("hot_unpluggable_bytes_current", "hot-unpluggable (online ZONE_MOVABLE), at the end", "bytes"),
         ("offline_bytes_current", "memory in offline blocks, at the end", "bytes"),
         ("headroom_bytes_current", "auto-movable headroom, at the end", "bytes"),
-        ("headroom_bytes_min", "auto-movable headroom, lowest", "bytes"),
         ("offline_failures", "offline failures logged by the kernel", "count"),
         ("failed_actions", "controller actions that ended failed", "count"),
     ]
 
 
-def period_over_period(
-    fleet: dict, prev_curves: dict[str, np.ndarray], prev_counts: dict[str, float | None], start: float, end: float
-) -> dict[str, Any]:
-    cur, prev = _current_fleet(fleet), _previous_fleet(prev_curves, prev_counts)
+def period_over_period(fleet: dict, previous: dict[str, float | None], start: float, end: float) -> dict[str, Any]:
+    cur = _current_fleet(fleet)
     rows = [
         {
             "figure": key,
             "label": label,
             "unit": unit,
             "current": cur[key],
-            "previous": prev[key],
-            "change": None if cur[key] is None or prev[key] is None else cur[key] - prev[key],
+            "previous": previous.get(key),
+            "change": None if cur[key] is None or previous.get(key) is None else cur[key] - previous[key],
         }
         for key, label, unit in labels()
     ]

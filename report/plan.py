@@ -8,8 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from . import forecast, grafana, thresholds
 from .analysis import SEVERITY_ORDER, Kind, fmt_bytes, fmt_ratio, node_group
 from .collect import Collected, Collector
@@ -20,15 +18,13 @@ from .recommend import annotate
 # figures planning.py puts in the raw node rows, copied to the report's rows (nodes.csv columns)
 ROW_FIELDS = (
     ("headroom_current", "auto_movable_headroom_bytes"),
-    ("headroom_min", "auto_movable_headroom_min_bytes"),
     ("kernel_accounted", "kernel_accounted"),
 )
 
 
 @dataclass
 class PlanData:
-    prev_curves: dict[str, np.ndarray] = field(default_factory=dict)
-    prev_counts: dict[str, float | None] = field(default_factory=dict)
+    previous: dict[str, float | None] = field(default_factory=dict)
     prev_start: float = 0.0
     prev_end: float = 0.0
 
@@ -36,8 +32,8 @@ class PlanData:
 def collect_plan(col: Collector) -> PlanData:
     node_plan_figures(col)
     headroom_curve(col)
-    prev, counts = previous_period(col)
-    return PlanData(prev.curves, counts, prev.start, prev.end)
+    length = col.c.end - col.c.start
+    return PlanData(previous_period(col), col.c.start - length, col.c.start)
 
 
 def extend_rows(c: Collected, rows: list[dict]) -> None:
@@ -136,7 +132,5 @@ def add_plan(
         "horizon_days": forecast.horizon_days(range_s),
         "fleet_trends": trends,
         "rising_nodes": len(forecast.rising(rows)),
-        "period_over_period": period_over_period(
-            report["fleet"], data.prev_curves, data.prev_counts, data.prev_start, data.prev_end
-        ),
+        "period_over_period": period_over_period(report["fleet"], data.previous, data.prev_start, data.prev_end),
     }

@@ -12,12 +12,13 @@ period.py.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
 from . import thresholds
-from .collect import R_RATIO, Collected, Collector, events
-from .overtime import Combine, OverTime
+from .collect import R_I_HOT, R_I_KER, R_I_MOV, R_I_STATE, R_RATIO, Collected, Collector, events
+from .overtime import OverTime
 from .promapi import Prometheus, SampleLimitError, format_duration
 
 # Raw exporter gauge (docs/metrics.md): no recording rule keeps it, so it is read as scraped.
@@ -47,18 +48,13 @@ def _store(c: Collected, values: dict[tuple[str, str], float], name: str) -> Non
 
 
 def node_plan_figures(col: Collector) -> None:
-    """Per node: auto-movable headroom at the end and at its lowest, the
+    """Per node: auto-movable headroom at the end, the
     slope of MOVABLE:KERNEL over the range (fitted on its two halves), and the
     kernel memory the exporter accounts at the end."""
     c, s = col.c, col.s
     head = s(HEADROOM)
-    combines: tuple[tuple[Combine, str], ...] = (("last", "headroom_current"), ("min", "headroom_min"))
-    for combine, name in combines:
-
-        def expr(w: str, fn: str = combine) -> str:
-            return f"max by (instance, node) ({fn}_over_time({head}[{w}]))"
-
-        _store(c, _by_node(col.over_time.query(expr, combine)), name)
+    last = col.over_time.query(lambda w: f"max by (instance, node) (last_over_time({head}[{w}]))", "last")
+    _store(c, _by_node(last), "headroom_current")
     _store(c, _half_means_slope(col), "ratio_slope")
     lookback = format_duration(min(KERNEL_LOOKBACK, c.end - c.start))
     kernel = f"last_over_time({s(R_KERNEL_ACCOUNTED)}[{lookback}])"
@@ -107,49 +103,88 @@ def headroom_curve(col: Collector) -> None:
             _fill(arr, grid, c.step, series["values"])
 
 
-def previous_period(col: Collector) -> tuple[Collected, dict[str, float | None]]:
-    """The period of the same length before the reviewed one: its fleet
-    curves (the same reductions as the reviewed period's), its headroom, the
-    nodes that went above each line, and its event totals (in ``counts``)."""
-    c = col.c
-    length = c.end - c.start
-    prev = Collector(
-        col.prom, col.selector, c.start - length, c.start, c.step, c.max_samples, c.instances_count, c.nodes_count
+def previous_period(col: Collector) -> dict[str, float | None]:
+    """The headline figures of the period of the same length before the
+    reviewed one, each from one instant query at that period's end: the fleet
+    figures from the same recording rules as the reviewed period's curves,
+    the worst node and the nodes above each line from one ``max_over_time``
+    of every node's ratio, the events from one sum.  None where that period
+    has no data."""
+    c, s = col.c, col.s
+    at, length = c.start, c.end - c.start
+    window, step = format_duration(length), format_duration(c.step)
+    state, hot, ratio = _fleet_exprs(col)
+
+    def one(expr: str) -> float | None:
+        res = col.prom.instant(expr, at)
+        return float(res[0]["value"][1]) if res else None
+
+    peak_expr = (
+        f"max_over_time({ratio}[{window}])" if not col.selector else f"max_over_time(({ratio})[{window}:{step}])"
     )
-    prev.fleet_curves()
-    headroom_curve(prev)
-    return prev.c, _period_counts(prev)
-
-
-def _period_counts(prev: Collector) -> dict[str, float | None]:
-    c, prom = prev.c, prev.prom
-    lines = thresholds.LINES
-    ratio = prev.s(R_RATIO)
-    try:
-        above = prev.over_time.query(lambda w: f"max_over_time({ratio}[{w}]) > {lines.warning:g}", "max")
-        peaks = [float(e["value"][1]) for e in above]
-        nodes_warning: float | None = sum(1 for p in peaks if p > lines.warning)
-        nodes_critical: float | None = sum(1 for p in peaks if p > lines.critical)
-    except SampleLimitError:
-        nodes_warning = nodes_critical = None
-    window = c.end - c.start
-    failures = _total(prom, events("memhp_offline_failures_total", "instance, reason", prev.selector, window), c.end)
-    failed = _total(
-        prom,
+    out: dict[str, float | None] = {
+        "ratio_current": one(ratio),
+        "ratio_peak": one(peak_expr),
+        "ratio_p50_current": one(f"quantile(0.5, {s(R_RATIO)})"),
+        "ratio_p90_current": one(f"quantile(0.9, {s(R_RATIO)})"),
+        "online_bytes_current": one(state("online")),
+        "offline_bytes_current": one(state("offline")),
+        "hot_unpluggable_bytes_current": one(hot),
+        "headroom_bytes_current": one(f"sum(max by (instance, node) ({s(HEADROOM)}))"),
+    }
+    out.update(_peaks(col, at, length))
+    seen = out["ratio_max_peak"] is not None
+    if seen and out["offline_bytes_current"] is None:
+        out["offline_bytes_current"] = 0.0  # no offline series while there were others: nothing offline
+    out["offline_failures"] = _total(
+        col.prom, events("memhp_offline_failures_total", "instance, reason", col.selector, length), at
+    )
+    out["failed_actions"] = _total(
+        col.prom,
         events(
-            "memhp_controller_actions_total",
-            "instance, action, result, errno",
-            prev.selector,
-            window,
-            'result="failed"',
+            "memhp_controller_actions_total", "instance, action, result, errno", col.selector, length, 'result="failed"'
         ),
-        c.end,
+        at,
     )
+    if not seen:
+        out["offline_failures"] = out["failed_actions"] = None
+    return out
+
+
+def _fleet_exprs(col: Collector) -> tuple[Callable[[str], str], str, str]:
+    """Fleet memory by state, hot-unpluggable memory and MOVABLE:KERNEL, as
+    Collector.fleet_curves reads them: the cluster: rules, or with a
+    selector the instance: rules summed (the cluster: ones have no instance)."""
+    s = col.s
+    if col.selector:
+        return (
+            lambda st: "sum(" + s(R_I_STATE, 'state="' + st + '"') + ")",
+            f"sum({s(R_I_HOT)})",
+            f"sum({s(R_I_MOV)}) / (sum({s(R_I_KER)}) > 0)",
+        )
+    return (
+        lambda st: f'sum(cluster:memhp_blocks_bytes:sum_by_state{{state="{st}"}})',
+        "cluster:memhp_hot_unpluggable_bytes:sum",
+        "cluster:memhp_movable_kernel_ratio:ratio",
+    )
+
+
+def _peaks(col: Collector, at: float, length: float) -> dict[str, float | None]:
+    """The worst node's peak and the nodes above each line, from every node's
+    peak ratio over the period (one number per node)."""
+    lines = thresholds.LINES
+    ratio = col.s(R_RATIO)
+    over = OverTime(col.prom, at - length, at, col.c.step)
+    try:
+        peaks = [float(e["value"][1]) for e in over.query(lambda w: f"max_over_time({ratio}[{w}])", "max")]
+    except SampleLimitError:
+        return {"ratio_max_peak": None, "nodes_above_warning_in_period": None, "nodes_above_critical_in_period": None}
+    if not peaks:
+        return {"ratio_max_peak": None, "nodes_above_warning_in_period": None, "nodes_above_critical_in_period": None}
     return {
-        "nodes_above_warning_in_period": nodes_warning,
-        "nodes_above_critical_in_period": nodes_critical,
-        "offline_failures": failures,
-        "failed_actions": failed,
+        "ratio_max_peak": max(peaks),
+        "nodes_above_warning_in_period": float(sum(1 for p in peaks if p > lines.warning)),
+        "nodes_above_critical_in_period": float(sum(1 for p in peaks if p > lines.critical)),
     }
 
 

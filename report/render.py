@@ -46,8 +46,8 @@ def build(r: dict, charts: dict[str, dict]) -> list[tuple]:
         *_header(r["meta"]),
         ("h2", "At a glance"),
         ("ul", [[line] for line in r["summary"]]),
-        *_previous(r),
         *_findings(r["findings"]),
+        *_previous(r),
         *_fleet(r["fleet"], charts),
         *_trends(r),
         *_nodes(r, charts),
@@ -180,8 +180,8 @@ def _previous(r: dict) -> list[tuple]:
         (
             "p",
             [
-                f"The previous {length}: {iso(pp['previous_start'])} → {iso(pp['previous_end'])}; "
-                "– where that period has no data."
+                f"Each headline figure beside its value for the previous {length} "
+                f"({iso(pp['previous_start'])} → {iso(pp['previous_end'])}); – where a period has no data."
             ],
         ),
         ("table", ["figure", "this period", "previous period", "change"], rows),
