@@ -22,6 +22,8 @@ from . import thresholds
 DAY = 86400.0
 HORIZON_FACTOR = 4  # a straight line fitted over N days says little about more than 4N days ahead
 MIN_SLOPE = 0.001  # per day: below this a ratio is flat (3.65 per decade at most)
+# a slope's last bits depend on the order Prometheus adds samples in (one window or several): not kept
+SLOPE_DIGITS = 6
 
 
 def horizon_days(range_s: float) -> float:
@@ -69,7 +71,7 @@ def node_trends(rows: list[dict], raw: dict[tuple[str, str], dict], range_s: flo
     horizon = horizon_days(range_s)
     for row in rows:
         d = raw.get((row["instance"], row["node"]), {}).get("ratio_slope")
-        per_day = None if d is None or not math.isfinite(d) else d * DAY
+        per_day = None if d is None or not math.isfinite(d) else round(d * DAY, SLOPE_DIGITS)
         row.update(trend(row["ratio_current"], per_day, horizon))
 
 
@@ -82,7 +84,7 @@ def fit(grid: np.ndarray, y: np.ndarray | None) -> tuple[float | None, float | N
     if ok.sum() < 2:
         return (float(y[ok][-1]) if ok.any() else None), None
     t, v = grid[ok], y[ok]
-    slope = float(np.polyfit((t - t[0]) / DAY, v, 1)[0])
+    slope = round(float(np.polyfit((t - t[0]) / DAY, v, 1)[0]), SLOPE_DIGITS)
     return float(v[-1]), slope
 
 

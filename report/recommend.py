@@ -167,8 +167,8 @@ def _unofflinable(row: dict, block: float | None) -> str | None:
     n = row.get("unofflinable_blocks_current") or 0
     size = f" ({fmt_bytes(n * block)})" if block and n else ""
     return (
-        f"{_where(row)}: nothing to repair; leave these {_plural(n, 'block')}{size} out of hot-unplug plans and "
-        f"capacity."
+        f"{_where(row)}: leave these {_plural(n, 'block')}{size} out of hot-unplug plans and hot-unpluggable "
+        f"capacity; in hot-added memory, check that the DIMM's range is block-aligned."
     )
 
 
