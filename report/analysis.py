@@ -76,6 +76,10 @@ def _int(v: Any) -> int | None:
     return None if v is None else int(round(v))
 
 
+def _known(by: dict[str, float], key: str) -> float | None:
+    return _f(by.get(key, 0.0)) if by else None
+
+
 def node_row(raw: dict[str, Any], step: float, inst: dict[str, Any]) -> dict[str, Any]:
     """One node's figures, flat (the CSV's columns), from the reduced answers."""
     state, zone = raw.get("state", {}), raw.get("zone", {})
@@ -91,14 +95,15 @@ def node_row(raw: dict[str, Any], step: float, inst: dict[str, Any]) -> dict[str
         "ratio_peak": _f(raw.get("ratio_peak")),
         "hours_above_warning": raw.get("steps_above_warning", 0.0) * step / 3600,
         "hours_above_critical": raw.get("steps_above_critical", 0.0) * step / 3600,
+        # a state or zone without a series is 0 when the node has others; with none, unknown
         "online_bytes": _f(state.get("online")),
-        "offline_bytes": _f(state.get("offline", 0.0)),
-        "going_offline_bytes": _f(state.get("going-offline", 0.0)),
-        "offline_peak_bytes": _f(peaks.get("offline", 0.0)),
-        "going_offline_peak_bytes": _f(peaks.get("going-offline", 0.0)),
-        "online_kernel_bytes": sum(v for z, v in zone.items() if z in KERNEL_ZONES),
-        "online_movable_bytes": zone.get("Movable", 0.0),
-        "online_mixed_bytes": zone.get("none", 0.0),
+        "offline_bytes": _known(state, "offline"),
+        "going_offline_bytes": _known(state, "going-offline"),
+        "offline_peak_bytes": _f(peaks.get("offline", 0.0)) if state else None,
+        "going_offline_peak_bytes": _f(peaks.get("going-offline", 0.0)) if state else None,
+        "online_kernel_bytes": sum(v for z, v in zone.items() if z in KERNEL_ZONES) if zone else None,
+        "online_movable_bytes": _known(zone, "Movable"),
+        "online_mixed_bytes": _known(zone, "none"),
         "hot_unpluggable_peak_bytes": _f(raw.get("hot_peak")),
         "hot_unpluggable_min_bytes": _f(raw.get("hot_min")),
         "hot_unpluggable_current_bytes": _f(raw.get("hot_current")),
@@ -241,6 +246,7 @@ def fleet_figures(c: Collected, nodes: Collection[dict], insts: Mapping[str, dic
         "online_kernel_bytes": _stats(cur.get("zone:kernel")),
         "online_movable_bytes": _stats(cur.get("zone:Movable")),
         "hot_unpluggable_bytes": _stats(cur.get("hot")),
+        "auto_movable_headroom_bytes": _stats(cur.get("headroom")),
         "ratio": _stats(cur.get("ratio_fleet")),
         "ratio_p50": _stats(cur.get("ratio_p50")),
         "ratio_p90": _stats(cur.get("ratio_p90")),
@@ -293,6 +299,13 @@ class Kind:
     entry: Callable[[dict, Callable[[dict], dict]], str]
     # rows that make the whole group critical (MemhpMovableKernelRatioCritical)
     critical_if: Callable[[dict], bool] | None = None
+    # the runbook section when it is not the alert's own (a finding no alert fires for)
+    runbook: str | None = None
+
+
+def runbook_anchor(section: str) -> str:
+    """The anchor GitHub gives a docs/runbooks.md heading."""
+    return "".join(ch for ch in section.lower().replace(" ", "-") if ch.isalnum() or ch in "-_")
 
 
 def _now_above(n: dict, line: float) -> bool:
@@ -461,14 +474,24 @@ NODE_KINDS: tuple[Kind, ...] = (
 
 
 def _group(
-    kind: str, severity: str, alert: str, unit: str, headline: str, entries: list[dict], total: int, base: str
+    kind: str,
+    severity: str,
+    alert: str,
+    unit: str,
+    headline: str,
+    entries: list[dict],
+    total: int,
+    base: str,
+    runbook: str | None = None,
 ) -> dict:
     more = total - len(entries)
+    section = runbook or alert
     return {
         "kind": kind,
         "severity": severity,
         "alert": alert,
-        "runbook_url": f"{base}#{alert.lower()}",
+        "runbook": section,
+        "runbook_url": f"{base}#{runbook_anchor(section)}",
         "unit": unit,
         "count": total,
         "text": headline + (f"; worst {len(entries)} below" if more > 0 else "") + ".",
@@ -488,7 +511,7 @@ def _node_group(kind: Kind, nodes: Iterable[dict], details: Callable[[dict], dic
         {"instance": n["instance"], "node": n["node"], "rank": n["rank"], "text": kind.entry(n, details)}
         for n in rows[:top]
     ]
-    return _group(kind.name, severity, alert, "node", kind.headline(rows), entries, len(rows), base)
+    return _group(kind.name, severity, alert, "node", kind.headline(rows), entries, len(rows), base, kind.runbook)
 
 
 def _host_entries(hosts: list[dict], text: Callable[[dict], str], top: int) -> list[dict]:
@@ -584,7 +607,7 @@ def summary(fleet: dict) -> list[str]:
     """The first screen, in sentences."""
     f, lines = fleet, thresholds.LINES
     text = [
-        f"{f['instances']:,} hosts, {f['nodes']:,} NUMA nodes.",
+        f"{_plural(f['instances'], 'host')}, {_plural(f['nodes'], 'NUMA node')}.",
         f"MOVABLE:KERNEL: fleet {fmt_ratio(f['ratio']['current'])} at the end (peak {fmt_ratio(f['ratio']['peak'])}); "
         f"median node {fmt_ratio(f['ratio_p50']['current'])}, 90th percentile {fmt_ratio(f['ratio_p90']['current'])}, "
         f"worst {fmt_ratio(f['ratio_max']['current'])} (worst in the period {fmt_ratio(f['ratio_max']['peak'])}).",
@@ -607,3 +630,8 @@ def summary(fleet: dict) -> list[str]:
         f"({f['quarantined_blocks_now']:,} quarantined now).",
     ]
     return text
+
+
+def node_group(kind: Kind, nodes: Iterable[dict], details: Callable[[dict], dict], base: str, top: int) -> dict | None:
+    """One kind's finding group, for kinds defined outside this module (forecast.py's)."""
+    return _node_group(kind, nodes, details, base, top)

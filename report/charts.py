@@ -7,6 +7,7 @@ bounding box), so the HTML and the tests know it in advance."""
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.dates as mdates
+import matplotlib.ticker as mticker
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -50,10 +52,36 @@ def _dates(ts: np.ndarray) -> np.ndarray:
     return np.array(np.round(ts).astype("int64"), dtype="datetime64[s]")
 
 
+class TimeFormatter(mticker.Formatter):
+    """Tick labels that are whole times or dates, never a bare "10" (the
+    concise formatter's minute or day numbers, whose meaning sits in an
+    offset text a reader misses): "Dec 07 14:00" where the day changes (and
+    on the first tick), "14:30" for the other ticks of the same day, "Dec 07"
+    for midnights on ranges of days.  All in UTC, as the report's times."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return self.format_ticks([x])[0]
+
+    def format_ticks(self, values: Any) -> list[str]:
+        times = [mdates.num2date(v, tz=UTC) for v in values]
+        midnights = all(t.hour == 0 and t.minute == 0 for t in times)
+        out, day = [], None
+        for t in times:
+            if midnights:
+                out.append(t.strftime("%b %d"))
+            elif t.date() != day:
+                out.append(t.strftime("%b %d %H:%M"))
+            else:
+                out.append(t.strftime("%H:%M"))
+            day = t.date()
+        return out
+
+
 def _time_axis(ax: Any) -> None:
-    locator = mdates.AutoDateLocator(maxticks=8)
+    locator = mdates.AutoDateLocator(maxticks=8, tz=UTC)
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.xaxis.set_major_formatter(TimeFormatter())
+    ax.set_xlabel("UTC", fontsize=8, loc="right")
     ax.grid(True, alpha=0.3)
 
 
@@ -107,10 +135,11 @@ def distribution_figure(c: Collected) -> Figure | None:
     top_ax.set_title("MOVABLE:KERNEL across the fleet's NUMA nodes", fontsize=11)
     top_ax.legend(loc="upper left", fontsize=8, ncols=3)
     _time_axis(top_ax)
-    above = cur.get("nodes_above_warning", np.zeros(len(x)))
+    above = cur.get("nodes_above_warning", np.full(len(x), np.nan))
     low_ax.fill_between(x, above, step="mid", color="#e08a00", alpha=0.6, linewidth=0)
     low_ax.set_ylabel(f"nodes > {thresholds.LINES.warning_label}")
-    low_ax.set_ylim(0, max(1.0, float(np.nanmax(above)) * 1.15 if len(above) else 1.0))
+    low_ax.set_ylim(0, max(1.0, float(np.nanmax(above)) * 1.15 if np.isfinite(above).any() else 1.0))
+    top_ax.set_xlim(x[0], x[-1])
     _time_axis(low_ax)
     return fig
 
@@ -123,6 +152,15 @@ def _unit(peak: float) -> tuple[float, str]:
 
 
 def capacity_chart(c: Collected, path: Path) -> dict[str, Any] | None:
+    fig = capacity_figure(c)
+    return None if fig is None else _save(fig, path)
+
+
+def capacity_layers(c: Collected) -> list[np.ndarray] | None:
+    """The stacked layers on the step grid: a layer without a sample at a
+    point counts 0 there when another layer has one (no offline blocks is 0
+    offline bytes), and every layer is a gap where none has (before data
+    exists nothing is known: not 0 GiB)."""
     cur = c.curves
     n = len(c.grid)
     layers = [
@@ -134,8 +172,19 @@ def capacity_chart(c: Collected, path: Path) -> dict[str, Any] | None:
     ]
     if all(layer is None for layer in layers):
         return None
-    ys = [np.nan_to_num(layer) if layer is not None else np.zeros(n) for layer in layers]
-    size, unit = _unit(float(np.sum(ys, axis=0).max()))
+    known = np.zeros(n, bool)
+    for layer in layers:
+        if layer is not None:
+            known |= np.isfinite(layer)
+    return [np.where(known, np.nan_to_num(layer) if layer is not None else 0.0, np.nan) for layer in layers]
+
+
+def capacity_figure(c: Collected) -> Figure | None:
+    ys = capacity_layers(c)
+    if ys is None:
+        return None
+    total = np.sum(ys, axis=0)
+    size, unit = _unit(float(np.nanmax(total)) if np.isfinite(total).any() else 0.0)
     fig = _figure(380)
     ax = fig.add_subplot()
     ax.stackplot(
@@ -148,8 +197,9 @@ def capacity_chart(c: Collected, path: Path) -> dict[str, Any] | None:
     ax.set_ylabel(unit)
     ax.set_title("Fleet memory by zone and block state", fontsize=11)
     _time_axis(ax)
+    ax.set_xlim(_dates(np.array([c.start]))[0], _dates(np.array([c.end]))[0])
     ax.legend(loc="lower left", fontsize=8, ncols=len(LAYERS))
-    return _save(fig, path)
+    return fig
 
 
 def worst_nodes_chart(c: Collected, order: list[tuple[str, str]], path: Path) -> dict[str, Any] | None:

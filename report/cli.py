@@ -29,6 +29,7 @@ from memhp.promapi import (
 )
 
 from . import backtest, thresholds
+from .grafana import check_base
 from .rowstore import InstanceRows, NodeRows, RowStore
 from .thresholds import RUNBOOK_BASE
 
@@ -89,6 +90,13 @@ def add_report_parser(sub) -> None:
         metavar="URL",
         help="base URL of docs/runbooks.md for the findings' links (default: runbooks.base_url of "
         "memhp/thresholds.yaml, as in the alerts' runbook_url)",
+    )
+    p.add_argument(
+        "--grafana-url",
+        default=None,
+        metavar="URL",
+        help="base URL of the Grafana that has memhp's dashboards: each host and node row links to the "
+        "memhp / Node dashboard with its variables set and the reviewed period (default: no links)",
     )
     p.add_argument(
         "--top",
@@ -225,10 +233,12 @@ def _run(args: argparse.Namespace) -> int:
     prom = Prometheus(args.prometheus, timeout=period.timeout, on_request=progress.tick)
     try:  # heavier imports after the argument checks; charts need the `report` extra
         from .charts import render_charts
+        from .plan import add_plan, collect_plan
     except ImportError as e:
         raise ReportError(f"memhp report needs matplotlib ({e}): pip install 'memhp[report]'") from None
 
     t0 = time.monotonic()
+    grafana = _grafana_base(args)
     out = Path(args.out)
     try:
         store = RowStore()
@@ -236,7 +246,10 @@ def _run(args: argparse.Namespace) -> int:
         raise ReportError(f"cannot create the report's temporary row store: {e}") from None
     with store:
         col, rows, insts, hosts = _collect(args, prom, period, progress, store)
+        plan = collect_plan(col)
         report = _assemble(args, prom, period, col.c, rows, insts, hosts)
+        runbook = (args.runbook_url or RUNBOOK_BASE).rstrip("/")
+        add_plan(report, col.c, rows, insts, plan, grafana, runbook, args.top_findings)
         try:
             out.mkdir(parents=True, exist_ok=True)
             report["backtest"] = backtest.run(args, prom, period.start, period.end, out)
@@ -259,6 +272,15 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grafana_base(args: argparse.Namespace) -> str | None:
+    if not args.grafana_url:
+        return None
+    try:
+        return check_base(args.grafana_url)
+    except ValueError as e:
+        raise ReportError(str(e)) from None
+
+
 def _collect(
     args: argparse.Namespace, prom: Prometheus, period: Period, progress: Progress, store: RowStore
 ) -> tuple[Collector, NodeRows, InstanceRows, list[dict]]:
@@ -268,6 +290,8 @@ def _collect(
     not grow with the fleet."""
     from .analysis import rank
     from .collect import SHOWN_NODES, Collector, probe
+    from .plan import extend_rows
+    from .planning import node_plan_figures
 
     instances, nodes = probe(prom, period.selector, period.start, period.end, period.step)
     progress.message(f"{instances} host(s), {nodes} NUMA node(s)")
@@ -279,8 +303,10 @@ def _collect(
         part.node_figures()
         part.instance_figures()
         part.event_figures()
+        node_plan_figures(part)
         col.add_bars(part.c.bars)
         batch_rows, batch_insts = rank(part.c)
+        extend_rows(part.c, batch_rows)
         store.add(batch_rows, batch_insts.values())
     col.fleet_curves()
     rows, insts = store.nodes, store.instances

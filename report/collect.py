@@ -465,11 +465,11 @@ class Collector:
         # kernel zones together
         kernel = [c.curves[k] for k in c.curves if k.startswith("zone:") and k[5:] in KERNEL_ZONES]
         if kernel:
-            c.curves["zone:kernel"] = np.nansum(np.vstack(kernel), axis=0)
-        if "nodes_above_warning" not in c.curves:
-            c.curves["nodes_above_warning"] = np.zeros(len(grid))
-        else:
-            c.curves["nodes_above_warning"] = np.nan_to_num(c.curves["nodes_above_warning"])
+            c.curves["zone:kernel"] = sum_keeping_gaps(kernel)
+        # count() of nothing is no answer: 0 where there were ratios, a gap where there were none
+        above = c.curves.get("nodes_above_warning", np.full(len(grid), math.nan))
+        seen = np.isfinite(c.curves["ratio_max"]) if "ratio_max" in c.curves else np.zeros(len(grid), bool)
+        c.curves["nodes_above_warning"] = np.where(seen, np.nan_to_num(above), math.nan)
 
     def _node_curves(self) -> list[tuple[str, str, int, Callable[[dict], str]]]:
         """The curves that reduce every node's series at each step: from the recording rules of
@@ -604,6 +604,13 @@ class Collector:
             )
         for blocks in c.blocks.values():
             blocks.sort(key=lambda b: (int(b["block"]), b["block"]) if b["block"].isdigit() else (1 << 62, b["block"]))
+
+
+def sum_keeping_gaps(curves: list[np.ndarray]) -> np.ndarray:
+    """Point by point sum; where none of the curves has a value the sum has
+    none either (a gap, not 0: before data exists nothing is known)."""
+    stack = np.vstack(curves)
+    return np.where(np.isfinite(stack).any(axis=0), np.nansum(stack, axis=0), math.nan)
 
 
 def _count_by(by: str, selector: str) -> Callable[[str], str]:

@@ -17,7 +17,7 @@ from typing import Literal
 
 from memhp.promapi import Prometheus, SampleLimitError, format_duration
 
-Combine = Literal["max", "min", "last"]
+Combine = Literal["max", "min", "last", "sum"]
 
 
 def windows(start: float, end: float, parts: int) -> list[tuple[float, int]]:
@@ -68,7 +68,9 @@ class OverTime:
                 text = e["value"][1]
                 v = float(text)
                 old = merged.get(key)
-                if old is None or (combine == "max" and v > old[1]) or (combine == "min" and v < old[1]):
+                if combine == "sum" and old is not None:  # sum_over_time, count_over_time: windows add up
+                    merged[key] = (e["metric"], old[1] + v, repr(old[1] + v))
+                elif old is None or (combine == "max" and v > old[1]) or (combine == "min" and v < old[1]):
                     merged[key] = (e["metric"], v, text)
                 # "last": the most recent window that has the series wins, and it came first
         return [{"metric": m, "value": [self.end, text]} for m, _, text in merged.values()]

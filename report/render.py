@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,16 @@ from memhp.promapi import format_duration
 from . import thresholds
 from .analysis import fmt_bytes, fmt_ratio, risk_label, risk_weights
 from .backtest import section as backtest_section
+from .forecast import in_words
 
 Inline = str | tuple  # "text" | ("b", text) | ("code", text) | ("link", text, url) | ("sev", level)
 Cell = str | list
 
 DOC_LINK = "https://github.com/memhp/memhp/blob/main/docs/capacity-review.md"
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _h(n: float | None) -> str:
@@ -43,7 +49,9 @@ def build(r: dict, charts: dict[str, dict]) -> list[tuple]:
         ("h2", "At a glance"),
         ("ul", [[line] for line in r["summary"]]),
         *_findings(r["findings"]),
+        *_previous(r),
         *_fleet(r["fleet"], charts),
+        *_trends(r),
         *_nodes(r, charts),
         *_finding_details(r["findings"]),
         *_hosts(r["instances"], r["files"]),
@@ -98,7 +106,7 @@ def _findings(groups: list[dict]) -> list[tuple]:
         item: list = [("sev", g["severity"]), " " + g["text"] + " "]
         if g["entries"]:
             item += [("link", "details", "#" + _anchor("finding " + g["kind"])), " · "]
-        item.append(("link", f"runbook: {g['alert']}", g["runbook_url"]))
+        item.append(("link", f"runbook: {g['runbook']}", g["runbook_url"]))
         items.append(item)
     return [("h2", "Findings"), ("ul", items)]
 
@@ -123,12 +131,96 @@ def _fleet(f: dict, charts: dict[str, dict]) -> list[tuple]:
         ["online ZONE_MOVABLE (hot-unpluggable)", *_stats(f["hot_unpluggable_bytes"], fmt_bytes)],
         ["memory in offline blocks", *_stats(f["offline_bytes"], fmt_bytes)],
         ["memory in going-offline blocks", *_stats(f["going_offline_bytes"], fmt_bytes)],
+        [
+            "auto-movable headroom (ZONE_MOVABLE that can still be onlined)",
+            *_stats(f.get("auto_movable_headroom_bytes", {}), fmt_bytes),
+        ],
         ["MOVABLE:KERNEL, fleet", *_stats(f["ratio"], fmt_ratio)],
         ["MOVABLE:KERNEL, median node", *_stats(f["ratio_p50"], fmt_ratio)],
         ["MOVABLE:KERNEL, 90th percentile", *_stats(f["ratio_p90"], fmt_ratio)],
         ["MOVABLE:KERNEL, worst node", *_stats(f["ratio_max"], fmt_ratio)],
     ]
     doc.append(("table", ["figure", "end of period", "minimum", "peak"], rows))
+    return doc
+
+
+def _fmt_value(v: float | None, unit: str) -> str:
+    if v is None:
+        return "–"
+    if unit == "ratio":
+        return fmt_ratio(v)
+    if unit == "bytes":
+        return fmt_bytes(v)
+    return f"{v:,.0f}"
+
+
+def _change(v: float | None, unit: str) -> str:
+    if v is None:
+        return "–"
+    if unit == "ratio":
+        return f"{v:+.2f}"
+    if unit == "bytes":
+        return ("+" if v >= 0 else "−") + fmt_bytes(abs(v))
+    return f"{v:+,.0f}"
+
+
+def _previous(r: dict) -> list[tuple]:
+    plan = r.get("plan")
+    if not plan:
+        return []
+    pp = plan["period_over_period"]
+    rows = [
+        [
+            x["label"],
+            _fmt_value(x["current"], x["unit"]),
+            _fmt_value(x["previous"], x["unit"]),
+            _change(x["change"], x["unit"]),
+        ]
+        for x in pp["rows"]
+    ]
+    length = format_duration(r["meta"]["range_seconds"])
+    return [
+        ("h3", "Compared with the previous period"),
+        (
+            "p",
+            [
+                f"Each headline figure beside its value for the previous {length} "
+                f"({iso(pp['previous_start'])} → {iso(pp['previous_end'])}); – where a period has no data."
+            ],
+        ),
+        ("table", ["figure", "this period", "previous period", "change"], rows),
+    ]
+
+
+def _trends(r: dict) -> list[tuple]:
+    plan = r.get("plan")
+    if not plan:
+        return []
+    doc: list[tuple] = [("h2", "Trends and forecasts"), ("p", [plan["assumptions"]])]
+    lines = thresholds.LINES
+    fleet_rows = [
+        [
+            t["label"],
+            fmt_ratio(t["current"]),
+            _per_day(t["ratio_trend_per_day"]),
+            in_words(t["days_to_warning"]),
+            in_words(t["days_to_critical"]),
+        ]
+        for t in plan["fleet_trends"]
+    ]
+    heads = [
+        "MOVABLE:KERNEL",
+        "at the end",
+        "trend / day",
+        f"above {lines.warning_label}",
+        f"above {lines.critical_label}",
+    ]
+    doc.append(("table", heads, fleet_rows))
+    rising = next((g for g in r["findings"] if g["kind"] == "ratio_rising"), None)
+    if rising is None:
+        doc.append(("p", [f"No node at or under {lines.warning_label} is heading above it within the horizon."]))
+    else:
+        doc.append(("p", [rising["text"] + " ", ("link", "details", "#" + _anchor("finding ratio_rising"))]))
     return doc
 
 
@@ -168,15 +260,27 @@ def _nodes(r: dict, charts: dict[str, dict]) -> list[tuple]:
         "cannot offline (blocks)",
         "quarantined peak (host)",
         "failed actions (host)",
+        "auto-movable headroom",
+        "trend / day",
+        f"> {lines.warning_label}",
     ]
     doc.append(("table", headers, [_node_cells(n) for n in top]))
     return doc
 
 
+def _instance_cell(row: dict) -> Cell:
+    url = row.get("grafana_url")
+    return [("link", row["instance"], url)] if url else row["instance"]
+
+
+def _per_day(v: float | None) -> str:
+    return "–" if v is None else f"{v:+.2f}"
+
+
 def _node_cells(n: dict) -> list[Cell]:
     return [
         str(n["rank"]),
-        n["instance"],
+        _instance_cell(n),
         n["node"],
         f"{n['risk']:.1f}",
         fmt_ratio(n["ratio_current"]),
@@ -189,6 +293,9 @@ def _node_cells(n: dict) -> list[Cell]:
         _i(n["unofflinable_blocks_current"]),
         _i(n["quarantined_blocks_peak_host"]),
         str(n["failed_actions_host"]),
+        fmt_bytes(n.get("auto_movable_headroom_bytes")),
+        _per_day(n.get("ratio_trend_per_day")),
+        in_words(n.get("days_to_warning")),
     ]
 
 
@@ -204,15 +311,24 @@ def _finding_details(groups: list[dict]) -> list[tuple]:
                 [
                     ("sev", g["severity"]),
                     " " + g["text"] + " ",
-                    ("link", f"runbook: {g['alert']}", g["runbook_url"]),
+                    ("link", f"runbook: {g['runbook']}", g["runbook_url"]),
                 ],
             )
         )
-        items = [[e["text"]] for e in g["entries"]]
+        items = [_entry_item(e) for e in g["entries"]]
         if g["more"]:
             items.append([f"… and {g['more']:,} more {g['unit']}s (nodes.csv, instances.csv)"])
         doc.append(("ul", items))
     return doc
+
+
+def _entry_item(e: dict) -> list:
+    item: list = [e["text"]]
+    if e.get("recommendation"):
+        item += [" ", ("b", "Do:"), " " + e["recommendation"]]
+    if e.get("grafana_url"):
+        item += [" ", ("link", "Grafana", e["grafana_url"])]
+    return item
 
 
 def _hosts(hosts: list[dict], files: dict) -> list[tuple]:
@@ -243,7 +359,7 @@ def _hosts(hosts: list[dict], files: dict) -> list[tuple]:
 
 def _host_cells(i: dict) -> list[Cell]:
     return [
-        i["instance"],
+        _instance_cell(i),
         str(i["failed_actions"]),
         ", ".join(f"{a['action']} {a['errno'] or '?'}: {a['count']}" for a in i["failed_actions_by_errno"]) or "–",
         ", ".join(f"{a['action']} {a['result']}: {a['count']}" for a in i["actions_by_result"]) or "–",

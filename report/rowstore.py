@@ -91,6 +91,11 @@ class NodeRows:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self._rows()
 
+    def get(self, key: tuple[str, str], default: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """The row of node ``key`` = (instance, node), without its rank (a lookup, not a scan)."""
+        got = self._store.db.execute("SELECT data FROM nodes WHERE instance = ? AND node = ?", key).fetchone()
+        return _DEC.decode(got[0]) if got is not None else default
+
     def __contains__(self, row: object) -> bool:
         """Whether a node with this row's (instance, node) is in the store."""
         if not isinstance(row, dict):

@@ -22,7 +22,8 @@ Per host i (two nodes, 16 GiB of kernel zones each: DMA32 2 + Normal 14):
   ("unmovable page" 3 times, "failure to isolate range" once), and the
   controller's offline of them ends failed (EBUSY) twice;
 * every host with a ratio episode: the controller onlined its blocks (ok);
-* every 100th host: the controller quarantines one block from hour 41 to 42.
+* every 100th host: the controller quarantines one block from hour 41 to 42;
+* every node: the exporter's auto-movable headroom (3.01 x kernel − movable).
 
 The fleet-curve rules (quantiles, max, count above 3:1, sum by zone) are
 written as Prometheus would record them at the same timestamps, so a report
@@ -214,6 +215,11 @@ class _Writer:
             v = self.node_values(i, node)
             cluster["hot"] += v["mov"]
             yield series("instance_node:memhp_hot_unpluggable_bytes:sum", _labels(**lb), v["mov"])
+        # the exporter's headroom at the kernel's default auto_movable_ratio (301%)
+        yield "# TYPE memhp_node_auto_movable_headroom_bytes gauge\n"
+        for i, node, lb in self.nodes():
+            headroom = np.maximum(0.0, 3.01 * KERNEL - self.node_values(i, node)["mov"])
+            yield series("memhp_node_auto_movable_headroom_bytes", _labels(job="memhp", **lb), headroom)
         yield "# TYPE memhp_blocks_unofflinable gauge\n"
         for i, node, lb in self.nodes():
             unoff = self.node_values(i, node)["unoff"]

@@ -144,7 +144,9 @@ def test_page_height_stays_bounded(report, tmp_path):
     assert r.returncode == 0 and console_lines(r.stderr) == [], r.stderr[-2000:]
     height = page_height(page, tmp_path)
     # 200 hosts: the same sections as 3 hosts, tables capped at --top 20: one long page, not 100k px
-    assert 2000 < height < 9000, height
+    # (the capacity plan's sections are fixed in size: the comparison and trend tables, one
+    # recommendation per listed finding entry: 9,436 px here)
+    assert 2000 < height < 12000, height
 
 
 def test_long_queries_are_posted(fleet, report, tmp_path):
