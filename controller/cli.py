@@ -43,6 +43,8 @@ polls Alertmanager with --alertmanager.url), matches alerts against the rules
 of --config.file and onlines/offlines memory blocks through guards (dry-run,
 pause file, cooldown, hourly and per-action caps, quarantine, reserve, ratio),
 journalling every sysfs write.  Its own metrics are on --web.listen-address.
+A rule with `event: memory-added` also onlines hot-added blocks itself, from
+the kernel's memory uevents, through the same guards (off without one).
 
 Commands:
   act           change blocks by hand through the same guards and actuator
@@ -361,6 +363,23 @@ def start_sources(args: argparse.Namespace, engine: Engine, metrics: ControllerM
     return server, poller
 
 
+def start_event_path(cfg, paths: Paths, engine: Engine, metrics: ControllerMetrics):
+    """With an ``event: memory-added`` rule: the uevent listener and the thread onlining
+    hot-added blocks (controller/hotadd.py); (None, None) without one."""
+    import time
+
+    from .hotadd import HotAdd, event_rule
+    from .sources.uevents import UeventSource
+
+    rule = event_rule(cfg)
+    if rule is None:
+        return None, None
+    hot = HotAdd(cfg, rule, paths, engine.executor, engine.guards, metrics, engine.stop_event).start()
+    source = UeventSource(hot.blocks, metrics, time.monotonic).start()
+    log.info("event path on: rule %s onlines hot-added blocks (settle %.3fs)", rule.name, cfg.controller.event_settle)
+    return hot, source
+
+
 def run_once(args: argparse.Namespace, engine: Engine, metrics: ControllerMetrics) -> int:
     from .sources.pull import P_SUCCESS, PullSource, pull_settings_from_args
 
@@ -422,6 +441,8 @@ def run_daemon(args: argparse.Namespace, cfg, paths: Paths, parser: argparse.Arg
         print(f"memhp-controller: cannot listen on {args.web_listen_address}: {e.strerror}", file=sys.stderr)
         return EXIT_USAGE
 
+    hot, uevents = start_event_path(cfg, paths, engine, metrics)
+
     def on_signal(signum, frame):
         log.info("signal %d: shutting down", signum)
         stop.set()
@@ -432,7 +453,11 @@ def run_daemon(args: argparse.Namespace, cfg, paths: Paths, parser: argparse.Arg
     while not stop.wait(3600):
         pass
     server.shutdown()
+    if uevents is not None:
+        uevents.stop()
     engine.close()
+    if hot is not None:
+        hot.join(5)
     if poller is not None:
         poller.join(5)
     return EXIT_OK
