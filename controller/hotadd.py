@@ -51,6 +51,10 @@ FAILED = "failed"
 DUPLICATE = "duplicate"
 DRY_RUN = "dry_run"
 GONE = "gone"
+NOT_READY = "not_ready"  # still not linked to its node after MAX_NOT_READY looks
+
+MAX_NOT_READY = 100
+NOT_READY_DELAY = 0.1  # seconds between two looks at a block the kernel is still adding
 
 
 def event_rule(cfg: Config) -> Rule | None:
@@ -76,6 +80,12 @@ class AddedBlocks:
                 return
             now = self.clock()
             self._pending[block] = ((at if at is not None else now) + self.settle, at)
+            self._cond.notify_all()
+
+    def later(self, block: int, at: float | None, delay: float) -> None:
+        """Look at ``block`` again in ``delay`` seconds, keeping its uevent time."""
+        with self._cond:
+            self._pending[block] = (self.clock() + delay, at)
             self._cond.notify_all()
 
     def removed(self, block: int) -> None:
@@ -146,6 +156,7 @@ class HotAdd:
         self.blocks = AddedBlocks(cfg.controller.event_settle, clock)
         self.boot_id = read_boot_id(paths)
         self._thread: threading.Thread | None = None
+        self._not_ready: dict[int, int] = {}  # block -> looks while the kernel was still adding it
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -199,9 +210,21 @@ class HotAdd:
             if self.stop.is_set():
                 return
             result = self.handle(block)
+            if result == NOT_READY and self._look_again(block, at):
+                continue
+            self._not_ready.pop(block, None)
             self.metrics.memory_added_blocks.labels(result).inc()
             if result in (ONLINED, ALREADY_ONLINE) and at is not None:
                 self.metrics.memory_added_online_seconds.observe(max(0.0, self.clock() - at))
+
+    def _look_again(self, block: int, at: float | None) -> bool:
+        n = self._not_ready.get(block, 0) + 1
+        if n > MAX_NOT_READY:
+            log.warning("event path: memory%d still not linked to its node after %d looks; left alone", block, n)
+            return False
+        self._not_ready[block] = n
+        self.blocks.later(block, at, NOT_READY_DELAY)
+        return True
 
     # --- one block ----------------------------------------------------------------------------
 
@@ -218,6 +241,10 @@ class HotAdd:
         if b.state == "online":
             log.info("event path: memory%d already online (another writer won)", block)
             return ALREADY_ONLINE
+        if b.state == "offline" and not b.valid_zones:
+            # The add uevent goes out before the kernel links the block to its node; until then
+            # valid_zones is not read (it would oops the kernel) and the block cannot be planned.
+            return NOT_READY
         occ = self._occurrence(block)
         if not occ.starts_at:
             return GONE

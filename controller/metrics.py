@@ -90,7 +90,7 @@ class ControllerMetrics:
         self.memory_added_blocks = Counter(
             "memhp_controller_memory_added_blocks",
             "Hot-added blocks handled by the event path, by result: onlined, already_online (another writer "
-            "won), refused, failed, duplicate, dry_run, gone.",
+            "won), refused, failed, duplicate, dry_run, gone, not_ready (never linked to its node).",
             ["result"],
             registry=r,
         )
