@@ -190,3 +190,17 @@ def test_a_block_not_yet_linked_to_its_node_waits_instead_of_being_refused(tree,
     link.symlink_to("../../node/node0")
     wait_until(lambda: count(e, "onlined") == 1, 30, desc="memory12 onlined once linked")
     assert tree.state(12) == "online"
+
+
+def test_deploy_example_event_rule_is_off_and_loads_once_uncommented():
+    from pathlib import Path
+
+    from memhp.controller.config import load_config_text
+
+    text = (Path(__file__).resolve().parents[2] / "deploy/systemd/controller.yml").read_text()
+    assert event_rule(load_config_text(text)) is None  # off by default
+    on = text.replace("  # - name: online-hot-added", "  - name: online-hot-added")
+    for key in ("event: memory-added", "action: online", "zone: auto"):
+        on = on.replace(f"  #   {key}\n", f"    {key}\n")
+    rule = event_rule(load_config_text(on))
+    assert rule is not None and (rule.name, rule.zone) == ("online-hot-added", "auto")
