@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.vm.event_path import BASELINE_SH, Recorder, grow, summary
+from tests.vm.event_path import BASELINE_SH, Recorder, grow, start_controller, summary
 from tests.vm.guest import GUEST_RESULTS, TestBed, VirtioMem, VMConfig
 from tests.vm.guest_controller import GuestController
 
@@ -66,7 +66,7 @@ def run(dimms: int, steps: int, settle: str) -> dict:
                 name="bench",
             )
             g.run(f"sed -i 's|^controller:|controller:\\n  event_settle: {settle}|' {ctl.config}").check("settle")
-            ctl.start(PORT)
+            start_controller(ctl, PORT, "bench-token")
             memhp = measure(g, dimms, steps, "vmem0")
             ctl.stop()
             baseline_pid = g.spawn(["busybox", "uevent", "sh", "-c", BASELINE_SH], log=f"{GUEST_RESULTS}/baseline.log")

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 from tests.vm.guest import GUEST_RESULTS, REPO, Guest, venv_python
+from tests.vm.guest_controller import GuestController
 
 # The blind baseline, as the udev rule `SUBSYSTEM=="memory", ACTION=="add", ATTR{state}=="offline",
 # ATTR{state}="online"` does: a shell for every add uevent, writing `online` (the kernel's default zone).
@@ -22,6 +24,24 @@ BASELINE_SH = (
     '[ "$SUBSYSTEM" = memory ] && [ "$ACTION" = add ] && '
     "grep -qx offline /sys$DEVPATH/state 2>/dev/null && echo online > /sys$DEVPATH/state; exit 0"
 )
+
+
+def sample(g: Guest, port: int, token: str, series: str) -> float:
+    """One sample of the guest controller's /metrics (0 when absent)."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{g.forward(port)}/metrics", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(req, timeout=60) as r:
+        body = r.read().decode()
+    return next((float(x.split()[-1]) for x in body.splitlines() if x.startswith(series + " ")), 0.0)
+
+
+def start_controller(ctl: GuestController, port: int, token: str) -> None:
+    """The daemon, once its event path listens (it starts after the web server)."""
+    ctl.start(port, token=token)
+    ctl.g.wait_for(
+        lambda: sample(ctl.g, port, token, "memhp_controller_event_source_up") == 1, 300, "the event path", 0.5
+    )
 
 
 class Recorder:
