@@ -89,6 +89,13 @@ class Recorder:
             b: (onlines[b]["t"] - adds[b]["t"], onlines[b].get("zone")) for b in blocks if b in adds and b in onlines
         }
 
+    def backlog(self, blocks) -> dict[int, int]:
+        """block -> how many blocks (itself included) were added and not yet online when it was added:
+        the event path onlines one block at a time, so a block's wait grows with this."""
+        adds, onlines = self.first("add"), self.first("online")
+        spans = [(adds[b]["t"], onlines[b]["t"]) for b in blocks if b in adds and b in onlines]
+        return {b: sum(1 for a, o in spans if a <= adds[b]["t"] <= o) for b in blocks if b in adds and b in onlines}
+
     def stop(self) -> None:
         self.g.kill(self.pid, signal.SIGKILL)
 

@@ -39,8 +39,9 @@ TOKEN = "event-path-token"
 EXPORTER_PORT = 9123
 CONFIG = VMConfig(memory="1G", slots=8, maxmem="16G", virtio_mem=(VirtioMem("vmem0", "3G", 0, "0"),))
 GUARDS = {"max_blocks_per_hour": 100000}
-# Generous: TCG on a shared 2-core host; the behaviour is "about a second", not minutes.
-PER_BLOCK_BOUND = 30.0
+# Generous: TCG on a shared, loaded 2-core host.  Blocks are onlined one at a time, so a block
+# added behind others waits for theirs too: the bound is per block of backlog.
+PER_BLOCK_BOUND = 5.0
 
 
 def rule(zone: str) -> list[dict]:
@@ -98,7 +99,8 @@ def _bursts(g: Guest, rec: Recorder, ctl: GuestController) -> None:
     (g.results / "event_path_latency.json").write_text(json.dumps({"memhp": result, "per_block": lat}, indent=1))
     print("event path, add -> online:", result)
     assert len(lat) == len(added)
-    slow = {b: v for b, (v, _) in lat.items() if v > PER_BLOCK_BOUND}
+    backlog = rec.backlog(added)
+    slow = {b: (v, backlog[b]) for b, (v, _) in lat.items() if v > PER_BLOCK_BOUND * backlog[b]}
     assert not slow, slow
     # auto: ZONE_MOVABLE while the ratio allows it, a kernel zone beyond (1G of boot memory cannot
     # carry 4G of ZONE_MOVABLE at 301%), and memhp's MOVABLE:KERNEL never above the ratio.
