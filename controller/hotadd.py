@@ -33,13 +33,15 @@ from .executor import ActionOutcome, Executor, Origin
 from .guards import Guards, Occurrence
 from .metrics import ControllerMetrics
 from .policy import Request
+from .records import Reconcile
 from .sources.uevents import block_identity, read_boot_id
-from .vocab import Action, Event, Result, Status
+from .vocab import Action, Event, Outcome, Result, Status
 
 log = logging.getLogger(__name__)
 
 EVENT_MEMORY_ADDED = Event.MEMORY_ADDED
 SOURCE = "event"
+PREFIX = f"{EVENT_MEMORY_ADDED}:"  # of an event occurrence's fingerprint
 COALESCE = 0.1  # seconds: blocks whose settle ends this close to a batch's first one join it
 MAX_PENDING = 1 << 16  # blocks waiting; far more than any machine's hot-pluggable blocks
 
@@ -157,6 +159,7 @@ class HotAdd:
         self.boot_id = read_boot_id(paths)
         self._thread: threading.Thread | None = None
         self._not_ready: dict[int, int] = {}  # block -> looks while the kernel was still adding it
+        self._retry: set[int] = set()  # blocks whose first action was interrupted before its write took
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -191,17 +194,35 @@ class HotAdd:
         with self.executor.journal.action_lock(self.executor.lock_timeout, self.stop):
             self.guards.refresh()  # under the lock: the alert worker refreshes the same state
             offlined = frozenset(self.guards.state.offlined)
-            found = [
+            offline = [
                 b.id
                 for b in read_blocks(self.paths.memory, ParseErrors())
-                if b.state == "offline"
-                and b.id not in offlined
-                and not self.guards.already_acted(self._occurrence(b.id))
+                if b.state == "offline" and b.id not in offlined
             ]
+            interrupted = self._not_applied() if offline else set()
+            found = []
+            for block in offline:
+                occ = self._occurrence(block)
+                if not self.guards.already_acted(occ):
+                    found.append(block)
+                elif (occ.fingerprint, occ.starts_at) in interrupted and block not in self._retry:
+                    # kill -9 mid-write, and reconciliation found the write had not taken: the
+                    # block was never onlined; once more, under an occurrence of its own.
+                    self._retry.add(block)
+                    if not self.guards.already_acted(self._occurrence(block)):
+                        found.append(block)
         for block in found:
             self.blocks.added(block, None)
         n = len(found)
         log.info("event path: rescan (%s): %d offline block(s) queued", why, n)
+
+    def _not_applied(self) -> set[tuple[str, str]]:
+        """Event occurrences whose interrupted write reconciliation found not applied."""
+        return {
+            (r.fingerprint, r.starts_at)
+            for r in self.executor.journal.read_all()
+            if isinstance(r, Reconcile) and r.outcome == Outcome.NOT_APPLIED and r.fingerprint.startswith(PREFIX)
+        }
 
     def handle_batch(self, due: list[tuple[int, float | None]]) -> None:
         if due:
@@ -229,9 +250,10 @@ class HotAdd:
     # --- one block ----------------------------------------------------------------------------
 
     def _occurrence(self, block: int) -> Occurrence:
-        return Occurrence(
-            f"{EVENT_MEMORY_ADDED}:memory{block}", block_identity(self.paths, self.boot_id, block) or "", False
-        )
+        identity = block_identity(self.paths, self.boot_id, block) or ""
+        if identity and block in self._retry:
+            identity += ":after-interrupt"
+        return Occurrence(f"{PREFIX}memory{block}", identity, False)
 
     def handle(self, block: int) -> str:
         """Online one added block through the executor; its outcome (a ``memory_added_blocks`` result)."""

@@ -205,3 +205,39 @@ def test_deploy_example_event_rule_is_off_and_loads_once_uncommented():
         on = on.replace(f"  #   {key}\n", f"    {key}\n")
     rule = event_rule(load_config_text(on))
     assert rule is not None and (rule.name, rule.zone) == ("online-hot-added", "auto")
+
+
+def test_a_write_interrupted_before_it_took_is_done_once_after_the_restart(tree, make_engine):
+    """kill -9 mid-write: reconciliation finds the block still offline (not_applied); the
+    restarted event path onlines it under an occurrence of its own, once."""
+    from memhp.controller.records import ActionStart, Reconcile
+    from memhp.controller.vocab import Op, Outcome
+
+    standard_layout(tree, offline=1)
+    e = make_engine(rules=EVENT_RULE.format(zone="auto"), guards=GUARDS, controller="event_settle: 0s")
+    occ = hot(e)._occurrence(12)
+    e.journal.append(
+        ActionStart(action_id="a1", rule="hot-added", fingerprint=occ[0], starts_at=occ[1], source="event")
+    )
+    e.journal.append(
+        Reconcile(
+            action_id="a1",
+            rule="hot-added",
+            block=12,
+            op=Op.ONLINE_MOVABLE,
+            attempt=1,
+            fingerprint=occ[0],
+            starts_at=occ[1],
+            outcome=Outcome.NOT_APPLIED,
+        )
+    )
+    e.close()
+    e2 = make_engine(rules=EVENT_RULE.format(zone="auto"), guards=GUARDS, controller="event_settle: 0s")
+    h = hot(e2)
+    h.rescan("start")
+    _, due = h.blocks.wait(threading.Event(), 0.0)
+    assert [b for b, _ in due] == [12]
+    h.handle_batch(due)
+    assert tree.state(12) == "online" and count(e2, "onlined") == 1
+    h.rescan("again")  # done now: not a third time
+    assert len(h.blocks) == 0
