@@ -33,7 +33,7 @@ from .executor import ActionOutcome, Executor, Origin
 from .guards import Guards, Occurrence
 from .metrics import ControllerMetrics
 from .policy import Request
-from .records import Reconcile
+from .records import Reconcile, ReconcileAction
 from .sources.uevents import block_identity, read_boot_id
 from .vocab import Action, Event, Outcome, Result, Status
 
@@ -217,12 +217,17 @@ class HotAdd:
         log.info("event path: rescan (%s): %d offline block(s) queued", why, n)
 
     def _not_applied(self) -> set[tuple[str, str]]:
-        """Event occurrences whose interrupted write reconciliation found not applied."""
-        return {
-            (r.fingerprint, r.starts_at)
-            for r in self.executor.journal.read_all()
-            if isinstance(r, Reconcile) and r.outcome == Outcome.NOT_APPLIED and r.fingerprint.startswith(PREFIX)
-        }
+        """Event occurrences whose action a kill interrupted: its write reconciled as not applied, or
+        the action itself reconciled (killed before its write began).  The caller retries only
+        blocks still offline, so a write that did take is never repeated."""
+        out: set[tuple[str, str]] = set()
+        for r in self.executor.journal.read_all():
+            interrupted = isinstance(r, ReconcileAction) or (
+                isinstance(r, Reconcile) and r.outcome == Outcome.NOT_APPLIED
+            )
+            if interrupted and isinstance(r, Reconcile | ReconcileAction) and r.fingerprint.startswith(PREFIX):
+                out.add((r.fingerprint, r.starts_at))
+        return out
 
     def handle_batch(self, due: list[tuple[int, float | None]]) -> None:
         if due:

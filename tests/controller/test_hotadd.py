@@ -9,6 +9,8 @@ from __future__ import annotations
 import errno
 import threading
 
+import pytest
+
 from memhp.controller.hotadd import AddedBlocks, HotAdd, event_rule
 from memhp.controller.sources.uevents import UeventSource
 from tests.controller.sysfs_tree import ZoneSpec, errno_writer
@@ -207,10 +209,12 @@ def test_deploy_example_event_rule_is_off_and_loads_once_uncommented():
     assert rule is not None and (rule.name, rule.zone) == ("online-hot-added", "auto")
 
 
-def test_a_write_interrupted_before_it_took_is_done_once_after_the_restart(tree, make_engine):
-    """kill -9 mid-write: reconciliation finds the block still offline (not_applied); the
-    restarted event path onlines it under an occurrence of its own, once."""
-    from memhp.controller.records import ActionStart, Reconcile
+@pytest.mark.parametrize("killed", ["mid-write", "before-the-write"])
+def test_a_write_interrupted_before_it_took_is_done_once_after_the_restart(tree, make_engine, killed):
+    """kill -9 mid-write (reconciled not_applied) or between the action's start and its write
+    (the action reconciled): the block is still offline, and the restarted event path onlines
+    it under an occurrence of its own, once."""
+    from memhp.controller.records import ActionStart, Reconcile, ReconcileAction
     from memhp.controller.vocab import Op, Outcome
 
     standard_layout(tree, offline=1)
@@ -219,18 +223,21 @@ def test_a_write_interrupted_before_it_took_is_done_once_after_the_restart(tree,
     e.journal.append(
         ActionStart(action_id="a1", rule="hot-added", fingerprint=occ[0], starts_at=occ[1], source="event")
     )
-    e.journal.append(
-        Reconcile(
-            action_id="a1",
-            rule="hot-added",
-            block=12,
-            op=Op.ONLINE_MOVABLE,
-            attempt=1,
-            fingerprint=occ[0],
-            starts_at=occ[1],
-            outcome=Outcome.NOT_APPLIED,
+    if killed == "before-the-write":
+        e.journal.append(ReconcileAction(action_id="a1", rule="hot-added", fingerprint=occ[0], starts_at=occ[1]))
+    else:
+        e.journal.append(
+            Reconcile(
+                action_id="a1",
+                rule="hot-added",
+                block=12,
+                op=Op.ONLINE_MOVABLE,
+                attempt=1,
+                fingerprint=occ[0],
+                starts_at=occ[1],
+                outcome=Outcome.NOT_APPLIED,
+            )
         )
-    )
     e.close()
     e2 = make_engine(rules=EVENT_RULE.format(zone="auto"), guards=GUARDS, controller="event_settle: 0s")
     h = hot(e2)
