@@ -48,6 +48,8 @@ polls Alertmanager with --alertmanager.url), matches alerts against the rules
 of --config.file and onlines/offlines memory blocks through guards (dry-run,
 pause file, cooldown, hourly and per-action caps, quarantine, reserve, ratio),
 journalling every sysfs write.  Its own metrics are on --web.listen-address.
+A rule with `event: memory-added` also onlines hot-added blocks itself, from
+the kernel's memory uevents, through the same guards (off without one).
 
 Commands:
   act           change blocks by hand through the same guards and actuator
@@ -385,6 +387,23 @@ def start_sources(args: argparse.Namespace, engine: Engine, metrics: ControllerM
     return server, poller
 
 
+def start_event_path(cfg, paths: Paths, engine: Engine, metrics: ControllerMetrics):
+    """With an ``event: memory-added`` rule: the uevent listener and the thread onlining
+    hot-added blocks (controller/hotadd.py); (None, None) without one."""
+    import time
+
+    from .hotadd import HotAdd, event_rule
+    from .sources.uevents import UeventSource
+
+    rule = event_rule(cfg)
+    if rule is None:
+        return None, None
+    hot = HotAdd(cfg, rule, paths, engine.executor, engine.guards, metrics, engine.stop_event).start()
+    source = UeventSource(hot.blocks, metrics, time.monotonic).start()
+    log.info("event path on: rule %s onlines hot-added blocks (settle %.3fs)", rule.name, cfg.controller.event_settle)
+    return hot, source
+
+
 def run_once(args: argparse.Namespace, engine: Engine, metrics: ControllerMetrics) -> int:
     from .sources.pull import P_SUCCESS, PullSource, pull_settings_from_args
 
@@ -406,20 +425,25 @@ def run_once(args: argparse.Namespace, engine: Engine, metrics: ControllerMetric
     return EXIT_OK if result.result == P_SUCCESS else EXIT_FAILED
 
 
-def run_daemon(args: argparse.Namespace, cfg, paths: Paths, parser: argparse.ArgumentParser) -> int:
-    from .sources.pull import PullConfigError
-    from .sources.webhook import WebhookConfigError
-
+def _log_start(cfg, engine: Engine) -> None:
+    """The effective configuration as one line, and what in it may keep the controller from acting."""
     if not cfg.rules:
         log.warning("no rules configured: alerts will be received but nothing will act")
-    metrics = ControllerMetrics()
-    engine = Engine(cfg, paths, metrics, dry_run=True if args.dry_run else None, journal_path=args.journal_path)
     effective = cfg.to_dict()
     effective["guards"]["dry_run"] = engine.dry_run
     effective["controller"]["journal"] = engine.journal.path
     log.info("effective configuration: %s", json.dumps(effective, sort_keys=True))
     for w in policy_lint.warnings(cfg):
         log.warning("policy: %s", w)
+
+
+def run_daemon(args: argparse.Namespace, cfg, paths: Paths, parser: argparse.ArgumentParser) -> int:
+    from .sources.pull import PullConfigError
+    from .sources.webhook import WebhookConfigError
+
+    metrics = ControllerMetrics()
+    engine = Engine(cfg, paths, metrics, dry_run=True if args.dry_run else None, journal_path=args.journal_path)
+    _log_start(cfg, engine)
     try:
         engine.open()
     except (OSError, JournalError) as e:
@@ -448,6 +472,8 @@ def run_daemon(args: argparse.Namespace, cfg, paths: Paths, parser: argparse.Arg
         print(f"memhp-controller: cannot listen on {args.web_listen_address}: {e.strerror}", file=sys.stderr)
         return EXIT_USAGE
 
+    hot, uevents = start_event_path(cfg, paths, engine, metrics)
+
     def on_signal(signum, frame):
         log.info("signal %d: shutting down", signum)
         stop.set()
@@ -458,7 +484,11 @@ def run_daemon(args: argparse.Namespace, cfg, paths: Paths, parser: argparse.Arg
     while not stop.wait(3600):
         pass
     server.shutdown()
+    if uevents is not None:
+        uevents.stop()
     engine.close()
+    if hot is not None:
+        hot.join(5)
     if poller is not None:
         poller.join(5)
     return EXIT_OK

@@ -29,7 +29,7 @@ from msgspec import Meta, Struct, field
 from memhp import typed
 from memhp.units import parse_duration, parse_size
 
-from .vocab import Action, Zone, check_action_zone
+from .vocab import Action, Event, Zone, check_action_zone
 
 MAX_FILE = 1 << 20  # a policy file larger than this is refused, never truncated
 MAX_DEPTH = 32  # nesting of the YAML document (the schema needs 5)
@@ -308,6 +308,14 @@ class ControllerConfig(_Section, frozen=True, kw_only=True):
             upper=365 * DAY,
         ),
     ] = 30 * DAY
+    event_settle: Annotated[
+        float,
+        _seconds(
+            "Event rules: how long after a block's add uevent it must still be offline before memhp onlines it "
+            "(the kernel's auto-online and udev rules go first; at most 10s).",
+            upper=10.0,
+        ),
+    ] = 0.2
 
 
 # --- fleet-wide safety (issue 22): budget on etcd, Prometheus gate -----------------------------
@@ -439,7 +447,22 @@ class Rule(_Section, frozen=True, kw_only=True):
             pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
         ),
     ]
-    alertname: Annotated[str, _doc("The alert's `alertname`, exactly.", "must not be empty", pattern=r"\S")]
+    alertname: (
+        Annotated[
+            str, _doc("The alert's `alertname`, exactly (or `event`, not both).", "must not be empty", pattern=r"\S")
+        ]
+        | None
+    ) = None
+    event: (
+        Annotated[
+            Event,
+            _doc(
+                "A local kernel event instead of an alert: `memory-added` runs the rule for each hot-added block "
+                "still offline after controller.event_settle (action online only)."
+            ),
+        ]
+        | None
+    ) = None
     action: Annotated[Action, _doc("What to do: online, offline, rebalance or online-new.")]
     matchers: Annotated[
         tuple[Annotated[Matcher, _MATCHER_ITEM], ...],
@@ -481,7 +504,11 @@ class Rule(_Section, frozen=True, kw_only=True):
     ] = ()
 
     def matches(self, alert_name: str, labels: typing.Mapping[str, str]) -> bool:
-        return alert_name == self.alertname and all(m.matches(labels) for m in self.matchers)
+        return (
+            self.alertname is not None
+            and alert_name == self.alertname
+            and all(m.matches(labels) for m in self.matchers)
+        )
 
 
 class Config(_Section, frozen=True, kw_only=True):
@@ -528,7 +555,12 @@ def _check_rules(cfg: Config, w: _CrossCheck) -> None:
         if rule.name in names:
             w.error(node, f"{key}.name", f"duplicate rule name {rule.name!r} (also rules[{names[rule.name]}])")
         names.setdefault(rule.name, orig)
-        _check_targets(rule, node, key, at, w)
+        if (rule.alertname is None) == (rule.event is None):
+            w.error(node, key, "needs exactly one of alertname (an alert) or event (a local kernel event)")
+        if rule.event is not None:
+            _check_event_rule(rule, node, key, w)
+        else:
+            _check_targets(rule, node, key, at, w)
         try:
             check_action_zone(rule.action, rule.zone)
         except ValueError as e:
@@ -543,6 +575,18 @@ def _check_rules(cfg: Config, w: _CrossCheck) -> None:
             ("retry", "backoff_max"),
             ("retry", "backoff_initial"),
         )
+
+
+# Keys that describe an alert or a target count: an event rule's target is the block the kernel added.
+_NOT_FOR_EVENTS = ("matchers", "count", "size", "target_ratio", "node_label", "min_available", "on_resolved")
+
+
+def _check_event_rule(rule: Rule, node: yaml.Node, key: str, w: _CrossCheck) -> None:
+    if rule.action != "online":
+        w.error(node, f"{key}.action", f"event {rule.event} onlines the added block: action must be online")
+    for k in _NOT_FOR_EVENTS:
+        if getattr(rule, k) not in (None, (), False):
+            w.error(node, f"{key}.{k}", "not for event rules (the target is each added block)")
 
 
 def _check_caps(cfg: Config, rule: Rule, node: yaml.Node, key: str, at: typed.Path, w: _CrossCheck) -> None:

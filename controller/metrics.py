@@ -125,3 +125,31 @@ class ControllerMetrics:
             buckets=(0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
             registry=r,
         )
+        # The event path (hot-added memory, controller/hotadd.py).
+        self.memory_added_blocks = Counter(
+            "memhp_controller_memory_added_blocks",
+            "Hot-added blocks handled by the event path, by result: onlined, already_online (another writer "
+            "won), refused, failed, duplicate, dry_run, gone, not_ready (never linked to its node).",
+            ["result"],
+            registry=r,
+        )
+        self.memory_added_online_seconds = Histogram(
+            "memhp_controller_memory_added_online_seconds",
+            "Time from a block's add uevent to the end of the event path's action that found it online.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.uevents = Counter(
+            "memhp_controller_uevents",
+            "Kernel memory uevents received by the event path, by action.",
+            ["action"],
+            registry=r,
+        )
+        self.uevent_overruns = Counter(
+            "memhp_controller_uevent_overruns",
+            "Uevent receive-buffer overruns (ENOBUFS); each one rescans the blocks.",
+            registry=r,
+        )
+        self.event_source_up = Gauge(
+            "memhp_controller_event_source_up", "1 while the event path listens to kernel uevents.", registry=r
+        )

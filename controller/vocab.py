@@ -17,6 +17,12 @@ class Action(StrEnum):
     ONLINE_NEW = "online-new"
 
 
+class Event(StrEnum):
+    """The local kernel events a rule may run on instead of an alert (``rules[].event``)."""
+
+    MEMORY_ADDED = "memory-added"
+
+
 class Zone(StrEnum):
     """The ``zone`` of a rule or of ``act --zone``."""
 

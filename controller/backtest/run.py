@@ -44,7 +44,11 @@ class Options:
 def backtest(prom: Prometheus, cfg: Config, opt: Options, out: Path | None) -> dict:
     t0 = time.monotonic()
     hist = History(
-        prom, opt.window, {r.alertname for r in cfg.rules}, host_label=opt.host_label, max_samples=opt.max_samples
+        prom,
+        opt.window,
+        {r.alertname for r in cfg.rules if r.alertname is not None},
+        host_label=opt.host_label,
+        max_samples=opt.max_samples,
     )
     events = hist.events(resolved_too=any(r.on_resolved for r in cfg.rules))
     states = hist.states(events)

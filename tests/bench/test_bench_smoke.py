@@ -79,3 +79,12 @@ def test_steady_scrape_runs(tmp_path):
     assert cells[2].endswith("ms") and cells[6].endswith("MiB") and int(cells[7]) > 0
     assert "node_exporter's default collectors on the same host:" in out
     assert not (tmp_path / "bench").exists()
+
+
+def test_event_latency_bench_imports_and_documents_itself():
+    """bench/event_latency.py needs a QEMU guest to measure (tests/vm/test_event_path_vm.py runs
+    the same helpers); here only that it loads and says what it measures."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.event_latency", "--help"], check=True, capture_output=True, text=True, cwd=REPO
+    ).stdout
+    assert "baseline" in out and "--virtio-steps" in out

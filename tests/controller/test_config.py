@@ -135,7 +135,6 @@ def test_missing_required_rule_keys():
           - name: r
             count: 1
         """)
-    assert "policy.yaml:2:5: rules[0].alertname: required key is missing" in p
     assert "policy.yaml:2:5: rules[0].action: required key is missing" in p
 
 
@@ -435,7 +434,6 @@ def test_problems_in_many_rules_each_name_their_own_rule_and_line():
             zone: sideways
         """)
     assert p == [
-        "policy.yaml:2:5: rules[0].alertname: required key is missing",
         "policy.yaml:2:5: rules[0].action: required key is missing",
         "policy.yaml:3:5: rules[1]: must be a mapping, got an integer",
         "policy.yaml:7:12: rules[2].count: must be an integer, got a string ('zero')",
@@ -561,3 +559,57 @@ def test_the_alert_catalog_is_the_shipped_rule_files():
         for r in g["rules"]:
             seen.setdefault(r["alert"], set()).add(r["labels"]["severity"])
     assert {k: set(v) for k, v in shipped_alerts().items()} == seen
+
+
+# --- issue 23: the memory-added event trigger -------------------------------------------------
+
+
+def test_event_rule_loads_with_zone_and_settle():
+    cfg = load_config_text(
+        textwrap.dedent("""\
+        controller:
+          event_settle: 500ms
+        rules:
+          - name: hot-added
+            event: memory-added
+            action: online
+            zone: auto
+        """)
+    )
+    (rule,) = cfg.rules
+    assert (rule.event, rule.alertname, rule.zone, cfg.controller.event_settle) == ("memory-added", None, "auto", 0.5)
+    assert not rule.matches("memory-added", {})  # an event rule never matches an alert
+
+
+def test_event_rule_needs_exactly_one_trigger_and_no_alert_keys():
+    assert problems("controller:\n  event_settle: 11s\n") == [
+        "policy.yaml:2:17: controller.event_settle: must be at most 10s"
+    ]
+    p = problems("""\
+        rules:
+          - name: both
+            alertname: A
+            event: memory-added
+            action: online
+          - name: neither
+            action: online
+            count: 1
+          - name: wrong
+            event: memory-added
+            action: offline
+            count: 2
+            on_resolved: true
+            matchers: ['node="0"']
+        """)
+    assert "policy.yaml:2:5: rules[0]: needs exactly one of alertname (an alert) or event (a local kernel event)" in p
+    assert "policy.yaml:6:5: rules[1]: needs exactly one of alertname (an alert) or event (a local kernel event)" in p
+    assert any("rules[2].action: event memory-added onlines the added block: action must be online" in x for x in p)
+    for k in ("count", "on_resolved", "matchers"):
+        assert any(f"rules[2].{k}: not for event rules" in x for x in p), (k, p)
+    p = problems("""\
+        rules:
+          - name: unknown
+            event: memory-removed
+            action: online
+        """)
+    assert p == ["policy.yaml:3:12: rules[0].event: must be one of memory-added, got ('memory-removed')"]
