@@ -181,7 +181,7 @@ def fleet_curve_rules(t: dict) -> list[dict]:
     carries its threshold as a label, so a report with other thresholds never reads a stale one."""
     ratio = "instance_node:memhp_movable_kernel_ratio:ratio"
     warning = t["movable_kernel_ratio"]["warning"]
-    q = "cluster_quantile:memhp_movable_kernel_ratio:quantile"
+    q = "cluster:memhp_movable_kernel_ratio:quantile"
     return [
         {"record": q, "expr": f"quantile(0.5, {ratio})", "labels": {"quantile": "0.5"}},
         {"record": q, "expr": f"quantile(0.9, {ratio})", "labels": {"quantile": "0.9"}},

@@ -480,7 +480,7 @@ class Collector:
         warning = f"{thresholds.LINES.warning:g}"
         if not self.selector and self._rules_cover_range():
             c.fleet_curves_source = "recording rules"
-            q = "cluster_quantile:memhp_movable_kernel_ratio:quantile"
+            q = "cluster:memhp_movable_kernel_ratio:quantile"
             return [
                 (f'{q}{{quantile="0.5"}}', "ratio_p50", 1, lambda m: ""),
                 (f'{q}{{quantile="0.9"}}', "ratio_p90", 1, lambda m: ""),
@@ -511,7 +511,7 @@ class Collector:
         c = self.c
         warning = f"{thresholds.LINES.warning:g}"
         names = (
-            'cluster_quantile:memhp_movable_kernel_ratio:quantile{quantile="0.9"}',
+            'cluster:memhp_movable_kernel_ratio:quantile{quantile="0.9"}',
             "cluster:memhp_movable_kernel_ratio:max",
             f'cluster:memhp_movable_kernel_ratio_above:count{{threshold="{warning}"}}',
             "cluster:memhp_online_bytes:sum_by_zone",

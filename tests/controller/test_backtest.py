@@ -135,7 +135,8 @@ def test_fleet_budget_limits_concurrency_waits_and_refuses():
 
 def test_rule_budget_per_hour():
     rules = SHED + "  budget: {max_actions_per_hour: 4}\n"
-    cfg = policy(rules)
+    fleet = "fleet:\n  budget: {etcd: {endpoints: ['http://127.0.0.1:2379']}, max_concurrent: 100}\n"
+    cfg = policy(rules, fleet=fleet)
     _, ds = run(cfg, [ev(i * 60, f"h{i}") for i in range(6)] + [ev(3700, "h9")])
     assert [d.outcome for d in ds] == ["act"] * 4 + ["refused"] * 2 + ["act"]
 
@@ -181,7 +182,8 @@ def test_every_backtest_flag_is_documented():
     flags = {o for a in sub.choices["backtest"]._actions for o in a.option_strings if o.startswith("--")}
     doc = (Path(__file__).resolve().parents[2] / "docs" / "controller.md").read_text()
     section = doc[doc.index("## The `backtest` command") : doc.index("## Command line")]
-    common = {"--help", "--config.file", "--path.sysfs", "--path.procfs", "--journal.path", "--dry-run", "--log.level"}
+    common = {"--help", "--config.file", "--path.sysfs", "--path.procfs", "--journal.path", "--dry-run"}
+    common |= {"--log.level", "--log.format", "--version"}  # every command's (README, "Conventions")
     assert {f for f in flags - common if f"`{f}" not in section} == set()
 
 

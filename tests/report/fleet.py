@@ -261,7 +261,7 @@ class _Writer:
         yield "# TYPE cluster:memhp_movable_kernel_ratio:ratio gauge\n"
         yield series("cluster:memhp_movable_kernel_ratio:ratio", "", cluster["hot"] / cluster["ker"])
         curves = self.fleet_curves
-        q = "cluster_quantile:memhp_movable_kernel_ratio:quantile"
+        q = "cluster:memhp_movable_kernel_ratio:quantile"
         yield f"# TYPE {q} gauge\n"
         yield series(q, _labels(quantile="0.5"), curves["p50"])
         yield series(q, _labels(quantile="0.9"), curves["p90"])
