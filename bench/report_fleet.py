@@ -47,6 +47,12 @@ def main() -> int:
     )
     ap.add_argument("--batch-hosts", type=int, help="passed to memhp report (default: its own)")
     ap.add_argument(
+        "--history-hours",
+        type=float,
+        help="write only the last hours of the history (the same series and rows per host; for memory "
+        "against fleet size, where writing 72 h for 10,000 hosts takes most of an hour); --hours at most this",
+    )
+    ap.add_argument(
         "--backtest",
         action="store_true",
         help="instead: memhp-controller backtest over 30 days of ALERTS and state (bench/backtest_fleet.py)",
@@ -61,14 +67,14 @@ def main() -> int:
     work = args.tsdb or Path(tempfile.mkdtemp(prefix="memhp-report-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     meta = work / "bench.json"
-    if meta.exists() and json.loads(meta.read_text())["hosts"] == args.hosts:
+    if meta.exists() and json.loads(meta.read_text()).get("key") == [args.hosts, args.history_hours]:
         end = json.loads(meta.read_text())["end"]
         print(f"reusing the TSDB in {work} ({args.hosts} hosts)")
     else:
         end = int(time.time()) // INTERVAL * INTERVAL - 600
         t0 = time.monotonic()
-        build_fleet_tsdb(work, args.hosts, end, INTERVAL)
-        meta.write_text(json.dumps({"hosts": args.hosts, "end": end}))
+        build_fleet_tsdb(work, args.hosts, end, INTERVAL, args.history_hours)
+        meta.write_text(json.dumps({"hosts": args.hosts, "end": end, "key": [args.hosts, args.history_hours]}))
         print(f"generated {args.hosts} hosts x {RANGE_HOURS} h in {time.monotonic() - t0:.0f} s ({work})")
     prom = start_prometheus(work / "prometheus", [], tsdb_path=work / "tsdb", retention="400d", ready_timeout=900)
     try:

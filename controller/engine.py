@@ -32,7 +32,7 @@ from .fleet.guard import FleetGuard
 from .guards import Guards, Occurrence
 from .journal import Journal, JournalError
 from .metrics import ControllerMetrics
-from .policy import Request
+from .policy import Request, rule_request
 from .reconcile import reconcile
 from .records import MAX_ID, clip
 from .vocab import Status
@@ -260,18 +260,7 @@ class Engine:
         return None
 
     def request_for(self, rule: Rule, node: int | None) -> Request:
-        g = self.cfg.guards
-        return Request(
-            action=rule.action,
-            count=rule.count,
-            size=rule.size,
-            zone=rule.zone,
-            node=node,
-            target_ratio=rule.target_ratio,
-            max_blocks=min(rule.max_blocks or g.max_blocks_per_action, g.max_blocks_per_action),
-            min_available=rule.min_available if rule.min_available is not None else g.min_available,
-            max_movable_ratio=g.max_movable_ratio,
-        )
+        return rule_request(rule, self.cfg.guards, node)
 
     def handle(self, alert: Alert) -> ActionOutcome | None:
         """Synchronously handle one alert (the worker's body; tests call it directly)."""

@@ -27,6 +27,7 @@ from memhp.exporter.kernel.model import MOVABLE, MemoryBlock
 from memhp.exporter.kernel.snapshot import Snapshot
 from memhp.exporter.kernel.zones import KERNEL_DEFAULT_RATIO, PAGE_SIZE, is_kernel_zone
 
+from .config import GuardsConfig, Rule
 from .vocab import DEFAULT_ZONE, Action, Op, Zone, check_action_zone
 
 
@@ -53,6 +54,22 @@ class Request:
     max_blocks: int = 8
     min_available: int = 512 << 20
     max_movable_ratio: int | None = None  # percent; None = kernel's auto_movable_ratio
+
+
+def rule_request(rule: Rule, guards: GuardsConfig, node: int | None) -> Request:
+    """The request a policy rule makes for ``node``: the engine's, and the backtest's replay of it
+    (one place, so the backtest plans what the controller would)."""
+    return Request(
+        action=rule.action,
+        count=rule.count,
+        size=rule.size,
+        zone=rule.zone,
+        node=node,
+        target_ratio=rule.target_ratio,
+        max_blocks=min(rule.max_blocks or guards.max_blocks_per_action, guards.max_blocks_per_action),
+        min_available=rule.min_available if rule.min_available is not None else guards.min_available,
+        max_movable_ratio=guards.max_movable_ratio,
+    )
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from ..config import Config, Rule
 from ..engine import node_id
 from ..fleet.rollout import selected
-from ..policy import PlanRefused, Request
+from ..policy import PlanRefused, Request, rule_request
 from .model import Decision, Event, HostState
 from .planning import blocks_planned
 
@@ -110,18 +110,7 @@ class Simulator:
                 yield self.decide(ev, rule, state_of(ev))
 
     def request(self, rule: Rule, node: int | None) -> Request:
-        g = self.cfg.guards
-        return Request(
-            action=rule.action,
-            count=rule.count,
-            size=rule.size,
-            zone=rule.zone,
-            node=node,
-            target_ratio=rule.target_ratio,
-            max_blocks=min(rule.max_blocks or g.max_blocks_per_action, g.max_blocks_per_action),
-            min_available=rule.min_available if rule.min_available is not None else g.min_available,
-            max_movable_ratio=g.max_movable_ratio,
-        )
+        return rule_request(rule, self.cfg.guards, node)
 
     def decide(self, ev: Event, rule: Rule, state: HostState | None) -> Decision:
         def refused(guard: str, detail: str = "", blocks: int = 0) -> Decision:

@@ -134,9 +134,10 @@ def _labels(**kv: str) -> str:
     return "{" + ",".join(f'{k}="{v}"' for k, v in kv.items()) + "}"
 
 
-def openmetrics(hosts: int, end: int, interval: int) -> Iterator[str]:
-    """The history as OpenMetrics text chunks (one series per chunk)."""
-    w = _Writer(hosts, end, interval)
+def openmetrics(hosts: int, end: int, interval: int, history_hours: float | None = None) -> Iterator[str]:
+    """The history as OpenMetrics text chunks (one series per chunk); ``history_hours`` keeps only
+    the last hours of it (bench: the same series and rows per host, written in a fraction of the time)."""
+    w = _Writer(hosts, end, interval, history_hours)
     yield from w.node_rules()
     yield from w.instance_rules()
     yield from w.cluster_rules()
@@ -149,9 +150,10 @@ class _Writer:
     """The fleet's series on one time grid; the cluster: sums are gathered
     while the per-node series are written."""
 
-    def __init__(self, hosts: int, end: int, interval: int) -> None:
+    def __init__(self, hosts: int, end: int, interval: int, history_hours: float | None = None) -> None:
         range_start = end - RANGE_HOURS * HOUR
-        stamps = np.arange(range_start - LEAD_HOURS * HOUR, end + 1, interval)
+        first = range_start - LEAD_HOURS * HOUR if history_hours is None else end - history_hours * HOUR
+        stamps = np.arange(first, end + 1, interval)
         self.hosts = hosts
         self.hours = (stamps - range_start) / HOUR
         self.ts_text = [f" {t}\n" for t in stamps.tolist()]
@@ -349,14 +351,16 @@ def _num(v: float) -> str:
     return str(int(v)) if v == int(v) else repr(v)
 
 
-def build_fleet_tsdb(workdir: Path, hosts: int, end: int, interval: int = 300) -> Path:
+def build_fleet_tsdb(
+    workdir: Path, hosts: int, end: int, interval: int = 300, history_hours: float | None = None
+) -> Path:
     """Write the fleet's history and create TSDB blocks from it; returns the
     TSDB directory."""
     workdir.mkdir(parents=True, exist_ok=True)
     tsdb = workdir / "tsdb"
     om = workdir / "fleet.om"
     with om.open("w") as f:
-        for chunk in openmetrics(hosts, end, interval):
+        for chunk in openmetrics(hosts, end, interval, history_hours):
             f.write(chunk)
     r = subprocess.run(
         [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", "-q", str(om), str(tsdb)],
