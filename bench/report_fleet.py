@@ -47,6 +47,12 @@ def main() -> int:
     )
     ap.add_argument("--batch-hosts", type=int, help="passed to memhp report (default: its own)")
     ap.add_argument(
+        "--interval",
+        type=int,
+        default=INTERVAL,
+        help=f"seconds between samples of the history, also the report's --step (default {INTERVAL})",
+    )
+    ap.add_argument(
         "--history-hours",
         type=float,
         help="write only the last hours of the history (the same series and rows per host; for memory "
@@ -67,15 +73,19 @@ def main() -> int:
     work = args.tsdb or Path(tempfile.mkdtemp(prefix="memhp-report-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     meta = work / "bench.json"
-    if meta.exists() and json.loads(meta.read_text()).get("key") == [args.hosts, args.history_hours]:
+    if meta.exists() and json.loads(meta.read_text()).get("key") == [args.hosts, args.history_hours, args.interval]:
         end = json.loads(meta.read_text())["end"]
         print(f"reusing the TSDB in {work} ({args.hosts} hosts)")
     else:
-        end = int(time.time()) // INTERVAL * INTERVAL - 600
+        end = int(time.time()) // args.interval * args.interval - 600
         t0 = time.monotonic()
-        build_fleet_tsdb(work, args.hosts, end, INTERVAL, args.history_hours)
-        meta.write_text(json.dumps({"hosts": args.hosts, "end": end, "key": [args.hosts, args.history_hours]}))
-        print(f"generated {args.hosts} hosts x {RANGE_HOURS} h in {time.monotonic() - t0:.0f} s ({work})")
+        build_fleet_tsdb(work, args.hosts, end, args.interval, args.history_hours)
+        meta.write_text(
+            json.dumps({"hosts": args.hosts, "end": end, "key": [args.hosts, args.history_hours, args.interval]})
+        )
+        print(
+            f"generated {args.hosts} hosts x {args.history_hours or RANGE_HOURS} h in {time.monotonic() - t0:.0f} s ({work})"
+        )
     prom = start_prometheus(work / "prometheus", [], tsdb_path=work / "tsdb", retention="400d", ready_timeout=900)
     try:
         pythons = [("this tree", Path(sys.executable))]
@@ -106,7 +116,7 @@ def _run_report(python: Path, label: str, url: str, out: Path, end: int, args, r
         "--end",
         str(end),
         "--step",
-        "5m",
+        f"{args.interval}s",
         "--out",
         str(out),
         "--timeout",
