@@ -93,7 +93,9 @@ def headroom_curve(col: Collector) -> None:
     """The fleet's auto-movable headroom on the step grid (one summed series)."""
     c = col.c
     grid = c.grid
-    expr = f"sum(max by (instance, node) ({col.s(HEADROOM)}))"
+    # whole bytes: a sum of 20,000 fractional headrooms differs in its last digits with the order
+    # Prometheus adds them in, which a --selector changes
+    expr = f"round(sum(max by (instance, node) ({col.s(HEADROOM)})))"
     for chunk in col.prom.range_chunks(
         expr, c.start, c.end, c.step, inputs=max(c.nodes_count, 1), outputs=1, max_samples=col.budget
     ):
@@ -131,7 +133,7 @@ def previous_period(col: Collector) -> dict[str, float | None]:
         "online_bytes_current": one(state("online")),
         "offline_bytes_current": one(state("offline")),
         "hot_unpluggable_bytes_current": one(hot),
-        "headroom_bytes_current": one(f"sum(max by (instance, node) ({s(HEADROOM)}))"),
+        "headroom_bytes_current": one(f"round(sum(max by (instance, node) ({s(HEADROOM)})))"),
     }
     out.update(_peaks(col, at, length))
     seen = out["ratio_max_peak"] is not None

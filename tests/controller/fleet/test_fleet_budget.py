@@ -193,12 +193,18 @@ def fleet(tmp_path):
     token_ctrl.write_text(TOKEN_CTRL + "\n")
     cert, key = make_self_signed_cert(tmp_path, "relay")
     port, relay_port = free_port(), free_port()
-    ctrls = [start_controller(tmp_path, i, etcd.url, token_ctrl, port) for i in range(CONTROLLERS)]
-    victim = start_controller(tmp_path, CONTROLLERS, etcd.url, token_ctrl, port, blocks=VICTIM_BLOCKS)
-    relay = start_relay(tmp_path, 0, relay_port, cert, key, token_am, token_ctrl, port)
-    am = Alertmanager(_am_config(relay_port, token_am, cert), tmp_path / "alertmanager")
-    procs = [relay.proc, *(c.proc for c in [*ctrls, victim])]
-    try:
+    route = {"group_wait": f"{GROUP_WAIT:g}s", "group_interval": "5s"}
+    am = Alertmanager(_am_config(relay_port, token_am, cert, route), tmp_path / "alertmanager")
+    procs: list[subprocess.Popen] = []
+    ctrls: list[Ctrl] = []
+    try:  # everything started is stopped, whatever fails while the fleet starts (no process left behind)
+        for i in range(CONTROLLERS):
+            ctrls.append(start_controller(tmp_path, i, etcd.url, token_ctrl, port))
+            procs.append(ctrls[-1].proc)
+        victim = start_controller(tmp_path, CONTROLLERS, etcd.url, token_ctrl, port, blocks=VICTIM_BLOCKS)
+        procs.append(victim.proc)
+        relay = start_relay(tmp_path, 0, relay_port, cert, key, token_am, token_ctrl, port)
+        procs.append(relay.proc)
         for c in [*ctrls, victim]:
             wait_until(lambda c=c: _listening(c.host, port) or c.proc.poll() is not None, 120, 0.2, f"{c.name} up")
             assert c.proc.poll() is None, (c.root / "controller.log").read_text()
