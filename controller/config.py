@@ -555,11 +555,13 @@ def _check_rules(cfg: Config, w: _CrossCheck) -> None:
         if rule.name in names:
             w.error(node, f"{key}.name", f"duplicate rule name {rule.name!r} (also rules[{names[rule.name]}])")
         names.setdefault(rule.name, orig)
+        event, alert = (*at, "event"), (*at, "alertname")
         if (rule.alertname is None) == (rule.event is None):
-            w.error(node, key, "needs exactly one of alertname (an alert) or event (a local kernel event)")
+            msg = "needs exactly one of alertname (an alert) or event (a local kernel event)"
+            w.error(node, key, msg, event, alert)
         if rule.event is not None:
             _check_event_rule(rule, node, key, w)
-        else:
+        elif not w.doc.dropped(event):  # an event rule whose event was bad: reported, no alert checks
             _check_targets(rule, node, key, at, w)
         try:
             check_action_zone(rule.action, rule.zone)
