@@ -18,10 +18,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import threading
 from typing import Any, Protocol
 
-from memhp.backoff import exponential, keep_running
+from memhp.background import RestartingThread
 from memhp.exporter.kernel.model import parse_block_name
 from memhp.exporter.kernel.paths import Paths
 
@@ -62,9 +61,9 @@ def block_identity(paths: Paths, boot_id: str, block: int) -> str | None:
     return f"{boot_id}:{ino}"
 
 
-class UeventSource:
+class UeventSource(RestartingThread):
     """A daemon thread listening until stopped; after a failure it starts again (1 s, doubling,
-    at most a minute) and the first thing it does is ask for a rescan."""
+    at most a minute: memhp.background) and the first thing it does is ask for a rescan."""
 
     name = "memhp-controller-uevents"
 
@@ -73,30 +72,7 @@ class UeventSource:
         self.metrics = metrics
         self.clock = clock
         self.poll_timeout = poll_timeout
-        self.up = False
-        self._first = True
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-
-    def start(self) -> UeventSource:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 3.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        keep_running(self._follow_once, self._stop, exponential(1.0, 60.0), self._failed)
-        self.up = False
-
-    def _follow_once(self) -> None:
-        first, self._first = self._first, False
-        self.follow(first)
-
-    def _failed(self, error: Exception, wait: float) -> None:
-        self.up = False
-        log.warning("%s failed: %s; restarting in %.0fs", self.name, error, wait)
+        super().__init__()
 
     def follow(self, first: bool) -> None:
         monitor = _monitor()

@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .background import RestartingThread
+from memhp.background import RestartingThread
 
 FAILURE = re.compile(r"memory offlining \[mem (0x[0-9a-fA-F]+)-(0x[0-9a-fA-F]+)\] failed due to ([^\n]{1,80}?)\s*$")
 ONLINE_FAILURE = re.compile(r"online_pages \[mem (0x[0-9a-fA-F]+)-(0x[0-9a-fA-F]+)\] failed\s*$")

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from memhp.background import restart_backoff
 from memhp.backoff import keep_running
 
 from ..kernel.fsread import ATTR_MAX, ParseErrors
@@ -49,7 +50,6 @@ from ..kernel.memory_blocks import has_node_dirs, read_block, read_blocks
 from ..kernel.model import BLOCK_STATES, MemoryBlock, parse_block_name
 from ..kernel.nodes import block_node_map, read_nodes
 from ..kernel.paths import Paths
-from .background import restart_backoff
 
 log = logging.getLogger(__name__)
 

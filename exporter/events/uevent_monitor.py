@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
-from .background import RestartingThread
+from memhp.background import RestartingThread
 
 
 class UeventMonitor(RestartingThread):

@@ -1,8 +1,8 @@
 """Background sources: restarted with backoff after failures; the uevent
 monitor really listens on netlink here (it only reads)."""
 
-from memhp.exporter.events import background
-from memhp.exporter.events.background import RestartingThread
+from memhp import background
+from memhp.background import RestartingThread
 from memhp.exporter.events.uevent_monitor import UeventMonitor
 from tests.helpers.wait import wait_until as wait_for
 
